@@ -1,0 +1,141 @@
+"""Atomic checkpoints (DESIGN.md contract 7).
+
+A stage writes into a temporary directory inside its item's folder. To commit,
+the engine fsyncs every file and the directory, renames it to
+`<item>/<stage>/` and records the stage complete in the same database
+transaction that checked the lease, so a kill -9 at any instant leaves either
+the old state or the new one. Temporary names carry the lease token, so a
+sweep never deletes the working directory of a live lease.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+_TMP_RE = re.compile(r"^\.(tmp|old)-(?P<stage>[a-z]+)-(?P<token>\d+)(-.*)?$")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_manifest(folder: Path) -> dict:
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files.append({"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size,
+                      "sha256": sha256_of(path)})
+    return {"files": files}
+
+
+def _fsync_tree(folder: Path) -> None:
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
+    """A fresh, empty working directory for one attempt."""
+    item_dir.mkdir(parents=True, exist_ok=True)
+    path = item_dir / f"{TMP_PREFIX}{stage}-{token}"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir()
+    return path
+
+
+@dataclass
+class Prepared:
+    """A temporary output, fsynced and described, ready to be renamed into place."""
+
+    tmp: Path
+    final: Path
+    manifest: dict
+
+    @property
+    def empty(self) -> bool:
+        return not self.manifest["files"]
+
+
+def prepare(tmp: Path, final: Path, skipped: bool = False) -> Prepared:
+    manifest = build_manifest(tmp)
+    manifest["skipped"] = skipped
+    if manifest["files"]:
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+    return Prepared(tmp, final, manifest)
+
+
+def publish(prepared: Prepared, token: int) -> None:
+    """Rename the prepared output into place, replacing an older checkpoint of the stage."""
+    final = prepared.final
+    old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(final, old)
+    if prepared.empty:
+        shutil.rmtree(prepared.tmp, ignore_errors=True)
+    else:
+        os.rename(prepared.tmp, final)
+    fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(path: Path | None) -> None:
+    if path is not None and path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def verify(final: Path, manifest: dict) -> list[str]:
+    """Problems with a recorded checkpoint on disk: missing files, wrong sizes or checksums."""
+    problems = []
+    for entry in manifest.get("files", []):
+        path = final / entry["path"]
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != entry["size"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes, manifest says {entry['size']}")
+        elif sha256_of(path) != entry["sha256"]:
+            problems.append(f"{path} checksum differs from the manifest")
+    return problems
+
+
+def leftovers(items_root: Path) -> list[tuple[Path, str, str, int]]:
+    """Temporary and replaced directories: (path, item_id, stage, token)."""
+    found = []
+    if not items_root.exists():
+        return found
+    for item_dir in items_root.iterdir():
+        if not item_dir.is_dir():
+            continue
+        for child in item_dir.iterdir():
+            m = _TMP_RE.match(child.name)
+            if m:
+                found.append((child, item_dir.name, m["stage"], int(m["token"])))
+    return found

@@ -1,0 +1,309 @@
+"""`ewg.toml`: the workspace configuration, validated at start.
+
+Every mistake becomes one `ConfigError` whose message names the key, the
+problem and the fix; the CLI prints it and exits 2. Defaults follow the AI-EWG
+numbers (DESIGN.md, Configuration).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import errors, pipeline
+
+Policy = Literal["off", "warn", "enforce"]
+
+
+class ConfigError(Exception):
+    """A configuration problem a person must fix; the message says how."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Paths(_Section):
+    items: str = "items"
+    database: str = "ewg.db"
+    backups: str = "backups"
+
+
+class Engine(_Section):
+    workers: int = Field(2, ge=0, le=256)
+    heartbeat_interval: float = Field(1.0, gt=0, le=60)
+    lease_duration: float = Field(30.0, gt=0, le=3600)
+    dead_after: float = Field(10.0, gt=0, le=3600)
+    check_interval: float = Field(1.0, gt=0, le=60)
+    poll_interval: float = Field(0.25, gt=0, le=60)
+    stop_grace: float = Field(10.0, ge=0, le=3600)
+    force_grace: float = Field(3.0, ge=0, le=600)
+    synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
+    backup_interval: float = Field(3600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _dead_after_beats(self) -> "Engine":
+        if self.dead_after <= self.heartbeat_interval:
+            raise ValueError("dead_after must be longer than heartbeat_interval, or every worker looks dead")
+        return self
+
+
+class Timeouts(_Section):
+    episode_processing: float = Field(3600.0, gt=0, le=7 * 86400)
+    clip_generation: float = Field(1800.0, gt=0, le=7 * 86400)
+    api_requests: float = Field(300.0, gt=0, le=86400)
+    file_operations: float = Field(120.0, gt=0, le=86400)
+
+
+class Retry(_Section):
+    max_attempts: int = Field(3, ge=1, le=100)
+    base_delay: float = Field(5.0, ge=0, le=86400)
+    max_delay: float = Field(60.0, ge=0, le=7 * 86400)
+    exponential_base: float = Field(2.0, ge=1, le=10)
+    jitter: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> "Retry":
+        if self.max_delay < self.base_delay:
+            raise ValueError("max_delay must be at least base_delay")
+        return self
+
+
+class Recovery(_Section):
+    auto_retry_transient: bool = True
+    auto_clear_cache_on_retry: bool = True
+    auto_cleanup_failed_files: bool = True
+    manual_intervention_required: list[str] = Field(
+        default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY])
+    max_rescues: int = Field(20, ge=1, le=10_000)
+
+    @field_validator("manual_intervention_required")
+    @classmethod
+    def _known_classes(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in errors.ERROR_CLASSES:
+                raise ValueError(f"unknown error class {name!r}; known: {', '.join(errors.ERROR_CLASSES)}")
+        return v
+
+
+class Watchdog(_Section):
+    stall_after: float = Field(300.0, gt=0)
+    stall_policy: Policy = "enforce"
+    timeout_policy: Policy = "enforce"
+    slow_policy: Policy = "warn"
+    slow_factor: float = Field(3.0, gt=1)
+
+
+class Health(_Section):
+    interval: float = Field(5.0, gt=0, le=3600)
+    cpu_warn_percent: float = Field(90.0, gt=0, le=100)
+    memory_warn_percent: float = Field(90.0, gt=0, le=100)
+    disk_warn_free_mb: float = Field(5120.0, ge=0)
+    disk_critical_free_mb: float = Field(1024.0, ge=0)
+
+    @model_validator(mode="after")
+    def _floor_below_warning(self) -> "Health":
+        if self.disk_critical_free_mb > self.disk_warn_free_mb:
+            raise ValueError("disk_critical_free_mb must not exceed disk_warn_free_mb")
+        return self
+
+
+class Service(_Section):
+    url: str
+    timeout: float = Field(5.0, gt=0, le=600)
+    interval: float = Field(10.0, gt=0, le=3600)
+    expect_status: int = Field(200, ge=100, le=599)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/api/tags")
+        return v
+
+
+class ErrorRuleConfig(_Section):
+    pattern: str
+    error_class: str = Field(alias="class")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @field_validator("error_class")
+    @classmethod
+    def _cls(cls, v: str) -> str:
+        if v not in errors.ERROR_CLASSES:
+            raise ValueError(f"unknown error class {v!r}; known: {', '.join(errors.ERROR_CLASSES)}")
+        return v
+
+
+class StageConfig(_Section):
+    kind: Literal["demo", "python", "command", "builtin", "noop"] = "demo"
+    callable: str | None = None
+    command: list[str] | None = None
+    exit_codes: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400)
+    stall_after: float | None = Field(None, gt=0)
+    stall_policy: Policy | None = None
+    timeout_policy: Policy | None = None
+    slow_policy: Policy | None = None
+    services: list[str] = Field(default_factory=list)
+    error_rules: list[ErrorRuleConfig] = Field(default_factory=list)
+    duration: float = Field(2.0, ge=0, le=86400)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "StageConfig":
+        if self.kind == "python" and not (self.callable and re.match(r"^[\w.]+:[\w.]+$", self.callable)):
+            raise ValueError('kind = "python" needs callable = "package.module:function"')
+        if self.kind == "command":
+            if not self.command:
+                raise ValueError('kind = "command" needs command = ["program", "arg", ...]')
+        for code, cls in self.exit_codes.items():
+            if not code.lstrip("-").isdigit():
+                raise ValueError(f"exit_codes key {code!r} is not an exit code number")
+            if cls not in errors.ERROR_CLASSES:
+                raise ValueError(f"exit_codes {code} maps to unknown class {cls!r}; known: {', '.join(errors.ERROR_CLASSES)}")
+        return self
+
+
+class DemoFault(_Section):
+    item: int = Field(ge=1)
+    stage: str
+    fault: Literal["transient", "persistent", "cache", "disk_full", "hang", "hang_hard", "slow",
+                   "missing_dependency", "config_error"]
+    times: int = Field(1, ge=1, le=1000)
+    kind: Literal["episode", "clip"] = "episode"
+
+
+class Demo(_Section):
+    seed: int = 7
+    transient_probability: float = Field(0.0, ge=0, le=1)
+    faults: list[DemoFault] = Field(default_factory=list)
+
+
+class Config(_Section):
+    paths: Paths = Field(default_factory=Paths)
+    engine: Engine = Field(default_factory=Engine)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: Retry = Field(default_factory=Retry)
+    recovery: Recovery = Field(default_factory=Recovery)
+    watchdog: Watchdog = Field(default_factory=Watchdog)
+    health: Health = Field(default_factory=Health)
+    services: dict[str, Service] = Field(default_factory=dict)
+    stages: dict[str, dict[str, StageConfig]] = Field(default_factory=dict)
+    demo: Demo = Field(default_factory=Demo)
+
+    @model_validator(mode="after")
+    def _known_stages(self) -> "Config":
+        for kind, table in self.stages.items():
+            if kind not in pipeline.KINDS:
+                raise ValueError(f"[stages.{kind}]: unknown item kind; use [stages.episode.NAME] or [stages.clip.NAME]")
+            for name, stage in table.items():
+                if name not in pipeline.stages_of(kind):
+                    raise ValueError(f"[stages.{kind}.{name}]: unknown stage; {kind} stages are "
+                                     f"{', '.join(pipeline.stages_of(kind))}")
+                for svc in stage.services:
+                    if svc not in self.services:
+                        raise ValueError(f"[stages.{kind}.{name}] services: {svc!r} is not declared; "
+                                         f"add a [services.{svc}] table with its url")
+        for fault in self.demo.faults:
+            if fault.stage not in pipeline.stages_of(fault.kind):
+                raise ValueError(f"[[demo.faults]] stage {fault.stage!r} is not a {fault.kind} stage")
+        return self
+
+    # -- lookups used by the runtime ---------------------------------------------------
+    def stage(self, kind: str, stage: str) -> StageConfig:
+        return self.stages.get(kind, {}).get(stage) or StageConfig()
+
+    def timeout_for(self, kind: str, stage: str) -> float:
+        own = self.stage(kind, stage).timeout
+        if own is not None:
+            return own
+        return self.timeouts.episode_processing if kind == pipeline.EPISODE else self.timeouts.clip_generation
+
+    def stall_after_for(self, kind: str, stage: str) -> float:
+        own = self.stage(kind, stage).stall_after
+        return own if own is not None else self.watchdog.stall_after
+
+    def policy_for(self, kind: str, stage: str, verdict: str) -> str:
+        own = getattr(self.stage(kind, stage), f"{verdict}_policy")
+        return own if own is not None else getattr(self.watchdog, f"{verdict}_policy")
+
+    def error_rules_for(self, kind: str, stage: str) -> tuple[errors.ErrorRule, ...]:
+        return tuple(errors.ErrorRule(r.pattern, r.error_class) for r in self.stage(kind, stage).error_rules)
+
+
+def _where(loc: tuple) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("function-after", "function-before"))
+             and not str(p).startswith("function-")]
+    if not parts:
+        return "ewg.toml"
+    if len(parts) == 1:
+        return f"[{parts[0]}]"
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
+
+
+def _explain(exc: ValidationError, path: Path) -> str:
+    lines = [f"{path}: the configuration is not valid."]
+    for err in exc.errors():
+        where = _where(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key. Remove it or check its spelling against the defaults (`ewg init --print-config`).")
+            continue
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}: {msg}{shown}.")
+    lines.append("Fix the file and start again; nothing was changed.")
+    return "\n".join(lines)
+
+
+def parse(text: str, path: Path = Path("ewg.toml")) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the syntax at that line and start again.") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+    _check_commands(config, path)
+    return config
+
+
+def _check_commands(config: Config, path: Path) -> None:
+    for kind, table in config.stages.items():
+        for name, stage in table.items():
+            if stage.kind == "command" and stage.command:
+                program = stage.command[0]
+                if "{" in program:
+                    continue
+                if shutil.which(program) is None and not Path(program).is_file():
+                    raise ConfigError(
+                        f"{path}: [stages.{kind}.{name}] command: the program {program!r} was not found on PATH. "
+                        "Install it or give its full path.")
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist. Create a workspace with `ewg init {path.parent}` "
+                          "or point --workspace at one.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}.") from None
+    return parse(text, path)

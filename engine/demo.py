@@ -1,0 +1,114 @@
+"""The built-in demo workspace: a handful of episodes and a fault script that
+shows every recovery road within the first minute."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .clock import Clock
+from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace
+
+SHOWS = ("Tech Talk Weekly", "Morning Brief", "Founders Hour", "Data Night", "City Council Live")
+TOPICS = ("Open-source AI", "Local elections", "Battery recycling", "Remote work", "Quantum hype",
+          "Urban cycling", "Chip supply", "Privacy law", "Solar farms", "Podcast economics")
+
+# Stage durations (seconds) of the demo pipeline: short enough to watch.
+EPISODE_DURATIONS = {"discovered": 1.0, "transcribed": 4.0, "enriched": 3.0, "editorial": 2.0, "rendered": 2.0}
+CLIP_DURATIONS = {"generated": 3.0, "rendered": 2.0}
+
+# One fault of every kind; numbers are episode numbers.
+FAULTS = """
+[[demo.faults]]
+item = 3
+stage = "transcribed"
+fault = "transient"
+times = 2
+
+[[demo.faults]]
+item = 5
+stage = "enriched"
+fault = "hang"
+
+[[demo.faults]]
+item = 7
+stage = "discovered"
+fault = "persistent"
+
+[[demo.faults]]
+item = 2
+stage = "rendered"
+fault = "disk_full"
+
+[[demo.faults]]
+item = 4
+stage = "editorial"
+fault = "cache"
+
+[[demo.faults]]
+item = 6
+stage = "transcribed"
+fault = "slow"
+
+[[demo.faults]]
+item = 8
+stage = "enriched"
+fault = "missing_dependency"
+
+[[demo.faults]]
+item = 1
+kind = "clip"
+stage = "generated"
+fault = "transient"
+"""
+
+
+def _set(text: str, key: str, value: str) -> str:
+    pattern = re.compile(rf"^{key} = [^#\n]*?(\s*#.*)?$", re.MULTILINE)
+    new, n = pattern.subn(lambda m: f"{key} = {value}{m.group(1) or ''}", text, count=1)
+    if n != 1:
+        raise KeyError(key)
+    return new
+
+
+def demo_config(faults: bool = True, speed: float = 1.0, seed: int = 7) -> str:
+    """The default configuration tuned for watching recovery happen: short waits, small thresholds."""
+    text = DEFAULT_TOML
+    text = _set(text, "stall_after", "6.0")
+    text = _set(text, "base_delay", "2.0")
+    text = _set(text, "max_delay", "10.0")
+    text = _set(text, "episode_processing", "60.0")
+    text = _set(text, "clip_generation", "30.0")
+    text = _set(text, "stop_grace", "3.0")
+    text = _set(text, "force_grace", "1.0")
+    text += "\n# The demo pipeline: every stage is simulated; faults are injected by script.\n"
+    for kind, durations in (("episode", EPISODE_DURATIONS), ("clip", CLIP_DURATIONS)):
+        for stage, seconds in durations.items():
+            text += f'\n[stages.{kind}.{stage}]\nkind = "demo"\nduration = {seconds * speed}\n'
+    text += f"\n[demo]\nseed = {seed}\ntransient_probability = 0.0\n"
+    if faults:
+        text += FAULTS
+    return text
+
+
+def episode_id(show: str, number: int, date: str = "2026-11-29") -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", show.lower()).strip("_")
+    return f"{slug}_ep{number:03d}_{date}"
+
+
+def seed_episodes(ws: Workspace, count: int, start: int = 1) -> list[str]:
+    ids = []
+    for n in range(start, start + count):
+        show = SHOWS[(n - 1) % len(SHOWS)]
+        topic = TOPICS[(n - 1) % len(TOPICS)]
+        item_id = episode_id(show, n)
+        add_episode(ws, item_id, source=f"demo://{show}/episode-{n:03d}.mp4", show=show,
+                    title=f"{topic} (part {1 + (n - 1) // len(TOPICS)})")
+        ids.append(item_id)
+    return ids
+
+
+def create_demo(root: Path, count: int = 10, faults: bool = True, speed: float = 1.0,
+                clock: Clock | None = None) -> Workspace:
+    ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock)
+    seed_episodes(ws, count)
+    return ws

@@ -1,0 +1,198 @@
+"""Health (DESIGN.md contract 9): CPU, memory, disk and external services.
+
+Below the critical disk floor, or after a stage hit ENOSPC/ENOMEM, the engine
+stops claiming work and says why until the resource returns; items blocked by
+a resource or a down service go back to the queue without spending attempts.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from collections import deque
+from typing import TYPE_CHECKING, Callable
+
+import psutil
+
+from . import transitions
+
+if TYPE_CHECKING:
+    from .runtime import Engine
+
+log = logging.getLogger("ewg.health")
+
+RESOURCE_PREFIX = "resource: "
+SERVICE_PREFIX = "service "
+
+
+def disk_free_mb(path: str) -> float:
+    return shutil.disk_usage(path).free / 2**20
+
+
+def time_to_full(samples: list[tuple[float, float]]) -> float | None:
+    """Seconds until free space reaches zero at the recent fill rate, None when not filling."""
+    if len(samples) < 2:
+        return None
+    (t0, f0), (t1, f1) = samples[0], samples[-1]
+    if t1 <= t0 or f1 >= f0:
+        return None
+    rate = (f0 - f1) / (t1 - t0)     # MB per second being consumed
+    return f1 / rate if rate > 0 else None
+
+
+def check_service(url: str, timeout: float, expect_status: int = 200) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:   # noqa: S310 - configured http(s) URL
+            ok = resp.status == expect_status
+            return ok, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return exc.code == expect_status, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"unreachable: {reason}"
+
+
+class HealthMonitor:
+    def __init__(self, engine: "Engine", disk_free_mb: Callable[[str], float] | None = None,
+                 probe: Callable[[str, float, int], tuple[bool, str]] = check_service) -> None:
+        self.engine = engine
+        self.disk_free_mb = disk_free_mb or globals()["disk_free_mb"]
+        self.probe = probe
+        self.resource_pause: str | None = None
+        self.blocked_stages: set[tuple[str, str]] = set()
+        self.down: dict[str, str] = {}
+        self._hold_until = 0.0
+        self._hold_reason = ""
+        self._fill: deque[tuple[float, float]] = deque(maxlen=60)
+        self._last_service_check: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.latest: dict = {}
+
+    def loop(self) -> None:
+        eng = self.engine
+        last_backup = eng.clock.now()
+        while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
+            try:
+                now = eng.clock.now()
+                if now - self.latest.get("at", 0) >= eng.config.health.interval:
+                    self.sample()
+                self.check_services()
+                interval = eng.config.engine.backup_interval
+                if interval and now - last_backup >= interval:
+                    eng.store.backup(eng.ws.backups)
+                    last_backup = now
+            except Exception:
+                log.exception("health check failed; will retry")
+
+    def hold(self, reason: str) -> None:
+        """A stage hit a resource error: pause claiming until the next healthy sample."""
+        with self._lock:
+            self._hold_until = self.engine.clock.now() + self.engine.config.health.interval
+            self._hold_reason = reason
+            self.resource_pause = f"{RESOURCE_PREFIX}{reason}"
+        self._write_pause()
+
+    def sample(self) -> dict:
+        eng = self.engine
+        cfg = eng.config.health
+        now = eng.clock.now()
+        free = self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root))
+        db_free = self.disk_free_mb(str(eng.store.path.parent))
+        self._fill.append((now, min(free, db_free)))
+        ttf = time_to_full(list(self._fill)[-12:])
+        sample = {"at": now, "cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
+                  "disk_free_mb": free, "db_disk_free_mb": db_free, "time_to_full_s": ttf}
+        self.latest = sample
+        low = min(free, db_free)
+        with self._lock:
+            if low < cfg.disk_critical_free_mb:
+                self.resource_pause = (f"{RESOURCE_PREFIX}disk free {low:.0f} MB is below the critical floor "
+                                       f"{cfg.disk_critical_free_mb:.0f} MB")
+            elif self.resource_pause and now >= self._hold_until:
+                self.resource_pause = None
+            paused = self.resource_pause
+        with eng.store.write() as conn:
+            conn.execute("INSERT INTO health (at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb,"
+                         " time_to_full_s) VALUES (?,?,?,?,?,?)",
+                         (now, sample["cpu_percent"], sample["memory_percent"], free, db_free, ttf))
+            conn.execute("DELETE FROM health WHERE at < ?", (now - 3600,))
+            if paused is None:
+                conn.execute("UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
+                             " WHERE status='blocked' AND blocked_reason NOT LIKE ?",
+                             (now, now, f"{SERVICE_PREFIX}%"))
+        self._write_pause()
+        return sample
+
+    def _write_pause(self) -> None:
+        eng = self.engine
+        now = eng.clock.now()
+        with eng.store.write() as conn:
+            row = conn.execute("SELECT value FROM engine_state WHERE key='resource_pause'").fetchone()
+            value = self.resource_pause or ""
+            if (row["value"] if row else "") != value:
+                conn.execute("INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('resource_pause',?,?,"
+                             "'engine',?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+                             " at=excluded.at", (value, value, now))
+                transitions.record_event(conn, now, "engine", "resource_pause" if value else "resource_resume",
+                                         reason=value, result="claiming paused" if value else "claiming resumed")
+
+    # -- services ---------------------------------------------------------------------------
+    def stages_needing(self, service: str) -> list[tuple[str, str]]:
+        return [(kind, stage) for kind, table in self.engine.config.stages.items()
+                for stage, sc in table.items() if service in sc.services]
+
+    def check_services(self, force: bool = False) -> None:
+        eng = self.engine
+        now = eng.clock.now()
+        for name, svc in eng.config.services.items():
+            if not force and now - self._last_service_check.get(name, -1e18) < svc.interval:
+                continue
+            self._last_service_check[name] = now
+            ok, message = self.probe(svc.url, svc.timeout, svc.expect_status)
+            self._record_service(name, ok, message, now)
+
+    def _record_service(self, name: str, ok: bool, message: str, now: float) -> None:
+        eng = self.engine
+        was_down = name in self.down
+        stages = self.stages_needing(name)
+        with self._lock:
+            if ok:
+                self.down.pop(name, None)
+            else:
+                self.down[name] = message
+            self.blocked_stages = {s for svc in self.down for s in self.stages_needing(svc)}
+        keys = [f"{k}/{s}" for k, s in stages]
+        marks = ",".join("?" * len(keys))
+        reason = f"{SERVICE_PREFIX}{name} is down ({message})"
+        with eng.store.write() as conn:
+            conn.execute("INSERT INTO services (name, ok, message, checked_at, since) VALUES (?,?,?,?,?)"
+                         " ON CONFLICT(name) DO UPDATE SET ok=excluded.ok, message=excluded.message,"
+                         " checked_at=excluded.checked_at,"
+                         " since=CASE WHEN services.ok=excluded.ok THEN services.since ELSE excluded.since END",
+                         (name, int(ok), message, now, now))
+            if keys and not ok:
+                conn.execute(f"UPDATE items SET status='blocked', blocked_reason=?, updated_at=? WHERE status IN"
+                             f" ('queued','retrying') AND (kind || '/' || next_stage) IN ({marks})",
+                             (reason, now, *keys))
+            if keys and ok and was_down:
+                conn.execute(f"UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
+                             f" WHERE status='blocked' AND blocked_reason LIKE ?", (now, now, f"{SERVICE_PREFIX}{name} %"))
+            if ok == was_down:
+                transitions.record_event(conn, now, "engine", "service_up" if ok else "service_down",
+                                         selection=name, result=message)
+        if ok and was_down:
+            eng.wake()
+
+    def down_service_for(self, kind: str, stage: str, recheck: bool = False) -> str | None:
+        """Name of a down service the stage needs (rechecked now when asked), else None."""
+        cfg = self.engine.config
+        for name in cfg.stage(kind, stage).services:
+            if recheck:
+                svc = cfg.services[name]
+                ok, message = self.probe(svc.url, svc.timeout, svc.expect_status)
+                self._record_service(name, ok, message, self.engine.clock.now())
+            if name in self.down:
+                return name
+        return None

@@ -1,0 +1,155 @@
+"""The schema, declared with SQLModel (DESIGN.md contract 1).
+
+Episodes and clips share one `items` table (`kind` tells them apart, clips
+point at their episode with `parent_id`): the claim query, the watchdog and the
+verbs then treat every unit of work the same way. Times are UTC epoch seconds.
+The hot path reads and writes these tables through `engine.store` with the
+sqlite3 driver; this module is the single declaration of their shape.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlmodel import Field, SQLModel
+
+
+def D(value):  # noqa: N802 - reads like a type annotation
+    """A column default that also holds for raw SQL inserts on the hot path (a server default)."""
+    text = str(int(value)) if isinstance(value, bool) else str(value)
+    return Field(default=value, sa_column_kwargs={"server_default": text})
+
+
+class Item(SQLModel, table=True):
+    __tablename__ = "items"
+
+    id: str = Field(primary_key=True)
+    kind: str = Field(index=True)                 # episode | clip
+    parent_id: Optional[str] = Field(default=None, index=True)
+    source: str = D("")
+    show: str = D("")
+    title: str = D("")
+    stage: Optional[str] = None                   # last completed stage
+    next_stage: Optional[str] = None              # what runs next (None when done)
+    target_stage: str = D("")
+    status: str = D("queued")                        # queued|running|retrying|blocked|failed|stopped|done
+    progress: float = D(0.0)
+    progress_message: str = D("")
+    heartbeat_at: Optional[float] = None
+    progress_at: Optional[float] = None
+    started_at: Optional[float] = None
+    lease_owner: Optional[str] = None
+    lease_token: int = D(0)                          # fencing token, bumped on every change of hands
+    lease_expires_at: Optional[float] = None
+    cancel_requested: Optional[str] = None        # stop | force | timeout | stall
+    cancel_requested_at: Optional[float] = None
+    attempts: int = D(0)                             # attempts spent on the current stage
+    rescues: int = D(0)                              # dead-owner rescues on the current stage
+    next_attempt_at: float = D(0.0)
+    error_class: Optional[str] = None
+    error_message: Optional[str] = None
+    error_detail: Optional[str] = None
+    error_suggestion: Optional[str] = None
+    error_at: Optional[float] = None
+    verdict: Optional[str] = None                 # DEAD | STALLED | SLOW | TIMED OUT
+    blocked_reason: Optional[str] = None
+    deadline_extension: float = D(0.0)
+    clip_start: Optional[float] = None
+    clip_end: Optional[float] = None
+    created_at: float = D(0.0)
+    updated_at: float = D(0.0)
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempts"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    item_id: str = Field(index=True)
+    stage: str
+    number: int
+    worker: str
+    lease_token: int
+    started_at: float
+    ended_at: Optional[float] = None
+    outcome: Optional[str] = None   # succeeded|failed|timed_out|stalled|dead|cancelled|abandoned|crashed
+    error_class: Optional[str] = None
+    error_message: Optional[str] = None
+    error_detail: Optional[str] = None
+    decision: Optional[str] = None  # what the engine decided and why
+    log_tail: Optional[str] = None
+    duration: Optional[float] = None
+    spent: bool = D(True)              # counted against max_attempts
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+
+    item_id: str = Field(primary_key=True)
+    stage: str = Field(primary_key=True)
+    manifest: str = D("{}")            # JSON: {"files": [{"path", "size", "sha256"}], "skipped": bool}
+    created_at: float = D(0.0)
+    stale: bool = D(False)
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    actor: str                      # OS user for operator verbs, `engine` or `watchdog`
+    verb: str = Field(index=True)
+    selection: str = D("")
+    reason: str = D("")
+    affected: str = D("[]")            # JSON list of item ids
+    before: str = D("{}")              # JSON {id: {stage, status}}
+    after: str = D("{}")
+    result: str = D("")
+
+
+class EngineState(SQLModel, table=True):
+    """Shared switches: `paused` (operator) and `resource_pause` (health)."""
+
+    __tablename__ = "engine_state"
+
+    key: str = Field(primary_key=True)
+    value: str = D("")
+    reason: str = D("")
+    actor: str = D("")
+    at: float = D(0.0)
+
+
+class EngineProcess(SQLModel, table=True):
+    """One row per running engine process, so an attached console can show them."""
+
+    __tablename__ = "engines"
+
+    owner: str = Field(primary_key=True)   # host:pid:start
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    workers: int
+    busy: int = D(0)
+    state: str = D("running")                 # running | stopping | stopped
+    executions: int = D(0)                    # stage executions finished since start
+
+
+class ServiceHealth(SQLModel, table=True):
+    __tablename__ = "services"
+
+    name: str = Field(primary_key=True)
+    ok: bool = D(True)
+    message: str = D("")
+    checked_at: float = D(0.0)
+    since: float = D(0.0)
+
+
+class HealthSample(SQLModel, table=True):
+    __tablename__ = "health"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    cpu_percent: float
+    memory_percent: float
+    disk_free_mb: float
+    db_disk_free_mb: float
+    time_to_full_s: Optional[float] = None

@@ -1,0 +1,533 @@
+"""The engine process: worker threads, batched heartbeats, watchdog and health.
+
+Workers claim items with a lease and a fencing token (engine.store), run the
+stage in a temporary directory, and commit the checkpoint and the new state in
+one transaction that first checks the token (engine.checkpoints). Anything
+that goes wrong takes the road engine.policy decides. Several engine processes
+(and attached consoles) may share one workspace: every write is fenced.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psutil
+
+from . import checkpoints, errors, pipeline, policy, stages, transitions
+from .clock import Clock
+from .errors import Cancelled, LeaseLost, StageError
+from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
+from .stages import CancelToken, ItemInfo, LogTail, StageContext
+from .store import Claim
+from .watchdog import Watchdog
+from .workspace import Workspace
+
+log = logging.getLogger("ewg.engine")
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """What the engine tells a listener (the console, the CLI): small and immutable."""
+
+    kind: str            # claimed | succeeded | failed | released | lost | state
+    item_id: str = ""
+    stage: str = ""
+    text: str = ""
+
+
+@dataclass
+class Run:
+    claim: Claim
+    cancel: CancelToken
+    thread: threading.Thread
+    slot: int
+    progress: float = 0.0
+    message: str = ""
+    progress_at: float = 0.0
+    lost: bool = False
+    cancel_seen_at: float | None = None
+    replaced: bool = False
+    tmp: object = None
+
+
+def owner_id() -> str:
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{os.getpid()}:{int(me.create_time())}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host, None when it runs elsewhere (only its lease can tell)."""
+    try:
+        host, pid, started = owner.rsplit(":", 2)
+        pid_n, started_n = int(pid), int(started)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        return abs(int(psutil.Process(pid_n).create_time()) - started_n) <= 1
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+class Engine:
+    def __init__(self, ws: Workspace, workers: int | None = None, clock: Clock | None = None,
+                 rng: random.Random | None = None, on_event: Callable[[EngineEvent], None] | None = None,
+                 disk_free_mb: Callable[[str], float] | None = None) -> None:
+        self.ws = ws
+        self.config = ws.config
+        self.store = ws.store
+        self.clock = clock or ws.clock
+        self.rng = rng or random.Random()
+        self.on_event = on_event
+        self.owner = owner_id()
+        self.workers = self.config.engine.workers if workers is None else workers
+        self.state = "new"
+        self.executions = 0
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.RLock()
+        self._slots: dict[int, threading.Thread] = {}
+        self._claiming = threading.Event()     # cleared: workers stop taking new work
+        self._halt = threading.Event()         # set: background loops end
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
+        self.watchdog = Watchdog(self)
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> "Engine":
+        self.recover()
+        self._register()
+        self.state = "running"
+        self._claiming.set()
+        self.health.sample()
+        for name, loop in (("heartbeat", self._heartbeat_loop), ("watchdog", self.watchdog.loop),
+                           ("health", self.health.loop)):
+            t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for slot in range(self.workers):
+            self._spawn(slot)
+        self._emit(EngineEvent("state", text="running"))
+        return self
+
+    def _spawn(self, slot: int) -> None:
+        t = threading.Thread(target=self._worker_loop, args=(slot,), name=f"ewg-worker-{slot}", daemon=True)
+        with self._lock:
+            self._slots[slot] = t
+        t.start()
+
+    def recover(self) -> dict[str, int]:
+        """Start-up repair: rescue work leased by dead processes on this host, sweep temporary leftovers."""
+        now = self.clock.now()
+        rescued = 0
+        for row in self.store.read("SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"):
+            if owner_alive(row["lease_owner"] or "") is False:
+                if self.rescue(row["id"], row["lease_token"], row["rescues"], "crashed",
+                               f"owner {row['lease_owner']} is gone (found at start-up)", now):
+                    rescued += 1
+        swept = self.sweep_leftovers()
+        with self.store.write() as conn:
+            for row in conn.execute("SELECT owner FROM engines").fetchall():
+                if owner_alive(row["owner"]) is False:
+                    conn.execute("DELETE FROM engines WHERE owner=?", (row["owner"],))
+            if rescued or swept:
+                transitions.record_event(conn, now, "engine", "recover", result=f"rescued {rescued}, swept {swept}")
+        return {"rescued": rescued, "swept": swept}
+
+    def rescue(self, item_id: str, token: int, rescues: int, outcome: str, why: str, now: float,
+               actor: str = "engine") -> bool:
+        """Take an item back from an owner that died; no attempt is spent (a poison pill is capped)."""
+        give_up = rescues + 1 >= self.config.recovery.max_rescues
+        with self.store.write() as conn:
+            ok = transitions.release(conn, item_id, token, now, outcome, "failed" if give_up else "queued",
+                                     f"rescued: {why}", bump=True, verdict="DEAD", count_rescue=True)
+            if ok and give_up:
+                conn.execute("UPDATE items SET error_class=?, error_message=?, error_suggestion=?, error_at=?"
+                             " WHERE id=?", (errors.PERSISTENT, f"worker died {rescues + 1} times on this stage",
+                                             "The stage may crash its process; check its log, then retry (r).",
+                                             now, item_id))
+            if ok:
+                transitions.record_event(conn, now, actor, "rescue", affected=[item_id], reason=why,
+                                         result="failed: too many rescues" if give_up else "queued")
+        if ok:
+            self._wake.set()
+        return ok
+
+    def sweep_leftovers(self) -> int:
+        live = {(r["id"], r["lease_token"]) for r in
+                self.store.read("SELECT id, lease_token FROM items WHERE status='running'")}
+        swept = 0
+        for path, item_id, _stage, token in checkpoints.leftovers(self.ws.items_root):
+            if path.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live:
+                continue
+            checkpoints.discard(path)
+            swept += 1
+        return swept
+
+    def stop(self, force: bool = False, grace: float | None = None) -> None:
+        """Graceful: stages reach a safe point and their items are released where they were.
+        Force: subprocesses are killed at once; stuck Python stages are abandoned (fenced out)."""
+        if self.state in ("stopped", "new"):
+            return
+        self.state = "stopping"
+        self._emit(EngineEvent("state", text="stopping"))
+        self._claiming.clear()
+        self._wake.set()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.cancel.cancel("shutdown")
+            if force:
+                run.cancel.force()
+        cfg = self.config.engine
+        wait = cfg.force_grace if force else (cfg.stop_grace if grace is None else grace)
+        self._join_runs(wait)
+        with self._lock:
+            stuck = list(self._runs.values())
+        for run in stuck:
+            run.cancel.force()
+        if stuck:
+            self._join_runs(cfg.force_grace)
+        with self._lock:
+            stuck = list(self._runs.values())
+        now = self.clock.now()
+        for run in stuck:
+            with self.store.write() as conn:
+                transitions.release(conn, run.claim.item_id, run.claim.lease_token, now, "abandoned", "queued",
+                                    "abandoned at shutdown: the stage ignored its cancel token", bump=True)
+        self._halt.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        with self.store.write() as conn:
+            conn.execute("UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
+                         (now, self.owner))
+        self.state = "stopped"
+        self._emit(EngineEvent("state", text="stopped"))
+
+    def _join_runs(self, seconds: float) -> None:
+        deadline = self.clock.now() + seconds
+        while self.clock.now() < deadline:
+            with self._lock:
+                if not self._runs:
+                    return
+            self._halt.wait(0.05)
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def idle(self) -> bool:
+        """Nothing pending, running or waiting for a retry (blocked and failed items do not count)."""
+        row = self.store.read_one(
+            "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')")
+        return row[0] == 0 and self.busy() == 0
+
+    def run_until_idle(self, timeout: float | None = None, poll: float = 0.2) -> bool:
+        deadline = None if timeout is None else self.clock.now() + timeout
+        while not self._halt.is_set():
+            if self.idle():
+                return True
+            if deadline is not None and self.clock.now() > deadline:
+                return False
+            self._halt.wait(poll)
+        return self.idle()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _emit(self, event: EngineEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a listener must never break the engine
+                log.exception("engine event listener failed")
+
+    def _register(self) -> None:
+        now = self.clock.now()
+        host, pid, _ = self.owner.rsplit(":", 2)
+        with self.store.write() as conn:
+            conn.execute(
+                "INSERT INTO engines (owner, host, pid, started_at, heartbeat_at, workers, busy, state, executions)"
+                " VALUES (?,?,?,?,?,?,0,'running',0) ON CONFLICT(owner) DO UPDATE SET state='running',"
+                " heartbeat_at=excluded.heartbeat_at, workers=excluded.workers",
+                (self.owner, host, int(pid), now, now, self.workers))
+
+    # -- workers ------------------------------------------------------------------------
+    def claiming_allowed(self) -> bool:
+        return self._claiming.is_set() and self.health.resource_pause is None
+
+    def _worker_loop(self, slot: int) -> None:
+        me = threading.current_thread()
+        poll = self.config.engine.poll_interval
+        while not self._halt.is_set():
+            with self._lock:
+                if self._slots.get(slot) is not me:
+                    return                       # this slot was given to a new thread
+            if not self.claiming_allowed():
+                if self.state in ("stopping", "stopped"):
+                    return
+                self._halt.wait(poll)
+                continue
+            try:
+                claim = self.store.claim(self.owner, self.clock.now(), self.config.engine.lease_duration,
+                                         sorted(self.health.blocked_stages))
+            except Exception:
+                log.exception("claim failed; retrying")
+                self._halt.wait(poll)
+                continue
+            if claim is None:
+                self._wake.wait(poll)
+                self._wake.clear()
+                continue
+            self._execute(claim, slot)
+
+    def _execute(self, claim: Claim, slot: int) -> None:
+        now = self.clock.now()
+        run = Run(claim, CancelToken(), threading.current_thread(), slot, progress_at=now)
+        with self._lock:
+            self._runs[claim.item_id] = run
+        self._emit(EngineEvent("claimed", claim.item_id, claim.stage))
+        ctx: StageContext | None = None
+        try:
+            ctx = self._context(claim, run)
+            impl = stages.resolve(claim.kind, claim.stage, self.config.stage(claim.kind, claim.stage))
+            impl(ctx)
+            self._complete(run, ctx)
+        except Cancelled as exc:
+            self._on_cancelled(run, exc.reason, ctx)
+        except LeaseLost:
+            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: result discarded"))
+        except BaseException as exc:  # noqa: BLE001 - a stage may raise anything; it must not kill the worker
+            self._on_failure(run, exc, ctx)
+        finally:
+            if ctx is not None:
+                checkpoints.discard(ctx.output_dir)
+            with self._lock:
+                if self._runs.get(claim.item_id) is run:
+                    del self._runs[claim.item_id]
+
+    def _context(self, claim: Claim, run: Run) -> StageContext:
+        item_dir = self.ws.item_dir(claim.item_id)
+        tmp = checkpoints.temp_dir(item_dir, claim.stage, claim.lease_token)
+        logger = logging.Logger(f"ewg.{claim.item_id}.{claim.stage}")  # not registered: no leak per item
+        tail = LogTail()
+        logger.addHandler(tail)
+        previous = self.store.read_one(
+            "SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=? AND id<?",
+            (claim.item_id, claim.stage, claim.attempt_id))[0]
+
+        def progress(fraction: float, message: str) -> None:
+            if fraction != run.progress or message != run.message:
+                run.progress, run.message, run.progress_at = fraction, message, self.clock.now()
+
+        return StageContext(
+            item=ItemInfo(claim.item_id, claim.kind, claim.source, claim.show, claim.title, claim.parent_id,
+                          claim.clip_start, claim.clip_end),
+            stage=claim.stage, attempt=claim.attempt_number, previous_attempts=previous,
+            inputs=self._inputs(claim.item_id, claim.kind, claim.completed),
+            parent_inputs=self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1])
+            if claim.parent_id else {},
+            output_dir=tmp, cache_dir=item_dir / "cache", item_dir=item_dir, workspace=self.ws.root,
+            stage_config=self.config.stage(claim.kind, claim.stage), config=self.config, cancel=run.cancel,
+            logger=logger, log_tail=tail, clock_now=self.clock.now, _progress=progress)
+
+    def _inputs(self, item_id: str, kind: str, completed: str | None) -> dict:
+        done = set(pipeline.stages_of(kind)[:pipeline.stage_index(kind, completed) + 1])
+        rows = self.store.read("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0", (item_id,))
+        order = pipeline.stages_of(kind)
+        have = sorted((r["stage"] for r in rows if r["stage"] in done), key=order.index)
+        return {s: self.ws.item_dir(item_id) / s for s in have}
+
+    def _complete(self, run: Run, ctx: StageContext) -> None:
+        claim = run.claim
+        prepared = checkpoints.prepare(ctx.output_dir, ctx.item_dir / claim.stage)
+        nxt = pipeline.next_stage(claim.kind, claim.stage)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            ok = self.store.fenced_update(conn, claim.item_id, claim.lease_token, {
+                **transitions.RELEASED, "stage": claim.stage, "next_stage": nxt,
+                "status": "done" if nxt is None else "queued", "attempts": 0, "rescues": 0, "progress": 1.0,
+                "progress_message": "", "error_class": None, "error_message": None, "error_detail": None,
+                "error_suggestion": None, "error_at": None, "verdict": None, "next_attempt_at": now,
+                "updated_at": now})
+            if not ok:
+                raise LeaseLost(claim.item_id)
+            checkpoints.publish(prepared, claim.lease_token)
+            conn.execute(
+                "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
+                " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
+                " created_at=excluded.created_at, stale=0",
+                (claim.item_id, claim.stage, json.dumps(prepared.manifest), now))
+            transitions.close_attempt(conn, claim.item_id, claim.lease_token, now, "succeeded",
+                                      decision="checkpoint committed", log_tail=ctx.log_tail.text())
+            if ctx.clips:
+                self._upsert_clips(conn, ctx, now)
+        with self._lock:
+            self.executions += 1
+        if nxt is not None or ctx.clips:
+            self._wake.set()
+        self._emit(EngineEvent("succeeded", claim.item_id, claim.stage))
+
+    def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
+        """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""
+        for clip in ctx.clips:
+            clip_id = f"{ctx.item.id}__{clip.key}"
+            row = conn.execute("SELECT clip_start, clip_end FROM items WHERE id=?", (clip_id,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO items (id, kind, parent_id, source, show, title, stage, next_stage, target_stage,"
+                    " status, clip_start, clip_end, next_attempt_at, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (clip_id, pipeline.CLIP, ctx.item.id, ctx.item.source, ctx.item.show, clip.title,
+                     "discovered", "generated", pipeline.CLIP_STAGES[-1], "queued", clip.start, clip.end,
+                     now, now, now))
+            elif (row["clip_start"], row["clip_end"]) != (clip.start, clip.end):
+                conn.execute(
+                    "UPDATE items SET title=?, clip_start=?, clip_end=?, stage='discovered', next_stage='generated',"
+                    " status='queued', lease_token=lease_token+1, lease_owner=NULL, attempts=0, next_attempt_at=?,"
+                    " updated_at=? WHERE id=?", (clip.title, clip.start, clip.end, now, now, clip_id))
+                conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (clip_id,))
+            else:
+                conn.execute("UPDATE items SET title=?, updated_at=? WHERE id=?", (clip.title, now, clip_id))
+
+    def _on_failure(self, run: Run, exc: BaseException, ctx: StageContext | None) -> None:
+        claim = run.claim
+        if run.lost:
+            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: failure discarded"))
+            return
+        classification = errors.classify(exc, self.config.error_rules_for(claim.kind, claim.stage))
+        if isinstance(exc, StageError):
+            message, detail = exc.message, exc.detail
+        else:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            detail = ""
+        detail = detail or "".join(traceback.format_exception(exc)[-6:])
+        service_down = None
+        if classification.error_class == errors.TRANSIENT:
+            service_down = self.health.down_service_for(claim.kind, claim.stage, recheck=True)
+        now = self.clock.now()
+        decision = policy.after_failure(self.config, classification.error_class, claim.attempt_number - 1,
+                                        now, self.rng, service_down)
+        if classification.error_class == errors.CACHE_RELATED:
+            shutil.rmtree(self.ws.item_dir(claim.item_id) / "cache", ignore_errors=True)
+        if classification.error_class == errors.RESOURCE:
+            self.health.hold(message)
+        if ctx is not None and not self.config.recovery.auto_cleanup_failed_files and ctx.output_dir.exists():
+            keep = ctx.item_dir / f".failed-{claim.stage}-{claim.lease_token}"
+            checkpoints.discard(keep)
+            os.rename(ctx.output_dir, keep)
+        blocked_reason = None
+        if service_down:
+            blocked_reason = f"{SERVICE_PREFIX}{service_down} is down ({self.health.down.get(service_down, '')})"
+        elif classification.error_class == errors.RESOURCE:
+            blocked_reason = f"{RESOURCE_PREFIX}{message}"
+        text = f"{decision.text} [{classification.reason}]"
+        decision = policy.Decision(decision.status, decision.attempts, decision.spent, decision.next_attempt_at, text)
+        with self.store.write() as conn:
+            ok = transitions.settle_failure(conn, claim.item_id, claim.lease_token, now, "failed", decision,
+                                            classification.error_class, message, detail,
+                                            classification.suggestion, blocked_reason=blocked_reason,
+                                            log_tail=ctx.log_tail.text() if ctx else None)
+            if ok:
+                transitions.record_event(conn, now, "engine", "attempt_failed", affected=[claim.item_id],
+                                         selection=claim.stage, reason=message, result=text)
+        self._emit(EngineEvent("failed" if ok else "lost", claim.item_id, claim.stage, text))
+
+    def _on_cancelled(self, run: Run, reason: str, ctx: StageContext | None) -> None:
+        claim = run.claim
+        if run.lost or reason == "lost":
+            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: stopped"))
+            return
+        now = self.clock.now()
+        tail = ctx.log_tail.text() if ctx else None
+        with self.store.write() as conn:
+            if reason in ("timeout", "stall"):
+                seconds = now - claim.started_at
+                verdict = "TIMED OUT" if reason == "timeout" else "STALLED"
+                message = (f"timed out after {seconds:.0f} s" if reason == "timeout"
+                           else f"stalled: no progress for {self.config.stall_after_for(claim.kind, claim.stage):.0f} s")
+                decision = policy.after_failure(self.config, errors.TRANSIENT, claim.attempt_number - 1, now, self.rng)
+                ok = transitions.settle_failure(
+                    conn, claim.item_id, claim.lease_token, now, "timed_out" if reason == "timeout" else "stalled",
+                    decision, errors.TRANSIENT, message, "", errors.SUGGESTIONS[errors.TRANSIENT],
+                    verdict=verdict, log_tail=tail)
+                text = decision.text
+            elif reason == "shutdown":
+                text = "engine stopped: released at a safe point, resumes at next start"
+                ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "queued", text,
+                                         log_tail=tail)
+            else:  # stop / force from an operator
+                text = "stopped by operator"
+                ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "stopped", text,
+                                         log_tail=tail)
+        self._emit(EngineEvent("released" if ok else "lost", claim.item_id, claim.stage, text))
+
+    # -- heartbeats ------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self._halt.wait(self.config.engine.heartbeat_interval):
+            try:
+                self.beat()
+            except Exception:
+                log.exception("heartbeat failed; will retry")
+
+    def beat(self) -> None:
+        """Extend every lease this process holds in one transaction and pick up cancel requests."""
+        now = self.clock.now()
+        with self._lock:
+            runs = {r.claim.item_id: r for r in self._runs.values() if not r.lost}
+        beats = [(r.claim.item_id, r.claim.lease_token, r.progress, r.message, r.progress_at) for r in runs.values()]
+        answers = self.store.heartbeat(beats, now, self.config.engine.lease_duration)
+        for item_id, answer in answers.items():
+            run = runs[item_id]
+            if answer == "LOST":
+                run.lost = True
+                run.cancel.cancel("lost")
+                run.cancel.force()
+                run.cancel_seen_at = run.cancel_seen_at or now
+            elif answer and run.cancel_seen_at is None:
+                self.cancel_local(item_id, answer)
+        self._supervise(now)
+        with self.store.write() as conn:
+            conn.execute("UPDATE engines SET heartbeat_at=?, busy=?, workers=?, state=?, executions=? WHERE owner=?",
+                         (now, len(runs), self.workers, self.state, self.executions, self.owner))
+
+    def cancel_local(self, item_id: str, reason: str) -> None:
+        with self._lock:
+            run = self._runs.get(item_id)
+        if run is None:
+            return
+        run.cancel.cancel(reason)
+        run.cancel_seen_at = run.cancel_seen_at or self.clock.now()
+        if reason == "force":
+            run.cancel.force()
+
+    def _supervise(self, now: float) -> None:
+        """Give a worker slot a new thread when its stage ignores cancellation past the grace period."""
+        grace = self.config.engine.force_grace
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            if run.replaced or run.cancel_seen_at is None or now - run.cancel_seen_at < grace:
+                continue
+            if run.cancel.reason == "shutdown":
+                continue
+            if run.cancel.reason == "force" and not run.lost:
+                self.watchdog.abandon_item(run.claim.item_id, run.claim.lease_token, "force", now)
+                run.lost = True
+            if not run.lost:
+                continue
+            run.replaced = True
+            with self._lock:
+                self._runs.pop(run.claim.item_id, None)
+            log.warning("abandoning stuck stage %s of %s; worker slot %d gets a new thread",
+                        run.claim.stage, run.claim.item_id, run.slot)
+            self._spawn(run.slot)

@@ -1,0 +1,183 @@
+"""What a stage implementation sees, and how a configured stage is resolved.
+
+A stage is a callable `run(ctx: StageContext) -> None`. It reads its inputs
+from `ctx.inputs` (the checkpoints of completed stages), writes only into
+`ctx.output_dir`, reports `ctx.progress(fraction, message)`, checks
+`ctx.cancel` at safe points and fails by raising (a `StageError` when it knows
+the error class). The engine does the rest: checkpoint, retry, classification.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Config, StageConfig
+from ..errors import Cancelled, StageError, CONFIG_ERROR
+
+StageFn = Callable[["StageContext"], None]
+
+
+class CancelToken:
+    """Set by stop, timeout, stall or shutdown; stages poll it at safe points."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+        self._kill_hooks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled if the token is set: call this at safe points."""
+        if self._event.is_set():
+            raise Cancelled(self.reason or "cancelled")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking (and raising Cancelled) as soon as the token is set."""
+        if self._event.wait(max(0.0, seconds)):
+            raise Cancelled(self.reason or "cancelled")
+
+    def on_force(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Register what a force stop must kill (a subprocess); returns an unregister function."""
+        with self._lock:
+            self._kill_hooks.append(hook)
+
+        def remove() -> None:
+            with self._lock:
+                if hook in self._kill_hooks:
+                    self._kill_hooks.remove(hook)
+        return remove
+
+    def force(self) -> None:
+        with self._lock:
+            hooks = list(self._kill_hooks)
+        for hook in hooks:
+            hook()
+
+
+@dataclass
+class ClipSpec:
+    key: str          # stable within the episode, so a rerun updates instead of duplicating
+    start: float
+    end: float
+    title: str
+
+
+@dataclass
+class ItemInfo:
+    id: str
+    kind: str
+    source: str
+    show: str
+    title: str
+    parent_id: str | None = None
+    clip_start: float | None = None
+    clip_end: float | None = None
+
+
+class LogTail(logging.Handler):
+    """Keeps the last lines an attempt logged, for the attempt record and the detail pane."""
+
+    def __init__(self, lines: int = 200) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=lines)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class StageContext:
+    item: ItemInfo
+    stage: str
+    attempt: int
+    previous_attempts: int            # attempt rows of this stage before this one (all outcomes)
+    inputs: dict[str, Path]           # completed stage -> its checkpoint directory
+    parent_inputs: dict[str, Path]    # for a clip: its episode's checkpoints
+    output_dir: Path
+    cache_dir: Path
+    item_dir: Path
+    workspace: Path
+    stage_config: StageConfig
+    config: Config
+    cancel: CancelToken
+    logger: logging.Logger
+    log_tail: LogTail
+    clock_now: Callable[[], float] = time.time
+    clips: list[ClipSpec] = field(default_factory=list)
+    _progress: Callable[[float, str], None] = lambda f, m: None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.stage_config.options
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self._progress(min(1.0, max(0.0, float(fraction))), message)
+
+    def create_clip(self, key: str, start: float, end: float, title: str) -> None:
+        """Declare a clip of this episode; recorded with the checkpoint, keyed so reruns update it."""
+        if self.item.kind != "episode":
+            raise StageError(CONFIG_ERROR, "only episode stages can create clips")
+        if end <= start:
+            raise StageError(CONFIG_ERROR, f"clip {key}: end {end} is not after start {start}")
+        self.clips = [c for c in self.clips if c.key != key]
+        self.clips.append(ClipSpec(key, float(start), float(end), title))
+
+
+BUILTIN: dict[tuple[str, str], str] = {}   # (kind, stage) -> "module:function", filled by real stage modules
+
+
+def import_callable(path: str) -> StageFn:
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise StageError(CONFIG_ERROR, f"stage callable {path!r} cannot be loaded: {exc}",
+                         suggestion="Fix `callable` in ewg.toml so it names module:function on the path.") from None
+    if not callable(obj):
+        raise StageError(CONFIG_ERROR, f"stage callable {path!r} is not callable")
+    return obj
+
+
+def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
+    """The implementation for a configured stage."""
+    from . import command, demo
+
+    if stage_config.kind == "demo":
+        return demo.run
+    if stage_config.kind == "noop":
+        return noop
+    if stage_config.kind == "command":
+        return command.run
+    if stage_config.kind == "python":
+        return import_callable(stage_config.callable or "")
+    target = BUILTIN.get((kind, stage))
+    if target is None:
+        raise StageError(CONFIG_ERROR, f"there is no built-in {kind} stage {stage!r}",
+                         suggestion="Use kind = \"command\" or \"python\" for this stage in ewg.toml.")
+    return import_callable(target)
+
+
+def noop(ctx: StageContext) -> None:
+    """Does nothing; for benchmarks and stages a site does not need."""

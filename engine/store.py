@@ -1,0 +1,299 @@
+"""The database: connections, pragmas, migrations and the hot-path SQL.
+
+Everything SQLite-specific lives here (WAL, busy_timeout, BEGIN IMMEDIATE,
+RETURNING, PRAGMA user_version) so a PostgreSQL backend can replace this module
+(`SELECT ... FOR UPDATE SKIP LOCKED`) without touching the runtime. The hot
+path (claim, heartbeat, fenced updates) uses the sqlite3 driver directly: an
+ORM session per state change would cost about 1 ms.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+ITEM_COLUMNS = (
+    "id", "kind", "parent_id", "source", "show", "title", "stage", "next_stage", "target_stage", "status",
+    "progress", "progress_message", "heartbeat_at", "progress_at", "started_at", "lease_owner", "lease_token",
+    "lease_expires_at", "cancel_requested", "cancel_requested_at", "attempts", "rescues", "next_attempt_at",
+    "error_class", "error_message", "error_detail", "error_suggestion", "error_at", "verdict", "blocked_reason",
+    "deadline_extension", "clip_start", "clip_end", "created_at", "updated_at",
+)
+# Statuses a worker may claim (when next_attempt_at has come).
+CLAIMABLE = ("queued", "retrying")
+
+
+class DatabaseError(Exception):
+    """The database is missing, unreadable, corrupt or from a newer ewg; the message says what to do."""
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+@dataclass
+class Claim:
+    item_id: str
+    kind: str
+    stage: str           # the stage to run now
+    completed: str | None
+    lease_token: int
+    attempt_id: int
+    attempt_number: int
+    started_at: float
+    source: str
+    show: str
+    title: str
+    parent_id: str | None
+    clip_start: float | None
+    clip_end: float | None
+    rescues: int
+
+
+class Store:
+    """One per process and database file; hands each thread its own connection."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.busy_waits = 0              # times a write had to wait past busy_timeout
+        self.last_busy_at: float | None = None
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, **kw: Any) -> "Store":
+        path = Path(path)
+        if path.exists():
+            raise DatabaseError(f"{path} already exists; refusing to overwrite a database.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner-only from birth
+        os.close(fd)
+        store = cls(path, **kw)
+        store.migrate()
+        return store
+
+    @classmethod
+    def open(cls, path: Path, backups: Path | None = None, **kw: Any) -> "Store":
+        path = Path(path)
+        if not path.exists():
+            raise DatabaseError(
+                f"The database {path} is missing. It is never recreated silently, because an empty one would "
+                f"hide every item. Restore it from {backups or 'the backups folder'} (`ewg doctor` lists the "
+                f"backups), or create a new workspace with `ewg init`.")
+        with open(path, "rb") as fh:
+            header = fh.read(16)
+        if header and header != SQLITE_HEADER:
+            raise DatabaseError(f"{path} is not an SQLite database (its header is damaged). "
+                                f"Restore the newest backup from {backups or 'the backups folder'}; "
+                                "`ewg doctor` shows how.")
+        store = cls(path, **kw)
+        try:
+            version = store.schema_version()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"{path} cannot be read as a database ({exc}). Restore the newest backup "
+                                f"from {backups or 'the backups folder'}; `ewg doctor` shows how.") from None
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(f"{path} has schema version {version}, newer than this ewg knows "
+                                f"({SCHEMA_VERSION}). Upgrade ewg; do not open it with an older version.")
+        if version == 0:
+            raise DatabaseError(f"{path} holds no ewg schema. Point --workspace at an ewg workspace "
+                                "or create one with `ewg init`.")
+        if version < SCHEMA_VERSION:
+            if backups is not None:
+                store.backup(backups, label=f"pre-migration-v{version}")
+            store.migrate()
+        return store
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise DatabaseError(f"{self.path}: could not switch to WAL mode (got {mode}).")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); busy past busy_timeout is retried with backoff."""
+        conn = self.connection()
+        for attempt in Retrying(retry=retry_if_exception(_is_busy), stop=stop_after_delay(120),
+                                wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.busy_waits += 1
+                    self.last_busy_at = time.time()
+                conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            self._commit(conn)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        for attempt in Retrying(retry=retry_if_exception(_is_busy), stop=stop_after_delay(120),
+                                wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True):
+            with attempt:
+                conn.execute("COMMIT")
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        return self.connection().execute(sql, params).fetchone()
+
+    # -- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one numbered step at a time, each in one transaction."""
+        version = self.schema_version()
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[target](self)
+            self.connection().execute(f"PRAGMA user_version={target}")
+
+    def backup(self, folder: Path, label: str = "scheduled", keep: int = 10) -> Path:
+        """A consistent online copy through the SQLite backup API; keeps the newest `keep`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = folder / f"ewg-{stamp}-{label}.db"
+        n = 1
+        while target.exists():
+            n += 1
+            target = folder / f"ewg-{stamp}-{label}-{n}.db"
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        dest = sqlite3.connect(target)
+        try:
+            self.connection().backup(dest)
+        finally:
+            dest.close()
+        backups = sorted(folder.glob("ewg-*.db"))
+        for old in backups[:-keep]:
+            old.unlink(missing_ok=True)
+        return target
+
+    # -- the hot path ---------------------------------------------------------------------
+    def claim(self, owner: str, now: float, lease_duration: float,
+              blocked_stages: Sequence[tuple[str, str]] = ()) -> Claim | None:
+        """Take the next ready item: lease, new fencing token and an attempt row, in one transaction."""
+        skip = ""
+        params: list[Any] = [now]
+        if blocked_stages:
+            skip = " AND (kind || '/' || next_stage) NOT IN (%s)" % ",".join("?" * len(blocked_stages))
+            params += [f"{k}/{s}" for k, s in blocked_stages]
+        with self.write() as conn:
+            row = conn.execute(
+                f"""UPDATE items SET status='running', lease_owner=?, lease_token=lease_token+1,
+                        lease_expires_at=?, heartbeat_at=?, progress_at=?, started_at=?, progress=0,
+                        progress_message='', verdict=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
+                        blocked_reason=NULL, deadline_extension=0, updated_at=?
+                    WHERE id = (SELECT id FROM items WHERE status IN ('queued','retrying')
+                                AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
+                                ORDER BY next_attempt_at, id LIMIT 1)
+                    RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
+                              parent_id, clip_start, clip_end, rescues""",
+                [owner, now + lease_duration, now, now, now, now, *params]).fetchone()
+            if row is None:
+                return None
+            number = row["attempts"] + 1
+            cur = conn.execute(
+                "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, spent)"
+                " VALUES (?,?,?,?,?,?,1)",
+                (row["id"], row["next_stage"], number, owner, row["lease_token"], now))
+            return Claim(item_id=row["id"], kind=row["kind"], stage=row["next_stage"], completed=row["stage"],
+                         lease_token=row["lease_token"], attempt_id=cur.lastrowid, attempt_number=number,
+                         started_at=now, source=row["source"], show=row["show"], title=row["title"],
+                         parent_id=row["parent_id"], clip_start=row["clip_start"], clip_end=row["clip_end"],
+                         rescues=row["rescues"])
+
+    def heartbeat(self, beats: Sequence[tuple[str, int, float, str, float]], now: float,
+                  lease_duration: float) -> dict[str, str | None]:
+        """Extend many leases in one transaction.
+
+        `beats` holds (item_id, lease_token, progress, message, progress_at). Returns, per item,
+        the pending cancel request (None for none) or "LOST" when the token no longer matches.
+        """
+        result: dict[str, str | None] = {}
+        if not beats:
+            return result
+        with self.write() as conn:
+            for item_id, token, progress, message, progress_at in beats:
+                row = conn.execute(
+                    """UPDATE items SET heartbeat_at=?, lease_expires_at=?, progress=?, progress_message=?,
+                            progress_at=?, updated_at=?
+                       WHERE id=? AND lease_token=? AND status='running' RETURNING cancel_requested""",
+                    (now, now + lease_duration, progress, message, progress_at, now, item_id, token)).fetchone()
+                result[item_id] = "LOST" if row is None else row["cancel_requested"]
+        return result
+
+    @staticmethod
+    def fenced_update(conn: sqlite3.Connection, item_id: str, token: int, values: dict[str, Any]) -> bool:
+        """UPDATE the item only if `token` still holds its lease; False means the lease was lost."""
+        sets = ", ".join(f"{k}=?" for k in values)
+        cur = conn.execute(f"UPDATE items SET {sets} WHERE id=? AND lease_token=? AND status='running'",
+                           (*values.values(), item_id, token))
+        return cur.rowcount == 1
+
+    def integrity_check(self) -> str:
+        return self.connection().execute("PRAGMA integrity_check").fetchone()[0]
+
+    def vacuum(self) -> None:
+        self.connection().execute("VACUUM")
+
+
+def _migration_1(store: Store) -> None:
+    """The initial schema, from the SQLModel declarations, plus the hot-path indexes."""
+    from sqlmodel import SQLModel, create_engine
+
+    from . import models  # noqa: F401  (registers the tables)
+
+    engine = create_engine(f"sqlite:///{store.path}")
+    try:
+        SQLModel.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+    conn = store.connection()
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_claim ON items (status, next_attempt_at)")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_kind_status ON items (kind, status, id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_item ON attempts (item_id, id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_events_item ON events (at)")
+
+
+MIGRATIONS = {1: _migration_1}
+

@@ -1,0 +1,139 @@
+"""Liveness is not progress (DESIGN.md contract 5).
+
+Every check looks at all running items in the database, whoever owns them:
+DEAD (heartbeat stale: rescued at once), TIMED OUT (past the stage timeout),
+STALLED (heartbeat fresh, progress frozen past the stall threshold) and SLOW
+(far below the stage's median). `enforce` asks the owner to cancel; an owner
+that does not stop within the grace period is fenced out (abandoned).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import TYPE_CHECKING
+
+from . import errors, policy, transitions
+
+if TYPE_CHECKING:
+    from .runtime import Engine
+
+log = logging.getLogger("ewg.watchdog")
+
+DEAD, STALLED, SLOW, TIMED_OUT = "DEAD", "STALLED", "SLOW", "TIMED OUT"
+
+
+class Watchdog:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self._medians: dict[tuple[str, str], tuple[float, float | None]] = {}
+
+    def loop(self) -> None:
+        eng = self.engine
+        while not eng._halt.wait(eng.config.engine.check_interval):
+            try:
+                self.check()
+            except Exception:
+                log.exception("watchdog check failed; will retry")
+
+    def check(self, now: float | None = None) -> dict[str, str]:
+        """One pass; returns {item_id: verdict} for the items that have one."""
+        eng = self.engine
+        cfg = eng.config
+        now = eng.clock.now() if now is None else now
+        verdicts: dict[str, str] = {}
+        rows = eng.store.read(
+            "SELECT id, kind, next_stage, lease_owner, lease_token, lease_expires_at, heartbeat_at, progress,"
+            " progress_at, started_at, deadline_extension, cancel_requested, cancel_requested_at, verdict, rescues"
+            " FROM items WHERE status='running'")
+        for r in rows:
+            kind, stage, token = r["kind"], r["next_stage"], r["lease_token"]
+            if (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (r["lease_expires_at"] or 0) < now:
+                if eng.rescue(r["id"], token, r["rescues"], "dead",
+                              f"heartbeat of {r['lease_owner']} is {now - (r['heartbeat_at'] or 0):.0f} s old",
+                              now, actor="watchdog"):
+                    verdicts[r["id"]] = DEAD
+                continue
+            if r["cancel_requested"] and r["cancel_requested_at"] is not None:
+                grace = cfg.engine.force_grace if r["cancel_requested"] == "force" else cfg.engine.stop_grace
+                if now > r["cancel_requested_at"] + grace:
+                    self.abandon_item(r["id"], token, r["cancel_requested"], now)
+                    continue
+            ext = r["deadline_extension"] or 0.0
+            verdict = None
+            if now - (r["started_at"] or now) > cfg.timeout_for(kind, stage) + ext:
+                verdict = TIMED_OUT
+            elif now - (r["progress_at"] or now) > cfg.stall_after_for(kind, stage) + ext:
+                verdict = STALLED
+            elif self._slow(kind, stage, now - (r["started_at"] or now), r["progress"] or 0.0):
+                verdict = SLOW
+            policy_name = {TIMED_OUT: "timeout", STALLED: "stall", SLOW: "slow"}.get(verdict or "")
+            setting = cfg.policy_for(kind, stage, policy_name) if policy_name else "off"
+            if setting == "off":
+                verdict = None
+            if verdict:
+                verdicts[r["id"]] = verdict
+            if verdict != r["verdict"]:
+                self._set_verdict(r["id"], token, verdict, now)
+            if setting == "enforce" and verdict in (TIMED_OUT, STALLED) and not r["cancel_requested"]:
+                self.request_cancel(r["id"], token, "timeout" if verdict == TIMED_OUT else "stall", now)
+        return verdicts
+
+    def _set_verdict(self, item_id: str, token: int, verdict: str | None, now: float) -> None:
+        with self.engine.store.write() as conn:
+            cur = conn.execute("UPDATE items SET verdict=? WHERE id=? AND lease_token=? AND status='running'",
+                               (verdict, item_id, token))
+            if cur.rowcount and verdict in (STALLED, TIMED_OUT):
+                transitions.record_event(conn, now, "watchdog", "verdict", affected=[item_id], result=verdict)
+
+    def request_cancel(self, item_id: str, token: int, reason: str, now: float) -> None:
+        with self.engine.store.write() as conn:
+            conn.execute("UPDATE items SET cancel_requested=?, cancel_requested_at=? WHERE id=? AND lease_token=?"
+                         " AND status='running' AND cancel_requested IS NULL", (reason, now, item_id, token))
+        self.engine.cancel_local(item_id, reason)
+
+    def abandon_item(self, item_id: str, token: int, reason: str, now: float) -> bool:
+        """Fence out an owner that did not stop: bump the token, record the attempt as abandoned."""
+        eng = self.engine
+        with eng.store.write() as conn:
+            row = conn.execute("SELECT kind, next_stage, attempts, started_at FROM items WHERE id=? AND"
+                               " lease_token=? AND status='running'", (item_id, token)).fetchone()
+            if row is None:
+                return False
+            if reason in ("timeout", "stall"):
+                verdict = TIMED_OUT if reason == "timeout" else STALLED
+                decision = policy.after_failure(eng.config, errors.TRANSIENT, row["attempts"], now, eng.rng)
+                decision = policy.Decision(decision.status, decision.attempts, True, decision.next_attempt_at,
+                                           f"abandoned: did not stop within the grace period; {decision.text}")
+                message = f"{verdict.lower()}: abandoned after {now - (row['started_at'] or now):.0f} s"
+                ok = transitions.settle_failure(conn, item_id, token, now, "abandoned", decision, errors.TRANSIENT,
+                                                message, "the stage ignored its cancel token",
+                                                errors.SUGGESTIONS[errors.TRANSIENT], verdict=verdict, bump=True)
+            else:
+                ok = transitions.release(conn, item_id, token, now, "abandoned",
+                                         "queued" if reason == "shutdown" else "stopped",
+                                         "abandoned: force stop, the stage did not stop in time", bump=True)
+            if ok:
+                transitions.record_event(conn, now, "watchdog", "abandon", affected=[item_id], reason=reason,
+                                         result="fenced out; worker slot released")
+        eng.cancel_local(item_id, "lost")
+        return ok
+
+    def _slow(self, kind: str, stage: str, elapsed: float, progress: float) -> bool:
+        median = self._median(kind, stage, self.engine.clock.now())
+        if median is None or median <= 0:
+            return False
+        factor = self.engine.config.watchdog.slow_factor
+        projected = elapsed / progress if progress > 0.05 else elapsed
+        return projected > factor * median
+
+    def _median(self, kind: str, stage: str, now: float) -> float | None:
+        cached = self._medians.get((kind, stage))
+        if cached and now - cached[0] < 60:
+            return cached[1]
+        rows = self.engine.store.read(
+            "SELECT a.duration FROM attempts a JOIN items i ON i.id = a.item_id WHERE i.kind=? AND a.stage=?"
+            " AND a.outcome='succeeded' ORDER BY a.id DESC LIMIT 50", (kind, stage))
+        values = [r[0] for r in rows if r[0] is not None]
+        median = statistics.median(values) if len(values) >= 5 else None
+        self._medians[(kind, stage)] = (now, median)
+        return median

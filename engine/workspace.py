@@ -1,0 +1,174 @@
+"""A workspace: `ewg.toml`, the database, the items folder and backups."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as configmod
+from . import pipeline
+from .clock import Clock, SystemClock
+from .config import Config, ConfigError
+from .store import DatabaseError, Store
+
+CONFIG_NAME = "ewg.toml"
+ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+
+DEFAULT_TOML = """\
+# ewg workspace configuration. Every key is shown with its default.
+# Times are seconds. Validation happens at start: a mistake stops ewg with a
+# message that names the key; nothing is changed until the file is valid.
+
+[paths]
+items = "items"          # per-item folders: checkpoints, cache, temporary outputs
+database = "ewg.db"      # the single source of truth (SQLite, WAL)
+backups = "backups"      # online database backups (before migrations and on a schedule)
+
+[engine]
+workers = 2              # worker threads of `ewg run` and of the console
+heartbeat_interval = 1.0 # leases are extended and progress written this often (batched)
+lease_duration = 30.0    # a lease not extended for this long may be taken over
+dead_after = 10.0        # heartbeat older than this: the owner is DEAD and its work is rescued
+check_interval = 1.0     # how often the watchdog looks for DEAD / STALLED / SLOW / TIMED OUT
+poll_interval = 0.25     # idle workers look for new work this often
+stop_grace = 10.0        # graceful stop: how long stages get to reach a safe point
+force_grace = 3.0        # force stop: SIGTERM to SIGKILL, and when a Python stage is abandoned
+synchronous = "NORMAL"   # SQLite synchronous: NORMAL survives process crashes, FULL also power loss
+busy_timeout_ms = 5000   # wait this long for a database lock before backing off and retrying
+backup_interval = 3600.0 # online database backup every N seconds (0 = never)
+
+[timeouts]               # AI-EWG defaults; [stages.KIND.NAME] timeout overrides per stage
+episode_processing = 3600.0
+clip_generation = 1800.0
+api_requests = 300.0
+file_operations = 120.0
+
+[retry]                  # exponential backoff with jitter: base * exponential_base^(n-1), capped
+max_attempts = 3
+base_delay = 5.0
+max_delay = 60.0
+exponential_base = 2.0
+jitter = 0.1             # +-10% so retries of many items do not stampede
+
+[recovery]
+auto_retry_transient = true
+auto_clear_cache_on_retry = true     # operator retries drop the item's cache first
+auto_cleanup_failed_files = true     # false keeps a failed attempt's partial output in .failed-STAGE-N
+manual_intervention_required = ["config_error", "missing_dependency"]
+max_rescues = 20         # an item whose worker died this often on one stage is failed (poison pill)
+
+[watchdog]               # policies: off | warn | enforce; per stage in [stages.KIND.NAME]
+stall_after = 300.0      # heartbeat fresh but progress frozen this long: STALLED
+stall_policy = "enforce"
+timeout_policy = "enforce"
+slow_policy = "warn"
+slow_factor = 3.0        # SLOW: projected duration over slow_factor x the stage's median
+
+[health]
+interval = 5.0
+cpu_warn_percent = 90.0
+memory_warn_percent = 90.0
+disk_warn_free_mb = 5120.0
+disk_critical_free_mb = 1024.0   # below this the engine stops claiming work until space returns
+
+# External services a stage needs; while one is down its stages wait as blocked.
+# [services.llm]
+# url = "http://127.0.0.1:11434/api/tags"
+# timeout = 5.0
+# interval = 10.0
+# expect_status = 200
+
+# Stages: kind = demo | python | command | builtin | noop, one table per stage.
+# [stages.episode.transcribed]
+# kind = "command"
+# command = ["my-whisper", "--in", "{source}", "--out", "{output_dir}"]
+# exit_codes = { "75" = "transient", "65" = "persistent" }
+# timeout = 1800.0
+# services = ["llm"]
+# error_rules = [{ pattern = "CUDA out of memory", class = "resource" }]
+"""
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config: Config
+    store: Store
+    clock: Clock
+
+    @property
+    def items_root(self) -> Path:
+        return self.root / self.config.paths.items
+
+    @property
+    def backups(self) -> Path:
+        return self.root / self.config.paths.backups
+
+    def item_dir(self, item_id: str) -> Path:
+        return self.items_root / item_id
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def resolve_root(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("EWG_WORKSPACE") or ".").expanduser().resolve()
+
+
+def _store_for(root: Path, config: Config) -> tuple[Path, dict]:
+    path = root / config.paths.database
+    return path, {"synchronous": config.engine.synchronous, "busy_timeout_ms": config.engine.busy_timeout_ms}
+
+
+def open_workspace(root: Path, clock: Clock | None = None) -> Workspace:
+    """Open an existing workspace; ConfigError / DatabaseError say what is wrong and how to fix it."""
+    root = Path(root)
+    if not (root / CONFIG_NAME).exists():
+        raise ConfigError(f"{root} is not an ewg workspace (no {CONFIG_NAME}). Create one with "
+                          f"`ewg init {root}`, or pass --workspace DIR / set EWG_WORKSPACE.")
+    config = configmod.load(root / CONFIG_NAME)
+    path, kw = _store_for(root, config)
+    store = Store.open(path, backups=root / config.paths.backups, **kw)
+    return Workspace(root, config, store, clock or SystemClock())
+
+
+def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | None = None) -> Workspace:
+    root = Path(root)
+    if (root / CONFIG_NAME).exists():
+        raise ConfigError(f"{root} already holds a workspace ({CONFIG_NAME} exists); nothing was changed. "
+                          "Open it with `ewg --workspace` or choose another folder.")
+    config = configmod.parse(config_text, root / CONFIG_NAME)
+    path, kw = _store_for(root, config)
+    if path.exists():
+        raise DatabaseError(f"{path} already exists; refusing to overwrite it. Move it away or choose another folder.")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / config.paths.items).mkdir(parents=True, exist_ok=True)
+    store = Store.create(path, **kw)
+    cfg = root / CONFIG_NAME
+    cfg.write_text(config_text, encoding="utf-8")
+    return Workspace(root, config, store, clock or SystemClock())
+
+
+def check_item_id(item_id: str) -> str:
+    if not ITEM_ID_RE.match(item_id) or ".." in item_id:
+        raise ValueError(f"item id {item_id!r} is not allowed: use letters, digits, '_', '-' and '.', "
+                         "at most 200 characters, starting with a letter or digit")
+    return item_id
+
+
+def add_episode(ws: Workspace, item_id: str, source: str, show: str = "", title: str = "",
+                stage: str | None = None) -> None:
+    """Insert a new episode (ready to run its next stage); an existing id is left untouched."""
+    check_item_id(item_id)
+    if stage is not None:
+        pipeline.check_stage(pipeline.EPISODE, stage)
+    now = ws.clock.now()
+    nxt = pipeline.next_stage(pipeline.EPISODE, stage)
+    with ws.store.write() as conn:
+        conn.execute(
+            "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
+            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO NOTHING",
+            (item_id, pipeline.EPISODE, source, show, title, stage, nxt, pipeline.EPISODE_STAGES[-1],
+             "queued" if nxt else "done", now, now, now))
