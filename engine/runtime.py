@@ -461,8 +461,9 @@ class Engine:
                     decision, errors.TRANSIENT, message, "", errors.SUGGESTIONS[errors.TRANSIENT],
                     verdict=verdict, log_tail=tail)
                 text = decision.text
-            elif reason == "shutdown":
-                text = "engine stopped: released at a safe point, resumes at next start"
+            elif reason in ("shutdown", "release"):
+                text = ("engine stopped: released at a safe point, resumes at next start" if reason == "shutdown"
+                        else "processing stopped by operator: released at a safe point, resumes on unpause")
                 ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "queued", text,
                                          log_tail=tail)
             else:  # stop / force from an operator

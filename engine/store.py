@@ -225,6 +225,7 @@ class Store:
                         blocked_reason=NULL, deadline_extension=0, updated_at=?
                     WHERE id = (SELECT id FROM items WHERE status IN ('queued','retrying')
                                 AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
+                                AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
                                 ORDER BY next_attempt_at, id LIMIT 1)
                     RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
                               parent_id, clip_start, clip_end, rescues""",
@@ -292,7 +293,7 @@ def _migration_1(store: Store) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS ix_items_claim ON items (status, next_attempt_at)")
     conn.execute("CREATE INDEX IF NOT EXISTS ix_items_kind_status ON items (kind, status, id)")
     conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_item ON attempts (item_id, id)")
-    conn.execute("CREATE INDEX IF NOT EXISTS ix_events_item ON events (at)")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_ended ON attempts (ended_at)")
 
 
 MIGRATIONS = {1: _migration_1}

@@ -110,7 +110,7 @@ class Watchdog:
                                                 errors.SUGGESTIONS[errors.TRANSIENT], verdict=verdict, bump=True)
             else:
                 ok = transitions.release(conn, item_id, token, now, "abandoned",
-                                         "queued" if reason == "shutdown" else "stopped",
+                                         "queued" if reason in ("shutdown", "release") else "stopped",
                                          "abandoned: force stop, the stage did not stop in time", bump=True)
             if ok:
                 transitions.record_event(conn, now, "watchdog", "abandon", affected=[item_id], reason=reason,

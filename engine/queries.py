@@ -1,0 +1,256 @@
+"""The read side: what `ewg status/failures/metrics/log` print and the console shows.
+
+Reads only; windowed, filtered and sorted in SQL so 100k items cost the same
+as 100. Every function takes the Store and returns plain dicts and lists.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, pipeline
+from .store import Store
+
+ITEM_FIELDS = ("id", "kind", "parent_id", "show", "title", "stage", "next_stage", "status", "progress",
+               "progress_message", "attempts", "next_attempt_at", "verdict", "error_class", "error_message",
+               "started_at", "updated_at", "blocked_reason", "lease_owner", "clip_start", "clip_end")
+SORTABLE = {"id", "show", "title", "stage", "status", "progress", "attempts", "updated_at", "error_class",
+            "verdict", "started_at"}
+STATUSES = ("queued", "running", "retrying", "blocked", "failed", "stopped", "done")
+
+
+@dataclass
+class ItemFilter:
+    """What the operator asked to see; every part is applied in SQL."""
+
+    kind: str = pipeline.EPISODE
+    statuses: tuple[str, ...] = ()
+    stage: str | None = None
+    show: str | None = None
+    text: str = ""
+    parent_id: str | None = None
+    ids: tuple[str, ...] = ()
+    stuck_only: bool = False
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = ["kind=?"], [self.kind]
+        if self.statuses:
+            clauses.append(f"status IN ({','.join('?' * len(self.statuses))})")
+            params += list(self.statuses)
+        if self.stage:
+            clauses.append("(stage=? OR next_stage=?)")
+            params += [self.stage, self.stage]
+        if self.show:
+            clauses.append("show LIKE ?")
+            params.append(f"%{self.show}%")
+        if self.text:
+            clauses.append("(id LIKE ? OR title LIKE ? OR error_message LIKE ?)")
+            params += [f"%{self.text}%"] * 3
+        if self.parent_id:
+            clauses.append("parent_id=?")
+            params.append(self.parent_id)
+        if self.ids:
+            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
+            params += list(self.ids)
+        if self.stuck_only:
+            clauses.append("verdict IS NOT NULL")
+        return " AND ".join(clauses), params
+
+
+def _rows(store: Store, sql: str, params=()) -> list[dict]:
+    return [dict(r) for r in store.read(sql, params)]
+
+
+def count_items(store: Store, flt: ItemFilter) -> int:
+    where, params = flt.where()
+    return store.read_one(f"SELECT COUNT(*) FROM items WHERE {where}", params)[0]
+
+
+def item_window(store: Store, flt: ItemFilter, sort: str = "id", descending: bool = False,
+                offset: int = 0, limit: int = 100) -> list[dict]:
+    """One screenful of items, in order; the console asks only for what it shows."""
+    if sort not in SORTABLE:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
+    where, params = flt.where()
+    direction = "DESC" if descending else "ASC"
+    return _rows(store, f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE {where}"
+                        f" ORDER BY {sort} {direction}, id {direction} LIMIT ? OFFSET ?",
+                 [*params, int(limit), int(offset)])
+
+
+def counts(store: Store) -> dict:
+    """{kind: {"by_status": {...}, "by_stage": {stage: {done, in_flight, failed, waiting}}, "total": n}}"""
+    out: dict[str, Any] = {}
+    for kind in pipeline.KINDS:
+        out[kind] = {"total": 0, "by_status": {s: 0 for s in STATUSES},
+                     "by_stage": {s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0}
+                                  for s in pipeline.stages_of(kind)}}
+    for r in store.read("SELECT kind, stage, next_stage, status, COUNT(*) AS n FROM items"
+                        " GROUP BY kind, stage, next_stage, status"):
+        kind, n = r["kind"], r["n"]
+        entry = out[kind]
+        entry["total"] += n
+        entry["by_status"][r["status"]] = entry["by_status"].get(r["status"], 0) + n
+        # every stage up to `stage` is done; the next stage is in flight, failed or waiting
+        for s in pipeline.stages_of(kind)[:pipeline.stage_index(kind, r["stage"]) + 1]:
+            entry["by_stage"][s]["done"] += n
+        if r["next_stage"]:
+            bucket = {"running": "in_flight", "failed": "failed"}.get(r["status"], "waiting")
+            entry["by_stage"][r["next_stage"]][bucket] += n
+    return out
+
+
+def status(store: Store) -> dict:
+    """The `ewg status --json` document: {"episodes": [...], "clips": [...], "counts": {...}}."""
+    fields = "id, kind, parent_id, show, title, stage, next_stage, status, attempts, verdict, error_class," \
+             " error_message, progress, next_attempt_at, blocked_reason"
+    items = _rows(store, f"SELECT {fields} FROM items ORDER BY kind DESC, id")
+    return {"episodes": [i for i in items if i["kind"] == pipeline.EPISODE],
+            "clips": [i for i in items if i["kind"] == pipeline.CLIP],
+            "counts": counts(store)}
+
+
+def failure_groups(store: Store) -> list[dict]:
+    """Failed items grouped by fingerprint (stage + error class + normalized message), largest first."""
+    groups: dict[str, dict] = {}
+    for r in store.read("SELECT id, kind, next_stage, error_class, error_message, error_at, error_suggestion"
+                        " FROM items WHERE status='failed' ORDER BY id"):
+        fp = errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"])
+        g = groups.setdefault(fp, {"fingerprint": fp, "stage": r["next_stage"], "kind": r["kind"],
+                                   "error_class": r["error_class"], "message": r["error_message"],
+                                   "suggestion": r["error_suggestion"], "count": 0, "first_seen": None,
+                                   "last_seen": None, "ids": []})
+        g["count"] += 1
+        g["ids"].append(r["id"])
+        at = r["error_at"]
+        if at is not None:
+            g["first_seen"] = at if g["first_seen"] is None else min(g["first_seen"], at)
+            g["last_seen"] = at if g["last_seen"] is None else max(g["last_seen"], at)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))
+
+
+def metrics(store: Store) -> dict:
+    """Recovery metrics (the original description's section 8)."""
+    attempts = store.read("SELECT a.item_id, a.stage, a.outcome, a.error_class, a.started_at, a.ended_at,"
+                          " i.kind FROM attempts a JOIN items i ON i.id = a.item_id"
+                          " WHERE a.ended_at IS NOT NULL ORDER BY a.id")
+    bad = {"failed", "timed_out", "stalled", "abandoned"}
+    first_failure: dict[tuple[str, str], float] = {}
+    recovered: dict[tuple[str, str], float] = {}
+    points: Counter = Counter()
+    for a in attempts:
+        key = (a["item_id"], a["stage"])
+        if a["outcome"] in bad:
+            first_failure.setdefault(key, a["ended_at"])
+            points[(a["kind"], a["stage"], a["error_class"] or a["outcome"])] += 1
+        elif a["outcome"] == "succeeded" and key in first_failure and key not in recovered:
+            recovered[key] = a["ended_at"] - first_failure[key]
+    times = list(recovered.values())
+    failed_keys = len(first_failure)
+    effectiveness = action_effectiveness(store)
+    return {
+        "failures": failed_keys,
+        "recovered": len(recovered),
+        "recovery_success_rate": (len(recovered) / failed_keys) if failed_keys else None,
+        "time_to_recovery_s": {"median": statistics.median(times) if times else None,
+                               "mean": statistics.fmean(times) if times else None,
+                               "max": max(times) if times else None},
+        "top_failure_points": [{"kind": k, "stage": s, "error_class": c, "count": n}
+                               for (k, s, c), n in points.most_common(10)],
+        "action_effectiveness": effectiveness,
+    }
+
+
+RECOVERY_VERBS = ("retry", "resume", "reprocess", "reset", "skip", "rollback", "clear_cache", "extend",
+                  "rerender_clips", "delete_and_retry_clips", "regenerate_all_clips", "clean_and_retry_clips")
+
+
+def action_effectiveness(store: Store) -> list[dict]:
+    """Per verb: how many affected items then succeeded, failed again, or are still pending."""
+    events = store.read(f"SELECT id, at, verb, affected FROM events WHERE verb IN "
+                        f"({','.join('?' * len(RECOVERY_VERBS))}) ORDER BY id", RECOVERY_VERBS)
+    per_verb: dict[str, Counter] = defaultdict(Counter)
+    for e in events:
+        for item_id in json.loads(e["affected"] or "[]"):
+            outcome = follow_up(store, item_id, e["at"])
+            per_verb[e["verb"]][outcome] += 1
+    result = []
+    for verb, c in sorted(per_verb.items()):
+        decided = c["succeeded"] + c["failed_again"]
+        result.append({"verb": verb, "items": sum(c.values()), "succeeded": c["succeeded"],
+                       "failed_again": c["failed_again"], "pending": c["pending"],
+                       "refailure_rate": (c["failed_again"] / decided) if decided else None})
+    return result
+
+
+def follow_up(store: Store, item_id: str, since: float) -> str:
+    """What happened to an item after a verb: succeeded, failed_again or pending."""
+    row = store.read_one("SELECT outcome FROM attempts WHERE item_id=? AND started_at>=? AND ended_at IS NOT NULL"
+                         " AND outcome IN ('succeeded','failed','timed_out','stalled','abandoned')"
+                         " ORDER BY id LIMIT 1", (item_id, since))
+    if row is None:
+        return "pending"
+    return "succeeded" if row["outcome"] == "succeeded" else "failed_again"
+
+
+def events(store: Store, item_id: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
+    if item_id:
+        rows = _rows(store, "SELECT * FROM events WHERE id>? AND affected LIKE ? ORDER BY id DESC LIMIT ?",
+                     (since_id, f'%"{item_id}"%', limit))
+    else:
+        rows = _rows(store, "SELECT * FROM events WHERE id>? ORDER BY id DESC LIMIT ?", (since_id, limit))
+    for r in rows:
+        for k in ("affected", "before", "after"):
+            r[k] = json.loads(r[k] or "null")
+    return rows
+
+
+def attempts(store: Store, item_id: str) -> list[dict]:
+    return _rows(store, "SELECT * FROM attempts WHERE item_id=? ORDER BY id", (item_id,))
+
+
+def item(store: Store, item_id: str) -> dict | None:
+    row = store.read_one("SELECT * FROM items WHERE id=?", (item_id,))
+    return dict(row) if row else None
+
+
+def item_checkpoints(store: Store, item_id: str) -> list[dict]:
+    rows = _rows(store, "SELECT * FROM checkpoints WHERE item_id=?", (item_id,))
+    for r in rows:
+        manifest = json.loads(r["manifest"] or "{}")
+        r["files"] = manifest.get("files", [])
+        r["skipped"] = manifest.get("skipped", False)
+        r["bytes"] = sum(f["size"] for f in r["files"])
+    return rows
+
+
+@dataclass
+class Overview:
+    """The header and health panel: engine processes, switches, services, health samples, throughput."""
+
+    engines: list[dict] = field(default_factory=list)
+    paused: dict | None = None
+    resource_pause: str = ""
+    services: list[dict] = field(default_factory=list)
+    health: list[dict] = field(default_factory=list)
+    executions_per_minute: int = 0
+    stuck: int = 0
+
+
+def overview(store: Store, now: float, live_after: float = 15.0) -> Overview:
+    ov = Overview()
+    ov.engines = _rows(store, "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ?",
+                       (now - live_after,))
+    paused = store.read_one("SELECT value, reason, actor, at FROM engine_state WHERE key='paused'")
+    ov.paused = dict(paused) if paused and paused["value"] else None
+    rp = store.read_one("SELECT value FROM engine_state WHERE key='resource_pause'")
+    ov.resource_pause = rp["value"] if rp else ""
+    ov.services = _rows(store, "SELECT * FROM services ORDER BY name")
+    ov.health = list(reversed(_rows(store, "SELECT * FROM health ORDER BY at DESC LIMIT 30")))
+    ov.executions_per_minute = store.read_one(
+        "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,))[0]
+    ov.stuck = store.read_one("SELECT COUNT(*) FROM items WHERE status='running' AND verdict IS NOT NULL")[0]
+    return ov
