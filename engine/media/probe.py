@@ -23,6 +23,11 @@ def corrupt(path: str | Path, why: str) -> StageError:
                                  "or skip the episode.")
 
 
+def ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's own words without the file name it repeats (the message already names the file)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def _num(value) -> float | None:
     return None if value is None else round(float(value), 6)
 
@@ -39,7 +44,7 @@ def probe_file(path: Path, ctx: StageContext | None = None, full: bool = True) -
     try:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as exc:
-        raise corrupt(path, f"cannot be opened: {exc}") from None
+        raise corrupt(path, f"cannot be opened: {ffmpeg_reason(exc)}") from None
     with container:
         streams = []
         for s in container.streams:
@@ -88,7 +93,7 @@ def _scan_packets(container, path: Path, declared: float | None, ctx: StageConte
             for _ in video.codec_context.decode(None):   # flush: short files may hold frames back
                 decoded_video = True
     except av.error.FFmpegError as exc:
-        raise corrupt(path, f"reading failed at {end or 0:.2f} s: {exc}") from None
+        raise corrupt(path, f"reading failed at {end or 0:.2f} s: {ffmpeg_reason(exc)}") from None
     if video is not None and not decoded_video:
         raise corrupt(path, "no video frame could be decoded")
     return end
