@@ -86,6 +86,7 @@ def transcode(src: Path, start: float, end: float, outputs: list[Output], ctx: S
                 if vs.name == "libx264":
                     vs.codec_context.options = {"preset": option(ctx, "preset", "veryfast", str),
                                                 "crf": str(option(ctx, "crf", 23, int))}
+                    vs.codec_context.thread_count = option(ctx, "encoder_threads", 0, int)  # 0: one per core
                 vouts.append(vs)
                 aouts.append(oc.add_stream("aac", rate=ain.codec_context.sample_rate, layout=ain.layout.name)
                              if ain is not None else None)
@@ -129,7 +130,10 @@ def _pump(inp, vin, ain, fps, start, end, outputs, containers, vouts, aouts, ctx
                     thumb = (frame.time, rgb)
                 for out, oc, vs in zip(outputs, containers, vouts):
                     img = np.ascontiguousarray(out.crop(rgb)) if out.crop else rgb
-                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    # Convert (and scale) here: leaving it to the encoder's implicit conversion
+                    # makes the output differ between runs, and reruns must give identical files.
+                    vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
+                        width=vs.width, height=vs.height, format="yuv420p")
                     vf.pts, vf.time_base = frames, Fraction(1) / fps
                     for packet in vs.encode(vf):
                         oc.mux(packet)

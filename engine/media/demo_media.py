@@ -46,14 +46,15 @@ def write_test_video(path: Path, seconds: float, seed: int, width: int = 160, he
     with av.open(str(path), mode="w", format="mp4") as out:
         video = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.options = {"preset": "ultrafast", "threads": "1"} if video.name == "libx264" else {}
+        video.codec_context.options = {"preset": "ultrafast"} if video.name == "libx264" else {}
         audio = out.add_stream("aac", rate=sample_rate, layout="mono")
         frames = int(round(seconds * fps))
         for i in range(frames):
             img = base.copy()
             x = int(i * 4) % width
             img[:, x:x + 8] = 255
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            # Explicit conversion: the encoder's implicit one is not repeatable byte for byte.
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             for packet in video.encode(frame):
