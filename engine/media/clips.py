@@ -86,7 +86,9 @@ def transcode(src: Path, start: float, end: float, outputs: list[Output], ctx: S
                 if vs.name == "libx264":
                     vs.codec_context.options = {"preset": option(ctx, "preset", "veryfast", str),
                                                 "crf": str(option(ctx, "crf", 23, int))}
-                    vs.codec_context.thread_count = option(ctx, "encoder_threads", 0, int)  # 0: one per core
+                    # Threaded x264 is not byte-for-byte repeatable, and a rerun must give the same
+                    # files; sites that prefer speed set encoder_threads = 0 (one per core).
+                    vs.codec_context.thread_count = option(ctx, "encoder_threads", 1, int)
                 vouts.append(vs)
                 aouts.append(oc.add_stream("aac", rate=ain.codec_context.sample_rate, layout=ain.layout.name)
                              if ain is not None else None)

@@ -47,6 +47,7 @@ def write_test_video(path: Path, seconds: float, seed: int, width: int = 160, he
         video = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.options = {"preset": "ultrafast"} if video.name == "libx264" else {}
+        video.codec_context.thread_count = 1          # repeatable demo files for a given seed
         audio = out.add_stream("aac", rate=sample_rate, layout="mono")
         frames = int(round(seconds * fps))
         for i in range(frames):
