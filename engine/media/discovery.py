@@ -163,15 +163,14 @@ def _matches(rel: str, name: str, globs: tuple[str, ...]) -> bool:
 
 
 def _load_state(path: Path) -> dict:
+    """The scanner's memory; a missing or damaged file starts afresh (costing one stability window,
+    and ids already handed out are recomputed by the same rules)."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("version") == STATE_VERSION:
-            return state
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, AttributeError):
-        # A damaged state only costs one stability window; ids are rebuilt from the same rules.
-        pass
+    except (OSError, ValueError):
+        state = None
+    if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+        return state
     return {"version": STATE_VERSION, "files": {}, "ids": {}}
 
 

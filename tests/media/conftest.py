@@ -11,24 +11,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine.media.demo_media import generate_demo_media  # noqa: E402
 from engine.stages import ItemInfo  # noqa: E402
 
-from helpers import run_stage  # noqa: E402
-
-EDITORIAL = {"min_clip_seconds": 1.0, "max_clip_seconds": 2.5, "max_clips": 2}
-
+from media_helpers import EDITORIAL, by_expectation, episode_item, run_stage  # noqa: E402
 
 @pytest.fixture(scope="session")
 def demo_media(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("sources")
     made = generate_demo_media(folder, count=2, seed=11, seconds=4.0)
     return {"folder": folder, "items": made}
-
-
-def by_expectation(demo_media: dict, expectation: str) -> dict:
-    return next(d for d in demo_media["items"] if d["expectation"] == expectation)
-
-
-def episode_item(entry: dict) -> ItemInfo:
-    return ItemInfo(entry["id"], "episode", entry["source"], entry["show"], entry["title"])
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ from engine.config import Config, Service
 from engine.errors import StageError
 from engine.media import llm
 
-from conftest import by_expectation
-from helpers import run_stage
+from media_helpers import by_expectation, run_stage
 
 
 class FakeOllama:
@@ -28,7 +27,7 @@ class FakeOllama:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
-                pass
+                return None                       # keep the test output clean
 
             def _send(self, code: int, body: dict) -> None:
                 data = json.dumps(body).encode()

@@ -15,8 +15,7 @@ from engine.errors import Cancelled, StageError
 from engine.config import StageConfig
 from engine.stages import ItemInfo
 
-from conftest import EDITORIAL, by_expectation, episode_item
-from helpers import make_ctx, run_stage
+from media_helpers import EDITORIAL, by_expectation, episode_item, make_ctx, run_stage
 
 
 def test_importing_the_package_registers_all_seven_stages():

@@ -12,6 +12,17 @@ from engine.config import Config, StageConfig
 from engine.stages import CancelToken, ItemInfo, LogTail, StageContext
 
 
+EDITORIAL = {"min_clip_seconds": 1.0, "max_clip_seconds": 2.5, "max_clips": 2}
+
+
+def by_expectation(demo_media: dict, expectation: str) -> dict:
+    return next(d for d in demo_media["items"] if d["expectation"] == expectation)
+
+
+def episode_item(entry: dict) -> ItemInfo:
+    return ItemInfo(entry["id"], "episode", entry["source"], entry["show"], entry["title"])
+
+
 def make_ctx(item: ItemInfo, stage: str, out_root: Path, inputs: dict[str, Path] | None = None,
              parent_inputs: dict[str, Path] | None = None, options: dict[str, Any] | None = None,
              config: Config | None = None, services: list[str] | None = None,
