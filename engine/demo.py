@@ -62,7 +62,7 @@ fault = "transient"
 """
 
 
-def _set(text: str, key: str, value: str) -> str:
+def set_key(text: str, key: str, value: str) -> str:
     pattern = re.compile(rf"^{key} = [^#\n]*?(\s*#.*)?$", re.MULTILINE)
     new, n = pattern.subn(lambda m: f"{key} = {value}{m.group(1) or ''}", text, count=1)
     if n != 1:
@@ -73,13 +73,13 @@ def _set(text: str, key: str, value: str) -> str:
 def demo_config(faults: bool = True, speed: float = 1.0, seed: int = 7) -> str:
     """The default configuration tuned for watching recovery happen: short waits, small thresholds."""
     text = DEFAULT_TOML
-    text = _set(text, "stall_after", "6.0")
-    text = _set(text, "base_delay", "2.0")
-    text = _set(text, "max_delay", "10.0")
-    text = _set(text, "episode_processing", "60.0")
-    text = _set(text, "clip_generation", "30.0")
-    text = _set(text, "stop_grace", "3.0")
-    text = _set(text, "force_grace", "1.0")
+    text = set_key(text, "stall_after", "6.0")
+    text = set_key(text, "base_delay", "2.0")
+    text = set_key(text, "max_delay", "10.0")
+    text = set_key(text, "episode_processing", "60.0")
+    text = set_key(text, "clip_generation", "30.0")
+    text = set_key(text, "stop_grace", "3.0")
+    text = set_key(text, "force_grace", "1.0")
     text += "\n# The demo pipeline: every stage is simulated; faults are injected by script.\n"
     for kind, durations in (("episode", EPISODE_DURATIONS), ("clip", CLIP_DURATIONS)):
         for stage, seconds in durations.items():

@@ -131,7 +131,7 @@ def _result(error_class: str, reason: str) -> Classification:
 def fingerprint(stage: str | None, error_class: str | None, message: str | None) -> str:
     """Failure-group key: stage + class + message with ids, numbers and paths blurred."""
     text = message or ""
-    text = re.sub(r"(/[^\s'\"]+)+", "<path>", text)
+    text = re.sub(r"[^\s'\"]*/[^\s'\"]*", "<path>", text)
     text = re.sub(r"\b[0-9a-f]{8,}\b", "<hex>", text)
     text = re.sub(r"\d+(\.\d+)?", "<n>", text)
     text = re.sub(r"\s+", " ", text).strip()[:160]

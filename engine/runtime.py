@@ -98,6 +98,7 @@ class Engine:
         self._claiming = threading.Event()     # cleared: workers stop taking new work
         self._halt = threading.Event()         # set: background loops end
         self._wake = threading.Event()
+        self._force = threading.Event()        # set: a force stop was asked for
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
@@ -109,6 +110,7 @@ class Engine:
         self.state = "running"
         self._claiming.set()
         self.health.sample()
+        self.health.check_services(force=True)   # know which services are down before the first claim
         for name, loop in (("heartbeat", self._heartbeat_loop), ("watchdog", self.watchdog.loop),
                            ("health", self.health.loop)):
             t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
@@ -178,6 +180,15 @@ class Engine:
         Force: subprocesses are killed at once; stuck Python stages are abandoned (fenced out)."""
         if self.state in ("stopped", "new"):
             return
+        if self.state == "stopping":          # a second request while stopping: upgrade to force
+            if force:
+                self._force.set()
+                with self._lock:
+                    for run in self._runs.values():
+                        run.cancel.force()
+            return
+        if force:
+            self._force.set()
         self.state = "stopping"
         self._emit(EngineEvent("state", text="stopping"))
         self._claiming.clear()
@@ -216,6 +227,9 @@ class Engine:
     def _join_runs(self, seconds: float) -> None:
         deadline = self.clock.now() + seconds
         while self.clock.now() < deadline:
+            if self._force.is_set() and seconds > self.config.engine.force_grace:
+                deadline = min(deadline, self.clock.now() + self.config.engine.force_grace)
+                seconds = self.config.engine.force_grace
             with self._lock:
                 if not self._runs:
                     return
@@ -226,9 +240,11 @@ class Engine:
             return len(self._runs)
 
     def idle(self) -> bool:
-        """Nothing pending, running or waiting for a retry (blocked and failed items do not count)."""
+        """Nothing pending, running or waiting for a retry or a resource. Items failed, stopped, or
+        blocked by a service that is down wait for a person and do not count."""
         row = self.store.read_one(
-            "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')")
+            "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')"
+            " OR (status='blocked' AND blocked_reason LIKE ?)", (f"{RESOURCE_PREFIX}%",))
         return row[0] == 0 and self.busy() == 0
 
     def run_until_idle(self, timeout: float | None = None, poll: float = 0.2) -> bool:
@@ -307,7 +323,10 @@ class Engine:
         except LeaseLost:
             self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: result discarded"))
         except BaseException as exc:  # noqa: BLE001 - a stage may raise anything; it must not kill the worker
-            self._on_failure(run, exc, ctx)
+            if run.cancel.is_set():   # whatever broke after a cancel (a killed pipe, a closed file) is the cancel
+                self._on_cancelled(run, run.cancel.reason or "stop", ctx)
+            else:
+                self._on_failure(run, exc, ctx)
         finally:
             if ctx is not None:
                 checkpoints.discard(ctx.output_dir)

@@ -270,7 +270,9 @@ class Operator:
             order = pipeline.stages_of(row["kind"])
             if to_stage not in order:
                 return f"has no stage {to_stage!r} ({row['kind']} stages: {', '.join(order)})"
-            if pipeline.stage_index(row["kind"], row["stage"]) <= order.index(to_stage):
+            if row["stage"] == to_stage:
+                raise VerbError(f"{row['id']} is already at {to_stage!r}; nothing to roll back.")
+            if pipeline.stage_index(row["kind"], row["stage"]) < order.index(to_stage):
                 raise VerbError(f"Cannot roll {row['id']} back to {to_stage!r}: its last completed stage is "
                                 f"{row['stage'] or 'none'}, so that would be a move forward. Pick an earlier stage, "
                                 "or use skip to move forward.")

@@ -107,6 +107,7 @@ def run(ctx: StageContext) -> None:
         unregister()
     for t in readers:
         t.join(timeout=5)
+    ctx.cancel.check()          # killed by a force stop from another thread: that is a cancel, not a failure
     code = proc.returncode
     if code == 0:
         return

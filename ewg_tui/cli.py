@@ -1,0 +1,462 @@
+"""The `ewg` command line.
+
+`ewg` alone opens the console; sub-commands run the engine headless, show
+status, and carry out operator verbs through the engine API. Exit codes:
+0 done, 1 the work itself failed, 2 a user mistake (bad arguments, bad
+config, unknown ids), 3 the database is missing, damaged or too new.
+Textual is imported only when the console opens, so scripts stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import pipeline, queries
+from engine.clock import iso
+from engine.config import ConfigError
+from engine.store import DatabaseError
+from engine.verbs import Operator, Preview, VerbError
+from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A mistake in how ewg was called; the message says how to call it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default exit code is 2 too; keep its wording short
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"ewg: {message}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0 or value > 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 604800 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
+    p.add_argument("--workspace", "-w", metavar="DIR",
+                   help="workspace folder (default: $EWG_WORKSPACE or the current folder)")
+    p.add_argument("--readonly", action="store_true", help="console: everything visible, no verb runs")
+    p.add_argument("--attach", action="store_true",
+                   help="console: show the work of a headless engine running elsewhere (same as --workers 0)")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="worker threads (default from ewg.toml)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def verb_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        vp = sub.add_parser(name, help=help_text, description=help_text)
+        vp.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+        vp.add_argument("--reason", default="", help="why: goes into the audit log")
+        vp.add_argument("--json", action="store_true", help="print the preview/result as JSON")
+        return vp
+
+    d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
+    d.add_argument("dir", nargs="?", help="where (default: ./demo-workspace, replaced if it is a demo)")
+    d.add_argument("--episodes", type=_positive_int, default=10)
+    d.add_argument("--headless", action="store_true", help="run it headless until idle instead of the console")
+
+    i = sub.add_parser("init", help="create a workspace: ewg.toml with every default, the database, items/")
+    i.add_argument("dir", nargs="?", help="folder (default: the workspace)")
+    i.add_argument("--demo", type=_positive_int, metavar="N", help="also seed N demo episodes with injected faults")
+    i.add_argument("--print-config", action="store_true", help="print the default ewg.toml and exit")
+
+    r = sub.add_parser("run", help="run the engine without the console")
+    r.add_argument("--headless", action="store_true", help="(the default for `run`; kept for scripts)")
+    r.add_argument("--until-idle", action="store_true",
+                   help="return once nothing is pending, running or waiting for a retry")
+    r.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+
+    s = sub.add_parser("status", help="counts and per-item state")
+    s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
+    f = sub.add_parser("failures", help="failure groups: stage + error class + normalized message")
+    f.add_argument("--json", action="store_true")
+    m = sub.add_parser("metrics", help="recovery success rate, time to recovery, failure points, verb effectiveness")
+    m.add_argument("--json", action="store_true")
+    lg = sub.add_parser("log", help="the audit/engine log, or one item's attempt history and log tail")
+    lg.add_argument("id", nargs="?")
+    lg.add_argument("--limit", type=_positive_int, default=50)
+    lg.add_argument("--json", action="store_true")
+
+    v = verb_parser("retry", "retry failed, waiting, blocked or stopped items now (fresh attempt budget)")
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v.add_argument("--failed", action="store_true", help="every failed item")
+    v.add_argument("--group", metavar="FINGERPRINT", help="every failed item of a failure group (`ewg failures`)")
+    v = verb_parser("reprocess", "force reprocess from the start, or from a stage")
+    v.add_argument("ids", nargs="+", metavar="ID")
+    v.add_argument("--from", dest="from_stage", metavar="STAGE")
+    v = verb_parser("resume", "continue stopped or failed items from their last checkpoint")
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v = verb_parser("reset", "reset to discovered: clear results and errors (Clear Results / System Reset)")
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v.add_argument("--all", action="store_true", help="every item (System Reset)")
+    v = verb_parser("skip", "mark the current stage done without running it")
+    v.add_argument("ids", nargs="+", metavar="ID")
+    v = verb_parser("rollback", "move an item back to an earlier checkpoint; later stages rerun")
+    v.add_argument("id", metavar="ID")
+    v.add_argument("--to", dest="to_stage", required=True, metavar="STAGE")
+    v = verb_parser("clear-cache", "remove items' caches")
+    v.add_argument("ids", nargs="+", metavar="ID")
+    verb_parser("deep-clean", "sweep orphans, temp files, stale checkpoints and dead leases; vacuum")
+    v = verb_parser("stop", "stop items (they wait for resume); with no ids stop all processing (pause)")
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v.add_argument("--force", action="store_true", help="kill subprocesses now; abandon stages that ignore it")
+    v = verb_parser("extend", "wait longer: push a running item's timeout and stall limits out")
+    v.add_argument("id", metavar="ID")
+    v.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    verb_parser("pause", "stop claiming new work (running work finishes)")
+    verb_parser("unpause", "claim work again")
+
+    clip = sub.add_parser("clip", help="clip verbs: retry, rerender, delete-retry, retry-failed, regenerate-all, "
+                                       "clean-retry")
+    csub = clip.add_subparsers(dest="clip_command", metavar="VERB", parser_class=_Parser, required=True)
+
+    def clip_parser(name: str, help_text: str, ids: str) -> None:
+        cp = csub.add_parser(name, help=help_text, description=help_text)
+        cp.add_argument("--dry-run", action="store_true")
+        cp.add_argument("--reason", default="")
+        cp.add_argument("--json", action="store_true")
+        if ids:
+            cp.add_argument("ids", nargs=ids, metavar="ID")
+    clip_parser("retry", "retry failed clips", "+")
+    clip_parser("rerender", "render clips again from their generated cut", "+")
+    clip_parser("delete-retry", "delete clips' files and generate them again", "+")
+    clip_parser("retry-failed", "retry every failed clip", "")
+    clip_parser("regenerate-all", "regenerate every clip (of the given episodes)", "*")
+    clip_parser("clean-retry", "delete failed clips' files and retry them", "*")
+    return p
+
+
+# -- output --------------------------------------------------------------------------------------
+def _print_preview(preview: Preview, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(preview.to_dict(), indent=1, default=str))
+        return EXIT_OK
+    print(("Applied. " if preview.applied else "Dry run, nothing changed. ") + preview.summary() + ".")
+    for c in preview.changes:
+        before = f"{c.before.get('stage') or '-'}/{c.before.get('status')}"
+        after = f"{c.after.get('stage') or '-'}/{c.after.get('status')}"
+        extras = []
+        if c.stages_rerun:
+            extras.append("reruns " + ", ".join(c.stages_rerun))
+        if c.cache_dropped:
+            extras.append("cache dropped")
+        if c.files_deleted:
+            extras.append("files deleted")
+        if c.interrupts_run:
+            extras.append("interrupts the running attempt")
+        print(f"  {c.item_id}: {before} -> {after}" + (f"  ({'; '.join(extras)})" if extras else ""))
+    for item_id, why in preview.skipped:
+        print(f"  {item_id}: not changed: {why}")
+    for note in preview.notes:
+        print(f"  {note}")
+    if preview.applied and preview.event_id:
+        print(f"Audit event #{preview.event_id}.")
+    return EXIT_OK
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> str:
+    cells = [headers] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _cmd_status(ws: Workspace, args) -> int:
+    doc = queries.status(ws.store)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return EXIT_OK
+    for kind, key in ((pipeline.EPISODE, "episodes"), (pipeline.CLIP, "clips")):
+        c = doc["counts"][kind]
+        by = ", ".join(f"{n} {s}" for s, n in c["by_status"].items() if n)
+        print(f"{key}: {c['total']}" + (f" ({by})" if by else ""))
+    paused = ws.store.read_one("SELECT value, reason FROM engine_state WHERE key='paused'")
+    if paused and paused["value"]:
+        print(f"engine: PAUSED ({paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
+    rows = []
+    for item in doc["episodes"] + doc["clips"]:
+        attempts = f"{item['attempts']}/{ws.config.retry.max_attempts}" if item["attempts"] else ""
+        rows.append([item["id"], item["kind"], item["stage"] or "-", item["status"], attempts, item["verdict"],
+                     item["error_class"], (item["error_message"] or "")[:60]])
+    if rows:
+        print()
+        print(_table(rows, ["ID", "KIND", "STAGE", "STATUS", "ATTEMPTS", "VERDICT", "ERROR", "MESSAGE"]))
+    return EXIT_OK
+
+
+def _cmd_failures(ws: Workspace, args) -> int:
+    groups = queries.failure_groups(ws.store)
+    if args.json:
+        print(json.dumps(groups, indent=1))
+        return EXIT_OK
+    if not groups:
+        print("No failed items.")
+        return EXIT_OK
+    for g in groups:
+        print(f"[{g['count']}] {g['fingerprint']}")
+        print(f"    first {iso(g['first_seen'])}  last {iso(g['last_seen'])}")
+        print(f"    ids: {', '.join(g['ids'][:8])}{' ...' if len(g['ids']) > 8 else ''}")
+        if g["suggestion"]:
+            print(f"    fix: {g['suggestion']}")
+        print(f"    retry the group: ewg retry --group '{g['fingerprint']}'")
+    return EXIT_OK
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _secs(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} s"
+
+
+def _cmd_metrics(ws: Workspace, args) -> int:
+    m = queries.metrics(ws.store)
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return EXIT_OK
+    print(f"recovery success rate: {_pct(m['recovery_success_rate'])} "
+          f"({m['recovered']} of {m['failures']} failed stages recovered)")
+    t = m["time_to_recovery_s"]
+    print(f"time to recovery: median {_secs(t['median'])}, mean {_secs(t['mean'])}, max {_secs(t['max'])}")
+    if m["top_failure_points"]:
+        print("\nmost common failure points:")
+        print(_table([[p["kind"], p["stage"], p["error_class"], p["count"]] for p in m["top_failure_points"]],
+                     ["KIND", "STAGE", "CLASS", "COUNT"]))
+    if m["action_effectiveness"]:
+        print("\naction effectiveness:")
+        print(_table([[a["verb"], a["items"], a["succeeded"], a["failed_again"], a["pending"],
+                       _pct(a["refailure_rate"])] for a in m["action_effectiveness"]],
+                     ["VERB", "ITEMS", "SUCCEEDED", "FAILED AGAIN", "PENDING", "RE-FAILURE RATE"]))
+    return EXIT_OK
+
+
+def _cmd_log(ws: Workspace, args) -> int:
+    if args.id and queries.item(ws.store, args.id) is None:
+        raise UsageError(f"Unknown item id {args.id!r}. `ewg status` lists the ids.")
+    events = queries.events(ws.store, args.id, limit=args.limit)
+    attempts = queries.attempts(ws.store, args.id) if args.id else []
+    if args.json:
+        print(json.dumps({"events": events, "attempts": attempts}, indent=1))
+        return EXIT_OK
+    for e in reversed(events):
+        affected = e["affected"] or []
+        target = ", ".join(affected[:3]) + (f" (+{len(affected) - 3})" if len(affected) > 3 else "")
+        print(f"{iso(e['at'])}  {e['actor']:<10} {e['verb']:<16} {target or e['selection']}"
+              + (f"  reason: {e['reason']}" if e["reason"] else "") + (f"  -> {e['result']}" if e["result"] else ""))
+    if attempts:
+        print(f"\nattempts of {args.id}:")
+        for a in attempts:
+            print(f"  #{a['number']} {a['stage']:<12} {a['outcome'] or 'running':<10} "
+                  f"{_secs(a['duration']):>8}  {a['error_class'] or ''} {a['error_message'] or ''}")
+            if a["decision"]:
+                print(f"      decision: {a['decision']}")
+        last = attempts[-1]
+        if last["log_tail"]:
+            print(f"\nlog tail of attempt #{last['number']} ({last['stage']}):")
+            print(last["log_tail"])
+    return EXIT_OK
+
+
+def _cmd_verb(ws: Workspace, args) -> int:
+    op = Operator(ws)
+    kw = {"reason": args.reason, "dry_run": args.dry_run}
+    cmd = args.command
+    calls: dict[str, Callable[[], Preview]] = {
+        "retry": lambda: op.retry(args.ids or None, failed=args.failed, group=args.group, **kw)
+        if (args.ids or args.failed or args.group) else _missing("retry", "ID..., --failed or --group FINGERPRINT"),
+        "reprocess": lambda: op.reprocess(args.ids, from_stage=args.from_stage, **kw),
+        "resume": lambda: op.resume(args.ids or None, **kw),
+        "reset": lambda: op.reset(args.ids or None, all_items=args.all, **kw),
+        "skip": lambda: op.skip(args.ids, **kw),
+        "rollback": lambda: op.rollback(args.id, args.to_stage, **kw),
+        "clear-cache": lambda: op.clear_cache(args.ids, **kw),
+        "deep-clean": lambda: op.deep_clean(**kw),
+        "stop": lambda: op.stop(args.ids or None, force=args.force, **kw),
+        "extend": lambda: op.extend(args.id, args.seconds, **kw),
+        "pause": lambda: op.pause(**kw),
+        "unpause": lambda: op.unpause(**kw),
+    }
+    if cmd == "clip":
+        clip_calls: dict[str, Callable[[], Preview]] = {
+            "retry": lambda: op.retry_clips(args.ids, **kw),
+            "rerender": lambda: op.rerender_clips(args.ids, **kw),
+            "delete-retry": lambda: op.delete_and_retry_clips(args.ids, **kw),
+            "retry-failed": lambda: op.retry_all_failed_clips(**kw),
+            "regenerate-all": lambda: op.regenerate_all_clips(args.ids or None, **kw),
+            "clean-retry": lambda: op.clean_and_retry_clips(args.ids or None, **kw),
+        }
+        preview = clip_calls[args.clip_command]()
+    else:
+        preview = calls[cmd]()
+    return _print_preview(preview, args.json)
+
+
+def _missing(verb: str, what: str) -> Preview:
+    raise UsageError(f"`ewg {verb}` needs {what}.")
+
+
+# -- engine commands -------------------------------------------------------------------------------
+def _cmd_run(ws: Workspace, args) -> int:
+    from engine.runtime import Engine, EngineEvent
+
+    quiet = args.quiet
+
+    def show(event: EngineEvent) -> None:
+        if quiet or event.kind == "claimed":
+            return
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        text = f"  {event.text}" if event.text else ""
+        print(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}", flush=True)
+
+    engine = Engine(ws, workers=args.workers, on_event=show)
+    signals = {"count": 0}
+    wake = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        signals["count"] += 1
+        wake.set()
+        if signals["count"] >= 2:
+            print("second signal: forcing stop", file=sys.stderr, flush=True)
+            threading.Thread(target=engine.stop, kwargs={"force": True}, daemon=True).start()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    engine.start()
+    print(f"engine {engine.owner} running with {engine.workers} worker(s) on {ws.root}"
+          + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"), flush=True)
+    try:
+        while not wake.wait(0.25):
+            if args.until_idle and engine.idle():
+                break
+        if signals["count"]:
+            print(f"stopping gracefully (up to {ws.config.engine.stop_grace:.0f} s; signal again to force)",
+                  file=sys.stderr, flush=True)
+        engine.stop()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    counts = queries.counts(ws.store)
+    for kind in pipeline.KINDS:
+        by = {s: n for s, n in counts[kind]["by_status"].items() if n}
+        print(f"{kind}s: " + (", ".join(f"{n} {s}" for s, n in by.items()) or "none"))
+    failed = sum(counts[k]["by_status"]["failed"] for k in pipeline.KINDS)
+    if failed:
+        print(f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them.")
+    return EXIT_OK
+
+
+def _cmd_init(args) -> int:
+    if args.print_config:
+        print(DEFAULT_TOML, end="")
+        return EXIT_OK
+    root = resolve_root(args.dir or args.workspace)
+    if args.demo:
+        from engine.demo import create_demo
+        ws = create_demo(root, count=args.demo)
+        print(f"Created a demo workspace in {root} with {args.demo} episodes and injected faults.")
+    else:
+        from engine.workspace import init_workspace
+        ws = init_workspace(root)
+        print(f"Created a workspace in {root}: edit {root / 'ewg.toml'}, then `ewg --workspace {root}`.")
+    ws.close()
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from engine.demo import create_demo
+    root = Path(args.dir or "demo-workspace").resolve()
+    if root.exists() and any(root.iterdir()):
+        marker = root / "ewg.toml"
+        if not (marker.exists() and "[demo]" in marker.read_text(encoding="utf-8", errors="replace")):
+            raise UsageError(f"{root} exists and is not a demo workspace; choose another folder "
+                             "(ewg demo DIR) so nothing of yours is replaced.")
+        import shutil
+        shutil.rmtree(root)
+    ws = create_demo(root, count=args.episodes)
+    print(f"Demo workspace: {root} ({args.episodes} episodes, faults injected: transient, hang, corrupt source, "
+          "disk full, cache, slow, missing dependency).", flush=True)
+    if args.headless:
+        args.until_idle, args.quiet = True, False
+        return _cmd_run(ws, args)
+    ws.close()
+    return _console(root, args)
+
+
+def _console(root: Path, args) -> int:
+    ws = open_workspace(root)   # validate before the screen takes over, so errors print plainly
+    ws.close()
+    from ewg_tui.app import run_console
+    return run_console(root, workers=args.workers, attach=args.attach, readonly=args.readonly)
+
+
+WRITES = {"retry", "reprocess", "resume", "reset", "skip", "rollback", "clear-cache", "deep-clean", "stop",
+          "extend", "pause", "unpause", "clip", "run"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UsageError as exc:
+        print(f"ewg: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, VerbError) as exc:
+        print(f"ewg: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatabaseError as exc:
+        print(f"ewg: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _dispatch(args) -> int:
+    if args.command == "init":
+        return _cmd_init(args)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    root = resolve_root(args.workspace)
+    if args.command is None:
+        return _console(root, args)
+    if args.readonly and args.command in WRITES:
+        raise UsageError(f"--readonly: `ewg {args.command}` would change the workspace; run it without --readonly.")
+    ws = open_workspace(root)
+    try:
+        if args.command == "run":
+            return _cmd_run(ws, args)
+        handler = {"status": _cmd_status, "failures": _cmd_failures, "metrics": _cmd_metrics,
+                   "log": _cmd_log}.get(args.command, _cmd_verb)
+        return handler(ws, args)
+    finally:
+        ws.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

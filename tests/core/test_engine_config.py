@@ -1,0 +1,107 @@
+"""Configuration and workspace opening: every mistake is one clear message, exit 2 or 3, no traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine import config
+from engine.config import ConfigError
+from engine.demo import demo_config
+from engine.store import DatabaseError
+from engine.workspace import DEFAULT_TOML, init_workspace, open_workspace
+
+
+def test_default_file_is_the_defaults():
+    assert config.parse(DEFAULT_TOML) == config.Config()
+    assert config.parse(demo_config()).demo.faults
+
+
+@pytest.mark.parametrize("text, must_name", [
+    ("[retry]\nmax_attemps = 3\n", "[retry] max_attemps: unknown key"),
+    ("[retry]\nmax_attempts = 'three'\n", "[retry] max_attempts"),
+    ("[timeouts]\nepisode_processing = -5\n", "[timeouts] episode_processing"),
+    ("[stages.episode.transcribed]\nkind = 'command'\n", "needs command"),
+    ("[stages.episode.transcribed]\nkind = 'command'\ncommand = ['no-such-program-xyz']\n", "no-such-program-xyz"),
+    ("[stages.episode.translated]\nkind = 'demo'\n", "unknown stage"),
+    ("[retry]\nbase_delay = 30\nmax_delay = 10\n", "max_delay must be at least base_delay"),
+    ("[engine]\nheartbeat_interval = 5\ndead_after = 2\n", "dead_after"),
+    ("[retry\n", "not valid TOML"),
+    ("[stages.episode.enriched]\nservices = ['llm']\n", "[services.llm]"),
+    ("[recovery]\nmanual_intervention_required = ['oops']\n", "unknown error class"),
+])
+def test_bad_config_names_the_key(text, must_name):
+    with pytest.raises(ConfigError) as err:
+        config.parse(text)
+    assert must_name in str(err.value)
+
+
+def test_cli_bad_config_exits_2_without_traceback(tmp_path):
+    init_workspace(tmp_path).close()
+    (tmp_path / "ewg.toml").write_text("[retry]\nmax_attempts = -1\n")
+    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "--workspace", str(tmp_path), "status"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "[retry] max_attempts" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_database_is_never_recreated(tmp_path):
+    init_workspace(tmp_path).close()
+    (tmp_path / "ewg.db").unlink()
+    with pytest.raises(DatabaseError, match="never recreated"):
+        open_workspace(tmp_path)
+    assert not (tmp_path / "ewg.db").exists()
+    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(tmp_path), "status"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+
+
+def test_corrupt_database_is_refused(tmp_path):
+    init_workspace(tmp_path).close()
+    (tmp_path / "ewg.db").write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(DatabaseError, match="not an SQLite database"):
+        open_workspace(tmp_path)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    ws = init_workspace(tmp_path)
+    ws.store.connection().execute("PRAGMA user_version=99")
+    ws.close()
+    with pytest.raises(DatabaseError, match="newer than this ewg knows"):
+        open_workspace(tmp_path)
+
+
+def test_not_a_workspace(tmp_path):
+    with pytest.raises(ConfigError, match="ewg init"):
+        open_workspace(tmp_path)
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    init_workspace(tmp_path).close()
+    with pytest.raises(ConfigError, match="already holds a workspace"):
+        init_workspace(tmp_path)
+
+
+def test_database_is_owner_only(tmp_path):
+    init_workspace(tmp_path).close()
+    assert (tmp_path / "ewg.db").stat().st_mode & 0o077 == 0
+
+
+def test_engine_never_imports_textual():
+    code = ("import sys, pkgutil, importlib, engine\n"
+            "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.') or m.startswith('ewg_tui')]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_import_linter_contract_holds():
+    import shutil
+    from pathlib import Path
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    proc = subprocess.run([exe], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
