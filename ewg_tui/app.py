@@ -1,0 +1,111 @@
+"""The operator console: a thin App that wires the workspace, the engine and the screens together."""
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from engine.clock import Clock
+from engine.runtime import Engine, EngineEvent
+from engine.verbs import Operator
+from engine.workspace import Workspace, open_workspace
+
+from .messages import EngineNotice
+from .screens.commands import ConsoleCommands
+from .screens.main import MainScreen
+from .screens.quit_dialog import LEAVE, STOP, QuitScreen
+
+POLL_INTERVAL = 0.25
+
+
+class EwgApp(App[int]):
+    """`EwgApp(ws, engine=None)` watches a workspace; with an engine it also runs the pipeline in-process.
+
+    Tests inject a workspace with a FakeClock and no engine; `readonly` shows everything and runs no verb.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ewg"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [
+        Binding("q", "quit_console", "Quit", id="app.quit", tooltip="Quit; asks what to do with work in flight"),
+    ]
+
+    def __init__(self, ws: Workspace, *, engine: Engine | None = None, readonly: bool = False,
+                 clock: Clock | None = None, poll_interval: float = POLL_INTERVAL, actor: str | None = None) -> None:
+        super().__init__()
+        self.ws = ws
+        self.engine = engine
+        self.readonly = readonly
+        self.clock = clock or ws.clock
+        self.poll_interval = poll_interval
+        self.operator = Operator(ws, actor=actor)
+        self.leave_running = False
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass    # no SIGHUP here (Windows, or not the main thread as in tests)
+
+    def _terminal_gone(self) -> None:
+        """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""
+        self.exit(129)
+
+    def engine_event(self, event: EngineEvent) -> None:
+        """Called on engine threads: hand the event to the event loop, touch nothing else."""
+        self.post_message(EngineNotice(event))
+
+    def on_engine_notice(self, message: EngineNotice) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                screen.post_message(EngineNotice(message.event))
+
+    def action_quit_console(self) -> None:
+        engine = self.engine
+        if engine is None or engine.state != "running":
+            self.exit(0)
+            return
+        busy = engine.busy()
+        if not busy:
+            self._stop_engine_then_exit()
+            return
+
+        def decided(choice: str | None) -> None:
+            if choice == STOP:
+                self.notify("Stopping: in-flight stages are released at a safe point…", markup=False)
+                self._stop_engine_then_exit()
+            elif choice == LEAVE:
+                self.leave_running = True
+                self.exit(0)
+        self.push_screen(QuitScreen(busy), decided)
+
+    @work(thread=True, group="shutdown", exit_on_error=False)
+    def _stop_engine_then_exit(self) -> None:
+        assert self.engine is not None
+        self.engine.stop()
+        self.call_from_thread(self.exit, 0)
+
+
+def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool) -> int:
+    """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only."""
+    ws = open_workspace(root)
+    engine = None
+    if not attach and not readonly and workers != 0:
+        engine = Engine(ws, workers=workers)
+    app = EwgApp(ws, engine=engine, readonly=readonly)
+    try:
+        if engine is not None:
+            engine.on_event = app.engine_event
+            engine.start()
+        app.run()
+    finally:
+        if engine is not None and engine.state in ("running", "stopping") and not app.leave_running:
+            engine.stop()
+        ws.close()
+    return app.return_code or 0

@@ -1,0 +1,87 @@
+"""Messages between threads and widgets: small dataclasses, posted with `post_message` (thread-safe)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+from engine.queries import Overview
+from engine.runtime import EngineEvent
+from engine.verbs import Preview
+
+
+@dataclass
+class ViewData:
+    """Everything the main screen shows, read in one go by the poll worker."""
+
+    generation: int
+    now: float
+    episodes: list[dict]
+    episode_offset: int
+    episode_total: int
+    clips: list[dict]
+    clip_offset: int
+    clip_total: int
+    detail: dict | None
+    detail_attempts: list[dict]
+    overview: Overview | None = None
+    counts: dict | None = None
+    follow_ups: dict[str, str] = field(default_factory=dict)   # item id -> succeeded | failed_again
+
+
+class ViewRead(Message):
+    """A fresh read of the visible window; a newer one replaces an older one still in the queue."""
+
+    def __init__(self, data: ViewData) -> None:
+        super().__init__()
+        self.data = data
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ViewRead)
+
+
+class EngineNotice(Message):
+    """An event from the in-process engine's threads."""
+
+    def __init__(self, event: EngineEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class VerbPreviewed(Message):
+    """The engine's dry run of a verb, ready to be confirmed."""
+
+    def __init__(self, request: Any, preview: Preview) -> None:
+        super().__init__()
+        self.request = request
+        self.preview = preview
+
+
+class VerbApplied(Message):
+    def __init__(self, request: Any, preview: Preview) -> None:
+        super().__init__()
+        self.request = request
+        self.preview = preview
+
+
+class VerbRefused(Message):
+    """The engine said no (VerbError) or something broke; `text` is a sentence for the operator."""
+
+    def __init__(self, request: Any, text: str) -> None:
+        super().__init__()
+        self.request = request
+        self.text = text
+
+
+class DetailRead(Message):
+    """The item detail screen's data."""
+
+    def __init__(self, item: dict | None, attempts: list[dict], checkpoints: list[dict], clips: list[dict],
+                 events: list[dict]) -> None:
+        super().__init__()
+        self.item = item
+        self.attempts = attempts
+        self.checkpoints = checkpoints
+        self.clips = clips
+        self.events = events

@@ -1,0 +1,55 @@
+"""Pick one of a few values (the stage to reprocess from or roll back to, how long to extend)."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, OptionList
+from textual.widgets.option_list import Option
+
+
+class ChoiceScreen(ModalScreen[object]):
+    """Dismisses with the chosen value, or None when the operator backs out."""
+
+    DEFAULT_CSS = """
+    ChoiceScreen {
+        align: center middle;
+    }
+    ChoiceScreen > Vertical {
+        width: auto;
+        min-width: 40;
+        max-width: 90%;
+        height: auto;
+        border: thick $accent 60%;
+        background: $surface;
+        padding: 0 1;
+    }
+    ChoiceScreen Label {
+        text-style: bold;
+        margin-bottom: 1;
+    }
+    ChoiceScreen OptionList {
+        height: auto;
+        max-height: 12;
+        border: none;
+    }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="choice.cancel")]
+
+    def __init__(self, title: str, choices: list[tuple[object, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, markup=False)
+            yield OptionList(*(Option(label, id=str(n)) for n, (_value, label) in enumerate(self.choices)))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(self.choices[int(event.option.id or 0)][0])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,572 @@
+"""The main screen: header, health, per-stage progress, episode and clip tables, error detail.
+
+Data flow (DESIGN.md "UI data flow"): a thread worker reads only what is
+visible and posts one ViewRead; the next read is scheduled by a one-shot timer
+after the previous one is applied, so reads never overlap. Periodic reads are
+skipped while a modal is open or live updates are paused (`p`); a change of
+view (scrolling the window, a new filter) reads at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer
+from textual.worker import Worker, WorkerState
+
+from engine import pipeline
+from engine.queries import ItemFilter
+from engine.verbs import Operator, Preview, VerbError
+
+from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
+from ..widgets import formatting as fmt
+from ..widgets.engine_header import EngineHeader, HeaderState
+from ..widgets.error_detail import ErrorDetail
+from ..widgets.filter_bar import FilterBar
+from ..widgets.health_panel import HealthPanel
+from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode_columns
+from ..widgets.stage_progress import StageProgress
+from .choice import ChoiceScreen
+from .confirm_verb import ConfirmVerbScreen
+from .help import HelpEntry, HelpScreen, key_label
+from .item_detail import ItemDetailScreen
+from .verb_catalog import CLIPS, EPISODES, EXTEND_CHOICES, GLOBAL, VERBS, VERBS_BY_ACTION, VerbSpec, stage_choices
+from .view_reader import ViewRequest, clip_filter_for, read_view
+
+OVERVIEW_EVERY = 4          # health, counts and header are read every 4th poll (about once a second)
+FOLLOW_LIMIT = 500          # items followed after a verb, for the "succeeded / failed again" notice
+
+
+@dataclass
+class VerbRequest:
+    spec: VerbSpec
+    ids: list[str]
+    choice: object = None
+    reason: str = ""
+    since: float = 0.0
+
+
+def _verb_binding(spec: VerbSpec) -> Binding:
+    shown = spec.action in ("retry", "reprocess", "stop")
+    return Binding(spec.key, spec.action, spec.title, show=shown, id=spec.binding_id, tooltip=spec.help)
+
+
+class MainScreen(Screen[None]):
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", id="main.help"),
+        Binding("slash", "filter", "Filter", id="main.filter"),
+        Binding("colon", "app.command_palette", "Commands", show=False, id="main.palette"),
+        Binding("space", "mark", "Mark", id="main.mark"),
+        Binding("escape", "clear_marks", "Clear marks", show=False, id="main.clear_marks"),
+        Binding("enter", "open_detail", "Detail", show=False, id="main.detail"),
+        Binding("a", "toggle_all_clips", "All clips", show=False, id="main.all_clips",
+                tooltip="Switch the clip table between the selected episode's clips and all clips"),
+        Binding("p", "toggle_live", "Pause updates", show=False, id="main.live"),
+        Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
+        Binding("2", "focus_pane('clips')", "Clips", show=False, id="main.pane_clips"),
+        Binding("3", "focus_pane('error-detail')", "Error detail", show=False, id="main.pane_detail"),
+        *(_verb_binding(spec) for spec in VERBS),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.episode_filter = ItemFilter(kind=pipeline.EPISODE)
+        self.filter_text = ""
+        self.all_clips = False
+        self.marked: dict[str, dict] = {}          # item id -> its last known row
+        self.followed: dict[str, tuple[str, float]] = {}   # item id -> (verb title, since)
+        self.live = True
+        self.generation = 0
+        self.polls = 0
+        self._polling = False
+        self._poll_again = False
+        self._timer: Timer | None = None
+        self._want_offset: dict[str, int] = {"episodes": 0, "clips": 0}
+        self.view: ViewData | None = None
+        self._known_stuck = 0
+        self._detail_id: str | None = None
+
+    # -- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        app = self.app
+        yield EngineHeader(id="engine-header")
+        with Grid(id="overview"):
+            yield StageProgress(pipeline.EPISODE, id="episode-progress")
+            yield StageProgress(pipeline.CLIP, id="clip-progress")
+            yield HealthPanel(app.ws.config.health, id="health")  # type: ignore[attr-defined]
+        yield ItemTable(episode_columns(34 if app.size.width >= 110 else 20), id="episodes")
+        with Horizontal(id="bottom"):
+            yield ItemTable(CLIP_COLUMNS, id="clips")
+            yield ErrorDetail(id="error-detail")
+        yield FilterBar(id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.episodes.border_title = "Episodes"
+        self.clips.border_title = "Clips"
+        self.query_one("#error-detail").border_title = "Error detail"
+        self.query_one("#episode-progress").border_title = "Episodes"
+        self.query_one("#clip-progress").border_title = "Clips"
+        self.query_one("#health").border_title = "Health"
+        self.episodes.focus()
+        self._show_header()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
+        self.call_after_refresh(self.poll, True)
+
+    @property
+    def episodes(self) -> ItemTable:
+        return self.query_one("#episodes", ItemTable)
+
+    @property
+    def clips(self) -> ItemTable:
+        return self.query_one("#clips", ItemTable)
+
+    @property
+    def operator(self) -> Operator:
+        return self.app.operator  # type: ignore[attr-defined]
+
+    def render_context(self, now: float) -> RenderContext:
+        return RenderContext(now, self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
+                             lambda variable: fmt.theme_style(self.app, variable))
+
+    # -- polling -----------------------------------------------------------------------
+    def poll(self, forced: bool = False) -> None:
+        """Read the visible window now (forced) or as the periodic refresh."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self._polling:
+            self._poll_again = True
+            return
+        if not forced and (not self.live or self.app.screen is not self):
+            self._schedule()
+            return
+        request = self._request(with_overview=forced or self.polls % OVERVIEW_EVERY == 0)
+        self.polls += 1
+        self._polling = True
+        self._read(request)
+
+    def _schedule(self) -> None:
+        interval = self.app.poll_interval  # type: ignore[attr-defined]
+        self._timer = self.set_timer(interval, self.poll)
+
+    def _request(self, with_overview: bool) -> ViewRequest:
+        episode_id = self.episodes.current_id
+        return ViewRequest(
+            generation=self.generation,
+            episode_filter=self.episode_filter,
+            episode_offset=self._want_offset["episodes"],
+            episode_limit=self.episodes.window_size,
+            episode_id=episode_id,
+            clip_filter=clip_filter_for(episode_id, self.all_clips),
+            clip_offset=self._want_offset["clips"],
+            clip_limit=self.clips.window_size,
+            detail_id=self._selected_detail_id(),
+            with_overview=with_overview,
+            followed=tuple((i, since) for i, (_verb, since) in list(self.followed.items())[:FOLLOW_LIMIT]),
+        )
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _read(self, request: ViewRequest) -> None:
+        app = self.app
+        self.post_message(ViewRead(read_view(app.ws.store, request, app.clock.now())))  # type: ignore[attr-defined]
+
+    def on_view_read(self, message: ViewRead) -> None:
+        self._polling = False
+        data = message.data
+        if data.generation == self.generation:
+            self._apply(data)
+        else:
+            self._poll_again = True          # the view changed while reading: read the new one
+        if self._poll_again:
+            self._poll_again = False
+            self.poll(True)
+        else:
+            self._schedule()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if event.worker.group == "poll":
+            self._polling = False
+            self.notify(f"Reading the workspace failed: {error}. Retrying.", severity="error", markup=False)
+            self._schedule()
+        elif event.worker.group == "verbs":
+            self.notify(f"The verb failed: {error}", severity="error", markup=False, timeout=10)
+
+    def _apply(self, data: ViewData) -> None:
+        previous = self.view
+        self.view = data
+        if data.overview is None and previous is not None:
+            data.overview, data.counts = previous.overview, previous.counts
+        ctx = self.render_context(data.now)
+        marked = set(self.marked)
+        for row in data.episodes + data.clips:
+            if row["id"] in self.marked:
+                self.marked[row["id"]] = row
+        with self.app.batch_update():
+            self.episodes.show_window(data.episodes, data.episode_offset, data.episode_total, ctx, marked)
+            self.clips.show_window(data.clips, data.clip_offset, data.clip_total, ctx, marked)
+            self._want_offset = {"episodes": data.episode_offset, "clips": data.clip_offset}
+            self._titles()
+            if data.counts is not None:
+                self.query_one("#episode-progress", StageProgress).show(data.counts)
+                self.query_one("#clip-progress", StageProgress).show(data.counts)
+            if data.overview is not None:
+                self.query_one("#health", HealthPanel).show(data.overview)
+            self._show_header()
+            self.query_one(ErrorDetail).show(data.detail, data.detail_attempts, data.now,
+                                             self.app.ws.config.retry.max_attempts)  # type: ignore[attr-defined]
+        self._report_follow_ups(data.follow_ups)
+        self._report_stuck(data)
+        if self._selected_detail_id() != (data.detail or {}).get("id"):
+            self._changed_view(reset_clips=False)
+        self.refresh_bindings()
+
+    def _titles(self) -> None:
+        filt = f"  filter: {self.filter_text}" if self.filter_text else ""
+        self.episodes.border_title = f"Episodes {self.episodes.position_label}{filt}"
+        if self.all_clips:
+            self.clips.border_title = f"All clips {self.clips.position_label}  (a: this episode's)"
+        else:
+            episode = self.episodes.current_id
+            of = fmt.middle_ellipsis(episode, 24) if episode else "no episode"
+            count = self.clips.position_label if self.clips.total else "none yet"
+            self.clips.border_title = f"Clips of {of}: {count}"
+
+    def _show_header(self) -> None:
+        app = self.app
+        engine = app.engine  # type: ignore[attr-defined]
+        self.query_one(EngineHeader).show(HeaderState(
+            workspace=str(app.ws.root),  # type: ignore[attr-defined]
+            overview=self.view.overview if self.view else None,
+            local_state=engine.state if engine else None,
+            local_workers=engine.workers if engine else 0,
+            local_busy=engine.busy() if engine else 0,
+            attached=engine is None,
+            readonly=app.readonly,  # type: ignore[attr-defined]
+            live=self.live,
+            marked=len(self.marked)))
+
+    def _restyle(self) -> None:
+        if self.view is not None:
+            ctx = self.render_context(self.view.now)
+            self.episodes.restyle(ctx, set(self.marked))
+            self.clips.restyle(ctx, set(self.marked))
+
+    def _changed_view(self, reset_clips: bool = True) -> None:
+        self.generation += 1
+        if reset_clips:
+            self._want_offset["clips"] = 0
+        self.poll(True)
+
+    def _report_follow_ups(self, outcomes: dict[str, str]) -> None:
+        for item_id, outcome in outcomes.items():
+            verb, _since = self.followed.pop(item_id, ("", 0.0))
+            if outcome == "succeeded":
+                self.notify(f"{item_id} succeeded after {verb.lower()}.", title="Recovered", markup=False)
+            else:
+                self.notify(f"{item_id} failed again after {verb.lower()}; enter shows why.", title="Failed again",
+                            severity="error", markup=False, timeout=8)
+
+    def _report_stuck(self, data: ViewData) -> None:
+        if data.overview is None:
+            return
+        stuck = data.overview.stuck
+        if stuck > self._known_stuck:
+            self.notify(f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck; "
+                        "e extends, X force-stops, s skips.", title="Stuck work", severity="warning", markup=False)
+        self._known_stuck = stuck
+
+    # -- selection -----------------------------------------------------------------------
+    def _focused_table(self) -> ItemTable:
+        focused = self.focused
+        if focused is self.clips:
+            return self.clips
+        if isinstance(focused, ErrorDetail) and self._detail_id and self._detail_id in self.clips.rows_by_id:
+            return self.clips
+        return self.episodes
+
+    def _selected_detail_id(self) -> str | None:
+        table = self._focused_table()
+        current = table.current_id
+        self._detail_id = current
+        return current
+
+    def selected_rows(self, spec: VerbSpec | None = None) -> list[dict]:
+        """The rows a verb acts on: the marked rows (of the verb's kind), else the cursor row."""
+        if spec is not None and spec.scope == GLOBAL:
+            return []
+        want = pipeline.CLIP if spec is not None and spec.scope == CLIPS else \
+            pipeline.EPISODE if spec is not None and spec.scope == EPISODES else None
+        if self.marked:
+            rows = [r for r in self.marked.values() if want is None or r["kind"] == want]
+        else:
+            if want == pipeline.EPISODE:
+                row = self.episodes.current_row
+            elif want == pipeline.CLIP:
+                row = self.clips.current_row
+            else:
+                row = self._focused_table().current_row
+            rows = [row] if row else []
+        if spec is not None and spec.single:
+            rows = rows[:1] if not self.marked else ([self._focused_table().current_row] if
+                                                     self._focused_table().current_row else rows[:1])
+        return rows
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        spec = VERBS_BY_ACTION.get(action)
+        if spec is None:
+            return True
+        if self.app.readonly:  # type: ignore[attr-defined]
+            return None
+        if spec.scope == GLOBAL:
+            return True
+        rows = self.selected_rows(spec)
+        if not rows:
+            return None
+        if spec.applies is None or any(spec.applies(r) for r in rows):
+            return True
+        return None
+
+    # -- table events --------------------------------------------------------------------
+    @on(ItemTable.WindowRequested)
+    def _slide_window(self, event: ItemTable.WindowRequested) -> None:
+        name = "episodes" if event.table is self.episodes else "clips"
+        event.table.pending_cursor = event.cursor
+        self._want_offset[name] = event.offset
+        self._changed_view(reset_clips=name == "episodes")
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table is self.episodes and not self.all_clips:
+            self._changed_view(reset_clips=True)
+        else:
+            self._changed_view(reset_clips=False)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_detail()
+
+    def on_descendant_focus(self) -> None:
+        if self.view is not None and self._detail_id != self._selected_detail_id():
+            self._changed_view(reset_clips=False)
+        self.refresh_bindings()
+
+    # -- filter --------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        bar = self.query_one(FilterBar)
+        bar.value = self.filter_text
+        bar.open()
+
+    @on(FilterBar.Changed)
+    def _filter_changed(self, event: FilterBar.Changed) -> None:
+        if event.flt is None:
+            return
+        self.episode_filter = event.flt
+        self.filter_text = event.text.strip()
+        self._want_offset["episodes"] = 0
+        self.episodes.pending_cursor = "first"
+        self._changed_view()
+
+    @on(FilterBar.Left)
+    def _filter_left(self, event: FilterBar.Left) -> None:
+        if not event.keep:
+            self.episode_filter = ItemFilter(kind=pipeline.EPISODE)
+            self.filter_text = ""
+            self._want_offset["episodes"] = 0
+            self._changed_view()
+        self.episodes.focus()
+
+    # -- view actions --------------------------------------------------------------------
+    def action_help(self) -> None:
+        entries = [HelpEntry("View", key_label(b.key), b.description) for b in self._view_bindings()]
+        entries += [HelpEntry("Navigation", k, d) for k, d in (
+            ("j / k", "move down / up (↓ ↑ too)"), ("g / G", "first / last row (the window slides in SQL)"),
+            ("pgup/dn", "page up / down"), ("tab", "next pane: episodes, clips, error detail"),
+            ("1 2 3", "jump to episodes, clips, error detail"))]
+        for spec in VERBS:
+            enabled = self.check_action(spec.action, ()) is True
+            confirm = "  (asks first)" if spec.confirm else ""
+            entries.append(HelpEntry(spec.group, spec.key, f"{spec.title}: {spec.help}{confirm}", enabled))
+        entries += [HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
+                    HelpEntry("App", ": ctrl+p", "Command palette: every action by name")]
+        note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]
+        self.app.push_screen(HelpScreen(entries, note))
+
+    def _view_bindings(self) -> list[Binding]:
+        return [b for b in self.BINDINGS if isinstance(b, Binding) and b.action not in VERBS_BY_ACTION]
+
+    def action_toggle_live(self) -> None:
+        self.live = not self.live
+        self._show_header()
+        self.notify("Live updates paused; p resumes." if self.live is False else "Live updates resumed.")
+        if self.live:
+            self.poll(True)
+
+    def action_toggle_all_clips(self) -> None:
+        self.all_clips = not self.all_clips
+        self._changed_view()
+
+    def action_focus_pane(self, pane: str) -> None:
+        self.query_one(f"#{pane}").focus()
+
+    def action_mark(self) -> None:
+        table = self._focused_table()
+        row = table.current_row
+        if row is None:
+            return
+        if row["id"] in self.marked:
+            del self.marked[row["id"]]
+        else:
+            self.marked[row["id"]] = row
+        if self.view is not None:
+            table.restyle(self.render_context(self.view.now), set(self.marked))
+        if table.cursor_row < len(table.order) - 1:
+            table.action_cursor_down()
+        self._show_header()
+        self.refresh_bindings()
+
+    def action_clear_marks(self) -> None:
+        if not self.marked:
+            return
+        self.marked.clear()
+        self._restyle()
+        self._show_header()
+        self.refresh_bindings()
+
+    def action_open_detail(self) -> None:
+        item_id = self._focused_table().current_id
+        if item_id:
+            self.app.push_screen(ItemDetailScreen(item_id))
+
+    def palette_commands(self) -> list[tuple[str, str, str]]:
+        commands = [(b.description, b.tooltip or b.description, b.action) for b in self._view_bindings()
+                    if b.action != "app.command_palette"]
+        for spec in VERBS:
+            if self.check_action(spec.action, ()) is True:
+                commands.append((spec.title, f"{spec.help} [{spec.key}]", spec.action))
+        return commands
+
+    # -- verbs ---------------------------------------------------------------------------
+    def start_verb(self, spec: VerbSpec) -> None:
+        if self.app.readonly:  # type: ignore[attr-defined]
+            self.notify("Read-only console: verbs do not run here. Open ewg without --readonly to act.",
+                        severity="warning", markup=False)
+            return
+        rows = self.selected_rows(spec)
+        if spec.scope != GLOBAL and not rows:
+            self.notify(f"{spec.title}: select a {'clip' if spec.scope == CLIPS else 'row'} first.",
+                        severity="warning", markup=False)
+            return
+        ids = [r["id"] for r in rows]
+        request = VerbRequest(spec, ids)
+        if spec.action == "toggle_engine":
+            overview = self.view.overview if self.view else None
+            request.choice = bool(overview and overview.paused)
+        if spec.choose == "extend_seconds":
+            self._choose(request, "Extend the timeout of " + ids[0] + " by", list(EXTEND_CHOICES))
+        elif spec.choose in ("reprocess_stage", "rollback_stage"):
+            choices = stage_choices(spec, rows[0])
+            if not choices:
+                self.notify(f"{ids[0]} has no earlier checkpoint to roll back to.", severity="warning", markup=False)
+                return
+            what = ids[0] if len(ids) == 1 else f"{len(ids)} items"
+            title = f"Force reprocess {what}" if spec.choose == "reprocess_stage" else f"Roll {what} back"
+            self._choose(request, title, choices)
+        else:
+            self._next_step(request)
+
+    def _choose(self, request: VerbRequest, title: str, choices: list[tuple[object, str]]) -> None:
+        def chosen(value: object) -> None:
+            if value is None:
+                return
+            request.choice = value
+            self._next_step(request)
+        self.app.push_screen(ChoiceScreen(title, choices), chosen)
+
+    def _next_step(self, request: VerbRequest) -> None:
+        self._run_verb(request, dry_run=request.spec.confirm)
+
+    @work(thread=True, group="verbs", exit_on_error=False)
+    def _run_verb(self, request: VerbRequest, dry_run: bool) -> None:
+        app = self.app
+        if not dry_run:
+            request.since = app.clock.now()  # type: ignore[attr-defined]
+        try:
+            preview = request.spec.runner(self.operator, request.ids, request.choice, request.reason, dry_run)
+        except VerbError as exc:
+            self.post_message(VerbRefused(request, str(exc)))
+            return
+        self.post_message(VerbPreviewed(request, preview) if dry_run else VerbApplied(request, preview))
+
+    def on_verb_previewed(self, message: VerbPreviewed) -> None:
+        request, preview = message.request, message.preview
+        if not preview.changes and not preview.notes:
+            self._report_nothing(request, preview)
+            return
+
+        def confirmed(reason: str | None) -> None:
+            if reason is None:
+                self.notify(f"{request.spec.title}: cancelled, nothing changed.", markup=False)
+                return
+            request.reason = reason
+            self._run_verb(request, dry_run=False)
+        self.app.push_screen(ConfirmVerbScreen(self._confirm_title(request, preview), preview), confirmed)
+
+    def _confirm_title(self, request: VerbRequest, preview: Preview) -> str:
+        count = len(preview.changes)
+        target = "the workspace" if request.spec.scope == GLOBAL and not count else \
+            (preview.changes[0].item_id if count == 1 else f"{count} items")
+        return f"{request.spec.title}: {target}?"
+
+    def _report_nothing(self, request: VerbRequest, preview: Preview) -> None:
+        why = "; ".join(f"{i} {w}" for i, w in preview.skipped[:3]) or "nothing matches"
+        self.notify(f"{request.spec.title}: nothing to do ({why}).", severity="warning", markup=False)
+
+    def on_verb_applied(self, message: VerbApplied) -> None:
+        request, preview = message.request, message.preview
+        if not preview.changes and not preview.notes:
+            self._report_nothing(request, preview)
+            return
+        text = preview.summary()
+        if preview.skipped:
+            text += ". " + "; ".join(f"{i} {w}" for i, w in preview.skipped[:3])
+        self.notify(text[:1].upper() + text[1:] + ".", title=request.spec.title, markup=False)
+        if request.spec.action not in ("toggle_engine", "stop_processing", "deep_clean", "stop", "force_stop"):
+            for item_id in preview.item_ids:
+                self.followed[item_id] = (request.spec.title, request.since)
+        engine = self.app.engine  # type: ignore[attr-defined]
+        if engine is not None:
+            engine.wake()
+        if self.marked:
+            self.action_clear_marks()
+        self._changed_view(reset_clips=False)
+
+    def on_verb_refused(self, message: VerbRefused) -> None:
+        self.notify(message.text, title=message.request.spec.title, severity="error", markup=False, timeout=10)
+
+    def on_engine_notice(self, message: EngineNotice) -> None:
+        if message.event.kind == "state":
+            self._show_header()
+
+
+def _verb_action(spec: VerbSpec):
+    def action(self: MainScreen) -> None:
+        self.start_verb(spec)
+    action.__name__ = f"action_{spec.action}"
+    action.__doc__ = spec.help
+    return action
+
+
+for _spec in VERBS:
+    setattr(MainScreen, f"action_{_spec.action}", _verb_action(_spec))

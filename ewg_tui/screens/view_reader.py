@@ -1,0 +1,66 @@
+"""The poll worker's read: only what the main screen shows, windowed and filtered in SQL.
+
+Runs on a worker thread; touches no widget. The request is an immutable copy
+of the screen's view state taken on the event loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine import pipeline, queries
+from engine.queries import ItemFilter
+from engine.store import Store
+
+from ..messages import ViewData
+
+DETAIL_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    generation: int
+    episode_filter: ItemFilter
+    episode_offset: int
+    episode_limit: int
+    episode_id: str | None
+    clip_filter: ItemFilter
+    clip_offset: int
+    clip_limit: int
+    detail_id: str | None
+    sort: str = "id"
+    descending: bool = False
+    with_overview: bool = True
+    followed: tuple[tuple[str, float], ...] = field(default=())
+
+
+def clamp_offset(offset: int, limit: int, total: int) -> int:
+    return max(0, min(offset, total - limit))
+
+
+def read_view(store: Store, request: ViewRequest, now: float) -> ViewData:
+    episode_total = queries.count_items(store, request.episode_filter)
+    episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
+    episodes = queries.item_window(store, request.episode_filter, request.sort, request.descending,
+                                   episode_offset, request.episode_limit) if request.episode_limit else []
+    clip_total = queries.count_items(store, request.clip_filter)
+    clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
+    clips = queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit) \
+        if request.clip_limit else []
+    detail = queries.item(store, request.detail_id) if request.detail_id else None
+    detail_attempts = queries.attempts(store, request.detail_id)[-DETAIL_ATTEMPTS:] if detail else []
+    data = ViewData(request.generation, now, episodes, episode_offset, episode_total, clips, clip_offset,
+                    clip_total, detail, detail_attempts)
+    if request.with_overview:
+        data.overview = queries.overview(store, now)
+        data.counts = queries.counts(store)
+    for item_id, since in request.followed:
+        outcome = queries.follow_up(store, item_id, since)
+        if outcome != "pending":
+            data.follow_ups[item_id] = outcome
+    return data
+
+
+def clip_filter_for(episode_id: str | None, all_clips: bool) -> ItemFilter:
+    if all_clips:
+        return ItemFilter(kind=pipeline.CLIP)
+    return ItemFilter(kind=pipeline.CLIP, parent_id=episode_id or "\0none")

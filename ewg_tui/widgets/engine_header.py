@@ -1,0 +1,77 @@
+"""The top line: what the engine is doing, how busy it is, and which workspace this is."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.content import Content
+from textual.widgets import Static
+
+from engine.queries import Overview
+
+
+@dataclass
+class HeaderState:
+    workspace: str
+    overview: Overview | None = None
+    local_state: str | None = None       # the in-process engine's state, None when attached
+    local_workers: int = 0
+    local_busy: int = 0
+    attached: bool = False
+    readonly: bool = False
+    live: bool = True
+    marked: int = 0
+
+
+def engine_summary(state: HeaderState) -> tuple[str, str, int, int]:
+    """(label, theme variable, busy, workers) for the engine(s) working on this workspace."""
+    ov = state.overview
+    engines = ov.engines if ov else []
+    workers = sum(e["workers"] for e in engines)
+    busy = sum(e["busy"] for e in engines)
+    if state.local_state is not None:
+        workers, busy = max(workers, state.local_workers), max(busy, state.local_busy) if not engines else busy
+    if state.local_state == "stopping" or any(e["state"] == "stopping" for e in engines):
+        return "stopping", "warning", busy, workers
+    if ov and ov.paused:
+        why = ov.paused.get("reason") or "by operator"
+        who = ov.paused.get("actor") or ""
+        return f"paused ({why}{', ' + who if who else ''})", "warning", busy, workers
+    if ov and ov.resource_pause:
+        return f"paused ({ov.resource_pause})", "error", busy, workers
+    if state.local_state in ("stopped",) and not engines:
+        return "stopped", "error", busy, workers
+    if not engines and state.local_state is None:
+        return "no engine running (start `ewg run --headless`)", "error", busy, workers
+    return "running", "success", busy, workers
+
+
+class EngineHeader(Static):
+    DEFAULT_CSS = """
+    EngineHeader {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+    }
+    """
+
+    def show(self, state: HeaderState) -> None:
+        label, variable, busy, workers = engine_summary(state)
+        ov = state.overview
+        parts: list[tuple[str, str] | str] = [("ewg ", "bold"), ("● ", f"${variable}"), (label, f"bold ${variable}")]
+        parts.append(f"  workers {busy}/{workers}")
+        if ov is not None:
+            parts.append(f"  {ov.executions_per_minute}/min")
+            if ov.stuck:
+                parts.append(("  ", ""))
+                parts.append((f"⚠ {ov.stuck} stuck", "bold $error"))
+        if state.attached:
+            parts.append(("  attached", "$text-muted"))
+        if state.readonly:
+            parts.append(("  READ-ONLY", "bold $warning"))
+        if not state.live:
+            parts.append(("  updates paused (p)", "bold $warning"))
+        if state.marked:
+            parts.append((f"  {state.marked} marked", "bold $accent"))
+        parts.append(("  " + state.workspace, "$text-muted"))
+        self.update(Content.assemble(*parts))

@@ -1,0 +1,107 @@
+"""The selected item's error: class, message, when, attempt history, log tail and the key that fixes it."""
+from __future__ import annotations
+
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.widgets import Static
+
+from engine import errors
+
+from . import formatting as fmt
+
+LOG_LINES = 6
+
+# What the operator can press, by situation. The engine's suggestion says why; this says which key.
+RECOVERY_KEYS = {
+    errors.TRANSIENT: "r retry now",
+    errors.CACHE_RELATED: "c clear cache · R force reprocess",
+    errors.RESOURCE: "free the resource; the engine resumes by itself",
+    errors.PERSISTENT: "R force reprocess · s skip stage",
+    errors.CONFIG_ERROR: "fix ewg.toml, then r retry",
+    errors.MISSING_DEPENDENCY: "install the tool, then r retry",
+}
+STUCK_KEYS = "e extend (wait longer) · X force stop · s skip stage"
+
+
+def recovery_hint(item: dict) -> str:
+    if item["status"] == "running" and item.get("verdict") in ("STALLED", "TIMED OUT", "SLOW"):
+        return STUCK_KEYS
+    if item["status"] == "stopped":
+        return "u resume · r retry"
+    if item["status"] == "blocked":
+        return "waits by itself for the service or resource; r retry to try now"
+    return RECOVERY_KEYS.get(item.get("error_class") or "", "")
+
+
+def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
+    for attempt in reversed(attempts):
+        text = attempt.get("log_tail") or attempt.get("error_detail") or ""
+        if text.strip():
+            return text.rstrip().splitlines()[-lines:]
+    return []
+
+
+def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int) -> Content:
+    if item is None:
+        return Content.assemble(("Select an item to see its errors and how to recover it.", "$text-muted"))
+    lines: list[Content] = []
+    head = [(item["id"], "bold"), "  ", (fmt.status_label(item, now, max_attempts),
+                                          f"${fmt.STATUS_VARIABLE.get(item['status'], 'foreground')}")]
+    if item.get("verdict"):
+        head += ["  ", (item["verdict"], "bold $error")]
+    lines.append(Content.assemble(*head))
+    if item.get("error_class"):
+        lines.append(Content.assemble((item["error_class"], "bold $error"), " at ", fmt.current_stage(item),
+                                      ("  " + fmt.clock_time(item.get("error_at")) + " UTC, " + fmt.ago(item.get("error_at"), now)
+                                       if item.get("error_at") else "", "$text-muted")))
+        lines.append(Content(item.get("error_message") or ""))
+    elif item["status"] == "running":
+        message = item.get("progress_message") or "working"
+        lines.append(Content.assemble(f"{fmt.current_stage(item)}: {message}",
+                                      (f"  for {fmt.elapsed(item, now)}", "$text-muted")))
+    elif item.get("blocked_reason"):
+        lines.append(Content(item["blocked_reason"]))
+    hint = recovery_hint(item)
+    if item.get("error_suggestion"):
+        lines.append(Content.assemble(("→ ", "bold $accent"), item["error_suggestion"]))
+    if hint:
+        lines.append(Content.assemble(("keys: ", "bold $accent"), (hint, "$accent")))
+    if attempts:
+        lines.append(Content.assemble(("attempts", "bold")))
+        for a in attempts:
+            outcome = a.get("outcome") or "running"
+            variable = "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
+            lines.append(Content.assemble(f"  #{a['number']} {a['stage']:<11} ", (f"{outcome:<9}", variable),
+                                          f" {fmt.duration(a.get('duration')):>6}",
+                                          (f" {fmt.clock_time(a.get('started_at'))}", "$text-muted"),
+                                          (f" {a.get('error_class') or ''}", "$error")))
+    tail = log_tail(attempts)
+    if tail:
+        lines.append(Content.assemble(("log tail", "bold")))
+        lines += [Content.assemble(("  " + line, "$text-muted")) for line in tail]
+    return Content("\n").join(lines)
+
+
+class ErrorDetail(VerticalScroll):
+    """A focusable pane (tab reaches it) that scrolls when the history is long."""
+
+    DEFAULT_CSS = """
+    ErrorDetail {
+        height: 1fr;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+    }
+    ErrorDetail:focus {
+        background-tint: $foreground 3%;
+    }
+    ErrorDetail > Static {
+        width: 1fr;
+    }
+    """
+    can_focus = True
+
+    def compose(self):
+        yield Static(describe(None, [], 0, 0), id="error-text")
+
+    def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int) -> None:
+        self.query_one("#error-text", Static).update(describe(item, attempts, now, max_attempts))

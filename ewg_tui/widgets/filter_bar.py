@@ -1,0 +1,114 @@
+"""The `/` filter: `status:failed,retrying stage:enriched show:tech stuck free text`."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Input
+
+from engine import pipeline
+from engine.queries import STATUSES, ItemFilter
+
+HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, esc clears)"
+
+
+class FilterError(ValueError):
+    pass
+
+
+def parse_filter(text: str, kind: str = pipeline.EPISODE) -> ItemFilter:
+    """Turn what the operator typed into an ItemFilter; FilterError says what is wrong."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    flt = ItemFilter(kind=kind)
+    free: list[str] = []
+    for word in words:
+        key, sep, value = word.partition(":")
+        key = key.lower()
+        if sep and key in ("status", "s"):
+            statuses = tuple(v for v in value.lower().split(",") if v)
+            unknown = [v for v in statuses if v not in STATUSES]
+            if unknown:
+                raise FilterError(f"unknown status {unknown[0]!r}; statuses: {', '.join(STATUSES)}")
+            flt = replace(flt, statuses=statuses)
+        elif sep and key in ("stage", "st"):
+            if value not in pipeline.stages_of(kind):
+                raise FilterError(f"unknown stage {value!r}; {kind} stages: {', '.join(pipeline.stages_of(kind))}")
+            flt = replace(flt, stage=value)
+        elif sep and key == "show":
+            flt = replace(flt, show=value)
+        elif word.lower() == "stuck":
+            flt = replace(flt, stuck_only=True)
+        else:
+            free.append(word)
+    return replace(flt, text=" ".join(free))
+
+
+class FilterBar(Input):
+    DEFAULT_CSS = """
+    FilterBar {
+        dock: bottom;
+        display: none;
+        border: tall $accent;
+        height: 3;
+    }
+    FilterBar.-active {
+        display: block;
+    }
+    FilterBar.-invalid {
+        border: tall $error;
+    }
+    """
+    BINDINGS = [Binding("escape", "leave", "Clear filter", id="filter.leave")]
+
+    class Changed(Message):
+        """The filter to apply (None: the text does not parse; the bar says why)."""
+
+        def __init__(self, flt: ItemFilter | None, text: str, error: str = "") -> None:
+            super().__init__()
+            self.flt = flt
+            self.text = text
+            self.error = error
+
+    class Left(Message):
+        """The bar closed; `keep` says whether the filter stays applied."""
+
+        def __init__(self, keep: bool) -> None:
+            super().__init__()
+            self.keep = keep
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(placeholder=HELP, id=id)
+
+    def open(self) -> None:
+        self.add_class("-active")
+        self.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        try:
+            flt = parse_filter(event.value)
+        except FilterError as exc:
+            self.add_class("-invalid")
+            self.border_subtitle = str(exc)
+            self.post_message(self.Changed(None, event.value, str(exc)))
+            return
+        self.remove_class("-invalid")
+        self.border_subtitle = ""
+        self.post_message(self.Changed(flt, event.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.has_class("-invalid"):
+            return
+        self.remove_class("-active")
+        self.post_message(self.Left(keep=True))
+
+    def action_leave(self) -> None:
+        self.value = ""
+        self.remove_class("-active", "-invalid")
+        self.post_message(self.Left(keep=False))

@@ -1,0 +1,275 @@
+"""A DataTable that holds only a window of items; the screen fetches the window in SQL.
+
+Rows are keyed by item id and updated in place inside `batch_update()`; rows
+that leave the window are removed and new ones added, never a clear-and-rebuild.
+Moving the cursor past either edge asks the screen (WindowRequested) to slide
+the window, so 100k items cost the same as 100.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from . import formatting as fmt
+
+CellRender = Callable[[dict, "RenderContext"], Text]
+
+
+@dataclass
+class RenderContext:
+    now: float
+    max_attempts: int
+    styles: Callable[[str], object]      # theme variable -> Rich style
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    width: int
+    render: CellRender
+
+
+def _status(row: dict, ctx: RenderContext) -> Text:
+    return Text(fmt.status_label(row, ctx.now, ctx.max_attempts), style=ctx.styles(fmt.STATUS_VARIABLE.get(row["status"], "foreground")),
+                no_wrap=True, overflow="ellipsis")
+
+
+def _verdict(row: dict, ctx: RenderContext) -> Text:
+    verdict = row.get("verdict") or ""
+    variable = "warning" if verdict == "SLOW" else "error"
+    return Text(verdict, style=ctx.styles(variable) if verdict else "", no_wrap=True)
+
+
+def _error(row: dict, ctx: RenderContext) -> Text:
+    return Text(row.get("error_class") or "", style=ctx.styles("error") if row["status"] == "failed" else "",
+                no_wrap=True, overflow="ellipsis")
+
+
+def _id(width: int) -> CellRender:
+    return lambda row, ctx: fmt.plain(fmt.middle_ellipsis(row["id"], width))
+
+
+def _clip_id(row: dict, ctx: RenderContext) -> Text:
+    return fmt.plain(row["id"].rsplit("__", 1)[-1] if "__" in row["id"] else row["id"])
+
+
+def episode_columns(id_width: int) -> tuple[Column, ...]:
+    """The episode table's columns; the id column gets wider when the terminal has room."""
+    return (Column("id", "episode", id_width, _id(id_width)),) + EPISODE_COLUMNS[1:]
+
+
+EPISODE_COLUMNS = (
+    Column("id", "episode", 20, _id(20)),
+    Column("status", "status", 17, _status),
+    Column("stage", "stage", 11, lambda r, c: fmt.plain(fmt.current_stage(r))),
+    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right")),
+    Column("verdict", "verdict", 9, _verdict),
+    Column("attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts))),
+    Column("elapsed", "elapsed", 7, lambda r, c: Text(fmt.elapsed(r, c.now), justify="right")),
+    Column("error", "error", 18, _error),
+    Column("show", "show", 17, lambda r, c: fmt.plain(r.get("show"))),
+    Column("title", "title", 28, lambda r, c: fmt.plain(r.get("title"))),
+)
+
+CLIP_COLUMNS = (
+    Column("id", "clip", 7, _clip_id),
+    Column("status", "status", 17, _status),
+    Column("stage", "stage", 10, lambda r, c: fmt.plain(fmt.current_stage(r))),
+    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right")),
+    Column("attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts))),
+    Column("verdict", "verdict", 9, _verdict),
+    Column("error", "error", 18, _error),
+    Column("parent", "episode", 34, lambda r, c: fmt.plain(r.get("parent_id"))),
+)
+
+MARK = "●"
+
+
+class ItemTable(DataTable):
+    """One window of episodes or clips, keyed by item id."""
+
+    DEFAULT_CSS = """
+    ItemTable {
+        height: 1fr;
+        border: none;
+        scrollbar-size-vertical: 0;
+        scrollbar-size-horizontal: 0;
+    }
+    ItemTable:focus {
+        background-tint: $foreground 3%;
+    }
+    ItemTable > .datatable--header {
+        text-style: bold;
+        color: $text-muted;
+    }
+    """
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("g,home", "first", "First row", show=False, id="table.first"),
+        Binding("G,end", "last", "Last row", show=False, id="table.last"),
+    ]
+
+    class WindowRequested(Message):
+        """The cursor went past the window's edge: the screen should read `offset` next."""
+
+        def __init__(self, table: "ItemTable", offset: int, cursor: str) -> None:
+            super().__init__()
+            self.table = table
+            self.window_offset = offset
+            self.cursor = cursor          # keep | first | last
+
+        @property
+        def control(self) -> "ItemTable":
+            return self.table
+
+    def __init__(self, columns: tuple[Column, ...], *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=1)
+        self.item_columns = columns
+        self.window_offset = 0
+        self.total = 0
+        self.rows_by_id: dict[str, dict] = {}
+        self.order: list[str] = []
+        self.pending_cursor: str | None = None
+        self._cells: dict[str, list[tuple]] = {}
+
+    def on_mount(self) -> None:
+        self.add_column(" ", width=1, key="mark")
+        for column in self.item_columns:
+            self.add_column(column.label, width=column.width, key=column.key)
+
+    @property
+    def window_size(self) -> int:
+        """How many rows fit; the screen asks for exactly this many."""
+        return max(1, self.size.height - (1 if self.show_header else 0))
+
+    @property
+    def current_id(self) -> str | None:
+        if not self.order or self.cursor_row < 0 or self.cursor_row >= len(self.order):
+            return None
+        return self.order[self.cursor_row]
+
+    @property
+    def current_row(self) -> dict | None:
+        item_id = self.current_id
+        return self.rows_by_id.get(item_id) if item_id else None
+
+    @property
+    def position_label(self) -> str:
+        if not self.total:
+            return "none"
+        first = self.window_offset + 1
+        return f"{first}-{self.window_offset + len(self.order)} of {self.total}"
+
+    def show_window(self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]) -> None:
+        """Bring the table to exactly `rows`, changing only the cells that changed."""
+        keep_id = self.current_id
+        keep_index = self.cursor_row
+        new_order = [r["id"] for r in rows]
+        incoming = set(new_order)
+        keys = ["mark", *(c.key for c in self.item_columns)]
+        with self.app.batch_update():
+            for item_id in [i for i in self.order if i not in incoming]:
+                self.remove_row(item_id)
+                self._cells.pop(item_id, None)
+            for row in rows:
+                item_id = row["id"]
+                cells = [RowMark(item_id, item_id in marked)] + [c.render(row, ctx) for c in self.item_columns]
+                signature = [_signature(cell) for cell in cells]
+                before = self._cells.get(item_id)
+                if before is None:
+                    self.add_row(*cells, key=item_id)
+                else:
+                    for key, cell, new, old in zip(keys, cells, signature, before):
+                        if new != old:
+                            self.update_cell(item_id, key, cell)
+                self._cells[item_id] = signature
+            kept = [i for i in self.order if i in incoming]
+            if kept + [i for i in new_order if i not in set(kept)] != new_order:
+                position = {item_id: n for n, item_id in enumerate(new_order)}
+                self.sort("mark", key=lambda mark: position.get(mark.item_id, 0))
+            self.rows_by_id = {r["id"]: r for r in rows}
+            self.order = new_order
+            self.window_offset = offset
+            self.total = total
+            self._place_cursor(keep_id, keep_index)
+
+    def _place_cursor(self, keep_id: str | None, keep_index: int) -> None:
+        if not self.order:
+            return
+        if self.pending_cursor == "first":
+            target = 0
+        elif self.pending_cursor == "last":
+            target = len(self.order) - 1
+        elif self.pending_cursor == "keep" or keep_id not in self.order:
+            target = min(max(keep_index, 0), len(self.order) - 1)
+        else:
+            target = self.order.index(keep_id)
+        self.pending_cursor = None
+        if target != self.cursor_row:
+            self.move_cursor(row=target, animate=False, scroll=False)
+
+    def restyle(self, ctx: RenderContext, marked: set[str]) -> None:
+        """Re-render every row (after a theme change or a mark toggle)."""
+        rows = [self.rows_by_id[i] for i in self.order]
+        self._cells = {i: [()] * (len(self.item_columns) + 1) for i in self._cells}
+        self.show_window(rows, self.window_offset, self.total, ctx, marked)
+
+    def _request(self, offset: int, cursor: str) -> None:
+        self.post_message(self.WindowRequested(self, max(0, offset), cursor))
+
+    def action_cursor_down(self) -> None:
+        if self.cursor_row >= len(self.order) - 1 and self.window_offset + len(self.order) < self.total:
+            self._request(self.window_offset + 1, "keep")
+        else:
+            super().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        if self.cursor_row <= 0 and self.window_offset > 0:
+            self._request(self.window_offset - 1, "keep")
+        else:
+            super().action_cursor_up()
+
+    def action_page_down(self) -> None:
+        if self.window_offset + len(self.order) < self.total:
+            self._request(self.window_offset + self.window_size, "keep")
+        else:
+            self.move_cursor(row=len(self.order) - 1, animate=False)
+
+    def action_page_up(self) -> None:
+        if self.window_offset > 0:
+            self._request(self.window_offset - self.window_size, "keep")
+        else:
+            self.move_cursor(row=0, animate=False)
+
+    def action_first(self) -> None:
+        if self.window_offset:
+            self._request(0, "first")
+        else:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last(self) -> None:
+        if self.window_offset + len(self.order) < self.total:
+            self._request(self.total - self.window_size, "last")
+        else:
+            self.move_cursor(row=len(self.order) - 1, animate=False)
+
+
+
+class RowMark(Text):
+    """The mark column's cell; it also carries the row's item id so rows can be put in window order."""
+
+    def __init__(self, item_id: str, marked: bool) -> None:
+        super().__init__(MARK if marked else " ", no_wrap=True, end="")
+        self.item_id = item_id
+
+
+def _signature(cell: Text) -> tuple:
+    return (cell.plain, str(cell.style), tuple(cell.spans), cell.justify)
