@@ -36,7 +36,8 @@ class EwgApp(App[int]):
     ]
 
     def __init__(self, ws: Workspace, *, engine: Engine | None = None, readonly: bool = False,
-                 clock: Clock | None = None, poll_interval: float = POLL_INTERVAL, actor: str | None = None) -> None:
+                 clock: Clock | None = None, poll_interval: float = POLL_INTERVAL, actor: str | None = None,
+                 cursor_blink: bool = True) -> None:
         super().__init__()
         self.ws = ws
         self.engine = engine
@@ -45,6 +46,7 @@ class EwgApp(App[int]):
         self.poll_interval = poll_interval
         self.operator = Operator(ws, actor=actor)
         self.leave_running = False
+        self.cursor_blink = cursor_blink      # snapshot tests turn it off
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())

@@ -95,6 +95,9 @@ class ConfirmVerbScreen(ModalScreen[str | None]):
                 yield Button("No", id="no", variant="primary")
                 yield Button("Yes, do it", id="yes", variant="error")
 
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).cursor_blink = getattr(self.app, "cursor_blink", True)
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "yes":

@@ -84,6 +84,9 @@ class FilterBar(Input):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(placeholder=HELP, id=id)
 
+    def on_mount(self) -> None:
+        self.cursor_blink = getattr(self.app, "cursor_blink", True)
+
     def open(self) -> None:
         self.add_class("-active")
         self.focus()

@@ -123,7 +123,7 @@ class ItemTable(DataTable):
         def __init__(self, table: "ItemTable", offset: int, cursor: str) -> None:
             super().__init__()
             self.table = table
-            self.window_offset = offset
+            self.offset = offset
             self.cursor = cursor          # keep | first | last
 
         @property
