@@ -151,7 +151,7 @@ class ErrorRuleConfig(_Section):
 
 
 class StageConfig(_Section):
-    kind: Literal["demo", "python", "command", "builtin", "noop"] = "demo"
+    kind: Literal["demo", "python", "command", "builtin", "noop"] = "builtin"
     callable: str | None = None
     command: list[str] | None = None
     exit_codes: dict[str, str] = Field(default_factory=dict)
@@ -181,7 +181,8 @@ class StageConfig(_Section):
 
 
 class DemoFault(_Section):
-    item: int = Field(ge=1)
+    item: int | str                # an episode number (any show) or an item id
+
     stage: str
     fault: Literal["transient", "persistent", "cache", "disk_full", "hang", "hang_hard", "slow",
                    "missing_dependency", "config_error"]
@@ -190,9 +191,38 @@ class DemoFault(_Section):
 
 
 class Demo(_Section):
+    """Fault injection ("chaos"): applies to every stage kind, so real stages can show recovery too."""
+
     seed: int = 7
     transient_probability: float = Field(0.0, ge=0, le=1)
+    pace: float = Field(0.0, ge=0, le=600)   # minimum seconds per stage, so a demo can be watched
     faults: list[DemoFault] = Field(default_factory=list)
+
+
+class Sources(_Section):
+    """Source folders the engine scans for new episodes (one folder per show)."""
+
+    root: str | None = None                  # every sub-folder is a show named after it
+    shows: dict[str, str] = Field(default_factory=dict)
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    stable_seconds: float = Field(30.0, ge=0, le=86400)
+    state_file: str = ".ewg-scan.json"
+    scan_interval: float = Field(30.0, ge=0, le=86400)   # 0 = only `ewg scan`
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.root or self.shows)
+
+    def folders(self) -> dict:
+        """The mapping engine.media.discovery reads."""
+        out = {"root": self.root, "shows": self.shows, "stable_seconds": self.stable_seconds,
+               "state_file": self.state_file}
+        if self.include is not None:
+            out["include"] = self.include
+        if self.exclude is not None:
+            out["exclude"] = self.exclude
+        return out
 
 
 class Config(_Section):
@@ -206,6 +236,7 @@ class Config(_Section):
     services: dict[str, Service] = Field(default_factory=dict)
     stages: dict[str, dict[str, StageConfig]] = Field(default_factory=dict)
     demo: Demo = Field(default_factory=Demo)
+    sources: Sources = Field(default_factory=Sources)
 
     @model_validator(mode="after")
     def _known_stages(self) -> "Config":

@@ -1,5 +1,12 @@
-"""The built-in demo workspace: a handful of episodes and a fault script that
-shows every recovery road within the first minute."""
+"""The built-in demo workspaces.
+
+`create_media_demo` (what `ewg demo` makes): real, tiny video files made with
+PyAV in show folders, found by the scanner and processed by the real AI-EWG
+stages, with bad inputs (truncated, empty, no captions, still copying) and a
+fault script (transient, hang, disk full, slow) so every recovery road shows
+within the first minute. `create_demo`: the same roads on simulated stages
+with configurable durations, for tests and for machines without media.
+"""
 from __future__ import annotations
 
 import re
@@ -111,4 +118,48 @@ def create_demo(root: Path, count: int = 10, faults: bool = True, speed: float =
                 clock: Clock | None = None) -> Workspace:
     ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock)
     seed_episodes(ws, count)
+    return ws
+
+
+def media_demo_config(episodes: list[dict], faults: bool = True, pace: float = 1.5, seed: int = 7) -> str:
+    """Real stages on demo media; the fault script names items by id."""
+    text = DEFAULT_TOML
+    for key, value in (("stall_after", "8.0"), ("base_delay", "2.0"), ("max_delay", "10.0"),
+                       ("episode_processing", "120.0"), ("clip_generation", "60.0"), ("stop_grace", "3.0"),
+                       ("force_grace", "1.0")):
+        text = set_key(text, key, value)
+    text += """
+# Demo: source folders with generated media, processed by the built-in stages.
+[sources]
+root = "sources"          # one sub-folder per show
+stable_seconds = 20.0     # a file must keep its size and mtime this long before it is taken
+scan_interval = 5.0
+
+[stages.episode.editorial.options]
+min_clip_seconds = 1.0    # the demo episodes are four seconds long
+max_clip_seconds = 2.5
+max_clips = 2
+"""
+    text += f"\n[demo]\nseed = {seed}\npace = {pace}          # seconds each stage takes at least, to be watchable\n"
+    ok = [e["id"] for e in episodes if e["expectation"] == "ok"]
+    script = [("transient", "transcribed", 2, "episode"), ("hang", "enriched", 1, "episode"),
+              ("disk_full", "rendered", 1, "episode"), ("slow", "editorial", 1, "episode"),
+              ("transient", "generated", 1, "clip")]
+    if faults:
+        for item_id, (fault, stage, times, kind) in zip(ok, script):
+            text += (f'\n[[demo.faults]]\nitem = "{item_id}"\nkind = "{kind}"\nstage = "{stage}"\n'
+                     f'fault = "{fault}"\ntimes = {times}\n')
+    return text
+
+
+def create_media_demo(root: Path, count: int = 6, faults: bool = True, pace: float = 1.5,
+                      clock: Clock | None = None) -> Workspace:
+    """A workspace of real demo media, scanned once so its episodes are there from the start."""
+    from .intake import scan_once
+    from .media.demo_media import generate_demo_media
+
+    root = Path(root)
+    episodes = generate_demo_media(root / "sources", count, seed=7)
+    ws = init_workspace(root, media_demo_config(episodes, faults=faults, pace=pace), clock=clock)
+    scan_once(ws)
     return ws

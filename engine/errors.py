@@ -128,11 +128,20 @@ def _result(error_class: str, reason: str) -> Classification:
     return Classification(error_class, reason, SUGGESTIONS[error_class])
 
 
-def fingerprint(stage: str | None, error_class: str | None, message: str | None) -> str:
-    """Failure-group key: stage + class + message with ids, numbers and paths blurred."""
+def fingerprint(stage: str | None, error_class: str | None, message: str | None, *,
+                item_id: str = "", source: str = "") -> str:
+    """Failure-group key: stage + class + message with this item's names, paths, ids and numbers blurred,
+    so the same failure on different episodes lands in one group."""
     text = message or ""
+    if source:
+        stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        for known in sorted({source, source.rsplit("/", 1)[-1], stem}, key=len, reverse=True):
+            if len(known) > 2:
+                text = text.replace(known, "<source>")
+    if item_id:
+        text = text.replace(item_id, "<item>")
     text = re.sub(r"[^\s'\"]*/[^\s'\"]*", "<path>", text)
     text = re.sub(r"\b[0-9a-f]{8,}\b", "<hex>", text)
-    text = re.sub(r"\d+(\.\d+)?", "<n>", text)
+    text = re.sub(r"\b\d+(\.\d+)?\b", "<n>", text)
     text = re.sub(r"\s+", " ", text).strip()[:160]
     return f"{stage or '-'}|{error_class or '-'}|{text}"

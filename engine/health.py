@@ -69,22 +69,41 @@ class HealthMonitor:
         self._last_service_check: dict[str, float] = {}
         self._lock = threading.Lock()
         self.latest: dict = {}
+        self.scan_error = ""
 
     def loop(self) -> None:
         eng = self.engine
         last_backup = eng.clock.now()
+        last_scan = -1e18
         while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
                 if now - self.latest.get("at", 0) >= eng.config.health.interval:
                     self.sample()
                 self.check_services()
+                sources = eng.config.sources
+                if sources.configured and sources.scan_interval and now - last_scan >= sources.scan_interval:
+                    last_scan = now
+                    self._scan()
                 interval = eng.config.engine.backup_interval
                 if interval and now - last_backup >= interval:
                     eng.store.backup(eng.ws.backups)
                     last_backup = now
             except Exception:
                 log.exception("health check failed; will retry")
+
+    def _scan(self) -> None:
+        from .config import ConfigError
+        from .intake import scan_once
+        try:
+            if scan_once(self.engine.ws).added:
+                self.engine.wake()
+        except ConfigError as exc:
+            if str(exc) != self.scan_error:
+                log.error("%s", exc)
+            self.scan_error = str(exc)
+        else:
+            self.scan_error = ""
 
     def hold(self, reason: str) -> None:
         """A stage hit a resource error: pause claiming until the next healthy sample."""

@@ -116,9 +116,10 @@ def status(store: Store) -> dict:
 def failure_groups(store: Store) -> list[dict]:
     """Failed items grouped by fingerprint (stage + error class + normalized message), largest first."""
     groups: dict[str, dict] = {}
-    for r in store.read("SELECT id, kind, next_stage, error_class, error_message, error_at, error_suggestion"
+    for r in store.read("SELECT id, kind, source, next_stage, error_class, error_message, error_at, error_suggestion"
                         " FROM items WHERE status='failed' ORDER BY id"):
-        fp = errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"])
+        fp = errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"],
+                                source=r["source"])
         g = groups.setdefault(fp, {"fingerprint": fp, "stage": r["next_stage"], "kind": r["kind"],
                                    "error_class": r["error_class"], "message": r["error_message"],
                                    "suggestion": r["error_suggestion"], "count": 0, "first_seen": None,

@@ -315,7 +315,11 @@ class Engine:
         ctx: StageContext | None = None
         try:
             ctx = self._context(claim, run)
-            impl = stages.resolve(claim.kind, claim.stage, self.config.stage(claim.kind, claim.stage))
+            stage_config = self.config.stage(claim.kind, claim.stage)
+            impl = stages.resolve(claim.kind, claim.stage, stage_config)
+            if stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
+                                                or self.config.demo.transient_probability):
+                impl = stages.with_chaos(impl)
             impl(ctx)
             self._complete(run, ctx)
         except Cancelled as exc:

@@ -118,9 +118,11 @@ class Operator:
         return conn.execute(f"{_ROW} {where} ORDER BY id", params).fetchall()
 
     def failure_group_ids(self, fingerprint: str) -> list[str]:
-        rows = self.store.read("SELECT id, next_stage, error_class, error_message FROM items WHERE status='failed'")
+        rows = self.store.read("SELECT id, source, next_stage, error_class, error_message FROM items"
+                               " WHERE status='failed'")
         ids = [r["id"] for r in rows
-               if errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"]) == fingerprint]
+               if errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"],
+                                 source=r["source"]) == fingerprint]
         if not ids:
             raise VerbError(f"No failed items in group {fingerprint!r}. `ewg failures` lists the groups.")
         return ids

@@ -158,17 +158,18 @@ def check_item_id(item_id: str) -> str:
 
 
 def add_episode(ws: Workspace, item_id: str, source: str, show: str = "", title: str = "",
-                stage: str | None = None) -> None:
-    """Insert a new episode (ready to run its next stage); an existing id is left untouched."""
+                stage: str | None = None) -> bool:
+    """Insert a new episode (ready to run its next stage); an existing id is left untouched (False)."""
     check_item_id(item_id)
     if stage is not None:
         pipeline.check_stage(pipeline.EPISODE, stage)
     now = ws.clock.now()
     nxt = pipeline.next_stage(pipeline.EPISODE, stage)
     with ws.store.write() as conn:
-        conn.execute(
+        cur = conn.execute(
             "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
             " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO NOTHING",
             (item_id, pipeline.EPISODE, source, show, title, stage, nxt, pipeline.EPISODE_STAGES[-1],
              "queued" if nxt else "done", now, now, now))
+        return cur.rowcount == 1

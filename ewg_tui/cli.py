@@ -77,12 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
     d.add_argument("dir", nargs="?", help="where (default: ./demo-workspace, replaced if it is a demo)")
-    d.add_argument("--episodes", type=_positive_int, default=10)
+    d.add_argument("--episodes", type=_positive_int, default=6, help="good episodes to generate (default 6)")
     d.add_argument("--headless", action="store_true", help="run it headless until idle instead of the console")
+    d.add_argument("--simulated", action="store_true",
+                   help="simulated stages with scripted faults instead of real media (no PyAV work)")
 
     i = sub.add_parser("init", help="create a workspace: ewg.toml with every default, the database, items/")
     i.add_argument("dir", nargs="?", help="folder (default: the workspace)")
-    i.add_argument("--demo", type=_positive_int, metavar="N", help="also seed N demo episodes with injected faults")
+    i.add_argument("--demo", type=_positive_int, metavar="N",
+                   help="also generate N demo episodes (real media files) with bad inputs and injected faults")
+    i.add_argument("--simulated", action="store_true", help="with --demo: simulated stages instead of real media")
     i.add_argument("--print-config", action="store_true", help="print the default ewg.toml and exit")
 
     r = sub.add_parser("run", help="run the engine without the console")
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until-idle", action="store_true",
                    help="return once nothing is pending, running or waiting for a retry")
     r.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+
+    sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
+    sc.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="counts and per-item state")
     s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
@@ -375,9 +382,8 @@ def _cmd_init(args) -> int:
         return EXIT_OK
     root = resolve_root(args.dir or args.workspace)
     if args.demo:
-        from engine.demo import create_demo
-        ws = create_demo(root, count=args.demo)
-        print(f"Created a demo workspace in {root} with {args.demo} episodes and injected faults.")
+        ws = _make_demo(root, args.demo, args.simulated)
+        print(f"Created a demo workspace in {root} with {args.demo} episodes, bad inputs and injected faults.")
     else:
         from engine.workspace import init_workspace
         ws = init_workspace(root)
@@ -386,8 +392,33 @@ def _cmd_init(args) -> int:
     return EXIT_OK
 
 
+def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
+    from engine import demo
+    if simulated:
+        return demo.create_demo(root, count=count)
+    return demo.create_media_demo(root, count=count)
+
+
+def _cmd_scan(ws: Workspace, args) -> int:
+    from engine.intake import scan_once
+    intake = scan_once(ws, actor=Operator(ws).actor)
+    if args.json:
+        print(json.dumps({"added": intake.added, "known": intake.known,
+                          "waiting": [{"file": str(p), "why": w} for p, w in intake.waiting],
+                          "missing_folders": [{"show": s, "folder": str(p)} for s, p in intake.missing_folders]},
+                         indent=1))
+        return EXIT_OK
+    print(f"{len(intake.added)} new episode(s), {intake.known} already known, {len(intake.waiting)} waiting.")
+    for item_id in intake.added:
+        print(f"  added {item_id}")
+    for path, why in intake.waiting:
+        print(f"  waiting: {path}: {why}")
+    for show, path in intake.missing_folders:
+        print(f"  missing folder for show {show!r}: {path}")
+    return EXIT_OK
+
+
 def _cmd_demo(args) -> int:
-    from engine.demo import create_demo
     root = Path(args.dir or "demo-workspace").resolve()
     if root.exists() and any(root.iterdir()):
         marker = root / "ewg.toml"
@@ -396,9 +427,9 @@ def _cmd_demo(args) -> int:
                              "(ewg demo DIR) so nothing of yours is replaced.")
         import shutil
         shutil.rmtree(root)
-    ws = create_demo(root, count=args.episodes)
-    print(f"Demo workspace: {root} ({args.episodes} episodes, faults injected: transient, hang, corrupt source, "
-          "disk full, cache, slow, missing dependency).", flush=True)
+    ws = _make_demo(root, args.episodes, args.simulated)
+    print(f"Demo workspace: {root} ({args.episodes} episodes plus bad inputs; faults injected: transient, hang, "
+          "corrupt source, disk full, slow, missing dependency).", flush=True)
     if args.headless:
         args.until_idle, args.quiet = True, False
         return _cmd_run(ws, args)
@@ -414,7 +445,7 @@ def _console(root: Path, args) -> int:
 
 
 WRITES = {"retry", "reprocess", "resume", "reset", "skip", "rollback", "clear-cache", "deep-clean", "stop",
-          "extend", "pause", "unpause", "clip", "run"}
+          "extend", "pause", "unpause", "clip", "run", "scan"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +483,7 @@ def _dispatch(args) -> int:
         if args.command == "run":
             return _cmd_run(ws, args)
         handler = {"status": _cmd_status, "failures": _cmd_failures, "metrics": _cmd_metrics,
-                   "log": _cmd_log}.get(args.command, _cmd_verb)
+                   "log": _cmd_log, "scan": _cmd_scan}.get(args.command, _cmd_verb)
         return handler(ws, args)
     finally:
         ws.close()

@@ -172,11 +172,23 @@ def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
         return command.run
     if stage_config.kind == "python":
         return import_callable(stage_config.callable or "")
+    from .. import media  # noqa: F401  (registers the built-in AI-EWG stages)
+
     target = BUILTIN.get((kind, stage))
     if target is None:
         raise StageError(CONFIG_ERROR, f"there is no built-in {kind} stage {stage!r}",
                          suggestion="Use kind = \"command\" or \"python\" for this stage in ewg.toml.")
     return import_callable(target)
+
+
+def with_chaos(impl: StageFn) -> StageFn:
+    """Run the configured fault script (and demo pacing) before a real stage."""
+    from . import demo
+
+    def run(ctx: StageContext) -> None:
+        demo.inject(ctx)
+        impl(ctx)
+    return run
 
 
 def noop(ctx: StageContext) -> None:
