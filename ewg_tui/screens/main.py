@@ -368,8 +368,8 @@ class MainScreen(Screen[None]):
         bar.value = self.filter_text
         bar.open()
 
-    @on(FilterBar.Changed)
-    def _filter_changed(self, event: FilterBar.Changed) -> None:
+    @on(FilterBar.FilterChanged)
+    def _filter_changed(self, event: FilterBar.FilterChanged) -> None:
         if event.flt is None:
             return
         self.episode_filter = event.flt
@@ -378,8 +378,8 @@ class MainScreen(Screen[None]):
         self.episodes.pending_cursor = "first"
         self._changed_view()
 
-    @on(FilterBar.Left)
-    def _filter_left(self, event: FilterBar.Left) -> None:
+    @on(FilterBar.FilterLeft)
+    def _filter_left(self, event: FilterBar.FilterLeft) -> None:
         if not event.keep:
             self.episode_filter = ItemFilter(kind=pipeline.EPISODE)
             self.filter_text = ""

@@ -65,7 +65,7 @@ class FilterBar(Input):
     """
     BINDINGS = [Binding("escape", "leave", "Clear filter", id="filter.leave")]
 
-    class Changed(Message):
+    class FilterChanged(Message):
         """The filter to apply (None: the text does not parse; the bar says why)."""
 
         def __init__(self, flt: ItemFilter | None, text: str, error: str = "") -> None:
@@ -74,7 +74,7 @@ class FilterBar(Input):
             self.text = text
             self.error = error
 
-    class Left(Message):
+    class FilterLeft(Message):
         """The bar closed; `keep` says whether the filter stays applied."""
 
         def __init__(self, keep: bool) -> None:
@@ -98,20 +98,20 @@ class FilterBar(Input):
         except FilterError as exc:
             self.add_class("-invalid")
             self.border_subtitle = str(exc)
-            self.post_message(self.Changed(None, event.value, str(exc)))
+            self.post_message(self.FilterChanged(None, event.value, str(exc)))
             return
         self.remove_class("-invalid")
         self.border_subtitle = ""
-        self.post_message(self.Changed(flt, event.value))
+        self.post_message(self.FilterChanged(flt, event.value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if self.has_class("-invalid"):
             return
         self.remove_class("-active")
-        self.post_message(self.Left(keep=True))
+        self.post_message(self.FilterLeft(keep=True))
 
     def action_leave(self) -> None:
         self.value = ""
         self.remove_class("-active", "-invalid")
-        self.post_message(self.Left(keep=False))
+        self.post_message(self.FilterLeft(keep=False))

@@ -1,0 +1,296 @@
+"""Filter, multi-select, read-only, attach mode, windowing, help, palette, detail and quit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from console_fixtures import EP
+from engine import queries
+from engine.demo import seed_episodes
+from engine.verbs import Operator
+from engine.workspace import open_workspace
+from ewg_tui.screens.help import HelpScreen
+from ewg_tui.screens.item_detail import ItemDetailScreen
+from ewg_tui.screens.verb_catalog import VERBS
+from ewg_tui.widgets.filter_bar import FilterBar, FilterError, parse_filter
+from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
+
+import pytest
+
+
+def test_parse_filter_understands_every_part():
+    flt = parse_filter('status:failed,retrying stage:enriched show:"Tech Talk" stuck corrupt')
+    assert flt.statuses == ("failed", "retrying")
+    assert flt.stage == "enriched" and flt.show == "Tech Talk" and flt.stuck_only and flt.text == "corrupt"
+    with pytest.raises(FilterError, match="unknown status 'bogus'"):
+        parse_filter("status:bogus")
+    with pytest.raises(FilterError, match="unknown stage"):
+        parse_filter("stage:nowhere")
+
+
+async def test_filter_narrows_in_sql_and_escape_leaves_it(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        assert screen.episodes.total == 10
+        await pilot.press("slash")
+        assert isinstance(app.focused, FilterBar)
+        await pilot.press(*"status:failed")
+        await wait_for(pilot, lambda: screen.episodes.total == 2, what="the filter to apply")
+        assert set(screen.episodes.order) == {EP[7], EP[8]}
+        assert "filter: status:failed" in str(screen.episodes.border_title)
+        await pilot.press("enter")                       # keep the filter, back to the table
+        assert app.focused is screen.episodes and screen.episodes.total == 2
+        await pilot.press("slash")
+        await pilot.press("escape")                      # esc leaves the filter
+        await wait_for(pilot, lambda: screen.episodes.total == 10, what="the filter to clear")
+        await pilot.press("slash", *"stuck")
+        await wait_for(pilot, lambda: screen.episodes.order == [EP[4]], what="stuck filter")
+        await pilot.press("escape", "slash", *"show:morning chip")
+        await wait_for(pilot, lambda: screen.episodes.order == [EP[7]], what="show + free text filter")
+
+
+async def test_invalid_filter_says_why_and_keeps_the_rows(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        await pilot.press("slash", *"status:bogus")
+        bar = screen.query_one(FilterBar)
+        await wait_for(pilot, lambda: bar.has_class("-invalid"), what="the bar to flag the error")
+        assert "unknown status 'bogus'" in str(bar.border_subtitle)
+        assert screen.episodes.total == 10
+
+
+async def test_space_marks_rows_for_a_bulk_verb(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[6])
+        await pilot.press("space")
+        await move_to(pilot, screen.episodes, EP[7])
+        await pilot.press("space")
+        assert set(screen.marked) == {EP[6], EP[7]}
+        assert row_text(screen.episodes, EP[7], "mark") == "●"
+        await move_to(pilot, screen.episodes, EP[1])   # the cursor elsewhere: the marks still decide
+        await pilot.press("r")
+        await wait_for(pilot, lambda: item(ws, EP[6])["status"] == item(ws, EP[7])["status"] == "queued",
+                       what="both marked items to be retried")
+        assert item(ws, EP[1])["status"] == "done"
+        assert screen.marked == {}
+        await wait_for(pilot, lambda: row_text(screen.episodes, EP[7], "mark") == " ", what="marks cleared")
+
+
+async def test_escape_clears_marks(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        await pilot.press("space", "escape")
+        assert screen.marked == {}
+
+
+async def test_readonly_shows_everything_and_runs_nothing(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        assert screen.episodes.total == 10
+        assert "READ-ONLY" in str(screen.query_one("#engine-header").render())
+        await move_to(pilot, screen.episodes, EP[7])
+        for spec in VERBS:
+            assert screen.check_action(spec.action, ()) is None, spec.action
+        await pilot.press("r", "R", "s", "A", "P", "D")
+        await pilot.pause(0.2)
+        assert screen.app.screen is screen              # no choice or confirmation opened
+        palette_actions = {action for _t, _h, action in screen.palette_commands()}
+        assert not palette_actions & {spec.action for spec in VERBS}
+        await screen.run_action("retry")                 # the palette path runs actions like this
+        await pilot.pause(0.2)
+        assert queries.events(ws.store) == []
+        assert item(ws, EP[7])["status"] == "failed"
+
+
+async def test_attach_mode_shows_changes_by_another_writer(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    assert app.engine is None
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await wait_for(pilot, lambda: row_text(screen.episodes, EP[8], "status") == "failed", what="failed row")
+        other = open_workspace(Path(ws.root), clock=clock)      # a second process' connection
+        try:
+            Operator(other, actor="headless").retry([EP[8]], reason="from the CLI")
+        finally:
+            other.close()
+        await wait_for(pilot, lambda: row_text(screen.episodes, EP[8], "status") == "queued",
+                       what="the other writer's change to show")
+        header = str(screen.query_one("#engine-header").render())
+        assert "attached" in header and "workers 2/2" in header
+
+
+async def test_windowed_table_reads_only_the_visible_rows(tmp_path, seeded):
+    ws, clock = seeded
+    seed_episodes(ws, 1500, start=11)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        assert table.total == 1510
+        assert table.row_count == len(table.order) == table.window_size < 20
+        table.focus()
+        await pilot.press("G")
+        last = queries.item_window(ws.store, queries.ItemFilter(), offset=1509, limit=1)[0]["id"]
+        await wait_for(pilot, lambda: table.current_id == last, what="G to reach the last episode")
+        assert table.row_count == table.window_size
+        assert table.position_label.endswith("of 1510")
+        await pilot.press("g")
+        first = queries.item_window(ws.store, queries.ItemFilter(), limit=1)[0]["id"]
+        await wait_for(pilot, lambda: table.current_id == first, what="g to reach the first episode")
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: table.window_offset == table.window_size, what="page down to slide")
+
+
+async def test_rows_update_in_place_without_rebuilding(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        removed: list = []
+        original_remove, original_clear = table.remove_row, table.clear
+        table.remove_row = lambda key: (removed.append(key), original_remove(key))[1]
+        table.clear = lambda *a, **k: (removed.append("clear"), original_clear(*a, **k))[1]
+        Operator(ws).stop([EP[10]])
+        await wait_for(pilot, lambda: row_text(table, EP[10], "status") == "stopped", what="the change")
+        clock.advance(3)                                  # countdowns and elapsed times move
+        await wait_for(pilot, lambda: row_text(table, EP[3], "status") == "retry 2/3 in 11 s", what="countdown")
+        assert removed == []
+
+
+async def test_retry_countdown_and_verdict_are_shown(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        assert row_text(screen.episodes, EP[3], "status") == "retry 2/3 in 14 s"
+        assert row_text(screen.episodes, EP[4], "verdict") == "STALLED"
+        assert row_text(screen.episodes, EP[2], "elapsed") == "1m15s"
+        assert row_text(screen.episodes, EP[2], "attempt") == "1/3"
+
+
+async def test_error_detail_follows_the_cursor_and_names_the_key(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        text = str(screen.query_one("#error-text").render())
+        assert "persistent" in text and "no readable video stream [demo]" in text
+        assert "R force reprocess" in text and "error: no video stream found" in text
+        await move_to(pilot, screen.episodes, EP[4])
+        await wait_for(pilot, lambda: "e extend" in str(screen.query_one("#error-text").render()),
+                       what="stuck hint")
+
+
+async def test_clip_table_follows_the_selected_episode_and_a_shows_all(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[1])
+        await wait_for(pilot, lambda: screen.clips.total == 3, what="the episode's clips")
+        await move_to(pilot, screen.episodes, EP[7])
+        await wait_for(pilot, lambda: screen.clips.total == 0, what="no clips")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: screen.clips.total == 3 and "All clips" in str(screen.clips.border_title),
+                       what="all clips")
+
+
+async def test_tab_switches_panes(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        assert app.focused is screen.episodes
+        await pilot.press("tab")
+        assert app.focused is screen.clips
+        await pilot.press("tab")
+        assert app.focused.id == "error-detail"
+        await pilot.press("1")
+        assert app.focused is screen.episodes
+
+
+async def test_p_pauses_live_updates(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await pilot.press("p")
+        assert "updates paused" in str(screen.query_one("#engine-header").render())
+        Operator(ws).stop([EP[10]])
+        await pilot.pause(1.0)
+        assert row_text(screen.episodes, EP[10], "status") == "queued"
+        await pilot.press("p")
+        await wait_for(pilot, lambda: row_text(screen.episodes, EP[10], "status") == "stopped", what="resume")
+
+
+async def test_help_lists_every_verb_key(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = {e.key for e in app.screen.entries}
+        assert {spec.key for spec in VERBS} <= keys
+        assert {"/", "space", "p", "q"} <= keys
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_palette_offers_the_verbs_that_apply(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        titles = {title for title, _h, _a in screen.palette_commands()}
+        assert {"Retry", "Force reprocess", "Skip stage", "Retry all failed", "Filter", "Help"} <= titles
+        assert "Extend timeout" not in titles              # EP7 is not running
+        await pilot.press("colon")
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette", what="the palette")
+        await pilot.press(*"retry all failed")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        confirm = await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmVerbScreen" and app.screen,
+                                 what="the confirmation from the palette")
+        assert {c.item_id for c in confirm.preview.changes} == {EP[7], EP[8], f"{EP[1]}__c02"}
+
+
+async def test_enter_opens_item_detail(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[1])
+        await pilot.press("enter")
+        detail = await wait_for(pilot, lambda: isinstance(app.screen, ItemDetailScreen) and app.screen,
+                                what="the detail screen")
+        await wait_for(pilot, lambda: detail.query_one("#detail-checkpoints").row_count == 5, what="checkpoints")
+        assert detail.query_one("#detail-clips").row_count == 3
+        assert "2.0 KB" in str(detail.query_one("#detail-checkpoints").get_row_at(0))
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+async def test_q_quits_at_once_without_an_engine(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("q")
+        await pilot.pause(0.1)
+    assert app.return_code == 0
