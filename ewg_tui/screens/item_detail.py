@@ -36,6 +36,7 @@ class ItemDetailScreen(Screen[None]):
         max-height: 14;
     }
     ItemDetailScreen #detail-head {
+        width: 1fr;
         background: $panel;
         padding: 0 1;
         text-style: bold;
@@ -58,6 +59,7 @@ class ItemDetailScreen(Screen[None]):
             yield Static(id="detail-summary")
             yield Label("Attempt timeline", classes="section")
             yield DataTable(id="detail-attempts", cursor_type="none")
+            yield Static("(no attempts recorded)", id="detail-no-attempts")
             yield Label("Checkpoints", classes="section")
             yield DataTable(id="detail-checkpoints", cursor_type="none")
             yield Label("Log tail (last attempt with output)", classes="section")
@@ -111,9 +113,12 @@ class ItemDetailScreen(Screen[None]):
             attempts.add_row(str(a["number"]), a["stage"], a.get("outcome") or "running", a.get("error_class") or "",
                              fmt.clock_time(a["started_at"]), fmt.duration(a.get("duration")),
                              Text(a.get("decision") or ""))
+        attempts.display = bool(message.attempts)
+        self.query_one("#detail-no-attempts").display = not message.attempts
         checkpoints = self.query_one("#detail-checkpoints", DataTable)
         checkpoints.clear()
-        for c in message.checkpoints:
+        order = pipeline.stages_of(item["kind"])
+        for c in sorted(message.checkpoints, key=lambda c: order.index(c["stage"]) if c["stage"] in order else 99):
             state = "stale" if c["stale"] else "skipped" if c["skipped"] else "ok"
             checkpoints.add_row(c["stage"], str(len(c["files"])), fmt.size(c["bytes"]), fmt.clock_time(c["created_at"]),
                                 state)

@@ -60,15 +60,20 @@ class MainScreen(Screen[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     BINDINGS = [
-        Binding("question_mark", "help", "Help", id="main.help"),
-        Binding("slash", "filter", "Filter", id="main.filter"),
-        Binding("colon", "app.command_palette", "Commands", show=False, id="main.palette"),
-        Binding("space", "mark", "Mark", id="main.mark"),
-        Binding("escape", "clear_marks", "Clear marks", show=False, id="main.clear_marks"),
-        Binding("enter", "open_detail", "Detail", show=False, id="main.detail"),
+        Binding("question_mark", "help", "Help", id="main.help", tooltip="This list of keys"),
+        Binding("slash", "filter", "Filter", id="main.filter",
+                tooltip="Filter episodes: status:failed stage:enriched show:NAME stuck TEXT; esc clears"),
+        Binding("colon", "app.command_palette", "Commands", show=False, id="main.palette",
+                tooltip="Command palette: every action by name"),
+        Binding("space", "mark", "Mark", id="main.mark", tooltip="Mark the row for a bulk verb (again to unmark)"),
+        Binding("escape", "clear_marks", "Clear marks", show=False, id="main.clear_marks",
+                tooltip="Unmark every marked row"),
+        Binding("enter", "open_detail", "Detail", show=False, id="main.detail",
+                tooltip="Item detail: attempt timeline, checkpoints, log tail, clips"),
         Binding("a", "toggle_all_clips", "All clips", show=False, id="main.all_clips",
                 tooltip="Switch the clip table between the selected episode's clips and all clips"),
-        Binding("p", "toggle_live", "Pause updates", show=False, id="main.live"),
+        Binding("p", "toggle_live", "Pause updates", show=False, id="main.live",
+                tooltip="Freeze the live refresh (p again resumes); the engine keeps working"),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
         Binding("2", "focus_pane('clips')", "Clips", show=False, id="main.pane_clips"),
         Binding("3", "focus_pane('error-detail')", "Error detail", show=False, id="main.pane_detail"),
@@ -238,7 +243,7 @@ class MainScreen(Screen[None]):
             self.clips.border_title = f"All clips {self.clips.position_label}  (a: this episode's)"
         else:
             episode = self.episodes.current_id
-            of = fmt.middle_ellipsis(episode, 24) if episode else "no episode"
+            of = fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
             count = self.clips.position_label if self.clips.total else "none yet"
             self.clips.border_title = f"Clips of {of}: {count}"
 
@@ -389,15 +394,18 @@ class MainScreen(Screen[None]):
 
     # -- view actions --------------------------------------------------------------------
     def action_help(self) -> None:
-        entries = [HelpEntry("View", key_label(b.key), b.description) for b in self._view_bindings()]
+        entries = []
+        for group in ("Recovery", "Clips", "Engine"):
+            for spec in VERBS:
+                if spec.group == group:
+                    enabled = self.check_action(spec.action, ()) is True
+                    confirm = " (asks first)" if spec.confirm else ""
+                    entries.append(HelpEntry(group, spec.key, f"{spec.title}: {spec.help}{confirm}", enabled))
+        entries += [HelpEntry("View", key_label(b.key), b.tooltip or b.description) for b in self._view_bindings()]
         entries += [HelpEntry("Navigation", k, d) for k, d in (
             ("j / k", "move down / up (↓ ↑ too)"), ("g / G", "first / last row (the window slides in SQL)"),
             ("pgup/dn", "page up / down"), ("tab", "next pane: episodes, clips, error detail"),
             ("1 2 3", "jump to episodes, clips, error detail"))]
-        for spec in VERBS:
-            enabled = self.check_action(spec.action, ()) is True
-            confirm = "  (asks first)" if spec.confirm else ""
-            entries.append(HelpEntry(spec.group, spec.key, f"{spec.title}: {spec.help}{confirm}", enabled))
         entries += [HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
                     HelpEntry("App", ": ctrl+p", "Command palette: every action by name")]
         note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]

@@ -73,5 +73,7 @@ class EngineHeader(Static):
             parts.append(("  updates paused (p)", "bold $warning"))
         if state.marked:
             parts.append((f"  {state.marked} marked", "bold $accent"))
-        parts.append(("  " + state.workspace, "$text-muted"))
-        self.update(Content.assemble(*parts))
+        content = Content.assemble(*parts)
+        room = self.size.width - content.cell_length - 2
+        workspace = state.workspace if len(state.workspace) <= room else state.workspace.rsplit("/", 1)[-1]
+        self.update(Content.assemble(content, ("  " + workspace, "$text-muted")))

@@ -16,7 +16,7 @@ STATUS_VARIABLE = {
     "retrying": "warning",
     "blocked": "warning",
     "failed": "error",
-    "stopped": "secondary",
+    "stopped": "primary",
     "done": "success",
     "queued": "foreground-muted",
 }

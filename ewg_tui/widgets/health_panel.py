@@ -38,52 +38,55 @@ class HealthPanel(Static):
         t = self.thresholds
         samples = ov.health
         last = samples[-1]
-        width = max(8, self.size.width - 2)
-        compact = self.size.height < 4 or width < 40
-        spark = 8 if compact else max(8, min(30, width - 34))
+        width = max(20, self.size.width)
+        compact = self.size.height < 4
         cpu = [s["cpu_percent"] for s in samples]
         mem = [s["memory_percent"] for s in samples]
         disk = [min(s["disk_free_mb"], s["db_disk_free_mb"]) for s in samples]
 
-        def level(value: float, warn: float, higher_is_worse: bool = True, critical: float | None = None) -> str:
-            if higher_is_worse:
-                return "$error" if value >= warn else "$success"
-            if critical is not None and value < critical:
-                return "$error"
-            return "$warning" if value < warn else "$success"
+        def level(value: float, warn: float) -> str:
+            return "$error" if value >= warn else "$success"
 
         low = min(last["disk_free_mb"], last["db_disk_free_mb"])
-        disk_style = level(low, t.disk_warn_free_mb, False, t.disk_critical_free_mb)
+        disk_style = "$error" if low < t.disk_critical_free_mb else "$warning" if low < t.disk_warn_free_mb \
+            else "$success"
         ttf = last.get("time_to_full_s")
-        ttf_text = f"full in {fmt.duration(ttf)}" if ttf is not None and ttf < 7 * 86400 else "not filling"
-        lines: list[Content] = []
-        cpu_part = Content.assemble("cpu ", (f"{last['cpu_percent']:3.0f}%", level(last['cpu_percent'], t.cpu_warn_percent)),
-                                    " ", (fmt.sparkline(cpu, spark, 0, 100), "$accent"))
-        mem_part = Content.assemble("mem ", (f"{last['memory_percent']:3.0f}%",
-                                             level(last['memory_percent'], t.memory_warn_percent)),
-                                    " ", (fmt.sparkline(mem, spark, 0, 100), "$accent"))
-        disk_text = fmt.megabytes(last["disk_free_mb"])
-        if abs(last["db_disk_free_mb"] - last["disk_free_mb"]) > 1:
-            disk_text += f" (db {fmt.megabytes(last['db_disk_free_mb'])})"
-        disk_part = Content.assemble("disk ", (disk_text, disk_style), " free ", (fmt.sparkline(disk, spark), "$accent"),
-                                     " ", (ttf_text, "$warning" if ttf is not None and ttf < 86400 else "$text-muted"))
+        filling = ttf is not None and ttf < 7 * 86400
+        ttf_style = "bold $error" if filling and ttf < 3600 else "$warning" if filling and ttf < 86400 else "$text-muted"
+        cpu_value = (f"{last['cpu_percent']:3.0f}%", level(last["cpu_percent"], t.cpu_warn_percent))
+        mem_value = (f"{last['memory_percent']:3.0f}%", level(last["memory_percent"], t.memory_warn_percent))
+        disk_value = (fmt.megabytes(low), disk_style)
         services = self._services()
         if compact:
-            lines.append(Content.assemble(cpu_part, "  ", mem_part))
-            lines.append(Content.assemble(disk_part))
-            if services.cell_length:
-                lines.append(services)
-        else:
-            lines += [cpu_part, mem_part, disk_part, services if services.cell_length else
-                      Content.assemble(("services: none configured", "$text-muted"))]
+            spark = max(3, (width - 20) // 2)
+            line1 = Content.assemble("cpu ", cpu_value, " ", (fmt.sparkline(cpu, spark, 0, 100), "$accent"), "  mem ",
+                                     mem_value, " ", (fmt.sparkline(mem, spark, 0, 100), "$accent"))
+            ttf_text = f" full {fmt.duration(ttf)}" if filling else ""
+            tail = Content.assemble((ttf_text, ttf_style), "  " if services.cell_length else "", services)
+            room = width - 2 - len("disk ") - len(disk_value[0]) - tail.cell_length
+            disk_spark = (" " + fmt.sparkline(disk, room - 1)) if room >= 4 else ""
+            line2 = Content.assemble("disk ", disk_value, (disk_spark, "$accent"), tail)
+            return Content("\n").join([line1, line2])
+        spark = max(4, min(40, width - 15))
+        lines = [
+            Content.assemble("cpu  ", cpu_value, "  ", (fmt.sparkline(cpu, spark, 0, 100), "$accent")),
+            Content.assemble("mem  ", mem_value, "  ", (fmt.sparkline(mem, spark, 0, 100), "$accent")),
+            Content.assemble("disk ", disk_value, " free  ", (fmt.sparkline(disk, max(4, spark - 8)), "$accent")),
+        ]
+        detail = f"full in {fmt.duration(ttf)}" if filling else "not filling"
+        if abs(last["db_disk_free_mb"] - last["disk_free_mb"]) > 1:
+            detail += f" · db volume {fmt.megabytes(last['db_disk_free_mb'])}"
+        lines.append(Content.assemble("     ", (detail, ttf_style)))
+        lines.append(Content.assemble(services) if services.cell_length else
+                     Content.assemble(("no external services configured", "$text-muted")))
         return Content("\n").join(lines)
 
     def _services(self) -> Content:
         ov = self.overview
         if not ov or not ov.services:
             return Content("")
-        parts: list = ["services "]
+        parts: list = []
         for service in ov.services:
             parts.append((f"{service['name']} ", ""))
-            parts.append(("up  " if service["ok"] else "DOWN  ", "$success" if service["ok"] else "bold $error"))
+            parts.append(("up " if service["ok"] else "DOWN ", "$success" if service["ok"] else "bold $error"))
         return Content.assemble(*parts)

@@ -1,0 +1,118 @@
+"""Snapshots of the console's screens and modals at 80x24 and 120x40.
+
+Plain `def` tests (snap_compare runs the app itself), a fixed clock, seeded data,
+a fixed workspace path and no cursor blink. Review a changed snapshot by looking
+at it (`pytest --snapshot-update`, then open the SVG), never by regenerating blindly.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
+
+from console_fixtures import EP, fixed_root, seeded_workspace  # noqa: E402
+from pilot_helpers import make_app, move_to, ready, wait_for  # noqa: E402
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+def console(name: str, **kw):
+    ws, clock = seeded_workspace(fixed_root(name))
+    return make_app(ws, clock, poll_interval=60.0, **kw)
+
+
+async def settled(pilot):
+    screen = await ready(pilot)
+    for toast in list(pilot.app._notifications):        # the "stuck work" toast has its own snapshot test
+        pilot.app._unnotify(toast)
+    await pilot.pause(0.1)
+    return screen
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[3])     # a waiting retry with its history
+
+    assert snap_compare(console(f"main-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen_with_clips_and_stuck_notice(snap_compare, size):
+    async def run_before(pilot):
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[1])
+        await pilot.press("tab")
+        await wait_for(pilot, lambda: screen.clips.total == 3, what="clips")
+        await move_to(pilot, screen.clips, f"{EP[1]}__c02")
+
+    assert snap_compare(console(f"clips-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        await pilot.press("question_mark")
+
+    assert snap_compare(console(f"help-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirmation(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[8])
+        await pilot.press("R")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="choice")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ConfirmVerbScreen", what="confirm")
+        await pilot.pause(0.1)
+
+    assert snap_compare(console(f"confirm-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stage_choice(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[10])
+        await pilot.press("R")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="choice")
+
+    assert snap_compare(console(f"choice-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_filter(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await pilot.press("slash", *"status:failed,retrying")
+        await wait_for(pilot, lambda: screen.episodes.total == 3, what="the filter")
+
+    assert snap_compare(console(f"filter-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_item_detail(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[1])
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ItemDetailScreen"
+                       and pilot.app.screen.query_one("#detail-checkpoints").row_count == 5, what="detail")
+
+    assert snap_compare(console(f"detail-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_readonly_main_screen(snap_compare, size):
+    async def run_before(pilot):
+        await settled(pilot)
+
+    assert snap_compare(console(f"readonly-{size[0]}", readonly=True), terminal_size=size, run_before=run_before)
