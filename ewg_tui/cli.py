@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
     sc.add_argument("--json", action="store_true")
 
+    dr = sub.add_parser("doctor", help="check the workspace (database, leases, temp files, checkpoints, disk, "
+                                       "services, dependencies, backups); --repair fixes what is safe")
+    dr.add_argument("--repair", action="store_true",
+                    help="sweep temp files, rescue dead leases, rerun stages with damaged checkpoints (audited)")
+    dr.add_argument("--json", action="store_true")
+
     s = sub.add_parser("status", help="counts and per-item state")
     s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
     f = sub.add_parser("failures", help="failure groups: stage + error class + normalized message")
@@ -418,6 +424,17 @@ def _cmd_scan(ws: Workspace, args) -> int:
     return EXIT_OK
 
 
+def _cmd_doctor(root: Path, args) -> int:
+    """Works on a workspace that cannot be opened (that is when it is needed most): never opens it normally."""
+    from engine.doctor import diagnose
+    report = diagnose(root, repair=args.repair)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+    else:
+        print(report.text())
+    return EXIT_OK if report.healthy else EXIT_FAILED
+
+
 def _cmd_demo(args) -> int:
     root = Path(args.dir or "demo-workspace").resolve()
     if root.exists() and any(root.iterdir()):
@@ -476,8 +493,11 @@ def _dispatch(args) -> int:
     root = resolve_root(args.workspace)
     if args.command is None:
         return _console(root, args)
-    if args.readonly and args.command in WRITES:
-        raise UsageError(f"--readonly: `ewg {args.command}` would change the workspace; run it without --readonly.")
+    if args.readonly and (args.command in WRITES or (args.command == "doctor" and args.repair)):
+        what = "doctor --repair" if args.command == "doctor" else args.command
+        raise UsageError(f"--readonly: `ewg {what}` would change the workspace; run it without --readonly.")
+    if args.command == "doctor":
+        return _cmd_doctor(root, args)
     ws = open_workspace(root)
     try:
         if args.command == "run":
