@@ -157,7 +157,7 @@ def way_back(db: Path, backups: list[dict], backups_folder: Path) -> str:
         "1. Stop every ewg process using this workspace (the console and `ewg run`).",
         f"2. Keep the damaged files: mv {db} {db}.damaged; mv {db}-wal {db}.damaged-wal; "
         f"mv {db}-shm {db}.damaged-shm (the last two may not exist).",
-        f"3. Put the newest good backup in place: cp {b['file']} {db}  (taken {_stamp(b['modified'])}, "
+        f"3. Put the newest good backup in place (-p keeps it owner-only): cp -p {b['file']} {db}  (taken {_stamp(b['modified'])}, "
         f"{b['items']} items).",
         "4. Run `ewg doctor --repair`, then start ewg: work finished after the backup was taken is redone "
         "(its stages run again and overwrite their checkpoints); nothing else is lost.",
@@ -568,7 +568,7 @@ class Doctor:
         if usable:
             b = usable[0]
             self.report.add("backups", OK, f"{len(usable)} usable backup(s); newest {Path(b['file']).name} "
-                            f"({_stamp(b['modified'])}, {b['items']} items). Way back for a damaged database:\n"
+                            f"({_stamp(b['modified'])}, {b['items']} items). Way back for a damaged database:\n  "
                             + way_back(db, backups, folder).replace("\n", "\n  "))
         else:
             interval = self.config.engine.backup_interval if self.config else 3600.0
