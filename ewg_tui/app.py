@@ -57,7 +57,7 @@ class EwgApp(App[int]):
 
     def _terminal_gone(self) -> None:
         """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""
-        self.exit(129)
+        self.exit(return_code=129)
 
     def engine_event(self, event: EngineEvent) -> None:
         """Called on engine threads: hand the event to the event loop, touch nothing else."""
@@ -71,7 +71,7 @@ class EwgApp(App[int]):
     def action_quit_console(self) -> None:
         engine = self.engine
         if engine is None or engine.state != "running":
-            self.exit(0)
+            self.exit()
             return
         busy = engine.busy()
         if not busy:
@@ -84,14 +84,14 @@ class EwgApp(App[int]):
                 self._stop_engine_then_exit()
             elif choice == LEAVE:
                 self.leave_running = True
-                self.exit(0)
+                self.exit()
         self.push_screen(QuitScreen(busy), decided)
 
     @work(thread=True, group="shutdown", exit_on_error=False)
     def _stop_engine_then_exit(self) -> None:
         assert self.engine is not None
         self.engine.stop()
-        self.call_from_thread(self.exit, 0)
+        self.call_from_thread(self.exit)
 
 
 def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool) -> int:

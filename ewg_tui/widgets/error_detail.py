@@ -41,7 +41,7 @@ def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
     return []
 
 
-def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int) -> Content:
+def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int, width: int = 80) -> Content:
     if item is None:
         return Content.assemble(("Select an item to see its errors and how to recover it.", "$text-muted"))
     lines: list[Content] = []
@@ -71,9 +71,9 @@ def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: 
         for a in attempts:
             outcome = a.get("outcome") or "running"
             variable = "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
-            lines.append(Content.assemble(f"  #{a['number']} {a['stage']:<11} ", (f"{outcome:<9}", variable),
-                                          f" {fmt.duration(a.get('duration')):>6}",
-                                          (f" {fmt.clock_time(a.get('started_at'))}", "$text-muted"),
+            when = f" {fmt.clock_time(a.get('started_at'))}" if width >= 50 else ""
+            lines.append(Content.assemble(f"#{a['number']} {a['stage']:<11} ", (f"{outcome:<9}", variable),
+                                          f" {fmt.duration(a.get('duration')):>5}", (when, "$text-muted"),
                                           (f" {a.get('error_class') or ''}", "$error")))
     tail = log_tail(attempts)
     if tail:
@@ -104,4 +104,5 @@ class ErrorDetail(VerticalScroll):
         yield Static(describe(None, [], 0, 0), id="error-text")
 
     def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int) -> None:
-        self.query_one("#error-text", Static).update(describe(item, attempts, now, max_attempts))
+        self.query_one("#error-text", Static).update(describe(item, attempts, now, max_attempts,
+                                                              self.scrollable_content_region.width))

@@ -104,8 +104,9 @@ def status_label(row: dict, now: float, limit: int) -> str:
     """The status column: a waiting retry shows its countdown ("retry 2/3 in 14 s")."""
     status = row["status"]
     if status == "retrying":
-        wait = max(0.0, (row.get("next_attempt_at") or now) - now)
-        return f"retry {(row.get('attempts') or 0) + 1}/{limit} in {wait:.0f} s"
+        wait = (row.get("next_attempt_at") or now) - now
+        number = f"retry {(row.get('attempts') or 0) + 1}/{limit}"
+        return f"{number} in {wait:.0f} s" if wait >= 0.5 else f"{number} due"
     if status == "blocked":
         return "blocked"
     return status

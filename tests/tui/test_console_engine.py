@@ -1,0 +1,67 @@
+"""The console with an in-process engine: engine events reach the UI, quitting asks what to do with work."""
+from __future__ import annotations
+
+from engine.runtime import Engine
+from ewg_tui.app import EwgApp
+from ewg_tui.screens.quit_dialog import QuitScreen
+from pilot_helpers import ready, wait_for
+
+
+def busy_engine_app(make_demo):
+    ws = make_demo(count=3, speed=40.0)               # stages take tens of seconds: work stays in flight
+    engine = Engine(ws, workers=2)
+    app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
+    engine.on_event = app.engine_event
+    return ws, engine, app
+
+
+async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
+    ws, engine, app = busy_engine_app(make_demo)
+    engine.start()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await ready(pilot)
+            await wait_for(pilot, lambda: engine.busy() == 2, timeout=10, what="two items in flight")
+            await wait_for(pilot, lambda: "workers 2/2" in str(screen.query_one("#engine-header").render()),
+                           what="the header to count the busy workers")
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+            assert app.focused.id == "stop"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: engine.state == "stopped", timeout=15, what="a graceful stop")
+        assert not app.leave_running
+        running = ws.store.read_one("SELECT COUNT(*) FROM items WHERE status='running'")[0]
+        assert running == 0                              # released where they were, to resume next start
+    finally:
+        engine.stop(force=True)
+
+
+async def test_quit_can_leave_work_to_a_headless_engine(make_demo):
+    ws, engine, app = busy_engine_app(make_demo)
+    engine.start()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await wait_for(pilot, lambda: engine.busy() > 0, timeout=10, what="work in flight")
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+            await pilot.press("tab", "enter")            # "Leave running"
+            await wait_for(pilot, lambda: app.leave_running, what="the leave choice")
+        assert engine.state == "running"                 # run_console skips the stop; the process just ends
+    finally:
+        engine.stop(force=True)
+
+
+async def test_engine_state_events_reach_the_header(make_demo):
+    ws, engine, app = busy_engine_app(make_demo)
+    engine.start()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await ready(pilot)
+            header = screen.query_one("#engine-header")
+            await wait_for(pilot, lambda: "running" in str(header.render()), what="running")
+            app.run_worker(lambda: engine.stop(), thread=True)
+            await wait_for(pilot, lambda: any(w in str(header.render()) for w in ("stopping", "stopped")),
+                           timeout=15, what="the stopping state")
+    finally:
+        engine.stop(force=True)
