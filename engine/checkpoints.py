@@ -60,11 +60,15 @@ def fsync_dir(folder: Path) -> None:
 
 def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
     """A fresh, empty working directory for one attempt."""
-    item_dir.mkdir(parents=True, exist_ok=True)
     path = item_dir / f"{TMP_PREFIX}{stage}-{token}"
-    if path.exists():
+    try:
+        path.mkdir()
+    except FileNotFoundError:
+        item_dir.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError:       # left by a crash of this very lease: start clean
         shutil.rmtree(path)
-    path.mkdir()
+        path.mkdir()
     return path
 
 
@@ -93,6 +97,9 @@ def prepare(tmp: Path, final: Path, skipped: bool = False) -> Prepared:
 def publish(prepared: Prepared, token: int) -> None:
     """Rename the prepared output into place, replacing an older checkpoint of the stage."""
     final = prepared.final
+    if prepared.empty and not final.exists():   # nothing to put in place: no rename, no fsync
+        discard(prepared.tmp)
+        return
     old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
     if final.exists():
         if old.exists():
@@ -108,7 +115,13 @@ def publish(prepared: Prepared, token: int) -> None:
 
 
 def discard(path: Path | None) -> None:
-    if path is not None and path.exists():
+    if path is None:
+        return
+    try:
+        os.rmdir(path)            # the common case: an empty or already-published directory
+    except FileNotFoundError:
+        return
+    except OSError:
         shutil.rmtree(path, ignore_errors=True)
 
 

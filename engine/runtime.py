@@ -216,8 +216,11 @@ class Engine:
                 transitions.release(conn, run.claim.item_id, run.claim.lease_token, now, "abandoned", "queued",
                                     "abandoned at shutdown: the stage ignored its cancel token", bump=True)
         self._halt.set()
-        for t in self._threads:
-            t.join(timeout=5)
+        with self._lock:
+            workers = list(self._slots.values())
+        for t in self._threads + workers:     # no claim may land after stop() returns
+            if t is not threading.current_thread():
+                t.join(timeout=5)
         with self.store.write() as conn:
             conn.execute("UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
                          (now, self.owner))

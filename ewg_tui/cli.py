@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until-idle", action="store_true",
                    help="return once nothing is pending, running or waiting for a retry")
     r.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    r.add_argument("--workers", dest="run_workers", type=_positive_int, metavar="N",
+                   help="worker threads (default from ewg.toml)")
 
     sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
     sc.add_argument("--json", action="store_true")
@@ -346,7 +348,7 @@ def _cmd_run(ws: Workspace, args) -> int:
         text = f"  {event.text}" if event.text else ""
         print(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}", flush=True)
 
-    engine = Engine(ws, workers=args.workers, on_event=show)
+    engine = Engine(ws, workers=getattr(args, "run_workers", None) or args.workers, on_event=show)
     signals = {"count": 0}
     wake = threading.Event()
 

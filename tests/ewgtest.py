@@ -1,0 +1,26 @@
+"""Helpers shared by the test suites: fast workspace configurations (engine intervals shrunk)."""
+from __future__ import annotations
+
+import re
+
+from engine.demo import demo_config, set_key
+
+FAST = {
+    "heartbeat_interval": "0.2", "dead_after": "1.5", "check_interval": "0.2", "poll_interval": "0.05",
+    "stall_after": "1.0", "base_delay": "0.1", "max_delay": "0.5", "stop_grace": "1.0", "force_grace": "0.5",
+    "interval": "0.3", "backup_interval": "0",
+}
+
+
+def fast_config(text: str, **overrides: str) -> str:
+    for key, value in {**FAST, **overrides}.items():
+        text = set_key(text, key, value)
+    return text
+
+
+def fast_demo_text(faults: bool = True, speed: float = 0.05, extra: str = "", **overrides: str) -> str:
+    """The demo configuration made fast; a [stages.K.S] table in `extra` replaces the demo's own."""
+    text = fast_config(demo_config(faults=faults, speed=speed), **overrides)
+    for header in re.findall(r"^\[stages\.\w+\.\w+\]$", extra, flags=re.M):
+        text = re.sub(re.escape(header) + r"\nkind = \"demo\"\nduration = [^\n]*\n", "", text)
+    return text + extra
