@@ -1,0 +1,34 @@
+# Two commands on a fresh clone: `make demo` (set up, then the console on the demo workspace)
+# and `make test` (set up, then the whole test suite). Everything installs from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo demo-headless test bench torture clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+demo: setup
+	$(BIN)/ewg demo
+
+demo-headless: setup
+	$(BIN)/ewg demo --headless
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/console_latency.py
+
+torture: setup
+	$(BIN)/python bench/torture.py
+
+clean:
+	rm -rf $(VENV) demo-workspace .pytest_cache
