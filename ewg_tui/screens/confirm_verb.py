@@ -18,7 +18,7 @@ def preview_lines(preview: Preview) -> Content:
     for change in preview.changes[:MAX_LISTED]:
         before = f"{change.before.get('stage') or '-'}/{change.before.get('status')}"
         after = f"{change.after.get('stage') or '-'}/{change.after.get('status')}"
-        parts: list = [(change.item_id, "bold"), "  ", (before, "$text-muted"), " → ", after]
+        parts: list = [(change.item_id, "bold"), "  ", (before, "$foreground-muted"), " → ", after]
         if change.stages_rerun:
             parts += ["  reruns ", (", ".join(change.stages_rerun), "$warning")]
         if change.cache_dropped:
@@ -29,13 +29,13 @@ def preview_lines(preview: Preview) -> Content:
             parts += ["  ", ("interrupts the running attempt", "bold $error")]
         lines.append(Content.assemble(*parts))
     if len(preview.changes) > MAX_LISTED:
-        lines.append(Content.assemble((f"… and {len(preview.changes) - MAX_LISTED} more", "$text-muted")))
+        lines.append(Content.assemble((f"… and {len(preview.changes) - MAX_LISTED} more", "$foreground-muted")))
     for note in preview.notes[:20]:
         lines.append(Content.assemble(("• ", "$accent"), note))
     if preview.skipped:
-        lines.append(Content.assemble((f"not applicable ({len(preview.skipped)})", "bold $text-muted")))
+        lines.append(Content.assemble((f"not applicable ({len(preview.skipped)})", "bold $foreground-muted")))
         for item_id, why in preview.skipped[:20]:
-            lines.append(Content.assemble((f"  {item_id} {why}", "$text-muted")))
+            lines.append(Content.assemble((f"  {item_id} {why}", "$foreground-muted")))
     return Content("\n").join(lines)
 
 

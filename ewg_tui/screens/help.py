@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
@@ -26,21 +26,22 @@ def key_label(key: str) -> str:
     return names.get(first, first)
 
 
-def help_content(entries: list[HelpEntry], note: str = "") -> Content:
-    lines: list[Content] = []
+def help_rows(entries: list[HelpEntry]) -> list[Static]:
+    """Group headings, then one key cell and one description cell per entry (the grid keeps the indent)."""
+    cells: list[Static] = []
     group = None
     for entry in entries:
         if entry.group != group:
             if group is not None:
-                lines.append(Content(""))
-            lines.append(Content.assemble((entry.group, "bold $accent")))
+                cells += [Static(""), Static("")]        # a blank grid row between groups
+            cells.append(Static(Content.assemble((entry.group, "bold $accent"))))
+            cells.append(Static(""))
             group = entry.group
-        style = "" if entry.enabled else "$text-disabled"
-        lines.append(Content.assemble((f"  {entry.key:<8}", "bold" if entry.enabled else "$text-disabled"),
-                                      (entry.description, style)))
-    if note:
-        lines += [Content(""), Content.assemble((note, "$text-muted"))]
-    return Content("\n").join(lines)
+        muted = "" if entry.enabled else "$foreground-disabled"
+        cells.append(Static(Content.assemble((entry.key, f"bold {muted}".strip())), classes="help-key"))
+        description = entry.description if entry.enabled else f"{entry.description}  (not for this selection)"
+        cells.append(Static(Content.assemble((description, muted)), classes="help-text"))
+    return cells
 
 
 class HelpScreen(ModalScreen[None]):
@@ -63,6 +64,16 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen VerticalScroll {
         height: 1fr;
     }
+    HelpScreen Grid {
+        grid-size: 2;
+        grid-columns: 11 1fr;
+        grid-rows: auto;
+        height: auto;
+    }
+    HelpScreen .help-note {
+        margin-top: 1;
+        color: $text-muted;
+    }
     """
     BINDINGS = [
         Binding("escape,question_mark,q", "close", "Close", id="help.close"),
@@ -78,9 +89,12 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Keys  (greyed: does not apply to the selection)   esc closes")
+            yield Label("Keys   (dimmed: does not apply to the selection)   esc closes")
             with VerticalScroll():
-                yield Static(help_content(self.entries, self.note))
+                with Grid():
+                    yield from help_rows(self.entries)
+                if self.note:
+                    yield Static(self.note, classes="help-note", markup=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

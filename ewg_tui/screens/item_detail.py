@@ -137,9 +137,9 @@ class ItemDetailScreen(Screen[None]):
         show_clips = item["kind"] == pipeline.EPISODE
         clips.display = show_clips
         self.query_one("#detail-clips-label").display = show_clips
-        events = [Content.assemble((fmt.clock_time(e["at"]) + " ", "$text-muted"), (e["actor"] + " ", "bold"),
-                                   e["verb"], (f"  {e['reason']}" if e.get("reason") else "", "$text-muted"),
-                                   (f"  {e['result']}" if e.get("result") else "", "$text-muted"))
+        events = [Content.assemble((fmt.clock_time(e["at"]) + " ", "$foreground-muted"), (e["actor"] + " ", "bold"),
+                                   e["verb"], (f"  {e['reason']}" if e.get("reason") else "", "$foreground-muted"),
+                                   (f"  {e['result']}" if e.get("result") else "", "$foreground-muted"))
                   for e in message.events]
         self.query_one("#detail-events", Static).update(Content("\n").join(events) if events else
                                                         Content("(no operator or engine events for this item)"))

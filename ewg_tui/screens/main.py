@@ -229,7 +229,8 @@ class MainScreen(Screen[None]):
                 self.query_one("#health", HealthPanel).show(data.overview)
             self._show_header()
             self.query_one(ErrorDetail).show(data.detail, data.detail_attempts, data.now,
-                                             self.app.ws.config.retry.max_attempts)  # type: ignore[attr-defined]
+                                             self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
+                                             self.app.readonly)  # type: ignore[attr-defined]
         self._report_follow_ups(data.follow_ups)
         self._report_stuck(data)
         if self._selected_detail_id() != (data.detail or {}).get("id"):

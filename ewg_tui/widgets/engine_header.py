@@ -66,7 +66,7 @@ class EngineHeader(Static):
                 parts.append(("  ", ""))
                 parts.append((f"⚠ {ov.stuck} stuck", "bold $error"))
         if state.attached:
-            parts.append(("  attached", "$text-muted"))
+            parts.append(("  attached", "$foreground-muted"))
         if state.readonly:
             parts.append(("  READ-ONLY", "bold $warning"))
         if not state.live:
@@ -76,4 +76,4 @@ class EngineHeader(Static):
         content = Content.assemble(*parts)
         room = self.size.width - content.cell_length - 2
         workspace = state.workspace if len(state.workspace) <= room else state.workspace.rsplit("/", 1)[-1]
-        self.update(Content.assemble(content, ("  " + workspace, "$text-muted")))
+        self.update(Content.assemble(content, ("  " + workspace, "$foreground-muted")))

@@ -41,9 +41,10 @@ def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
     return []
 
 
-def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int, width: int = 80) -> Content:
+def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int, width: int = 80,
+             readonly: bool = False) -> Content:
     if item is None:
-        return Content.assemble(("Select an item to see its errors and how to recover it.", "$text-muted"))
+        return Content.assemble(("Select an item to see its errors and how to recover it.", "$foreground-muted"))
     lines: list[Content] = []
     head = [(item["id"], "bold"), "  ", (fmt.status_label(item, now, max_attempts),
                                           f"${fmt.STATUS_VARIABLE.get(item['status'], 'foreground')}")]
@@ -53,15 +54,15 @@ def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: 
     if item.get("error_class"):
         lines.append(Content.assemble((item["error_class"], "bold $error"), " at ", fmt.current_stage(item),
                                       ("  " + fmt.clock_time(item.get("error_at")) + " UTC, " + fmt.ago(item.get("error_at"), now)
-                                       if item.get("error_at") else "", "$text-muted")))
+                                       if item.get("error_at") else "", "$foreground-muted")))
         lines.append(Content(item.get("error_message") or ""))
     elif item["status"] == "running":
         message = item.get("progress_message") or "working"
         lines.append(Content.assemble(f"{fmt.current_stage(item)}: {message}",
-                                      (f"  for {fmt.elapsed(item, now)}", "$text-muted")))
+                                      (f"  for {fmt.elapsed(item, now)}", "$foreground-muted")))
     elif item.get("blocked_reason"):
         lines.append(Content(item["blocked_reason"]))
-    hint = recovery_hint(item)
+    hint = "" if readonly else recovery_hint(item)
     if item.get("error_suggestion"):
         lines.append(Content.assemble(("→ ", "bold $accent"), item["error_suggestion"]))
     if hint:
@@ -73,12 +74,12 @@ def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: 
             variable = "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
             when = f" {fmt.clock_time(a.get('started_at'))}" if width >= 50 else ""
             lines.append(Content.assemble(f"#{a['number']} {a['stage']:<11} ", (f"{outcome:<9}", variable),
-                                          f" {fmt.duration(a.get('duration')):>5}", (when, "$text-muted"),
+                                          f" {fmt.duration(a.get('duration')):>5}", (when, "$foreground-muted"),
                                           (f" {a.get('error_class') or ''}", "$error")))
     tail = log_tail(attempts)
     if tail:
         lines.append(Content.assemble(("log tail", "bold")))
-        lines += [Content.assemble(("  " + line, "$text-muted")) for line in tail]
+        lines += [Content.assemble(("  " + line, "$foreground-muted")) for line in tail]
     return Content("\n").join(lines)
 
 
@@ -103,6 +104,7 @@ class ErrorDetail(VerticalScroll):
     def compose(self):
         yield Static(describe(None, [], 0, 0), id="error-text")
 
-    def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int) -> None:
+    def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int,
+             readonly: bool = False) -> None:
         self.query_one("#error-text", Static).update(describe(item, attempts, now, max_attempts,
-                                                              self.scrollable_content_region.width))
+                                                              self.scrollable_content_region.width, readonly))

@@ -34,7 +34,7 @@ class HealthPanel(Static):
     def compose_content(self) -> Content:
         ov = self.overview
         if ov is None or not ov.health:
-            return Content.assemble(("health: no samples yet (the engine samples every few seconds)", "$text-muted"))
+            return Content.assemble(("health: no samples yet (the engine samples every few seconds)", "$foreground-muted"))
         t = self.thresholds
         samples = ov.health
         last = samples[-1]
@@ -52,7 +52,7 @@ class HealthPanel(Static):
             else "$success"
         ttf = last.get("time_to_full_s")
         filling = ttf is not None and ttf < 7 * 86400
-        ttf_style = "bold $error" if filling and ttf < 3600 else "$warning" if filling and ttf < 86400 else "$text-muted"
+        ttf_style = "bold $error" if filling and ttf < 3600 else "$warning" if filling and ttf < 86400 else "$foreground-muted"
         cpu_value = (f"{last['cpu_percent']:3.0f}%", level(last["cpu_percent"], t.cpu_warn_percent))
         mem_value = (f"{last['memory_percent']:3.0f}%", level(last["memory_percent"], t.memory_warn_percent))
         disk_value = (fmt.megabytes(low), disk_style)
@@ -78,7 +78,7 @@ class HealthPanel(Static):
             detail += f" · db volume {fmt.megabytes(last['db_disk_free_mb'])}"
         lines.append(Content.assemble("     ", (detail, ttf_style)))
         lines.append(Content.assemble(services) if services.cell_length else
-                     Content.assemble(("no external services configured", "$text-muted")))
+                     Content.assemble(("no external services configured", "$foreground-muted")))
         return Content("\n").join(lines)
 
     def _services(self) -> Content:

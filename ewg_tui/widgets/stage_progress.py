@@ -48,7 +48,7 @@ class StageProgress(Static):
     @staticmethod
     def _bar(c: dict, total: int, width: int) -> list[tuple[str, str]]:
         if total <= 0:
-            return [("·" * width, "$text-muted")]
+            return [("·" * width, "$foreground-muted")]
         cells = []
         remaining = width
         for key, glyph, style in (("done", "█", "$success"), ("in_flight", "▓", "$accent"), ("failed", "█", "$error")):
@@ -60,11 +60,11 @@ class StageProgress(Static):
             remaining -= size
             if size:
                 cells.append((glyph * size, style))
-        cells.append(("·" * remaining, "$text-muted"))
+        cells.append(("·" * remaining, "$foreground-muted"))
         return cells
 
     @staticmethod
     def _numbers(c: dict, digits: int) -> list[tuple[str, str]]:
-        return [(f"{c['done']:>{digits + 1}}✓", "$success" if c["done"] else "$text-muted"),
-                (f"{c['in_flight']:>{digits + 1}}▶", "$accent" if c["in_flight"] else "$text-muted"),
-                (f"{c['failed']:>{digits + 1}}✗", "bold $error" if c["failed"] else "$text-muted")]
+        return [(f"{c['done']:>{digits + 1}}✓", "$success" if c["done"] else "$foreground-muted"),
+                (f"{c['in_flight']:>{digits + 1}}▶", "$accent" if c["in_flight"] else "$foreground-muted"),
+                (f"{c['failed']:>{digits + 1}}✗", "bold $error" if c["failed"] else "$foreground-muted")]
