@@ -116,3 +116,14 @@ def test_readonly_main_screen(snap_compare, size):
         await settled(pilot)
 
     assert snap_compare(console(f"readonly-{size[0]}", readonly=True), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", ["ansi-dark", "textual-light"])
+def test_main_screen_in_other_themes(snap_compare, theme):
+    """Operators' terminals vary: the ansi theme uses their own 16-colour palette; light terminals exist."""
+    async def run_before(pilot):
+        pilot.app.theme = theme
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+
+    assert snap_compare(console(f"theme-{theme}"), terminal_size=(80, 24), run_before=run_before)
