@@ -23,6 +23,7 @@ class ViewData:
     clips: list[dict]
     clip_offset: int
     clip_total: int
+    detail_id: str | None                 # the item whose detail was asked for
     detail: dict | None
     detail_attempts: list[dict]
     overview: Overview | None = None

@@ -233,8 +233,8 @@ class MainScreen(Screen[None]):
                                              self.app.readonly)  # type: ignore[attr-defined]
         self._report_follow_ups(data.follow_ups)
         self._report_stuck(data)
-        if self._selected_detail_id() != (data.detail or {}).get("id"):
-            self._changed_view(reset_clips=False)
+        if self._selected_detail_id() != data.detail_id:
+            self._changed_view(reset_clips=False)     # the cursor moved while reading: read its detail
         self.refresh_bindings()
 
     def _titles(self) -> None:
@@ -308,25 +308,24 @@ class MainScreen(Screen[None]):
         return current
 
     def selected_rows(self, spec: VerbSpec | None = None) -> list[dict]:
-        """The rows a verb acts on: the marked rows (of the verb's kind), else the cursor row."""
+        """The rows a verb acts on: the marked rows of the verb's kind, else the cursor row of the pane
+        that holds that kind (clip verbs look at the clip table, episode verbs at the episode table)."""
         if spec is not None and spec.scope == GLOBAL:
             return []
-        want = pipeline.CLIP if spec is not None and spec.scope == CLIPS else \
-            pipeline.EPISODE if spec is not None and spec.scope == EPISODES else None
-        if self.marked:
-            rows = [r for r in self.marked.values() if want is None or r["kind"] == want]
+        scope = spec.scope if spec is not None else None
+        if scope == CLIPS:
+            kind, table = pipeline.CLIP, self.clips
+        elif scope == EPISODES:
+            kind, table = pipeline.EPISODE, self.episodes
         else:
-            if want == pipeline.EPISODE:
-                row = self.episodes.current_row
-            elif want == pipeline.CLIP:
-                row = self.clips.current_row
-            else:
-                row = self._focused_table().current_row
-            rows = [row] if row else []
-        if spec is not None and spec.single:
-            rows = rows[:1] if not self.marked else ([self._focused_table().current_row] if
-                                                     self._focused_table().current_row else rows[:1])
-        return rows
+            kind, table = None, self._focused_table()
+        if spec is not None and spec.single:          # rollback and extend act on the cursor row only
+            row = table.current_row
+            return [row] if row and (kind is None or row["kind"] == kind) else []
+        if self.marked:
+            return [r for r in self.marked.values() if kind is None or r["kind"] == kind]
+        row = table.current_row
+        return [row] if row else []
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         spec = VERBS_BY_ACTION.get(action)

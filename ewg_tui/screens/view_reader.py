@@ -49,7 +49,7 @@ def read_view(store: Store, request: ViewRequest, now: float) -> ViewData:
     detail = queries.item(store, request.detail_id) if request.detail_id else None
     detail_attempts = queries.attempts(store, request.detail_id)[-DETAIL_ATTEMPTS:] if detail else []
     data = ViewData(request.generation, now, episodes, episode_offset, episode_total, clips, clip_offset,
-                    clip_total, detail, detail_attempts)
+                    clip_total, request.detail_id, detail, detail_attempts)
     if request.with_overview:
         data.overview = queries.overview(store, now)
         data.counts = queries.counts(store)
