@@ -58,17 +58,18 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temp_path(item_dir: Path, stage: str, token: int) -> Path:
+    """Where one attempt writes its outputs (the stage context creates it on first use)."""
+    return item_dir / f"{TMP_PREFIX}{stage}-{token}"
+
+
 def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
     """A fresh, empty working directory for one attempt."""
-    path = item_dir / f"{TMP_PREFIX}{stage}-{token}"
-    try:
-        path.mkdir()
-    except FileNotFoundError:
-        item_dir.mkdir(parents=True, exist_ok=True)
-        path.mkdir()
-    except FileExistsError:       # left by a crash of this very lease: start clean
+    path = temp_path(item_dir, stage, token)
+    item_dir.mkdir(parents=True, exist_ok=True)
+    if path.exists():
         shutil.rmtree(path)
-        path.mkdir()
+    path.mkdir()
     return path
 
 
@@ -76,7 +77,7 @@ def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
 class Prepared:
     """A temporary output, fsynced and described, ready to be renamed into place."""
 
-    tmp: Path
+    tmp: Path | None
     final: Path
     manifest: dict
 
@@ -85,7 +86,10 @@ class Prepared:
         return not self.manifest["files"]
 
 
-def prepare(tmp: Path, final: Path, skipped: bool = False) -> Prepared:
+def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
+    """Describe and fsync an attempt's outputs; `tmp` None means the stage wrote nothing."""
+    if tmp is None:
+        return Prepared(None, final, {"files": [], "skipped": skipped})
     manifest = build_manifest(tmp)
     manifest["skipped"] = skipped
     if manifest["files"]:
@@ -98,7 +102,6 @@ def publish(prepared: Prepared, token: int) -> None:
     """Rename the prepared output into place, replacing an older checkpoint of the stage."""
     final = prepared.final
     if prepared.empty and not final.exists():   # nothing to put in place: no rename, no fsync
-        discard(prepared.tmp)
         return
     old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
     if final.exists():
@@ -106,7 +109,7 @@ def publish(prepared: Prepared, token: int) -> None:
             shutil.rmtree(old)
         os.rename(final, old)
     if prepared.empty:
-        shutil.rmtree(prepared.tmp, ignore_errors=True)
+        discard(prepared.tmp)
     else:
         os.rename(prepared.tmp, final)
     fsync_dir(final.parent)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import shutil
 import socket
+import sqlite3
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import psutil
 
 from . import checkpoints, errors, pipeline, policy, stages, transitions
 from .clock import Clock
-from .errors import Cancelled, LeaseLost, StageError
+from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
 from .stages import CancelToken, ItemInfo, LogTail, StageContext
 from .store import Claim
@@ -97,8 +99,12 @@ class Engine:
         self._slots: dict[int, threading.Thread] = {}
         self._claiming = threading.Event()     # cleared: workers stop taking new work
         self._halt = threading.Event()         # set: background loops end
-        self._wake = threading.Event()
         self._force = threading.Event()        # set: a force stop was asked for
+        self._ready: queue.Queue[Claim] = queue.Queue()          # claimed, waiting for a worker
+        self._queued: dict[str, Claim] = {}                      # the same, by item (for heartbeats)
+        self._outbox: queue.Queue = queue.Queue()                # finished attempts to record
+        self._waiting = 0                                        # workers waiting for a claim
+        self._dispatch_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
@@ -111,8 +117,8 @@ class Engine:
         self._claiming.set()
         self.health.sample()
         self.health.check_services(force=True)   # know which services are down before the first claim
-        for name, loop in (("heartbeat", self._heartbeat_loop), ("watchdog", self.watchdog.loop),
-                           ("health", self.health.loop)):
+        for name, loop in (("dispatcher", self._dispatch_loop), ("heartbeat", self._heartbeat_loop),
+                           ("watchdog", self.watchdog.loop), ("health", self.health.loop)):
             t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -161,7 +167,7 @@ class Engine:
                 transitions.record_event(conn, now, actor, "rescue", affected=[item_id], reason=why,
                                          result="failed: too many rescues" if give_up else "queued")
         if ok:
-            self._wake.set()
+            self._dispatch_wake.set()
         return ok
 
     def sweep_leftovers(self) -> int:
@@ -192,7 +198,15 @@ class Engine:
         self.state = "stopping"
         self._emit(EngineEvent("state", text="stopping"))
         self._claiming.clear()
-        self._wake.set()
+        self._dispatch_wake.set()
+        while True:                            # claimed but not started: give back untouched
+            try:
+                claim = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                self._queued.pop(claim.item_id, None)
+            self._release_unstarted(claim)
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -221,6 +235,7 @@ class Engine:
         for t in self._threads + workers:     # no claim may land after stop() returns
             if t is not threading.current_thread():
                 t.join(timeout=5)
+        self.dispatch_once()                  # record what finished during the last moments
         with self.store.write() as conn:
             conn.execute("UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
                          (now, self.owner))
@@ -261,7 +276,7 @@ class Engine:
         return self.idle()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._dispatch_wake.set()
 
     def _emit(self, event: EngineEvent) -> None:
         if self.on_event is not None:
@@ -280,7 +295,11 @@ class Engine:
                 " heartbeat_at=excluded.heartbeat_at, workers=excluded.workers",
                 (self.owner, host, int(pid), now, now, self.workers))
 
-    # -- workers ------------------------------------------------------------------------
+    # -- workers and the dispatcher ------------------------------------------------------
+    # Workers only run stages. One dispatcher thread does the hot-path writes: in a single
+    # transaction it commits every finished attempt (each fenced by its token, each in a
+    # savepoint so one bad outcome cannot spoil the others) and claims work for idle workers.
+    # Batching is what makes the engine faster than a one-commit-per-task queue.
     def claiming_allowed(self) -> bool:
         return self._claiming.is_set() and self.health.resource_pause is None
 
@@ -291,23 +310,106 @@ class Engine:
             with self._lock:
                 if self._slots.get(slot) is not me:
                     return                       # this slot was given to a new thread
-            if not self.claiming_allowed():
+                self._waiting += 1
+            self._dispatch_wake.set()
+            try:
+                claim = self._ready.get(timeout=poll)
+            except queue.Empty:
+                claim = None
+            with self._lock:
+                self._waiting -= 1
+                if claim is not None:
+                    self._queued.pop(claim.item_id, None)
+            if claim is None:
                 if self.state in ("stopping", "stopped"):
                     return
-                self._halt.wait(poll)
                 continue
-            try:
-                claim = self.store.claim(self.owner, self.clock.now(), self.config.engine.lease_duration,
-                                         sorted(self.health.blocked_stages))
-            except Exception:
-                log.exception("claim failed; retrying")
-                self._halt.wait(poll)
-                continue
-            if claim is None:
-                self._wake.wait(poll)
-                self._wake.clear()
+            if self.state != "running":          # claimed just before a stop: give it back untouched
+                self._release_unstarted(claim)
                 continue
             self._execute(claim, slot)
+
+    def _dispatch_loop(self) -> None:
+        poll = self.config.engine.poll_interval
+        while not self._halt.is_set():
+            self._dispatch_wake.wait(poll)
+            self._dispatch_wake.clear()
+            try:
+                self.dispatch_once()
+            except Exception:
+                log.exception("dispatch failed; will retry")
+                self._halt.wait(poll)
+
+    def dispatch_once(self) -> int:
+        """Commit finished attempts and claim work for idle workers, in one transaction."""
+        outcomes = []
+        while True:
+            try:
+                outcomes.append(self._outbox.get_nowait())
+            except queue.Empty:
+                break
+        want = 0
+        if self.claiming_allowed() and self.state == "running":
+            with self._lock:
+                want = self._waiting - self._ready.qsize()
+        if not outcomes and want <= 0:
+            return 0
+        now = self.clock.now()
+        posts: list[Callable[[], None]] = []
+        claims = []
+        try:
+            with self.store.write() as conn:
+                for run, ctx, apply, touches_files in outcomes:
+                    if not touches_files:            # plain SQL: nothing here can fail on its own
+                        posts.append(apply(conn, now))
+                        continue
+                    conn.execute("SAVEPOINT outcome")
+                    try:
+                        posts.append(apply(conn, now))
+                        conn.execute("RELEASE outcome")
+                    except Exception as exc:    # e.g. the rename of a checkpoint failed: a failed attempt
+                        conn.execute("ROLLBACK TO outcome")
+                        conn.execute("RELEASE outcome")
+                        posts.append(lambda run=run, exc=exc, ctx=ctx: self._on_failure(run, exc, ctx))
+                if want > 0:
+                    claims = self.store.claim_batch(conn, self.owner, now, self.config.engine.lease_duration,
+                                                    sorted(self.health.blocked_stages), want)
+        except Exception:
+            for outcome in outcomes:         # nothing was recorded: try again (fenced, so never twice)
+                self._outbox.put(outcome)
+            raise
+        with self._lock:
+            for claim in claims:
+                self._queued[claim.item_id] = claim
+        for claim in claims:
+            self._ready.put(claim)
+        for post in posts:
+            try:
+                post()
+            except Exception:
+                log.exception("after-commit step failed")
+        return len(outcomes) + len(claims)
+
+    def _submit(self, run: Run, ctx: StageContext | None,
+                apply: Callable[[sqlite3.Connection, float], Callable[[], None]], touches_files: bool = False) -> None:
+        self._outbox.put((run, ctx, apply, touches_files))
+        self._dispatch_wake.set()
+
+    def _finish(self, run: Run, ctx: StageContext | None, event: EngineEvent) -> None:
+        """After the outcome is recorded (or refused): clean up, free the item, tell listeners."""
+        if ctx is not None and ctx.output_created:
+            checkpoints.discard(ctx.output_path)      # gone already when it was published
+        with self._lock:
+            if self._runs.get(run.claim.item_id) is run:
+                del self._runs[run.claim.item_id]
+        self._emit(event)
+        self._dispatch_wake.set()
+
+    def _release_unstarted(self, claim: Claim) -> None:
+        run = Run(claim, CancelToken(), threading.current_thread(), -1, progress_at=claim.started_at)
+        with self._lock:
+            self._runs[claim.item_id] = run
+        self._on_cancelled(run, "shutdown", None)
 
     def _execute(self, claim: Claim, slot: int) -> None:
         now = self.clock.now()
@@ -317,39 +419,32 @@ class Engine:
         self._emit(EngineEvent("claimed", claim.item_id, claim.stage))
         ctx: StageContext | None = None
         try:
-            ctx = self._context(claim, run)
-            stage_config = self.config.stage(claim.kind, claim.stage)
-            impl = stages.resolve(claim.kind, claim.stage, stage_config)
-            if stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
-                                                or self.config.demo.transient_probability):
-                impl = stages.with_chaos(impl)
-            impl(ctx)
-            self._complete(run, ctx)
-        except Cancelled as exc:
-            self._on_cancelled(run, exc.reason, ctx)
-        except LeaseLost:
-            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: result discarded"))
-        except BaseException as exc:  # noqa: BLE001 - a stage may raise anything; it must not kill the worker
-            if run.cancel.is_set():   # whatever broke after a cancel (a killed pipe, a closed file) is the cancel
-                self._on_cancelled(run, run.cancel.reason or "stop", ctx)
-            else:
-                self._on_failure(run, exc, ctx)
-        finally:
-            if ctx is not None:
-                checkpoints.discard(ctx.output_dir)
-            with self._lock:
-                if self._runs.get(claim.item_id) is run:
-                    del self._runs[claim.item_id]
+            try:
+                ctx = self._context(claim, run)
+                stage_config = self.config.stage(claim.kind, claim.stage)
+                impl = stages.resolve(claim.kind, claim.stage, stage_config)
+                if stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
+                                                    or self.config.demo.transient_probability):
+                    impl = stages.with_chaos(impl)
+                impl(ctx)
+                self._complete(run, ctx)
+            except Cancelled as exc:
+                self._on_cancelled(run, exc.reason, ctx)
+            except BaseException as exc:  # noqa: BLE001 - a stage may raise anything; it must not kill the worker
+                if run.cancel.is_set():   # whatever broke after a cancel (a killed pipe, a closed file) is the cancel
+                    self._on_cancelled(run, run.cancel.reason or "stop", ctx)
+                else:
+                    self._on_failure(run, exc, ctx)
+        except Exception:                 # recording the outcome failed: free the slot; the lease expires
+            log.exception("could not record the outcome of %s %s", claim.item_id, claim.stage)
+            self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "outcome not recorded"))
 
     def _context(self, claim: Claim, run: Run) -> StageContext:
         item_dir = self.ws.item_dir(claim.item_id)
-        tmp = checkpoints.temp_dir(item_dir, claim.stage, claim.lease_token)
+        tmp = checkpoints.temp_path(item_dir, claim.stage, claim.lease_token)
         logger = logging.Logger(f"ewg.{claim.item_id}.{claim.stage}")  # not registered: no leak per item
         tail = LogTail()
         logger.addHandler(tail)
-        previous = self.store.read_one(
-            "SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=? AND id<?",
-            (claim.item_id, claim.stage, claim.attempt_id))[0]
 
         def progress(fraction: float, message: str) -> None:
             if fraction != run.progress or message != run.message:
@@ -358,27 +453,27 @@ class Engine:
         return StageContext(
             item=ItemInfo(claim.item_id, claim.kind, claim.source, claim.show, claim.title, claim.parent_id,
                           claim.clip_start, claim.clip_end),
-            stage=claim.stage, attempt=claim.attempt_number, previous_attempts=previous,
-            inputs=self._inputs(claim.item_id, claim.kind, claim.completed),
-            parent_inputs=self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1])
-            if claim.parent_id else {},
-            output_dir=tmp, cache_dir=item_dir / "cache", item_dir=item_dir, workspace=self.ws.root,
+            stage=claim.stage, attempt=claim.attempt_number, previous_attempts=claim.previous_attempts,
+            inputs=self._inputs(claim.item_id, claim.kind, claim.completed, claim.checkpoints),
+            parent_inputs=self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1],
+                                       claim.parent_checkpoints) if claim.parent_id else {},
+            output_path=tmp, cache_dir=item_dir / "cache", item_dir=item_dir, workspace=self.ws.root,
             stage_config=self.config.stage(claim.kind, claim.stage), config=self.config, cancel=run.cancel,
             logger=logger, log_tail=tail, clock_now=self.clock.now, _progress=progress)
 
-    def _inputs(self, item_id: str, kind: str, completed: str | None) -> dict:
-        done = set(pipeline.stages_of(kind)[:pipeline.stage_index(kind, completed) + 1])
-        rows = self.store.read("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0", (item_id,))
+    def _inputs(self, item_id: str, kind: str, completed: str | None, fresh: tuple[str, ...]) -> dict:
         order = pipeline.stages_of(kind)
-        have = sorted((r["stage"] for r in rows if r["stage"] in done), key=order.index)
-        return {s: self.ws.item_dir(item_id) / s for s in have}
+        done = order[:pipeline.stage_index(kind, completed) + 1]
+        return {s: self.ws.item_dir(item_id) / s for s in done if s in fresh}
 
     def _complete(self, run: Run, ctx: StageContext) -> None:
         claim = run.claim
-        prepared = checkpoints.prepare(ctx.output_dir, ctx.item_dir / claim.stage)
+        prepared = checkpoints.prepare(ctx.output_path if ctx.output_created else None,   # hashing: in the worker
+                                       ctx.item_dir / claim.stage)
         nxt = pipeline.next_stage(claim.kind, claim.stage)
-        now = self.clock.now()
-        with self.store.write() as conn:
+        tail = ctx.log_tail.text()
+
+        def apply(conn: sqlite3.Connection, now: float) -> Callable[[], None]:
             ok = self.store.fenced_update(conn, claim.item_id, claim.lease_token, {
                 **transitions.RELEASED, "stage": claim.stage, "next_stage": nxt,
                 "status": "done" if nxt is None else "queued", "attempts": 0, "rescues": 0, "progress": 1.0,
@@ -386,22 +481,26 @@ class Engine:
                 "error_suggestion": None, "error_at": None, "verdict": None, "next_attempt_at": now,
                 "updated_at": now})
             if not ok:
-                raise LeaseLost(claim.item_id)
-            checkpoints.publish(prepared, claim.lease_token)
+                return lambda: self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage,
+                                                                  "lease lost: result discarded"))
+            checkpoints.publish(prepared, claim.lease_token)      # renamed while the token is checked
             conn.execute(
                 "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
                 " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
                 " created_at=excluded.created_at, stale=0",
                 (claim.item_id, claim.stage, json.dumps(prepared.manifest), now))
             transitions.close_attempt(conn, claim.item_id, claim.lease_token, now, "succeeded",
-                                      decision="checkpoint committed", log_tail=ctx.log_tail.text())
+                                      decision="checkpoint committed", log_tail=tail)
             if ctx.clips:
                 self._upsert_clips(conn, ctx, now)
-        with self._lock:
-            self.executions += 1
-        if nxt is not None or ctx.clips:
-            self._wake.set()
-        self._emit(EngineEvent("succeeded", claim.item_id, claim.stage))
+
+            def post() -> None:
+                with self._lock:
+                    self.executions += 1
+                self._finish(run, ctx, EngineEvent("succeeded", claim.item_id, claim.stage))
+            return post
+        # a savepoint only where a rename can fail half way: outputs to publish, or an old checkpoint to replace
+        self._submit(run, ctx, apply, touches_files=not prepared.empty or prepared.final.exists())
 
     def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
         """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""
@@ -428,7 +527,7 @@ class Engine:
     def _on_failure(self, run: Run, exc: BaseException, ctx: StageContext | None) -> None:
         claim = run.claim
         if run.lost:
-            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: failure discarded"))
+            self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "lease lost: failure discarded"))
             return
         classification = errors.classify(exc, self.config.error_rules_for(claim.kind, claim.stage))
         if isinstance(exc, StageError):
@@ -447,10 +546,10 @@ class Engine:
             shutil.rmtree(self.ws.item_dir(claim.item_id) / "cache", ignore_errors=True)
         if classification.error_class == errors.RESOURCE:
             self.health.hold(message)
-        if ctx is not None and not self.config.recovery.auto_cleanup_failed_files and ctx.output_dir.exists():
+        if ctx is not None and not self.config.recovery.auto_cleanup_failed_files and ctx.output_created:
             keep = ctx.item_dir / f".failed-{claim.stage}-{claim.lease_token}"
             checkpoints.discard(keep)
-            os.rename(ctx.output_dir, keep)
+            os.rename(ctx.output_path, keep)
         blocked_reason = None
         if service_down:
             blocked_reason = f"{SERVICE_PREFIX}{service_down} is down ({self.health.down.get(service_down, '')})"
@@ -458,24 +557,28 @@ class Engine:
             blocked_reason = f"{RESOURCE_PREFIX}{message}"
         text = f"{decision.text} [{classification.reason}]"
         decision = policy.Decision(decision.status, decision.attempts, decision.spent, decision.next_attempt_at, text)
-        with self.store.write() as conn:
+        tail = ctx.log_tail.text() if ctx else None
+
+        def apply(conn: sqlite3.Connection, _now: float) -> Callable[[], None]:
             ok = transitions.settle_failure(conn, claim.item_id, claim.lease_token, now, "failed", decision,
                                             classification.error_class, message, detail,
                                             classification.suggestion, blocked_reason=blocked_reason,
-                                            log_tail=ctx.log_tail.text() if ctx else None)
+                                            log_tail=tail)
             if ok:
                 transitions.record_event(conn, now, "engine", "attempt_failed", affected=[claim.item_id],
                                          selection=claim.stage, reason=message, result=text)
-        self._emit(EngineEvent("failed" if ok else "lost", claim.item_id, claim.stage, text))
+            return lambda: self._finish(run, ctx, EngineEvent("failed" if ok else "lost", claim.item_id,
+                                                              claim.stage, text))
+        self._submit(run, ctx, apply)
 
     def _on_cancelled(self, run: Run, reason: str, ctx: StageContext | None) -> None:
         claim = run.claim
         if run.lost or reason == "lost":
-            self._emit(EngineEvent("lost", claim.item_id, claim.stage, "lease lost: stopped"))
+            self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "lease lost: stopped"))
             return
-        now = self.clock.now()
         tail = ctx.log_tail.text() if ctx else None
-        with self.store.write() as conn:
+
+        def apply(conn: sqlite3.Connection, now: float) -> Callable[[], None]:
             if reason in ("timeout", "stall"):
                 seconds = now - claim.started_at
                 verdict = "TIMED OUT" if reason == "timeout" else "STALLED"
@@ -496,7 +599,9 @@ class Engine:
                 text = "stopped by operator"
                 ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "stopped", text,
                                          log_tail=tail)
-        self._emit(EngineEvent("released" if ok else "lost", claim.item_id, claim.stage, text))
+            return lambda: self._finish(run, ctx, EngineEvent("released" if ok else "lost", claim.item_id,
+                                                              claim.stage, text))
+        self._submit(run, ctx, apply)
 
     # -- heartbeats ------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -511,10 +616,14 @@ class Engine:
         now = self.clock.now()
         with self._lock:
             runs = {r.claim.item_id: r for r in self._runs.values() if not r.lost}
+            queued = list(self._queued.values())
         beats = [(r.claim.item_id, r.claim.lease_token, r.progress, r.message, r.progress_at) for r in runs.values()]
+        beats += [(c.item_id, c.lease_token, 0.0, "", c.started_at) for c in queued if c.item_id not in runs]
         answers = self.store.heartbeat(beats, now, self.config.engine.lease_duration)
         for item_id, answer in answers.items():
-            run = runs[item_id]
+            run = runs.get(item_id)
+            if run is None:
+                continue             # a claim waiting for its worker: the worker sees the cancel at start
             if answer == "LOST":
                 run.lost = True
                 run.cancel.cancel("lost")

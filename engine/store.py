@@ -58,6 +58,9 @@ class Claim:
     clip_start: float | None
     clip_end: float | None
     rescues: int
+    previous_attempts: int = 0                 # attempt rows of this stage before this one
+    checkpoints: tuple[str, ...] = ()          # stages with a fresh checkpoint
+    parent_checkpoints: tuple[str, ...] = ()   # the same for a clip's episode
 
 
 class Store:
@@ -220,37 +223,54 @@ class Store:
     # -- the hot path ---------------------------------------------------------------------
     def claim(self, owner: str, now: float, lease_duration: float,
               blocked_stages: Sequence[tuple[str, str]] = ()) -> Claim | None:
-        """Take the next ready item: lease, new fencing token and an attempt row, in one transaction."""
+        """Take the next ready item in a transaction of its own."""
+        with self.write() as conn:
+            claims = self.claim_batch(conn, owner, now, lease_duration, blocked_stages, 1)
+        return claims[0] if claims else None
+
+    def claim_batch(self, conn: sqlite3.Connection, owner: str, now: float, lease_duration: float,
+                    blocked_stages: Sequence[tuple[str, str]], limit: int) -> list[Claim]:
+        """Inside the caller's write transaction, lease up to `limit` ready items: owner, expiry and a
+        new fencing token each, an attempt row each, and what the stage needs to start (its inputs)."""
         skip = ""
         params: list[Any] = [now]
         if blocked_stages:
             skip = " AND (kind || '/' || next_stage) NOT IN (%s)" % ",".join("?" * len(blocked_stages))
             params += [f"{k}/{s}" for k, s in blocked_stages]
-        with self.write() as conn:
-            row = conn.execute(
-                f"""UPDATE items SET status='running', lease_owner=?, lease_token=lease_token+1,
-                        lease_expires_at=?, heartbeat_at=?, progress_at=?, started_at=?, progress=0,
-                        progress_message='', verdict=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
-                        blocked_reason=NULL, deadline_extension=0, updated_at=?
-                    WHERE id = (SELECT id FROM items INDEXED BY ix_items_ready WHERE status IN ('queued','retrying')
-                                AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
-                                AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
-                                ORDER BY next_attempt_at, id LIMIT 1)
-                    RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
-                              parent_id, clip_start, clip_end, rescues""",
-                [owner, now + lease_duration, now, now, now, now, *params]).fetchone()
-            if row is None:
-                return None
+        rows = conn.execute(
+            f"""UPDATE items SET status='running', lease_owner=?, lease_token=lease_token+1,
+                    lease_expires_at=?, heartbeat_at=?, progress_at=?, started_at=?, progress=0,
+                    progress_message='', verdict=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
+                    blocked_reason=NULL, deadline_extension=0, updated_at=?
+                WHERE id IN (SELECT id FROM items INDEXED BY ix_items_ready WHERE status IN ('queued','retrying')
+                             AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
+                             AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
+                             ORDER BY next_attempt_at, id LIMIT ?)
+                RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
+                          parent_id, clip_start, clip_end, rescues""",
+            [owner, now + lease_duration, now, now, now, now, *params, int(limit)]).fetchall()
+        claims = []
+        for row in rows:
+            item_id, stage = row["id"], row["next_stage"]
+            previous = conn.execute("SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=?",
+                                    (item_id, stage)).fetchone()[0]
             number = row["attempts"] + 1
             cur = conn.execute(
                 "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, spent)"
-                " VALUES (?,?,?,?,?,?,1)",
-                (row["id"], row["next_stage"], number, owner, row["lease_token"], now))
-            return Claim(item_id=row["id"], kind=row["kind"], stage=row["next_stage"], completed=row["stage"],
-                         lease_token=row["lease_token"], attempt_id=cur.lastrowid, attempt_number=number,
-                         started_at=now, source=row["source"], show=row["show"], title=row["title"],
-                         parent_id=row["parent_id"], clip_start=row["clip_start"], clip_end=row["clip_end"],
-                         rescues=row["rescues"])
+                " VALUES (?,?,?,?,?,?,1)", (item_id, stage, number, owner, row["lease_token"], now))
+            claims.append(Claim(
+                item_id=item_id, kind=row["kind"], stage=stage, completed=row["stage"],
+                lease_token=row["lease_token"], attempt_id=cur.lastrowid, attempt_number=number, started_at=now,
+                source=row["source"], show=row["show"], title=row["title"], parent_id=row["parent_id"],
+                clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"],
+                previous_attempts=previous, checkpoints=self._fresh_checkpoints(conn, item_id),
+                parent_checkpoints=self._fresh_checkpoints(conn, row["parent_id"]) if row["parent_id"] else ()))
+        return claims
+
+    @staticmethod
+    def _fresh_checkpoints(conn: sqlite3.Connection, item_id: str) -> tuple[str, ...]:
+        return tuple(r[0] for r in conn.execute("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0",
+                                                (item_id,)))
 
     def heartbeat(self, beats: Sequence[tuple[str, int, float, str, float]], now: float,
                   lease_duration: float) -> dict[str, str | None]:

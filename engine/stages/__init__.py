@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -112,7 +113,7 @@ class StageContext:
     previous_attempts: int            # attempt rows of this stage before this one (all outcomes)
     inputs: dict[str, Path]           # completed stage -> its checkpoint directory
     parent_inputs: dict[str, Path]    # for a clip: its episode's checkpoints
-    output_dir: Path
+    output_path: Path                 # see output_dir: created on first use
     cache_dir: Path
     item_dir: Path
     workspace: Path
@@ -125,6 +126,24 @@ class StageContext:
     clips: list[ClipSpec] = field(default_factory=list)
     _progress: Callable[[float, str], None] = lambda f, m: None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    output_created: bool = False
+
+    @property
+    def output_dir(self) -> Path:
+        """The attempt's private output folder, created when a stage first asks for it (a stage that
+        writes nothing costs no file-system work)."""
+        if not self.output_created:
+            try:
+                self.output_path.mkdir()
+            except FileNotFoundError:
+                self.output_path.parent.mkdir(parents=True, exist_ok=True)
+                self.output_path.mkdir()
+            except FileExistsError:       # left by a crash of this very lease: start clean
+                shutil.rmtree(self.output_path)
+                self.output_path.mkdir()
+            self.output_created = True
+        return self.output_path
 
     @property
     def options(self) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import psutil
 import pytest
 
 from engine import checkpoints, queries, stages
-from engine.errors import LeaseLost
 from engine.runtime import Engine
 from engine.stages import CancelToken
 from engine.verbs import Operator
@@ -68,8 +67,11 @@ def test_zombie_completion_is_refused_by_fencing(make_demo):
     run = Run(claim, CancelToken(), threading.current_thread(), 0)
     ctx = eng._context(claim, run)
     (ctx.output_dir / "late.txt").write_text("late work")
-    with pytest.raises(LeaseLost):
-        eng._complete(run, ctx)
+    seen = []
+    eng.on_event = seen.append
+    eng._complete(run, ctx)
+    eng.dispatch_once()
+    assert [e.kind for e in seen] == ["lost"]
     row = item(ws, claim.item_id)
     assert row["status"] == "queued" and row["stage"] is None
     assert not (ws.item_dir(claim.item_id) / claim.stage).exists()

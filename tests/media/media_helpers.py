@@ -36,7 +36,7 @@ def make_ctx(item: ItemInfo, stage: str, out_root: Path, inputs: dict[str, Path]
     logger.addHandler(tail)
     ctx = StageContext(
         item=item, stage=stage, attempt=1, previous_attempts=0, inputs=dict(inputs or {}),
-        parent_inputs=dict(parent_inputs or {}), output_dir=out, cache_dir=out_root / "cache",
+        parent_inputs=dict(parent_inputs or {}), output_path=out, cache_dir=out_root / "cache",
         item_dir=out_root, workspace=out_root, stage_config=StageConfig(kind="builtin", options=options or {},
                                                                         services=services or []),
         config=config or Config(), cancel=CancelToken(), logger=logger, log_tail=tail)
