@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import shutil
 import threading
 import time
 from collections import deque
@@ -127,7 +126,12 @@ class StageContext:
     _progress: Callable[[float, str], None] = lambda f, m: None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    output_created: bool = False
+    # shared with copies made by dataclasses.replace(), so the engine sees a folder a copy created
+    output_state: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def output_created(self) -> bool:
+        return self.output_state.get("created", False)
 
     @property
     def output_dir(self) -> Path:
@@ -139,10 +143,9 @@ class StageContext:
             except FileNotFoundError:
                 self.output_path.parent.mkdir(parents=True, exist_ok=True)
                 self.output_path.mkdir()
-            except FileExistsError:       # left by a crash of this very lease: start clean
-                shutil.rmtree(self.output_path)
-                self.output_path.mkdir()
-            self.output_created = True
+            except FileExistsError:       # tokens are unique per attempt: it can only be this attempt's
+                pass
+            self.output_state["created"] = True
         return self.output_path
 
     @property
