@@ -331,3 +331,23 @@ def test_stage_registry_resolves_kinds():
     assert stages.resolve("episode", "discovered", StageConfig(kind="noop")) is stages.noop
     with pytest.raises(Exception, match="cannot be loaded"):
         stages.resolve("episode", "discovered", StageConfig(kind="python", callable="nope.module:fn"))
+
+
+def test_slow_is_a_warning_against_the_stage_median(make_demo):
+    ws = make_demo(count=2)
+    first, second = [r["id"] for r in ws.store.read("SELECT id FROM items ORDER BY id")]
+    now = time.time()
+    with ws.store.write() as conn:
+        for n in range(6):   # history: this stage usually takes one second
+            conn.execute("INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at,"
+                         " outcome, duration, spent) VALUES (?,?,?,?,?,?,?,?,?,1)",
+                         (first, "discovered", n + 1, "w", 0, now - 100, now - 99, "succeeded", 1.0))
+    claim = ws.store.claim("otherhost:1:1", now, 3600)
+    assert claim.item_id == second or claim.item_id == first
+    with ws.store.write() as conn:   # ten seconds in and only 10% done: projected 100 s
+        conn.execute("UPDATE items SET started_at=?, progress=0.1, progress_at=?, heartbeat_at=? WHERE id=?",
+                     (now - 10, now, now, claim.item_id))
+    eng = Engine(ws, workers=0)
+    assert eng.watchdog.check(now) == {claim.item_id: "SLOW"}
+    row = item(ws, claim.item_id)
+    assert row["verdict"] == "SLOW" and row["cancel_requested"] is None and row["status"] == "running"
