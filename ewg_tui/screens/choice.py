@@ -17,15 +17,15 @@ class ChoiceScreen(ModalScreen[object]):
         align: center middle;
     }
     ChoiceScreen > Vertical {
-        width: auto;
-        min-width: 40;
-        max-width: 90%;
+        width: 90%;
+        max-width: 80;
         height: auto;
         border: thick $accent 60%;
         background: $surface;
         padding: 0 1;
     }
     ChoiceScreen Label {
+        width: 1fr;
         text-style: bold;
         margin-bottom: 1;
     }

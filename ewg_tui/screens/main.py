@@ -33,6 +33,7 @@ from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode
 from ..widgets.stage_progress import StageProgress
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
+from .failure_groups import FailureGroupsScreen
 from .help import HelpEntry, HelpScreen, key_label
 from .item_detail import ItemDetailScreen
 from .verb_catalog import CLIPS, EPISODES, EXTEND_CHOICES, GLOBAL, VERBS, VERBS_BY_ACTION, VerbSpec, stage_choices
@@ -72,6 +73,8 @@ class MainScreen(Screen[None]):
                 tooltip="Item detail: attempt timeline, checkpoints, log tail, clips"),
         Binding("a", "toggle_all_clips", "All clips", show=False, id="main.all_clips",
                 tooltip="Switch the clip table between the selected episode's clips and all clips"),
+        Binding("i", "intervene", "Intervene", show=False, id="main.intervene",
+                tooltip="Stuck work (STALLED, TIMED OUT, SLOW): wait longer, terminate and retry, skip, or open the log"),
         Binding("p", "toggle_live", "Pause updates", show=False, id="main.live",
                 tooltip="Freeze the live refresh (p again resumes); the engine keeps working"),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
@@ -288,8 +291,8 @@ class MainScreen(Screen[None]):
             return
         stuck = data.overview.stuck
         if stuck > self._known_stuck:
-            self.notify(f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck; "
-                        "e extends, X force-stops, s skips.", title="Stuck work", severity="warning", markup=False)
+            self.notify(f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck, "
+                        "then i to intervene.", title="Stuck work", severity="warning", markup=False)
         self._known_stuck = stuck
 
     # -- selection -----------------------------------------------------------------------
@@ -329,6 +332,9 @@ class MainScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         spec = VERBS_BY_ACTION.get(action)
+        if action == "intervene":
+            row = self._focused_table().current_row
+            return True if row and row["status"] == "running" and row.get("verdict") else None
         if spec is None:
             return True
         if self.app.readonly:  # type: ignore[attr-defined]
@@ -452,6 +458,37 @@ class MainScreen(Screen[None]):
         self._show_header()
         self.refresh_bindings()
 
+    def action_intervene(self) -> None:
+        row = self._focused_table().current_row
+        if row is None or row["status"] != "running" or not row.get("verdict"):
+            self.notify("Intervene applies to running work the watchdog flagged (STALLED, TIMED OUT, SLOW).",
+                        severity="warning", markup=False)
+            return
+        stalled_for = ""
+        if self.view is not None and self.view.detail and self.view.detail.get("id") == row["id"] \
+                and self.view.detail.get("progress_at"):
+            stalled_for = f", no progress for {fmt.duration(self.view.now - self.view.detail['progress_at'])}"
+        title = f"{row['id']} is {row['verdict']} at {fmt.current_stage(row)}{stalled_for}"
+        choices: list[tuple[object, str]] = [
+            ("extend", "Wait longer: extend its timeout (e)"),
+            ("terminate", "Terminate and retry the stage (asks first)"),
+            ("skip", "Skip the stage (s, asks first)"),
+            ("log", "Open the log and attempt history (enter)"),
+        ]
+        if self.app.readonly:  # type: ignore[attr-defined]
+            choices = choices[-1:]
+
+        def chosen(choice: object) -> None:
+            if choice == "extend":
+                self.start_verb(VERBS_BY_ACTION["extend"])
+            elif choice == "terminate":
+                self._next_step(VerbRequest(VERBS_BY_ACTION["reprocess"], [row["id"]], row["next_stage"]))
+            elif choice == "skip":
+                self.start_verb(VERBS_BY_ACTION["skip"])
+            elif choice == "log":
+                self.app.push_screen(ItemDetailScreen(row["id"]))
+        self.app.push_screen(ChoiceScreen(title, choices), chosen)
+
     def action_open_detail(self) -> None:
         item_id = self._focused_table().current_id
         if item_id:
@@ -481,7 +518,9 @@ class MainScreen(Screen[None]):
         if spec.action == "toggle_engine":
             overview = self.view.overview if self.view else None
             request.choice = bool(overview and overview.paused)
-        if spec.choose == "extend_seconds":
+        if spec.choose == "failure_group":
+            self._choose_screen(request, FailureGroupsScreen())
+        elif spec.choose == "extend_seconds":
             self._choose(request, "Extend the timeout of " + ids[0] + " by", list(EXTEND_CHOICES))
         elif spec.choose in ("reprocess_stage", "rollback_stage"):
             choices = stage_choices(spec, rows[0])
@@ -495,12 +534,15 @@ class MainScreen(Screen[None]):
             self._next_step(request)
 
     def _choose(self, request: VerbRequest, title: str, choices: list[tuple[object, str]]) -> None:
+        self._choose_screen(request, ChoiceScreen(title, choices))
+
+    def _choose_screen(self, request: VerbRequest, screen) -> None:
         def chosen(value: object) -> None:
             if value is None:
                 return
             request.choice = value
             self._next_step(request)
-        self.app.push_screen(ChoiceScreen(title, choices), chosen)
+        self.app.push_screen(screen, chosen)
 
     def _next_step(self, request: VerbRequest) -> None:
         self._run_verb(request, dry_run=request.spec.confirm)

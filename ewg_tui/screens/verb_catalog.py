@@ -26,7 +26,7 @@ class VerbSpec:
     scope: str = ITEMS
     confirm: bool = False      # destructive: preview + confirmation with No focused
     applies: Callable[[dict], bool] | None = None
-    choose: str | None = None  # reprocess_stage | rollback_stage | extend_seconds
+    choose: str | None = None  # reprocess_stage | rollback_stage | extend_seconds | failure_group
     single: bool = False       # acts on one item (the cursor row)
     group: str = "Recovery"
 
@@ -51,6 +51,10 @@ VERBS: tuple[VerbSpec, ...] = (
     VerbSpec("retry_failed", "A", "Retry all failed", "Retry every failed episode and clip in the workspace.",
              lambda op, _ids, _c, reason, dry: op.retry(failed=True, reason=reason, dry_run=dry),
              scope=GLOBAL, confirm=True),
+    VerbSpec("retry_group", "f", "Retry a failure group", "Pick a failure group (same stage, class and message) "
+             "and retry all its items.",
+             lambda op, _ids, fingerprint, reason, dry: op.retry(group=str(fingerprint), reason=reason, dry_run=dry),
+             scope=GLOBAL, confirm=True, choose="failure_group"),
     VerbSpec("reprocess", "R", "Force reprocess", "Rerun the selected items from the start or from a chosen stage; "
              "their cache is dropped.",
              lambda op, ids, stage, reason, dry: op.reprocess(ids, from_stage=stage or None, reason=reason, dry_run=dry),

@@ -20,7 +20,7 @@ RECOVERY_KEYS = {
     errors.CONFIG_ERROR: "fix ewg.toml, then r retry",
     errors.MISSING_DEPENDENCY: "install the tool, then r retry",
 }
-STUCK_KEYS = "e extend (wait longer) · X force stop · s skip stage"
+STUCK_KEYS = "i intervene · e extend (wait longer) · X force stop · s skip stage"
 
 
 def recovery_hint(item: dict) -> str:

@@ -127,3 +127,25 @@ def test_main_screen_in_other_themes(snap_compare, theme):
         await move_to(pilot, screen.episodes, EP[7])
 
     assert snap_compare(console(f"theme-{theme}"), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_failure_groups(snap_compare, size):
+    async def run_before(pilot):
+        await settled(pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "groups", None), what="groups")
+        await pilot.pause(0.1)
+
+    assert snap_compare(console(f"groups-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stuck_intervention(snap_compare, size):
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[4])
+        await pilot.press("i")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="intervention")
+
+    assert snap_compare(console(f"intervene-{size[0]}"), terminal_size=size, run_before=run_before)

@@ -209,3 +209,46 @@ async def test_audit_event_records_selection(seeded):
         await wait_for(pilot, lambda: item(ws, EP[8])["status"] == "queued", what="retry")
         row = ws.store.read_one("SELECT * FROM events ORDER BY id DESC LIMIT 1")
         assert row["verb"] == "retry" and json.loads(row["affected"]) == [EP[8]]
+
+
+async def test_retry_a_failure_group_from_the_groups_screen(seeded):
+    from ewg_tui.screens.failure_groups import FailureGroupsScreen
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("f")
+        groups = await wait_for(pilot, lambda: isinstance(app.screen, FailureGroupsScreen) and app.screen.groups
+                                and app.screen, what="the failure groups")
+        assert [g["count"] for g in groups.groups] == [1, 1, 1]
+        target = next(g for g in groups.groups if g["error_class"] == "missing_dependency")
+        table = groups.query_one("DataTable")
+        table.move_cursor(row=table.get_row_index(target["fingerprint"]))
+        await pilot.press("enter")
+        modal = await confirm_yes(pilot)
+        assert [c.item_id for c in modal.preview.changes] == [EP[8]]
+        await wait_for(pilot, lambda: item(ws, EP[8])["status"] == "queued", what="the group retried")
+        assert item(ws, EP[7])["status"] == "failed"
+        assert last_event(ws)["selection"].startswith("failure group")
+
+
+async def test_intervene_on_stuck_work_terminates_and_retries(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        assert screen.check_action("intervene", ()) is None        # not running: nothing to intervene in
+        await move_to(pilot, screen.episodes, EP[4])
+        assert screen.check_action("intervene", ()) is True
+        await pilot.press("i")
+        choice = await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen) and app.screen,
+                                what="the intervention dialog")
+        assert "STALLED" in choice.title_text and "no progress for 5m10s" in choice.title_text
+        await pilot.press("down", "enter")                         # terminate and retry
+        modal = await confirm_yes(pilot)
+        assert modal.preview.changes[0].interrupts_run
+        await wait_for(pilot, lambda: item(ws, EP[4])["status"] == "queued", what="the stuck run to be replaced")
+        row = item(ws, EP[4])
+        assert row["stage"] == "enriched" and row["next_stage"] == "editorial" and row["verdict"] is None
+        await wait_for(pilot, lambda: row_text(screen.episodes, EP[4], "verdict") == "", what="the table")
