@@ -27,7 +27,7 @@ from . import checkpoints, errors, pipeline, policy, stages, transitions
 from .clock import Clock
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
-from .stages import CancelToken, ItemInfo, LogTail, StageContext
+from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 from .store import Claim
 from .watchdog import Watchdog
 from .workspace import Workspace
@@ -450,18 +450,21 @@ class Engine:
             if fraction != run.progress or message != run.message:
                 run.progress, run.message, run.progress_at = fraction, message, self.clock.now()
 
+        def earlier() -> tuple[int, dict, dict]:
+            previous, fresh, parent_fresh = self.store.earlier_work(claim)
+            parent = (self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1], parent_fresh)
+                      if claim.parent_id else {})
+            return previous, self._inputs(claim.item_id, claim.kind, claim.completed, fresh), parent
+
         return StageContext(
             item=ItemInfo(claim.item_id, claim.kind, claim.source, claim.show, claim.title, claim.parent_id,
                           claim.clip_start, claim.clip_end),
-            stage=claim.stage, attempt=claim.attempt_number, previous_attempts=claim.previous_attempts,
-            inputs=self._inputs(claim.item_id, claim.kind, claim.completed, claim.checkpoints),
-            parent_inputs=self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1],
-                                       claim.parent_checkpoints) if claim.parent_id else {},
+            stage=claim.stage, attempt=claim.attempt_number, earlier=Earlier(earlier),
             output_path=tmp, cache_dir=item_dir / "cache", item_dir=item_dir, workspace=self.ws.root,
             stage_config=self.config.stage(claim.kind, claim.stage), config=self.config, cancel=run.cancel,
             logger=logger, log_tail=tail, clock_now=self.clock.now, _progress=progress)
 
-    def _inputs(self, item_id: str, kind: str, completed: str | None, fresh: tuple[str, ...]) -> dict:
+    def _inputs(self, item_id: str, kind: str, completed: str | None, fresh: set[str]) -> dict:
         order = pipeline.stages_of(kind)
         done = order[:pipeline.stage_index(kind, completed) + 1]
         return {s: self.ws.item_dir(item_id) / s for s in done if s in fresh}
@@ -483,7 +486,8 @@ class Engine:
             if not ok:
                 return lambda: self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage,
                                                                   "lease lost: result discarded"))
-            checkpoints.publish(prepared, claim.lease_token)      # renamed while the token is checked
+            if touches:
+                checkpoints.publish(prepared, claim.lease_token)  # renamed while the token is checked
             conn.execute(
                 "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
                 " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
@@ -499,8 +503,10 @@ class Engine:
                     self.executions += 1
                 self._finish(run, ctx, EngineEvent("succeeded", claim.item_id, claim.stage))
             return post
-        # a savepoint only where a rename can fail half way: outputs to publish, or an old checkpoint to replace
-        self._submit(run, ctx, apply, touches_files=not prepared.empty or prepared.final.exists())
+        # File work (and a savepoint) only where there is something to rename: outputs to publish, or the
+        # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither.
+        touches = not prepared.empty or self.store.has_checkpoint(claim.item_id, claim.stage)
+        self._submit(run, ctx, apply, touches_files=touches)
 
     def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
         """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""

@@ -58,9 +58,6 @@ class Claim:
     clip_start: float | None
     clip_end: float | None
     rescues: int
-    previous_attempts: int = 0                 # attempt rows of this stage before this one
-    checkpoints: tuple[str, ...] = ()          # stages with a fresh checkpoint
-    parent_checkpoints: tuple[str, ...] = ()   # the same for a clip's episode
 
 
 class Store:
@@ -252,8 +249,6 @@ class Store:
         claims = []
         for row in rows:
             item_id, stage = row["id"], row["next_stage"]
-            previous = conn.execute("SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=?",
-                                    (item_id, stage)).fetchone()[0]
             number = row["attempts"] + 1
             cur = conn.execute(
                 "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, spent)"
@@ -262,15 +257,24 @@ class Store:
                 item_id=item_id, kind=row["kind"], stage=stage, completed=row["stage"],
                 lease_token=row["lease_token"], attempt_id=cur.lastrowid, attempt_number=number, started_at=now,
                 source=row["source"], show=row["show"], title=row["title"], parent_id=row["parent_id"],
-                clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"],
-                previous_attempts=previous, checkpoints=self._fresh_checkpoints(conn, item_id),
-                parent_checkpoints=self._fresh_checkpoints(conn, row["parent_id"]) if row["parent_id"] else ()))
+                clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"]))
         return claims
 
-    @staticmethod
-    def _fresh_checkpoints(conn: sqlite3.Connection, item_id: str) -> tuple[str, ...]:
-        return tuple(r[0] for r in conn.execute("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0",
-                                                (item_id,)))
+    def has_checkpoint(self, item_id: str, stage: str) -> bool:
+        """Whether the stage ever recorded a checkpoint (fresh or stale): a folder may need replacing."""
+        return self.connection().execute("SELECT 1 FROM checkpoints WHERE item_id=? AND stage=?",
+                                         (item_id, stage)).fetchone() is not None
+
+    def earlier_work(self, claim: "Claim") -> tuple[int, set[str], set[str]]:
+        """For a claimed attempt: earlier attempts of its stage, and stages with a fresh checkpoint (its
+        own and its episode's)."""
+        conn = self.connection()
+        previous = conn.execute("SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=? AND id<?",
+                                (claim.item_id, claim.stage, claim.attempt_id)).fetchone()[0]
+        own = conn.execute("SELECT stage, stale FROM checkpoints WHERE item_id=?", (claim.item_id,)).fetchall()
+        parent = conn.execute("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0",
+                              (claim.parent_id,)).fetchall() if claim.parent_id else []
+        return previous, {r[0] for r in own if not r[1]}, {r[0] for r in parent}
 
     def heartbeat(self, beats: Sequence[tuple[str, int, float, str, float]], now: float,
                   lease_duration: float) -> dict[str, str | None]:

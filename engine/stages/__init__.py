@@ -104,14 +104,29 @@ class LogTail(logging.Handler):
         return "\n".join(self.lines)
 
 
+class Earlier:
+    """What an attempt knows of earlier work, looked up on first use: a stage that never asks (a no-op,
+    or a real stage that needs only its source) costs no database reads for it."""
+
+    def __init__(self, load: Callable[[], tuple[int, dict[str, Path], dict[str, Path]]] | None = None, *,
+                 previous_attempts: int = 0, inputs: dict[str, Path] | None = None,
+                 parent_inputs: dict[str, Path] | None = None) -> None:
+        self._load = load
+        self._values = None if load else (previous_attempts, dict(inputs or {}), dict(parent_inputs or {}))
+
+    def values(self) -> tuple[int, dict[str, Path], dict[str, Path]]:
+        if self._values is None:
+            assert self._load is not None
+            self._values = self._load()
+        return self._values
+
+
 @dataclass
 class StageContext:
     item: ItemInfo
     stage: str
     attempt: int
-    previous_attempts: int            # attempt rows of this stage before this one (all outcomes)
-    inputs: dict[str, Path]           # completed stage -> its checkpoint directory
-    parent_inputs: dict[str, Path]    # for a clip: its episode's checkpoints
+    earlier: Earlier                  # previous attempts, input checkpoints (see the properties below)
     output_path: Path                 # see output_dir: created on first use
     cache_dir: Path
     item_dir: Path
@@ -128,6 +143,21 @@ class StageContext:
 
     # shared with copies made by dataclasses.replace(), so the engine sees a folder a copy created
     output_state: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def previous_attempts(self) -> int:
+        """Attempt rows of this stage before this one (all outcomes)."""
+        return self.earlier.values()[0]
+
+    @property
+    def inputs(self) -> dict[str, Path]:
+        """Completed stage -> its checkpoint directory."""
+        return self.earlier.values()[1]
+
+    @property
+    def parent_inputs(self) -> dict[str, Path]:
+        """For a clip: its episode's checkpoints."""
+        return self.earlier.values()[2]
 
     @property
     def output_created(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import engine.media  # noqa: F401 - registers the built-in stages
 from engine import stages
 from engine.config import Config, StageConfig
-from engine.stages import CancelToken, ItemInfo, LogTail, StageContext
+from engine.stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 
 
 EDITORIAL = {"min_clip_seconds": 1.0, "max_clip_seconds": 2.5, "max_clips": 2}
@@ -35,8 +35,8 @@ def make_ctx(item: ItemInfo, stage: str, out_root: Path, inputs: dict[str, Path]
     logger = logging.Logger(f"test.{item.id}.{stage}")
     logger.addHandler(tail)
     ctx = StageContext(
-        item=item, stage=stage, attempt=1, previous_attempts=0, inputs=dict(inputs or {}),
-        parent_inputs=dict(parent_inputs or {}), output_path=out, cache_dir=out_root / "cache",
+        item=item, stage=stage, attempt=1, earlier=Earlier(inputs=inputs, parent_inputs=parent_inputs),
+        output_path=out, cache_dir=out_root / "cache",
         item_dir=out_root, workspace=out_root, stage_config=StageConfig(kind="builtin", options=options or {},
                                                                         services=services or []),
         config=config or Config(), cancel=CancelToken(), logger=logger, log_tail=tail)
