@@ -31,6 +31,7 @@ from ..widgets.filter_bar import FilterBar
 from ..widgets.health_panel import HealthPanel
 from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode_columns
 from ..widgets.stage_progress import StageProgress
+from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
@@ -75,6 +76,8 @@ class MainScreen(Screen[None]):
                 tooltip="Switch the clip table between the selected episode's clips and all clips"),
         Binding("i", "intervene", "Intervene", show=False, id="main.intervene",
                 tooltip="Stuck work (STALLED, TIMED OUT, SLOW): wait longer, terminate and retry, skip, or open the log"),
+        Binding("l", "audit_log", "Audit log", show=False, id="main.audit",
+                tooltip="Audit log (who did what, when, to what) and recovery metrics"),
         Binding("p", "toggle_live", "Pause updates", show=False, id="main.live",
                 tooltip="Freeze the live refresh (p again resumes); the engine keeps working"),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
@@ -488,6 +491,9 @@ class MainScreen(Screen[None]):
             elif choice == "log":
                 self.app.push_screen(ItemDetailScreen(row["id"]))
         self.app.push_screen(ChoiceScreen(title, choices), chosen)
+
+    def action_audit_log(self) -> None:
+        self.app.push_screen(AuditLogScreen())
 
     def action_open_detail(self) -> None:
         item_id = self._focused_table().current_id

@@ -149,3 +149,18 @@ def test_stuck_intervention(snap_compare, size):
         await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="intervention")
 
     assert snap_compare(console(f"intervene-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_audit_log(snap_compare, size):
+    async def run_before(pilot):
+        from engine.verbs import Operator
+        ws = pilot.app.ws
+        Operator(ws, actor="alice").retry([EP[7]], reason="source replaced")
+        Operator(ws, actor="bob").stop([EP[10]], reason="maintenance window")
+        await settled(pilot)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "AuditLogScreen"
+                       and pilot.app.screen.query_one("DataTable").row_count == 2, what="audit log")
+
+    assert snap_compare(console(f"audit-{size[0]}"), terminal_size=size, run_before=run_before)

@@ -294,3 +294,26 @@ async def test_q_quits_at_once_without_an_engine(seeded):
         await pilot.press("q")
         await pilot.pause(0.1)
     assert app.return_code == 0
+
+
+async def test_audit_log_shows_verbs_and_metrics(seeded):
+    from ewg_tui.screens.audit_log import AuditLogScreen
+    ws, clock = seeded
+    Operator(ws, actor="alice").retry([EP[7]], reason="source replaced")
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("l")
+        audit = await wait_for(pilot, lambda: isinstance(app.screen, AuditLogScreen) and app.screen,
+                               what="the audit log")
+        table = audit.query_one("DataTable")
+        await wait_for(pilot, lambda: table.row_count == 1, what="the event")
+        row = [getattr(c, "plain", c) for c in table.get_row_at(0)]
+        assert row[2:] == ["alice", "retry", EP[7], "source replaced", "retry: 1 item(s) changed"]
+        metrics = str(audit.query_one("#audit-metrics").render())
+        assert "retry: 0 ok, 0 failed again, 1 pending" in metrics
+        Operator(ws, actor="bob").stop([EP[10]])
+        await wait_for(pilot, lambda: table.row_count == 2, what="a new event to appear")
+        assert [getattr(c, "plain", c) for c in table.get_row_at(0)][2] == "bob"     # newest first
+        await pilot.press("escape")
+        assert not isinstance(app.screen, AuditLogScreen)
