@@ -34,6 +34,8 @@ from .workspace import Workspace
 
 log = logging.getLogger("ewg.engine")
 
+PREFETCH_BELOW_SECONDS = 0.05   # stages shorter than this (on average) get claimed ahead
+
 
 @dataclass(frozen=True)
 class EngineEvent:
@@ -104,6 +106,7 @@ class Engine:
         self._queued: dict[str, Claim] = {}                      # the same, by item (for heartbeats)
         self._outbox: queue.Queue = queue.Queue()                # finished attempts to record
         self._waiting = 0                                        # workers waiting for a claim
+        self._recent_stage_seconds = PREFETCH_BELOW_SECONDS     # moving average of stage durations
         self._dispatch_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
@@ -351,7 +354,10 @@ class Engine:
         want = 0
         if self.claiming_allowed() and self.state == "running":
             with self._lock:
-                want = self._waiting - self._ready.qsize()
+                # While stages are short, claim ahead for the workers that will be free in a moment;
+                # never for long stages, where a claim waiting in the queue would look stalled.
+                ahead = self.workers if self._recent_stage_seconds < PREFETCH_BELOW_SECONDS else 0
+                want = self._waiting + ahead - self._ready.qsize()
         if not outcomes and want <= 0:
             return 0
         now = self.clock.now()
@@ -501,11 +507,13 @@ class Engine:
             def post() -> None:
                 with self._lock:
                     self.executions += 1
+                    took = self.clock.now() - claim.started_at
+                    self._recent_stage_seconds = 0.9 * self._recent_stage_seconds + 0.1 * took
                 self._finish(run, ctx, EngineEvent("succeeded", claim.item_id, claim.stage))
             return post
         # File work (and a savepoint) only where there is something to rename: outputs to publish, or the
         # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither.
-        touches = not prepared.empty or self.store.has_checkpoint(claim.item_id, claim.stage)
+        touches = not prepared.empty or claim.had_checkpoint
         self._submit(run, ctx, apply, touches_files=touches)
 
     def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:

@@ -58,6 +58,7 @@ class Claim:
     clip_start: float | None
     clip_end: float | None
     rescues: int
+    had_checkpoint: bool = False   # the stage recorded a checkpoint before: its folder may need replacing
 
 
 class Store:
@@ -244,7 +245,9 @@ class Store:
                              AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
                              ORDER BY next_attempt_at, id LIMIT ?)
                 RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
-                          parent_id, clip_start, clip_end, rescues""",
+                          parent_id, clip_start, clip_end, rescues,
+                          EXISTS (SELECT 1 FROM checkpoints c WHERE c.item_id = items.id
+                                  AND c.stage = items.next_stage) AS had_checkpoint""",
             [owner, now + lease_duration, now, now, now, now, *params, int(limit)]).fetchall()
         claims = []
         for row in rows:
@@ -257,13 +260,9 @@ class Store:
                 item_id=item_id, kind=row["kind"], stage=stage, completed=row["stage"],
                 lease_token=row["lease_token"], attempt_id=cur.lastrowid, attempt_number=number, started_at=now,
                 source=row["source"], show=row["show"], title=row["title"], parent_id=row["parent_id"],
-                clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"]))
+                clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"],
+                had_checkpoint=bool(row["had_checkpoint"])))
         return claims
-
-    def has_checkpoint(self, item_id: str, stage: str) -> bool:
-        """Whether the stage ever recorded a checkpoint (fresh or stale): a folder may need replacing."""
-        return self.connection().execute("SELECT 1 FROM checkpoints WHERE item_id=? AND stage=?",
-                                         (item_id, stage)).fetchone() is not None
 
     def earlier_work(self, claim: "Claim") -> tuple[int, set[str], set[str]]:
         """For a claimed attempt: earlier attempts of its stage, and stages with a fresh checkpoint (its
