@@ -390,7 +390,7 @@ class Torture:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            self.fig.problems.append(f"final run: not idle after {timeout:.0f} s")
+            self.fig.problems.append(f"final run: not idle after {timeout:.0f} s; {self._stuck()}")
             return
         self.fig.restarts += 1
         self._last_registered = None          # a run that ended by itself must leave no leftovers at all
@@ -419,6 +419,19 @@ class Torture:
             if res != "ok":
                 self.fig.problems.append(f"backup {b.name} is damaged ({res}); a kill during a backup must not "
                                          "leave a backup-looking file")
+
+    def _stuck(self) -> str:
+        """What keeps the engine from going idle: the items that are not in a final state."""
+        conn = _connect(self.db)
+        try:
+            rows = conn.execute("SELECT id, stage, next_stage, status, attempts, rescues, blocked_reason, lease_owner,"
+                                " next_attempt_at - ? AS due_in FROM items WHERE status NOT IN ('done','failed')"
+                                " LIMIT 10", (time.time(),)).fetchall()
+            state = conn.execute("SELECT key, value FROM engine_state").fetchall()
+        finally:
+            conn.close()
+        return (f"engine_state {[tuple(r) for r in state]}; not final: "
+                + "; ".join(str(dict(r)) for r in rows))
 
     def run(self) -> Figures:
         t0 = time.time()

@@ -113,18 +113,18 @@ class DiskFullDatabase:
     def __init__(self) -> None:
         self.full = False
         self.refused = 0
-        self.real = Store._commit
+        self.real = Store._execute_busy_safe
 
     def install(self, monkeypatch) -> None:
         me = self
 
-        def commit(store, conn):
-            if me.full:
+        def execute(store, conn, sql):
+            if me.full and sql == "COMMIT":
                 me.refused += 1
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")          # SQLite rolls the transaction back on SQLITE_FULL
                 raise sqlite3.OperationalError("database or disk is full")
-            return me.real(store, conn)
-        monkeypatch.setattr(Store, "_commit", commit)
+            return me.real(store, conn, sql)
+        monkeypatch.setattr(Store, "_execute_busy_safe", execute)
 
 
 @pytest.mark.xfail(strict=True, reason="engine gap: SQLITE_FULL ('database or disk is full') is classed transient "
