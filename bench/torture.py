@@ -315,8 +315,10 @@ class Torture:
                 self.fig.max_reruns_per_item_per_kill = max(self.fig.max_reruns_per_item_per_kill, worst)
                 if worst > 1:
                     problems.append(f"{when}: one item had {worst} open attempts in the killed process")
-                if reruns > self.workers:
-                    problems.append(f"{when}: {reruns} stages in flight with {self.workers} workers")
+                leased = self._in_flight(killed_owner)
+                if reruns > leased:
+                    problems.append(f"{when}: {reruns} open attempts but only {leased} items leased by the killed "
+                                    "process")
             if final:
                 for r in items:
                     if r["status"] == "done":
