@@ -103,6 +103,10 @@ def publish(prepared: Prepared, token: int) -> None:
     final = prepared.final
     if prepared.empty and not final.exists():   # nothing to put in place: no rename, no fsync
         return
+    if prepared.tmp is not None and not prepared.tmp.exists() and final.exists():
+        # Renamed by an earlier try of this same commit whose transaction then failed (a full disk):
+        # the temporary name holds this lease's token, so nobody else could have moved it.
+        return
     old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
     if final.exists():
         if old.exists():

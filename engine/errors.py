@@ -85,7 +85,7 @@ _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errn
 DEFAULT_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(r"\b(429|5\d\d)\b.*(error|status|too many)|(error|status|too many).*\b(429|5\d\d)\b", TRANSIENT),
     ErrorRule(r"timed? ?out|temporar|unavailable|connection (reset|refused|aborted)|database is (locked|busy)", TRANSIENT),
-    ErrorRule(r"no space left|disk full|out of memory|cannot allocate", RESOURCE),
+    ErrorRule(r"no space left|disk (is )?full|out of memory|cannot allocate", RESOURCE),
     ErrorRule(r"checksum mismatch|cache (corrupt|mismatch|stale)|corrupt(ed)? cache", CACHE_RELATED),
     ErrorRule(r"corrupt|truncated|invalid data|unsupported format|moov atom", PERSISTENT),
     ErrorRule(r"not installed|command not found|no module named", MISSING_DEPENDENCY),
@@ -113,6 +113,8 @@ def classify(exc: BaseException, rules: tuple[ErrorRule, ...] = ()) -> Classific
         return _result(TRANSIENT, type(exc).__name__)
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return _result(TRANSIENT, "database busy")
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        return _result(RESOURCE, "database or disk is full (SQLITE_FULL)")
     for rule in DEFAULT_RULES:
         if rule.matches(text):
             return _result(rule.error_class, f"built-in rule /{rule.pattern}/ matched")

@@ -111,7 +111,10 @@ class HealthMonitor:
             self._hold_until = self.engine.clock.now() + self.engine.config.health.interval
             self._hold_reason = reason
             self.resource_pause = f"{RESOURCE_PREFIX}{reason}"
-        self._write_pause()
+        try:
+            self._write_pause()
+        except Exception:        # the database itself may be what is full: the pause holds in memory
+            log.warning("could not record the resource pause: %s", reason)
 
     def sample(self) -> dict:
         eng = self.engine

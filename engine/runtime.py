@@ -34,8 +34,6 @@ from .workspace import Workspace
 
 log = logging.getLogger("ewg.engine")
 
-PREFETCH_BELOW_SECONDS = 0.05   # stages shorter than this (on average) get claimed ahead
-
 
 @dataclass(frozen=True)
 class EngineEvent:
@@ -106,7 +104,6 @@ class Engine:
         self._queued: dict[str, Claim] = {}                      # the same, by item (for heartbeats)
         self._outbox: queue.Queue = queue.Queue()                # finished attempts to record
         self._waiting = 0                                        # workers waiting for a claim
-        self._recent_stage_seconds = PREFETCH_BELOW_SECONDS     # moving average of stage durations
         self._dispatch_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
@@ -354,10 +351,9 @@ class Engine:
         want = 0
         if self.claiming_allowed() and self.state == "running":
             with self._lock:
-                # While stages are short, claim ahead for the workers that will be free in a moment;
-                # never for long stages, where a claim waiting in the queue would look stalled.
-                ahead = self.workers if self._recent_stage_seconds < PREFETCH_BELOW_SECONDS else 0
-                want = self._waiting + ahead - self._ready.qsize()
+                # Only for workers waiting now: a claim that waits in a queue holds a lease for nothing,
+                # and a kill would orphan it.
+                want = self._waiting - self._ready.qsize()
         if not outcomes and want <= 0:
             return 0
         now = self.clock.now()
@@ -380,9 +376,11 @@ class Engine:
                 if want > 0:
                     claims = self.store.claim_batch(conn, self.owner, now, self.config.engine.lease_duration,
                                                     sorted(self.health.blocked_stages), want)
-        except Exception:
+        except Exception as exc:
             for outcome in outcomes:         # nothing was recorded: try again (fenced, so never twice)
                 self._outbox.put(outcome)
+            if errors.classify(exc).error_class == errors.RESOURCE:   # the database's disk is full
+                self.health.hold(f"database write failed: {exc}")
             raise
         with self._lock:
             for claim in claims:
@@ -507,8 +505,6 @@ class Engine:
             def post() -> None:
                 with self._lock:
                     self.executions += 1
-                    took = self.clock.now() - claim.started_at
-                    self._recent_stage_seconds = 0.9 * self._recent_stage_seconds + 0.1 * took
                 self._finish(run, ctx, EngineEvent("succeeded", claim.item_id, claim.stage))
             return post
         # File work (and a savepoint) only where there is something to rename: outputs to publish, or the

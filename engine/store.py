@@ -98,7 +98,11 @@ class Store:
                 f"backups), or create a new workspace with `ewg init`.")
         with open(path, "rb") as fh:
             header = fh.read(16)
-        if header and header != SQLITE_HEADER:
+        if not header:   # connecting would write a fresh header into it (journal_mode=WAL)
+            raise DatabaseError(f"{path} is empty (0 bytes): it was cut short (a full disk?) and holds no items. "
+                                f"It was left as it is. Restore the newest backup from "
+                                f"{backups or 'the backups folder'}; `ewg doctor` shows how.")
+        if header != SQLITE_HEADER:
             raise DatabaseError(f"{path} is not an SQLite database (its header is damaged). "
                                 f"Restore the newest backup from {backups or 'the backups folder'}; "
                                 "`ewg doctor` shows how.")
@@ -114,6 +118,15 @@ class Store:
         if version == 0:
             raise DatabaseError(f"{path} holds no ewg schema. Point --workspace at an ewg workspace "
                                 "or create one with `ewg init`.")
+        try:
+            damage = [r[0] for r in store.connection().execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            damage = [str(exc)]
+        if damage != ["ok"]:
+            store.close()
+            raise DatabaseError(f"{path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
+                                f"changed. Restore the newest backup from {backups or 'the backups folder'}; "
+                                "`ewg doctor` shows how.")
         if version < SCHEMA_VERSION:
             if backups is not None:
                 store.backup(backups, label=f"pre-migration-v{version}")
@@ -206,13 +219,20 @@ class Store:
         while target.exists():
             n += 1
             target = folder / f"ewg-{stamp}-{label}-{n}.db"
-        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        partial = folder / f".partial-{target.name}"      # never looks like a backup until it is one
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
-        dest = sqlite3.connect(target)
         try:
-            self.connection().backup(dest)
-        finally:
-            dest.close()
+            dest = sqlite3.connect(partial)
+            try:
+                self.connection().backup(dest)
+            finally:
+                dest.close()
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         backups = sorted(folder.glob("ewg-*.db"))
         for old in backups[:-keep]:
             old.unlink(missing_ok=True)

@@ -47,7 +47,12 @@ class Watchdog:
             " FROM items WHERE status='running'")
         for r in rows:
             kind, stage, token = r["kind"], r["next_stage"], r["lease_token"]
-            if (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (r["lease_expires_at"] or 0) < now:
+            with eng._lock:
+                mine = r["lease_owner"] == eng.owner and r["id"] in eng._runs
+            if mine and (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after:
+                log.warning("heartbeat of %s is %.0f s old but this engine runs it (database slow or locked?)",
+                            r["id"], now - (r["heartbeat_at"] or 0))
+            elif (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (r["lease_expires_at"] or 0) < now:
                 if eng.rescue(r["id"], token, r["rescues"], "dead",
                               f"heartbeat of {r['lease_owner']} is {now - (r['heartbeat_at'] or 0):.0f} s old",
                               now, actor="watchdog"):

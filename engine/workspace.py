@@ -129,8 +129,45 @@ def open_workspace(root: Path, clock: Clock | None = None) -> Workspace:
                           f"`ewg init {root}`, or pass --workspace DIR / set EWG_WORKSPACE.")
     config = configmod.load(root / CONFIG_NAME)
     path, kw = _store_for(root, config)
+    check_owner(path)
     store = Store.open(path, backups=root / config.paths.backups, **kw)
+    try:
+        check_foreign_engines(store)
+    except DatabaseError:
+        store.close()
+        raise
     return Workspace(root, config, store, clock or SystemClock())
+
+
+def _user(uid: int) -> str:
+    import pwd
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_owner(db: Path) -> None:
+    """A workspace is used by the account that owns its database; others are refused, not half-used."""
+    if db.exists() and db.stat().st_uid != os.getuid():
+        raise DatabaseError(f"{db} belongs to {_user(db.stat().st_uid)}, not to you ({_user(os.getuid())}). "
+                            "Run ewg as the workspace's owner (sudo -u OWNER ewg ...); nothing was changed.")
+
+
+def check_foreign_engines(store: Store) -> None:
+    """Refuse a workspace that a live engine of another OS user on this host is using."""
+    import psutil
+    import socket
+    for row in store.read("SELECT owner, pid, host FROM engines WHERE state != 'stopped'"):
+        if row["host"] != socket.gethostname():
+            continue
+        try:
+            uid = psutil.Process(int(row["pid"])).uids().real
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+            continue
+        if uid != os.getuid():
+            raise DatabaseError(f"{store.path.parent} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
+                                "Stop it, or run ewg as that user; nothing was changed.")
 
 
 def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | None = None) -> Workspace:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -479,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except DatabaseError as exc:
         print(f"ewg: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except sqlite3.DatabaseError as exc:
+        print(f"ewg: the database cannot be used ({exc}). `ewg doctor` checks it and shows the way back "
+              "from the newest backup.", file=sys.stderr)
         return EXIT_DATABASE
     except KeyboardInterrupt:
         return 130

@@ -78,14 +78,7 @@ def ws_with_backup(make_demo):
     return ws.root, db, backup
 
 
-GAPS = {
-    "scribbled pages": "engine gap: Store.open never runs PRAGMA quick_check, so a database with damaged pages but a "
-                       "good header is opened and written to (fix: quick_check in Store.open, see RELIABILITY.md)",
-    "zero bytes": "engine gap: Store.open connects to a 0-byte file, PRAGMA journal_mode=WAL writes a fresh header "
-                  "into it, and the message says 'not an ewg workspace' instead of pointing at the backups",
-}
-CASES = [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=GAPS[c])) if c in GAPS else c
-         for c in sorted(DAMAGE)]
+CASES = sorted(DAMAGE)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -127,9 +127,6 @@ class DiskFullDatabase:
         monkeypatch.setattr(Store, "_execute_busy_safe", execute)
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: SQLITE_FULL ('database or disk is full') is classed transient "
-                   "(spends attempts) and the failing settle write kills the worker thread (_worker_loop has no guard "
-                   "around _execute); fixes in RELIABILITY.md")
 def test_disk_full_while_writing_the_database_loses_nothing(make_demo, monkeypatch):
     ws = make_demo(count=3, speed=0.2)
     disk = DiskFullDatabase()
@@ -178,9 +175,6 @@ def test_database_locked_by_another_process_is_waited_out(make_demo):
     assert ws.store.read("SELECT * FROM attempts WHERE error_message LIKE '%locked%'") == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: a heartbeat write held up by a database lock longer than "
-                   "dead_after makes the watchdog declare its own process's live work DEAD and rescue it, so the stage "
-                   "runs twice (fix: never DEAD-rescue items this engine is running; RELIABILITY.md)")
 def test_a_lock_longer_than_dead_after_does_not_rescue_live_work(make_demo):
     """A lock of a few seconds (as above, with dead_after 1 s) lets the watchdog read a stale heartbeat of work
     this very process is running. Seen 3 times in 4 with a real lock; made deterministic here by ageing the

@@ -92,8 +92,6 @@ def test_readonly_still_reads(make_demo):
         assert code == 0, (args, err)
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: nothing checks who owns the workspace; another user's "
-                   "database is opened and written to (fix: ownership check in open_workspace, RELIABILITY.md)")
 def test_a_workspace_owned_by_another_user_is_refused(make_demo):
     ws = make_demo(count=1)
     root, db = ws.root, ws.store.path
@@ -103,8 +101,6 @@ def test_a_workspace_owned_by_another_user_is_refused(make_demo):
     assert code != 0 and "uid 4242" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: a live engine of another OS user on the same workspace is not "
-                   "detected; it is shared half-and-half (fix: check live engines' uids at start, RELIABILITY.md)")
 def test_a_workspace_in_use_by_another_users_engine_is_refused(make_demo):
     ws = make_demo(count=1)
     other = subprocess.Popen(["sleep", "60"], user=65534)          # a live process of the user nobody
