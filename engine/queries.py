@@ -239,6 +239,7 @@ class Overview:
     health: list[dict] = field(default_factory=list)
     executions_per_minute: int = 0
     stuck: int = 0
+    db_busy_at: float | None = None        # last time a write waited past busy_timeout (a lock held elsewhere)
 
 
 def overview(store: Store, now: float, live_after: float = 15.0) -> Overview:
@@ -254,4 +255,6 @@ def overview(store: Store, now: float, live_after: float = 15.0) -> Overview:
     ov.executions_per_minute = store.read_one(
         "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,))[0]
     ov.stuck = store.read_one("SELECT COUNT(*) FROM items WHERE status='running' AND verdict IS NOT NULL")[0]
+    busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
+    ov.db_busy_at = busy["at"] if busy else None
     return ov

@@ -104,6 +104,7 @@ class Engine:
         self._queued: dict[str, Claim] = {}                      # the same, by item (for heartbeats)
         self._outbox: queue.Queue = queue.Queue()                # finished attempts to record
         self._waiting = 0                                        # workers waiting for a claim
+        self._busy_reported = 0
         self._dispatch_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
@@ -645,6 +646,13 @@ class Engine:
         with self.store.write() as conn:
             conn.execute("UPDATE engines SET heartbeat_at=?, busy=?, workers=?, state=?, executions=? WHERE owner=?",
                          (now, len(runs), self.workers, self.state, self.executions, self.owner))
+            if self.store.busy_waits != self._busy_reported:      # tell consoles and `ewg status`
+                self._busy_reported = self.store.busy_waits
+                conn.execute("INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('db_busy',?,?,?,?)"
+                             " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+                             " actor=excluded.actor, at=excluded.at",
+                             (str(self.store.busy_waits), "writes waited for a database lock held elsewhere",
+                              self.owner, self.store.last_busy_at or now))
 
     def cancel_local(self, item_id: str, reason: str) -> None:
         with self._lock:

@@ -210,9 +210,14 @@ def _cmd_status(ws: Workspace, args) -> int:
         c = doc["counts"][kind]
         by = ", ".join(f"{n} {s}" for s, n in c["by_status"].items() if n)
         print(f"{key}: {c['total']}" + (f" ({by})" if by else ""))
-    paused = ws.store.read_one("SELECT value, reason FROM engine_state WHERE key='paused'")
-    if paused and paused["value"]:
-        print(f"engine: PAUSED ({paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
+    ov = queries.overview(ws.store, time.time())
+    if ov.paused:
+        print(f"engine: PAUSED ({ov.paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
+    if ov.resource_pause:
+        print(f"engine: not claiming work: {ov.resource_pause}")
+    if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
+        print(f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
+              "check for long-running sqlite3 sessions or backups on this workspace")
     rows = []
     for item in doc["episodes"] + doc["clips"]:
         attempts = f"{item['attempts']}/{ws.config.retry.max_attempts}" if item["attempts"] else ""

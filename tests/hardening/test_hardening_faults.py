@@ -262,3 +262,15 @@ def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
     burned = ws.store.read("SELECT * FROM attempts WHERE stage='enriched' AND spent=1 AND outcome!='succeeded'")
     assert burned == []
     assert ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE stage='enriched' AND outcome='succeeded'")[0] == 4
+
+
+def test_a_database_lock_held_elsewhere_is_visible_to_status(make_demo):
+    ws = make_demo(count=2, speed=0.3, busy_timeout_ms="200", dead_after="10.0")
+    eng = Engine(ws, workers=2).start()
+    wait_for(lambda: eng.busy() >= 1)
+    _hold_exclusive(ws.store.path, 1.5).wait(timeout=30)
+    wait_for(lambda: queries.overview(ws.store, time.time()).db_busy_at is not None, timeout=15)
+    eng.stop()
+    out = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"],
+                         capture_output=True, text=True)
+    assert "waited for a lock held by another process" in out.stdout
