@@ -426,7 +426,8 @@ class MainScreen(Screen[None]):
     def action_toggle_live(self) -> None:
         self.live = not self.live
         self._show_header()
-        self.notify("Live updates paused; p resumes." if self.live is False else "Live updates resumed.")
+        self.notify("Live updates paused; p resumes." if self.live is False else "Live updates resumed.",
+                    markup=False)
         if self.live:
             self.poll(True)
 

@@ -138,6 +138,7 @@ class ItemTable(DataTable):
         self.rows_by_id: dict[str, dict] = {}
         self.order: list[str] = []
         self.pending_cursor: str | None = None
+        self.requested_offset: int | None = None   # a slide asked for but not read yet
         self._cells: dict[str, list[tuple]] = {}
 
     def on_mount(self) -> None:
@@ -197,6 +198,9 @@ class ItemTable(DataTable):
                 self.sort("mark", key=lambda mark: position.get(mark.item_id, 0))
             self.rows_by_id = {r["id"]: r for r in rows}
             self.order = new_order
+            if self.requested_offset is not None and (offset == self.requested_offset
+                                                      or offset + len(rows) >= total):
+                self.requested_offset = None      # the slide arrived (or was clamped at an end)
             self.window_offset = offset
             self.total = total
             self._place_cursor(keep_id, keep_index)
@@ -222,45 +226,54 @@ class ItemTable(DataTable):
         self._cells = {i: [()] * (len(self.item_columns) + 1) for i in self._cells}
         self.show_window(rows, self.window_offset, self.total, ctx, marked)
 
+    @property
+    def target_offset(self) -> int:
+        """Where the window is going: key presses during a read add up instead of getting lost."""
+        return self.window_offset if self.requested_offset is None else self.requested_offset
+
     def _request(self, offset: int, cursor: str) -> None:
-        self.post_message(self.WindowRequested(self, max(0, offset), cursor))
+        offset = max(0, min(offset, self.total - self.window_size))
+        self.requested_offset = offset
+        self.post_message(self.WindowRequested(self, offset, cursor))
+
+    def _more_below(self) -> bool:
+        return self.target_offset + len(self.order) < self.total
 
     def action_cursor_down(self) -> None:
-        if self.cursor_row >= len(self.order) - 1 and self.window_offset + len(self.order) < self.total:
-            self._request(self.window_offset + 1, "keep")
+        if self.cursor_row >= len(self.order) - 1 and self._more_below():
+            self._request(self.target_offset + 1, "keep")
         else:
             super().action_cursor_down()
 
     def action_cursor_up(self) -> None:
-        if self.cursor_row <= 0 and self.window_offset > 0:
-            self._request(self.window_offset - 1, "keep")
+        if self.cursor_row <= 0 and self.target_offset > 0:
+            self._request(self.target_offset - 1, "keep")
         else:
             super().action_cursor_up()
 
     def action_page_down(self) -> None:
-        if self.window_offset + len(self.order) < self.total:
-            self._request(self.window_offset + self.window_size, "keep")
+        if self._more_below():
+            self._request(self.target_offset + self.window_size, "keep")
         else:
             self.move_cursor(row=len(self.order) - 1, animate=False)
 
     def action_page_up(self) -> None:
-        if self.window_offset > 0:
-            self._request(self.window_offset - self.window_size, "keep")
+        if self.target_offset > 0:
+            self._request(self.target_offset - self.window_size, "keep")
         else:
             self.move_cursor(row=0, animate=False)
 
     def action_first(self) -> None:
-        if self.window_offset:
+        if self.target_offset:
             self._request(0, "first")
         else:
             self.move_cursor(row=0, animate=False)
 
     def action_last(self) -> None:
-        if self.window_offset + len(self.order) < self.total:
+        if self._more_below():
             self._request(self.total - self.window_size, "last")
         else:
             self.move_cursor(row=len(self.order) - 1, animate=False)
-
 
 
 class RowMark(Text):

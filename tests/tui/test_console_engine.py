@@ -1,6 +1,8 @@
 """The console with an in-process engine: engine events reach the UI, quitting asks what to do with work."""
 from __future__ import annotations
 
+import re
+
 from engine.runtime import Engine
 from ewg_tui.app import EwgApp
 from ewg_tui.screens.quit_dialog import QuitScreen
@@ -21,14 +23,14 @@ async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await ready(pilot)
-            await wait_for(pilot, lambda: engine.busy() == 2, timeout=10, what="two items in flight")
-            await wait_for(pilot, lambda: "workers 2/2" in str(screen.query_one("#engine-header").render()),
+            await wait_for(pilot, lambda: engine.busy() >= 1, timeout=20, what="work in flight")
+            await wait_for(pilot, lambda: re.search(r"workers [12]/2", str(screen.query_one("#engine-header").render())),
                            what="the header to count the busy workers")
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
             assert app.focused.id == "stop"
             await pilot.press("enter")
-            await wait_for(pilot, lambda: engine.state == "stopped", timeout=15, what="a graceful stop")
+            await wait_for(pilot, lambda: engine.state == "stopped", timeout=30, what="a graceful stop")
         assert not app.leave_running
         running = ws.store.read_one("SELECT COUNT(*) FROM items WHERE status='running'")[0]
         assert running == 0                              # released where they were, to resume next start
@@ -42,7 +44,7 @@ async def test_quit_can_leave_work_to_a_headless_engine(make_demo):
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot)
-            await wait_for(pilot, lambda: engine.busy() > 0, timeout=10, what="work in flight")
+            await wait_for(pilot, lambda: engine.busy() > 0, timeout=20, what="work in flight")
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
             await pilot.press("tab", "enter")            # "Leave running"

@@ -317,3 +317,19 @@ async def test_audit_log_shows_verbs_and_metrics(seeded):
         assert [getattr(c, "plain", c) for c in table.get_row_at(0)][2] == "bob"     # newest first
         await pilot.press("escape")
         assert not isinstance(app.screen, AuditLogScreen)
+
+
+async def test_fast_key_presses_at_the_window_edge_all_count(seeded):
+    ws, clock = seeded
+    seed_episodes(ws, 300, start=11)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        table.focus()
+        table.move_cursor(row=len(table.order) - 1)
+        await pilot.pause(0.1)
+        start = table.window_offset
+        for _ in range(5):                    # five slides requested before any read comes back
+            table.action_cursor_down()
+        await wait_for(pilot, lambda: table.window_offset == start + 5, what="all five slides")
