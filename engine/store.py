@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 ITEM_COLUMNS = (
@@ -350,5 +350,15 @@ def _migration_1(store: Store) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_ended ON attempts (ended_at)")
 
 
-MIGRATIONS = {1: _migration_1}
+def _migration_2(store: Store) -> None:
+    """Indexes for the console: windows deep in a 100k list and per-stage counts without a table scan."""
+    conn = store.connection()
+    for col in ("id", "status", "stage", "show", "updated_at", "error_class", "verdict"):
+        name = "ix_items_kind_id" if col == "id" else f"ix_items_kind_{col}"
+        extra = "" if col == "id" else ", id"
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON items (kind, {col}{extra})")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_counts ON items (kind, stage, next_stage, status)")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 

@@ -105,3 +105,36 @@ def test_import_linter_contract_holds():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     proc = subprocess.run([exe], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_an_older_schema_is_backed_up_then_migrated(tmp_path):
+    from engine.store import SCHEMA_VERSION
+    ws = init_workspace(tmp_path)
+    conn = ws.store.connection()
+    conn.execute("DROP INDEX ix_items_counts")              # what a version-1 database lacks
+    conn.execute("PRAGMA user_version=1")
+    ws.close()
+    ws = open_workspace(tmp_path)
+    assert ws.store.schema_version() == SCHEMA_VERSION
+    assert ws.store.read_one("SELECT name FROM sqlite_master WHERE name='ix_items_counts'") is not None
+    backups = list((tmp_path / "backups").glob("ewg-*-pre-migration-v1.db"))
+    assert len(backups) == 1 and backups[0].stat().st_mode & 0o077 == 0
+    ws.close()
+
+
+def test_deep_windows_page_over_ids(tmp_path):
+    from engine import queries
+    ws = init_workspace(tmp_path)
+    with ws.store.write() as conn:
+        conn.executemany("INSERT INTO items (id, kind, status, next_stage, next_attempt_at) VALUES (?,?,?,?,0)",
+                         [(f"ep{n:06d}", "episode", "failed" if n % 3 == 0 else "queued", "transcribed")
+                          for n in range(3000)])
+    flt = queries.ItemFilter(statuses=("failed",))
+    rows = queries.item_window(ws.store, flt, offset=900, limit=5)
+    assert [r["id"] for r in rows] == [f"ep{n:06d}" for n in range(2700, 2715, 3)]
+    back = queries.item_window(ws.store, flt, sort="id", descending=True, offset=0, limit=2)
+    assert [r["id"] for r in back] == ["ep002997", "ep002994"]
+    plan = " ".join(r[3] for r in ws.store.read(
+        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' ORDER BY id LIMIT 10 OFFSET 100"))
+    assert "TEMP B-TREE" not in plan          # no sort of the whole table per window
+    ws.close()
