@@ -25,7 +25,7 @@ async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
             screen = await ready(pilot)
             await wait_for(pilot, lambda: engine.busy() >= 1, timeout=20, what="work in flight")
             await wait_for(pilot, lambda: re.search(r"workers [12]/2", str(screen.query_one("#engine-header").render())),
-                           what="the header to count the busy workers")
+                           timeout=20, what="the header to count the busy workers")
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
             assert app.focused.id == "stop"
