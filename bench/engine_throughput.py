@@ -120,19 +120,12 @@ class Result:
 
 
 # -- ewg --------------------------------------------------------------------------------------
-def _set(text: str, key: str, value: str) -> str:
-    pattern = re.compile(rf"^{key} = [^#\n]*?(\s*#.*)?$", re.MULTILINE)
-    new, n = pattern.subn(lambda m: f"{key} = {value}{m.group(1) or ''}", text, count=1)
-    if n != 1:
-        raise KeyError(key)
-    return new
-
-
 def ewg_config(synchronous: str) -> str:
     from engine import pipeline
+    from engine.demo import set_key
     from engine.workspace import DEFAULT_TOML
 
-    text = _set(DEFAULT_TOML, "synchronous", f'"{synchronous}"')
+    text = set_key(DEFAULT_TOML, "synchronous", f'"{synchronous}"')
     for stage in pipeline.EPISODE_STAGES:
         text += f'\n[stages.episode.{stage}]\nkind = "noop"\n'
     return text
@@ -191,11 +184,7 @@ def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: s
         os.fsync = real_fsync
         if profile:
             threading.setprofile(None)
-        engine.stop()
-        # Engine.stop() does not join the worker threads; one may still be inside store.claim().
-        # Closing the store under it crashes sqlite3 (segfault), so wait for them first.
-        for t in list(getattr(engine, "_slots", {}).values()):
-            t.join(timeout=10)
+        engine.stop()                 # joins every engine thread: nothing touches the store after this
     done = store.read_one("SELECT COUNT(*) FROM items WHERE status='done'")[0]
     ok = store.read_one("SELECT COUNT(*) FROM attempts WHERE outcome='succeeded'")[0]
     ws.close()
