@@ -103,6 +103,7 @@ class MainScreen(Screen[None]):
         self.view: ViewData | None = None
         self._known_stuck = 0
         self._detail_id: str | None = None
+        self._bindings_key: tuple = ()
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -159,7 +160,8 @@ class MainScreen(Screen[None]):
         if not forced and (not self.live or self.app.screen is not self):
             self._schedule()
             return
-        request = self._request(with_overview=forced or self.polls % OVERVIEW_EVERY == 0)
+        # Health, counts and the header follow their own pace; a key that moves the view reads only the view.
+        request = self._request(with_overview=self.view is None or (not forced and self.polls % OVERVIEW_EVERY == 0))
         self.polls += 1
         self._polling = True
         self._read(request)
@@ -241,7 +243,18 @@ class MainScreen(Screen[None]):
         self._report_stuck(data)
         if self._selected_detail_id() != data.detail_id:
             self._changed_view(reset_clips=False)     # the cursor moved while reading: read its detail
-        self.refresh_bindings()
+        self._refresh_bindings_if_changed()
+
+    def _refresh_bindings_if_changed(self) -> None:
+        """Rebuilding the footer repaints it: do it only when what the verbs depend on has changed."""
+        def state(row: dict | None) -> tuple:
+            return tuple((row or {}).get(k) for k in ("id", "status", "stage", "next_stage"))
+        overview = self.view.overview if self.view else None
+        key = (self.focused.id if self.focused else None, state(self.episodes.current_row),
+               state(self.clips.current_row), tuple(sorted(self.marked)), bool(overview and overview.paused))
+        if key != self._bindings_key:
+            self._bindings_key = key
+            self.refresh_bindings()
 
     def _titles(self) -> None:
         filt = f"  filter: {self.filter_text}" if self.filter_text else ""
