@@ -55,6 +55,8 @@ class EngineHeader(Static):
     }
     """
 
+    _shown: Content | None = None
+
     def show(self, state: HeaderState) -> None:
         label, variable, busy, workers = engine_summary(state)
         ov = state.overview
@@ -76,4 +78,7 @@ class EngineHeader(Static):
         content = Content.assemble(*parts)
         room = self.size.width - content.cell_length - 2
         workspace = state.workspace if len(state.workspace) <= room else state.workspace.rsplit("/", 1)[-1]
-        self.update(Content.assemble(content, ("  " + workspace, "$foreground-muted")))
+        header = Content.assemble(content, ("  " + workspace, "$foreground-muted"))
+        if header != self._shown:           # repaint only what changed
+            self._shown = header
+            self.update(header)

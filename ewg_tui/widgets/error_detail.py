@@ -104,7 +104,11 @@ class ErrorDetail(VerticalScroll):
     def compose(self):
         yield Static(describe(None, [], 0, 0), id="error-text")
 
+    _shown: Content | None = None
+
     def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int,
              readonly: bool = False) -> None:
-        self.query_one("#error-text", Static).update(describe(item, attempts, now, max_attempts,
-                                                              self.scrollable_content_region.width, readonly))
+        content = describe(item, attempts, now, max_attempts, self.scrollable_content_region.width, readonly)
+        if content != self._shown:          # an unchanged pane is not repainted (idle SSH sessions stay quiet)
+            self._shown = content
+            self.query_one("#error-text", Static).update(content)

@@ -25,7 +25,15 @@ class HealthPanel(Static):
 
     def show(self, overview: Overview) -> None:
         self.overview = overview
-        self.update(self.compose_content())
+        self._update_if_changed()
+
+    def _update_if_changed(self) -> None:
+        content = self.compose_content()
+        if content != self._shown:          # unchanged panels are not repainted
+            self._shown = content
+            self.update(content)
+
+    _shown: Content | None = None
 
     def on_resize(self) -> None:
         if self.overview is not None:

@@ -22,7 +22,15 @@ class StageProgress(Static):
 
     def show(self, counts: dict) -> None:
         self.counts = counts.get(self.kind)
-        self.update(self.compose_content())
+        self._update_if_changed()
+
+    def _update_if_changed(self) -> None:
+        content = self.compose_content()
+        if content != self._shown:          # unchanged panels are not repainted
+            self._shown = content
+            self.update(content)
+
+    _shown: Content | None = None
 
     def on_resize(self) -> None:
         if self.counts is not None:
