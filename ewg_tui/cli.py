@@ -215,14 +215,19 @@ def _cmd_status(ws: Workspace, args) -> int:
         print(f"engine: PAUSED ({ov.paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
     if ov.resource_pause:
         print(f"engine: not claiming work: {ov.resource_pause}")
+    for svc in ov.services:
+        if not svc["ok"]:
+            print(f"service {svc['name']} is DOWN since {iso(svc['since'])} ({svc['message']}); "
+                  "the stages that need it wait as blocked, spending no attempts")
     if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
         print(f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
               "check for long-running sqlite3 sessions or backups on this workspace")
     rows = []
     for item in doc["episodes"] + doc["clips"]:
         attempts = f"{item['attempts']}/{ws.config.retry.max_attempts}" if item["attempts"] else ""
+        message = item["blocked_reason"] if item["status"] == "blocked" else item["error_message"]
         rows.append([item["id"], item["kind"], item["stage"] or "-", item["status"], attempts, item["verdict"],
-                     item["error_class"], (item["error_message"] or "")[:60]])
+                     item["error_class"], (message or "")[:60]])
     if rows:
         print()
         print(_table(rows, ["ID", "KIND", "STAGE", "STATUS", "ATTEMPTS", "VERDICT", "ERROR", "MESSAGE"]))

@@ -278,6 +278,11 @@ def test_service_down_blocks_its_stages_without_spending_attempts(make_demo):
         assert ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE stage='enriched'")[0] == 0
         row = ws.store.read_one("SELECT blocked_reason FROM items WHERE status='blocked'")
         assert "llm" in row["blocked_reason"]
+        import subprocess
+        import sys
+        out = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"],
+                             capture_output=True, text=True).stdout
+        assert "service llm is DOWN" in out and "service llm is down" in out    # the header and the item rows
         _Service.up = True      # blocked items wait for a person or the service, so wait for the service
         wait_for(lambda: queries.counts(ws.store)["episode"]["by_status"]["done"] == 2, timeout=30)
         eng.stop()
