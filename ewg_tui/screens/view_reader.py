@@ -38,10 +38,20 @@ def clamp_offset(offset: int, limit: int, total: int) -> int:
 
 
 def read_view(store: Store, request: ViewRequest, now: float) -> ViewData:
-    episode_total = queries.count_items(store, request.episode_filter)
-    episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
-    episodes = queries.item_window(store, request.episode_filter, request.sort, request.descending,
-                                   episode_offset, request.episode_limit) if request.episode_limit else []
+    flt = request.episode_filter
+    episodes: list[dict] = []
+    if flt.text and request.episode_limit:     # a free-text search scans every row: count in the same pass
+        episodes, episode_total = queries.item_window_counted(store, flt, request.sort, request.descending,
+                                                              request.episode_offset, request.episode_limit)
+        episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
+        if episode_offset != request.episode_offset:
+            episodes = queries.item_window(store, flt, request.sort, request.descending, episode_offset,
+                                           request.episode_limit)
+    else:
+        episode_total = queries.count_items(store, flt)
+        episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
+        episodes = queries.item_window(store, flt, request.sort, request.descending,
+                                       episode_offset, request.episode_limit) if request.episode_limit else []
     clip_total = queries.count_items(store, request.clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
     clips = queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit) \

@@ -138,3 +138,19 @@ def test_deep_windows_page_over_ids(tmp_path):
         "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' ORDER BY id LIMIT 10 OFFSET 100"))
     assert "TEMP B-TREE" not in plan          # no sort of the whole table per window
     ws.close()
+
+
+def test_a_free_text_window_counts_in_the_same_pass(tmp_path):
+    from engine import queries
+    ws = init_workspace(tmp_path)
+    with ws.store.write() as conn:
+        conn.executemany("INSERT INTO items (id, kind, title, status, next_stage, next_attempt_at) VALUES (?,?,?,?,?,0)",
+                         [(f"ep{n:04d}", "episode", "budget vote" if n % 10 == 0 else "weather", "queued",
+                           "transcribed") for n in range(500)])
+    flt = queries.ItemFilter(text="budget")
+    rows, total = queries.item_window_counted(ws.store, flt, offset=10, limit=5)
+    assert total == 50 == queries.count_items(ws.store, flt)
+    assert [r["id"] for r in rows] == [r["id"] for r in queries.item_window(ws.store, flt, offset=10, limit=5)]
+    assert "window_total" not in rows[0]
+    assert queries.item_window_counted(ws.store, flt, offset=80, limit=5) == ([], 50)
+    ws.close()
