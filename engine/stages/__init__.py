@@ -168,13 +168,8 @@ class StageContext:
         """The attempt's private output folder, created when a stage first asks for it (a stage that
         writes nothing costs no file-system work)."""
         if not self.output_created:
-            try:
-                self.output_path.mkdir()
-            except FileNotFoundError:
-                self.output_path.parent.mkdir(parents=True, exist_ok=True)
-                self.output_path.mkdir()
-            except FileExistsError:       # tokens are unique per attempt: it can only be this attempt's
-                pass
+            # exist_ok: tokens are unique per attempt, so an existing folder can only be this attempt's
+            self.output_path.mkdir(parents=True, exist_ok=True)
             self.output_state["created"] = True
         return self.output_path
 

@@ -10,6 +10,7 @@ sysexits defaults below, overridden by `exit_codes` in ewg.toml.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -99,10 +100,8 @@ def run(ctx: StageContext) -> None:
                 for t in readers:
                     t.join(timeout=1)
                 raise Cancelled(ctx.cancel.reason or "cancelled")
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                pass
     finally:
         unregister()
     for t in readers:
@@ -132,12 +131,8 @@ def kill_group(proc: subprocess.Popen, grace: float) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

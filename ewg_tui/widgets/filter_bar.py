@@ -15,7 +15,7 @@ HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (e
 
 
 class FilterError(ValueError):
-    pass
+    """The filter text does not parse; the message says which word and why."""
 
 
 def parse_filter(text: str, kind: str = pipeline.EPISODE) -> ItemFilter:

@@ -260,7 +260,7 @@ class _Service(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args):
-        pass
+        """Quiet: the test output is not the place for access logs."""
 
 
 def test_service_down_blocks_its_stages_without_spending_attempts(make_demo):

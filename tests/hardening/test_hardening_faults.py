@@ -232,7 +232,7 @@ class _Flapping(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args):
-        pass
+        """Quiet: the test output is not the place for access logs."""
 
 
 def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
