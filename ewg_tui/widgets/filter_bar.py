@@ -51,7 +51,10 @@ def parse_filter(text: str, kind: str = pipeline.EPISODE) -> ItemFilter:
 class FilterBar(Input):
     DEFAULT_CSS = """
     FilterBar {
-        dock: bottom;
+        overlay: screen;      /* over the panes, not beside them: opening it must not resize the tables */
+        position: absolute;
+        offset-y: 1;
+        width: 100%;
         display: none;
         border: tall $accent;
         height: 3;
