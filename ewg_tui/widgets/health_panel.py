@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widgets import Static
 
 from engine.config import Health
 from engine.queries import Overview
 
 from . import formatting as fmt
+from .content_panel import ContentPanel
 
 
-class HealthPanel(Static):
+class HealthPanel(ContentPanel):
     DEFAULT_CSS = """
     HealthPanel {
         height: auto;
@@ -25,19 +25,7 @@ class HealthPanel(Static):
 
     def show(self, overview: Overview) -> None:
         self.overview = overview
-        self._update_if_changed()
-
-    def _update_if_changed(self) -> None:
-        content = self.compose_content()
-        if content != self._shown:          # unchanged panels are not repainted
-            self._shown = content
-            self.update(content)
-
-    _shown: Content | None = None
-
-    def on_resize(self) -> None:
-        if self.overview is not None:
-            self.update(self.compose_content())
+        self.redraw()
 
     def compose_content(self) -> Content:
         ov = self.overview

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widgets import Static
 
 from engine import pipeline
 
+from .content_panel import ContentPanel
 
-class StageProgress(Static):
+
+class StageProgress(ContentPanel):
     DEFAULT_CSS = """
     StageProgress {
         height: auto;
@@ -22,19 +23,7 @@ class StageProgress(Static):
 
     def show(self, counts: dict) -> None:
         self.counts = counts.get(self.kind)
-        self._update_if_changed()
-
-    def _update_if_changed(self) -> None:
-        content = self.compose_content()
-        if content != self._shown:          # unchanged panels are not repainted
-            self._shown = content
-            self.update(content)
-
-    _shown: Content | None = None
-
-    def on_resize(self) -> None:
-        if self.counts is not None:
-            self.update(self.compose_content())
+        self.redraw()
 
     def compose_content(self) -> Content:
         entry = self.counts or {"total": 0, "by_stage": {s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0}
