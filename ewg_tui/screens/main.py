@@ -8,7 +8,6 @@ view (scrolling the window, a new filter) reads at once.
 """
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, replace
 
 from textual import on, work
@@ -105,7 +104,6 @@ class MainScreen(Screen[None]):
         self._known_stuck = 0
         self._detail_id: str | None = None
         self._bindings_key: tuple = ()
-        self._reader: sqlite3.Connection | None = None   # the poll read's connection while it runs
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -191,19 +189,7 @@ class MainScreen(Screen[None]):
     @work(thread=True, group="poll", exit_on_error=False)
     def _read(self, request: ViewRequest) -> None:
         app = self.app
-        store = app.ws.store  # type: ignore[attr-defined]
-        now = app.clock.now()  # type: ignore[attr-defined]
-        self._reader = store.connection()     # this thread's connection: a newer view may interrupt it
-        try:
-            data = read_view(store, request, now)
-        except sqlite3.OperationalError as exc:
-            if "interrupted" not in str(exc):
-                raise
-            # Stale by construction (see _changed_view): on_view_read sees the old generation and reads again.
-            data = ViewData(request.generation, now, [], 0, 0, [], 0, 0, None, None, [])
-        finally:
-            self._reader = None
-        self.post_message(ViewRead(data))
+        self.post_message(ViewRead(read_view(app.ws.store, request, app.clock.now())))  # type: ignore[attr-defined]
 
     def on_view_read(self, message: ViewRead) -> None:
         self._polling = False
@@ -303,9 +289,6 @@ class MainScreen(Screen[None]):
 
     def _changed_view(self, reset_clips: bool = True) -> None:
         self.generation += 1
-        reader = self._reader
-        if reader is not None:
-            reader.interrupt()     # a scan for the view just left (a filter being typed) is not worth finishing
         if reset_clips:
             self._want_offset["clips"] = 0
         self.poll(True)

@@ -333,38 +333,3 @@ async def test_fast_key_presses_at_the_window_edge_all_count(seeded):
         for _ in range(5):                    # five slides requested before any read comes back
             table.action_cursor_down()
         await wait_for(pilot, lambda: table.window_offset == start + 5, what="all five slides")
-
-
-async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, monkeypatch):
-    """Typing a filter must not wait for scans of the text typed before: the stale scan is interrupted."""
-    import sqlite3
-    import threading
-
-    from ewg_tui.screens import main as main_module
-
-    ws, clock = seeded
-    real = main_module.read_view
-    gate, interrupted = threading.Event(), []
-
-    def slow_read(store, request, now):
-        if request.episode_filter.text == "slow":     # the stale view: blocks until interrupted
-            gate.wait(10)
-            interrupted.append(request.generation)
-            raise sqlite3.OperationalError("interrupted")
-        return real(store, request, now)
-
-    class Reader:
-        def interrupt(self):
-            gate.set()
-
-    monkeypatch.setattr(main_module, "read_view", slow_read)
-    app = make_app(ws, clock)
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await ready(pilot)
-        await pilot.press("slash", *"slow")
-        await wait_for(pilot, lambda: screen._polling and screen._reader is not None, what="the slow read")
-        screen._reader = Reader()            # stands for its sqlite3 connection
-        await pilot.press("backspace", "backspace", "backspace", "backspace", *"budget")
-        await wait_for(pilot, lambda: interrupted, what="the stale read to be interrupted")
-        await wait_for(pilot, lambda: "filter: budget" in str(screen.episodes.border_title),
-                       what="the newer view to be shown")
