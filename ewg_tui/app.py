@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 
@@ -50,10 +51,9 @@ class EwgApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
-        try:
+        # No SIGHUP handler where the platform or thread cannot have one (Windows; tests off the main thread).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass    # no SIGHUP here (Windows, or not the main thread as in tests)
 
     def _terminal_gone(self) -> None:
         """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""

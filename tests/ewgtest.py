@@ -24,3 +24,30 @@ def fast_demo_text(faults: bool = True, speed: float = 0.05, extra: str = "", **
     for header in re.findall(r"^\[stages\.\w+\.\w+\]$", extra, flags=re.M):
         text = re.sub(re.escape(header) + r"\nkind = \"demo\"\nduration = [^\n]*\n", "", text)
     return text + extra
+
+
+class HealthService:
+    """A service health endpoint on loopback whose answer the test switches: 200 while `up`, else 503."""
+
+    def __init__(self, up: bool = True) -> None:
+        import http.server
+        import threading
+
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200 if service.up else 503)
+                self.end_headers()
+
+            def log_message(self, *args):
+                """Quiet: the test output is not the place for access logs."""
+
+        self.up = up
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/health"
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,7 +1,6 @@
 """The runtime's contracts: fencing, retries that survive restarts, verdicts, stopping, health."""
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import psutil
 import pytest
 
 from engine import checkpoints, queries, stages
+from ewgtest import HealthService
 from engine.runtime import Engine
 from engine.stages import CancelToken
 from engine.verbs import Operator
@@ -252,22 +252,9 @@ def test_disk_full_blocks_without_spending_an_attempt(make_demo):
     assert ws.store.read("SELECT verb FROM events WHERE verb='resource_pause'")
 
 
-class _Service(http.server.BaseHTTPRequestHandler):
-    up = True
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200 if _Service.up else 503)
-        self.end_headers()
-
-    def log_message(self, *args):
-        """Quiet: the test output is not the place for access logs."""
-
-
 def test_service_down_blocks_its_stages_without_spending_attempts(make_demo):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Service)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Service.up = False
-    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    server = HealthService(up=False)
+    url = server.url
     extra = (f'\n[services.llm]\nurl = "{url}"\ninterval = 0.2\ntimeout = 1.0\n'
              '\n[stages.episode.enriched]\nkind = "demo"\nduration = 0.05\nservices = ["llm"]\n')
     ws = make_demo(count=2, extra=extra)
@@ -283,7 +270,7 @@ def test_service_down_blocks_its_stages_without_spending_attempts(make_demo):
         out = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"],
                              capture_output=True, text=True).stdout
         assert "service llm is DOWN" in out and "service llm is down" in out    # the header and the item rows
-        _Service.up = True      # blocked items wait for a person or the service, so wait for the service
+        server.up = True        # blocked items wait for a person or the service, so wait for the service
         wait_for(lambda: queries.counts(ws.store)["episode"]["by_status"]["done"] == 2, timeout=30)
         eng.stop()
         assert ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE stage='enriched' AND spent=1")[0] == 2

@@ -4,7 +4,6 @@ duplicates nothing."""
 from __future__ import annotations
 
 import errno
-import http.server
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from engine.doctor import diagnose
 from engine.runtime import Engine
 from engine.store import Store
 from engine.verbs import Operator
+from ewgtest import HealthService
 
 
 def wait_for(predicate, timeout=30.0, step=0.05):
@@ -224,27 +224,15 @@ def test_items_folder_replaced_by_a_file_mid_run(make_demo):
     assert_nothing_lost(ws, 4, reruns_allowed=True)        # the stages whose checkpoints were deleted ran again
 
 
-class _Flapping(http.server.BaseHTTPRequestHandler):
-    up = True
-
-    def do_GET(self):  # noqa: N802
-        self.send_response(200 if _Flapping.up else 503)
-        self.end_headers()
-
-    def log_message(self, *args):
-        """Quiet: the test output is not the place for access logs."""
-
-
 def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flapping)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = HealthService()
     stop = threading.Event()
 
     def flap():
         while not stop.wait(0.7):
-            _Flapping.up = not _Flapping.up
+            server.up = not server.up
     flapper = threading.Thread(target=flap, daemon=True)
-    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    url = server.url
     extra = (f'\n[services.llm]\nurl = "{url}"\ninterval = 0.2\ntimeout = 1.0\n'
              '\n[stages.episode.enriched]\nkind = "demo"\nduration = 0.3\nservices = ["llm"]\n')
     ws = make_demo(count=4, speed=0.2, extra=extra)
