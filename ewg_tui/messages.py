@@ -42,8 +42,12 @@ class ViewRead(Message):
         return isinstance(message, ViewRead)
 
 
-class EngineNotice(Message):
-    """An event from the in-process engine's threads."""
+class EngineNotice(Message, bubble=False):
+    """An event from the in-process engine's threads, posted to the app.
+
+    It must not bubble: the app hands it on to the main screen, and a notice bubbling back up
+    from there would be handed on again, for ever (a busy loop that starves every thread).
+    """
 
     def __init__(self, event: EngineEvent) -> None:
         super().__init__()

@@ -21,9 +21,10 @@ from textual.worker import Worker, WorkerState
 
 from engine import pipeline
 from engine.queries import ItemFilter
+from engine.runtime import EngineEvent
 from engine.verbs import Operator, Preview, VerbError
 
-from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
+from ..messages import VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
 from ..widgets import formatting as fmt
 from ..widgets.engine_header import EngineHeader, HeaderState
 from ..widgets.error_detail import ErrorDetail
@@ -625,8 +626,9 @@ class MainScreen(Screen[None]):
     def on_verb_refused(self, message: VerbRefused) -> None:
         self.notify(message.text, title=message.request.spec.title, severity="error", markup=False, timeout=10)
 
-    def on_engine_notice(self, message: EngineNotice) -> None:
-        if message.event.kind == "state":
+    def engine_changed(self, event: EngineEvent) -> None:
+        """The in-process engine reported an event (on the event loop, via the app)."""
+        if event.kind == "state":
             self._show_header()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from engine.runtime import Engine
+from engine.runtime import Engine, EngineEvent
 from ewg_tui.app import EwgApp
 from ewg_tui.screens.quit_dialog import QuitScreen
 from pilot_helpers import ready, wait_for
@@ -67,3 +67,19 @@ async def test_engine_state_events_reach_the_header(make_demo):
                            timeout=15, what="the stopping state")
     finally:
         engine.stop(force=True)
+
+
+async def test_an_engine_event_reaches_the_main_screen_once(make_demo):
+    """The app hands engine events to the main screen; nothing may hand them back (a busy loop)."""
+    ws = make_demo(count=1)
+    engine = Engine(ws, workers=1)                   # never started: the test sends the events itself
+    app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        seen: list[EngineEvent] = []
+        handler = screen.engine_changed
+        screen.engine_changed = lambda event: (seen.append(event), handler(event))
+        app.engine_event(EngineEvent("state", text="running"))
+        await wait_for(pilot, lambda: seen, what="the event on the main screen")
+        await pilot.pause(0.3)
+        assert len(seen) == 1
