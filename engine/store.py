@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -59,6 +59,57 @@ class Claim:
     clip_end: float | None
     rescues: int
     had_checkpoint: bool = False   # the stage recorded a checkpoint before: its folder may need replacing
+
+
+class ReadInterrupted(Exception):
+    """A Reader's read was cancelled by `Reader.interrupt()` because nobody wants its result any more."""
+
+
+class Readable(Protocol):
+    """What the read side (engine.queries) needs: a Store, or a Reader of its own."""
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+
+    def read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None: ...
+
+
+class Reader:
+    """A connection used by one consumer at a time, which another thread may interrupt.
+
+    `Store.connection()` is shared by everything that runs on a thread (a pooled worker runs
+    verbs too), so interrupting it could cancel someone else's write. A Reader's connection
+    is its own and query_only, so `interrupt()` can only ever cancel the read it was meant for.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._cancelled = False
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._run(sql, params, all_rows=True)
+
+    def read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        return self._run(sql, params, all_rows=False)
+
+    def _run(self, sql: str, params: Sequence[Any], all_rows: bool) -> Any:
+        if self._cancelled:            # between two statements SQLite's own flag would be lost
+            raise ReadInterrupted()
+        try:
+            cursor = self._conn.execute(sql, params)
+            return cursor.fetchall() if all_rows else cursor.fetchone()
+        except sqlite3.OperationalError as exc:
+            if self._cancelled and "interrupt" in str(exc):
+                raise ReadInterrupted() from None
+            raise
+
+    def interrupt(self) -> None:
+        """Cancel the read in progress (from any thread); reads fail with ReadInterrupted until `resume()`."""
+        self._cancelled = True
+        self._conn.interrupt()
+
+    def resume(self) -> None:
+        """Accept reads again; call it before starting the next read, never while one runs."""
+        self._cancelled = False
 
 
 class Store:
@@ -134,20 +185,31 @@ class Store:
         return store
 
     def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise DatabaseError(f"{self.path}: could not switch to WAL mode (got {mode}).")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
+            conn = self._connect()
             self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+        return conn
+
+    def reader(self) -> "Reader":
+        """A read-only connection of its own, for one consumer that cancels stale reads (the console's poll)."""
+        conn = self._connect()
+        conn.execute("PRAGMA query_only=ON")
+        return Reader(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise DatabaseError(f"{self.path}: could not switch to WAL mode (got {mode}).")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._all.append(conn)
         return conn
 
     def close(self) -> None:

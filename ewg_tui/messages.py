@@ -34,9 +34,9 @@ class ViewData:
 class ViewRead(Message):
     """A fresh read of the visible window; a newer one replaces an older one still in the queue."""
 
-    def __init__(self, data: ViewData) -> None:
+    def __init__(self, data: ViewData | None) -> None:
         super().__init__()
-        self.data = data
+        self.data = data                  # None: the read was interrupted because the view changed
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ViewRead)

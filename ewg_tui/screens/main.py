@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from engine import pipeline
 from engine.queries import ItemFilter
 from engine.runtime import EngineEvent
+from engine.store import Reader, ReadInterrupted
 from engine.verbs import Operator, Preview, VerbError
 
 from ..messages import VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
@@ -99,6 +100,8 @@ class MainScreen(Screen[None]):
         self.polls = 0
         self._polling = False
         self._poll_again = False
+        self._overview_due = True             # health, counts and header: read with the next periodic poll
+        self._reader: Reader | None = None     # the poll's own connection: a newer view interrupts a stale read
         self._timer: Timer | None = None
         self._want_offset: dict[str, int] = {"episodes": 0, "clips": 0}
         self.view: ViewData | None = None
@@ -162,10 +165,15 @@ class MainScreen(Screen[None]):
             self._schedule()
             return
         # Health, counts and the header follow their own pace; a key that moves the view reads only the view.
-        request = self._request(with_overview=self.view is None or (not forced and self.polls % OVERVIEW_EVERY == 0))
+        if not forced and self.polls % OVERVIEW_EVERY == 0:
+            self._overview_due = True
+        request = self._request(with_overview=self.view is None or (not forced and self._overview_due))
         self.polls += 1
         self._polling = True
-        self._read(request)
+        if self._reader is None:
+            self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
+        self._reader.resume()
+        self._read(self._reader, request)
 
     def _schedule(self) -> None:
         interval = self.app.poll_interval  # type: ignore[attr-defined]
@@ -188,14 +196,19 @@ class MainScreen(Screen[None]):
         )
 
     @work(thread=True, group="poll", exit_on_error=False)
-    def _read(self, request: ViewRequest) -> None:
-        app = self.app
-        self.post_message(ViewRead(read_view(app.ws.store, request, app.clock.now())))  # type: ignore[attr-defined]
+    def _read(self, reader: Reader, request: ViewRequest) -> None:
+        try:
+            data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
+        except ReadInterrupted:
+            data = None                      # stale: the view changed while reading (see _changed_view)
+        self.post_message(ViewRead(data))
 
     def on_view_read(self, message: ViewRead) -> None:
         self._polling = False
         data = message.data
-        if data.generation == self.generation:
+        if data is not None and data.generation == self.generation:
+            if data.overview is not None:
+                self._overview_due = False
             self._apply(data)
         else:
             self._poll_again = True          # the view changed while reading: read the new one
@@ -290,6 +303,8 @@ class MainScreen(Screen[None]):
 
     def _changed_view(self, reset_clips: bool = True) -> None:
         self.generation += 1
+        if self._polling and self._reader is not None:
+            self._reader.interrupt()      # the read in flight is for the view just left: not worth finishing
         if reset_clips:
             self._want_offset["clips"] = 0
         self.poll(True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from engine import pipeline, queries
 from engine.queries import ItemFilter
-from engine.store import Store
+from engine.store import Readable
 
 from ..messages import ViewData
 
@@ -37,21 +37,15 @@ def clamp_offset(offset: int, limit: int, total: int) -> int:
     return max(0, min(offset, total - limit))
 
 
-def read_view(store: Store, request: ViewRequest, now: float) -> ViewData:
+def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
     flt = request.episode_filter
+    episode_total = queries.count_items(store, flt)
+    episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
     episodes: list[dict] = []
-    if flt.text and request.episode_limit:     # a free-text search scans every row: count in the same pass
-        episodes, episode_total = queries.item_window_counted(store, flt, request.sort, request.descending,
-                                                              request.episode_offset, request.episode_limit)
-        episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
-        if episode_offset != request.episode_offset:
-            episodes = queries.item_window(store, flt, request.sort, request.descending, episode_offset,
-                                           request.episode_limit)
-    else:
-        episode_total = queries.count_items(store, flt)
-        episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
-        episodes = queries.item_window(store, flt, request.sort, request.descending,
-                                       episode_offset, request.episode_limit) if request.episode_limit else []
+    if request.episode_limit and episode_total:
+        # The count tells a free-text window how dense its matches are, so it can pick its plan.
+        episodes = queries.item_window(store, flt, request.sort, request.descending, episode_offset,
+                                       request.episode_limit, matches=episode_total if flt.text else None)
     clip_total = queries.count_items(store, request.clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
     clips = queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit) \

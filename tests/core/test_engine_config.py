@@ -140,7 +140,7 @@ def test_deep_windows_page_over_ids(tmp_path):
     ws.close()
 
 
-def test_a_free_text_window_counts_in_the_same_pass(tmp_path):
+def test_a_free_text_window_is_the_same_whether_it_walks_the_index_or_scans(tmp_path):
     from engine import queries
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:
@@ -148,9 +148,13 @@ def test_a_free_text_window_counts_in_the_same_pass(tmp_path):
                          [(f"ep{n:04d}", "episode", "budget vote" if n % 10 == 0 else "weather", "queued",
                            "transcribed") for n in range(500)])
     flt = queries.ItemFilter(text="budget")
-    rows, total = queries.item_window_counted(ws.store, flt, offset=10, limit=5)
-    assert total == 50 == queries.count_items(ws.store, flt)
-    assert [r["id"] for r in rows] == [r["id"] for r in queries.item_window(ws.store, flt, offset=10, limit=5)]
-    assert "window_total" not in rows[0]
-    assert queries.item_window_counted(ws.store, flt, offset=80, limit=5) == ([], 50)
+    total = queries.count_items(ws.store, flt)
+    assert total == 50
+    expected = [f"ep{n:04d}" for n in range(100, 150, 10)]
+    for matches in (None, total, 10_000):          # unknown, sparse (a scan), dense (an index walk)
+        rows = queries.item_window(ws.store, flt, offset=10, limit=5, matches=matches)
+        assert [r["id"] for r in rows] == expected
+        assert queries.item_window(ws.store, flt, offset=80, limit=5, matches=matches) == []
+    descending = queries.item_window(ws.store, flt, descending=True, offset=0, limit=2, matches=10_000)
+    assert [r["id"] for r in descending] == ["ep0490", "ep0480"]
     ws.close()

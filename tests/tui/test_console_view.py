@@ -333,3 +333,36 @@ async def test_fast_key_presses_at_the_window_edge_all_count(seeded):
         for _ in range(5):                    # five slides requested before any read comes back
             table.action_cursor_down()
         await wait_for(pilot, lambda: table.window_offset == start + 5, what="all five slides")
+
+
+async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, monkeypatch):
+    """Typing a filter must not wait for the scan of the text typed before: that read is cancelled."""
+    from engine.store import ReadInterrupted
+    from ewg_tui.screens import main as main_module
+
+    ws, clock = seeded
+    real = main_module.read_view
+    interrupted: list[str] = []
+
+    def read_view(reader, request, now):
+        if request.episode_filter.text == "slow":        # the stale view: a scan that takes minutes
+            try:
+                reader.read("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                            " WHERE x < 1000000000) SELECT max(x) FROM c")
+            except ReadInterrupted:
+                interrupted.append(request.episode_filter.text)
+                raise
+        return real(reader, request, now)
+
+    monkeypatch.setattr(main_module, "read_view", read_view)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await pilot.press("slash", *"slow")
+        await wait_for(pilot, lambda: screen._polling and screen.episode_filter.text == "slow", what="the slow read")
+        await pilot.pause(0.2)
+        await pilot.press(*["backspace"] * 4, *"budget")
+        await wait_for(pilot, lambda: interrupted == ["slow"], what="the stale read to be interrupted")
+        await wait_for(pilot, lambda: "filter: budget" in str(screen.episodes.border_title),
+                       what="the newer view to be shown")
+        assert not any(n.message.startswith("Reading the workspace failed") for n in app._notifications)
