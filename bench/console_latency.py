@@ -16,6 +16,9 @@ on another host, some flagged STALLED). The engine then runs in a separate
 process (`python -m ewg_tui.cli -w WS run --quiet`, 2 workers) for the whole
 benchmark, so the 25k queued episodes keep it claiming, heartbeating and
 committing while the console reads. Its executions during the run are reported.
+With `--engine console` the engine runs inside the console instead (2 workers,
+as plain `ewg` runs it): its threads then share the console's interpreter, and
+the idle CPU figure includes the engine's own work.
 
 What is measured.
 
@@ -348,6 +351,7 @@ def expectation(screen, key: str, total: int):
 
 
 async def headless(root: Path, args, total: int) -> dict:
+    from engine.runtime import Engine
     from ewg_tui.app import EwgApp
     from ewg_tui.screens.main import MainScreen
 
@@ -359,9 +363,13 @@ async def headless(root: Path, args, total: int) -> dict:
         t0 = time.perf_counter()
         ws = open_workspace(root)
         t_open = time.perf_counter() - t0
-        app = EwgApp(ws, poll_interval=0.25, cursor_blink=False)
+        engine = Engine(ws, workers=2) if args.engine == "console" and start == 0 else None
+        app = EwgApp(ws, engine=engine, poll_interval=0.25, cursor_blink=False)
         first = None
         try:
+            if engine is not None:                   # as `run_console` does
+                engine.on_event = app.engine_event
+                engine.start()
             async with app.run_test(size=SIZE) as pilot:
                 while not isinstance(app.screen, MainScreen):
                     await asyncio.sleep(0.001)
@@ -374,6 +382,8 @@ async def headless(root: Path, args, total: int) -> dict:
                     await press_keys(app, probe, args, total, out)
                 await pilot.pause()
         finally:
+            if engine is not None:
+                engine.stop()
             ws.close()
         if start or args.starts == 0:
             out["first_paint"].append(first)
@@ -414,7 +424,7 @@ async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> Non
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[@-Z\\-_]")
 
 
-def pty_console(root: Path, idle: float) -> dict:
+def pty_console(root: Path, idle: float, attach: bool) -> dict:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
     env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor", LINES=str(SIZE[1]), COLUMNS=str(SIZE[0]))
@@ -435,7 +445,8 @@ def pty_console(root: Path, idle: float) -> dict:
             with lock:
                 received.extend(chunk)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "ewg_tui.cli", "-w", str(root), "--attach"], cwd=REPO,
+    mode = ["--attach"] if attach else ["--workers", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "ewg_tui.cli", "-w", str(root), *mode], cwd=REPO,
                             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     reader = threading.Thread(target=drain, daemon=True)
@@ -473,11 +484,16 @@ def pty_console(root: Path, idle: float) -> dict:
         out["idle_threads"] = ps.num_threads()
         out["rss_mb"] = ps.memory_info().rss / 2**20
         os.write(master, b"q")
+        keys = "q"
+        if not attach:                 # its own engine is busy: the console asks; Enter = stop gracefully
+            time.sleep(1.0)
+            os.write(master, b"\r")
+            keys = "q, Enter (stop gracefully)"
         try:
             proc.wait(10)
-            out["quit"] = f"exited {proc.returncode} on q"
+            out["quit"] = f"exited {proc.returncode} on {keys}"
         except subprocess.TimeoutExpired:
-            out["quit"] = "did not exit on q within 10 s"
+            out["quit"] = f"did not exit on {keys} within 10 s"
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -516,6 +532,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=5.0, help="a key not shown within this is counted as this")
     ap.add_argument("--keep", metavar="DIR", help="build the workspace in DIR and keep it")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    ap.add_argument("--engine", choices=("process", "console"), default="process",
+                    help="where the busy engine runs: its own process (the console attached, as `ewg --attach`), "
+                         "or inside the console (as plain `ewg`); default: process")
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -530,19 +549,22 @@ def main() -> int:
         build_s = time.perf_counter() - t
         print(f"workspace: {args.episodes} episodes in {build_s:.1f} s at {root}  "
               + ", ".join(f"{k} {v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])), flush=True)
-        engine = start_engine(root, tmp / "engine.log")
         executions0 = engine_executions(root)
         t_engine = time.perf_counter()
-        print(f"engine: pid {engine.pid}, `ewg run --workers 2` on demo stages of 50-200 ms", flush=True)
+        if args.engine == "process":
+            engine = start_engine(root, tmp / "engine.log")
+            print(f"engine: pid {engine.pid}, `ewg run --workers 2` on demo stages of 50-200 ms", flush=True)
+        else:
+            print("engine: inside the console (2 workers), as plain `ewg` runs it", flush=True)
 
         reads = ReadTimes()
         reads.install()
         head = asyncio.run(headless(root, args, args.episodes))
         print("headless part done", flush=True)
-        term = pty_console(root, args.idle)
+        term = pty_console(root, args.idle, attach=args.engine == "process")
         executions = engine_executions(root) - executions0
         engine_s = time.perf_counter() - t_engine
-        if engine.poll() is not None:
+        if engine is not None and engine.poll() is not None:
             raise SystemExit(f"the engine exited during the benchmark ({engine.returncode}); see {tmp / 'engine.log'}")
     finally:
         if engine is not None and engine.poll() is None:
@@ -567,12 +589,14 @@ def main() -> int:
         ("keypress-to-repaint p95 (all keys)", f"{ms(p95)} ms", "< 100 ms (aim 50)",
          ("PASS" if p95 < AIM_P95 else "PASS (over aim)") if p95 < TARGET_P95 else "MISS"),
         ("keypress-to-repaint p99 (all keys)", f"{ms(pct(all_presses, 99))} ms", "", ""),
-        ("idle CPU of the console process", f"{term['idle_cpu_percent']:.1f} %", "(no target)", ""),
+        ("idle CPU of the console process" + (" (engine included)" if args.engine == "console" else ""),
+         f"{term['idle_cpu_percent']:.1f} %", "(no target)", ""),
     ]
     width = max(len(r[0]) for r in rows)
     cpu = psutil.cpu_count()
     print()
-    print(f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy in another process "
+    where = "in another process" if args.engine == "process" else "inside the console"
+    print(f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy {where} "
           f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {os.getloadavg()[0]:.1f}, "
           f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
     print(f"{'figure'.ljust(width)}  {'result':>10}  {'target':<18}  verdict")
