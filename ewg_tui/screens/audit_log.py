@@ -8,11 +8,12 @@ from textual.binding import Binding
 from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from engine import queries
 
 from ..widgets import formatting as fmt
+from ..widgets.footer import Footer
 
 EVENTS_SHOWN = 500
 REFRESH_SECONDS = 2.0

@@ -8,13 +8,14 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from engine import pipeline, queries
 
 from ..messages import DetailRead
 from ..widgets import formatting as fmt
 from ..widgets.error_detail import describe
+from ..widgets.footer import Footer
 
 REFRESH_SECONDS = 1.0
 LOG_LINES = 40

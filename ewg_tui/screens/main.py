@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from engine import pipeline
@@ -30,6 +30,7 @@ from ..widgets import formatting as fmt
 from ..widgets.engine_header import EngineHeader, HeaderState
 from ..widgets.error_detail import ErrorDetail
 from ..widgets.filter_bar import FilterBar
+from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
 from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode_columns
 from ..widgets.stage_progress import StageProgress

@@ -1,0 +1,51 @@
+"""The footer is rebuilt when the keys it shows change, and only then."""
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets._footer import FooterKey
+
+from ewg_tui.widgets.footer import Footer
+
+
+class CountingFooter(Footer):
+    builds = 0
+
+    def compose(self) -> ComposeResult:
+        CountingFooter.builds += 1
+        yield from super().compose()
+
+
+class Keys(App[None]):
+    BINDINGS = [Binding("r", "retry", "Retry"), Binding("s", "skip", "Skip")]
+    retry_allowed = True
+
+    def compose(self) -> ComposeResult:
+        yield CountingFooter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if action == "retry" and not self.retry_allowed else True
+
+    def action_retry(self) -> None:
+        """Nothing: the test only looks at the footer."""
+
+    def action_skip(self) -> None:
+        """Nothing: the test only looks at the footer."""
+
+
+async def test_the_footer_is_rebuilt_only_when_its_keys_change():
+    app = Keys()
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause(0.1)
+        built = CountingFooter.builds
+        assert built >= 1
+        for _ in range(3):                         # nothing it shows changed
+            app.screen.refresh_bindings()
+            await pilot.pause(0.05)
+        assert CountingFooter.builds == built
+        app.retry_allowed = False                  # Retry is greyed out now: rebuild
+        app.screen.refresh_bindings()
+        await pilot.pause(0.1)
+        assert CountingFooter.builds == built + 1
+        retry = [k for k in app.query(FooterKey) if k.action == "retry"]
+        assert retry and retry[0].has_class("-disabled")
