@@ -126,8 +126,8 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.episodes.border_title = "Episodes"
-        self.clips.border_title = "Clips"
+        self.episodes.show_title("Episodes")
+        self.clips.show_title("Clips")
         self.query_one("#error-detail").border_title = "Error detail"
         self.query_one("#episode-progress").border_title = "Episodes"
         self.query_one("#clip-progress").border_title = "Clips"
@@ -171,10 +171,9 @@ class MainScreen(Screen[None]):
         request = self._request(with_overview=self.view is None or (not forced and self._overview_due))
         self.polls += 1
         self._polling = True
-        if self._reader is None:
-            self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
-        self._reader.resume()
-        self._read(self._reader, request)
+        if self._reader is not None:
+            self._reader.resume()
+        self._read(request)
 
     def _schedule(self) -> None:
         interval = self.app.poll_interval  # type: ignore[attr-defined]
@@ -197,7 +196,10 @@ class MainScreen(Screen[None]):
         )
 
     @work(thread=True, group="poll", exit_on_error=False)
-    def _read(self, reader: Reader, request: ViewRequest) -> None:
+    def _read(self, request: ViewRequest) -> None:
+        reader = self._reader
+        if reader is None:                   # opened here: connecting is database work, not the event loop's
+            reader = self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
         try:
             data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
         except ReadInterrupted:
@@ -273,14 +275,14 @@ class MainScreen(Screen[None]):
 
     def _titles(self) -> None:
         filt = f"  filter: {self.filter_text}" if self.filter_text else ""
-        self.episodes.border_title = f"Episodes {self.episodes.position_label}{filt}"
+        self.episodes.show_title(f"Episodes {self.episodes.position_label}{filt}")
         if self.all_clips:
-            self.clips.border_title = f"All clips {self.clips.position_label}  (a: this episode's)"
+            self.clips.show_title(f"All clips {self.clips.position_label}  (a: this episode's)")
         else:
             episode = self.episodes.current_id
             of = fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
             count = self.clips.position_label if self.clips.total else "none yet"
-            self.clips.border_title = f"Clips of {of}: {count}"
+            self.clips.show_title(f"Clips of {of}: {count}")
 
     def _show_header(self) -> None:
         app = self.app

@@ -12,6 +12,7 @@ from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -140,6 +141,7 @@ class ItemTable(DataTable):
         self.pending_cursor: str | None = None
         self.requested_offset: int | None = None   # a slide asked for but not read yet
         self._cells: dict[str, list[tuple]] = {}
+        self._title: str | None = None
 
     def on_mount(self) -> None:
         self.add_column(" ", width=1, key="mark")
@@ -168,6 +170,13 @@ class ItemTable(DataTable):
             return "none"
         first = self.window_offset + 1
         return f"{first}-{self.window_offset + len(self.order)} of {self.total}"
+
+    def show_title(self, text: str) -> None:
+        """Set the border title, literally (a filter may hold brackets), and only when it changed:
+        Textual repaints the whole table on every assignment, a few times a second for nothing."""
+        if text != self._title:
+            self._title = text
+            self.border_title = Content(text)
 
     def show_window(self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]) -> None:
         """Bring the table to exactly `rows`, changing only the cells that changed."""

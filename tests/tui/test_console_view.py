@@ -366,3 +366,20 @@ async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, 
         await wait_for(pilot, lambda: "filter: budget" in str(screen.episodes.border_title),
                        what="the newer view to be shown")
         assert not any(n.message.startswith("Reading the workspace failed") for n in app._notifications)
+
+
+async def test_an_idle_console_repaints_no_table(seeded):
+    """Nothing changed, nothing redrawn: over SSH every repaint of a table is kilobytes on the wire."""
+    ws, clock = seeded
+    app = make_app(ws, clock, poll_interval=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await pilot.pause(0.5)
+        repaints: list[str] = []
+        for table in (screen.episodes, screen.clips):
+            real = table.refresh
+            table.refresh = lambda *a, _real=real, _id=table.id, **kw: (repaints.append(_id), _real(*a, **kw))[1]
+        polls = screen.polls
+        await pilot.pause(1.0)
+        assert screen.polls - polls >= 5              # it kept reading the workspace...
+        assert repaints == []                         # ...and found nothing to redraw
