@@ -63,7 +63,7 @@ class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    item_id: str = Field(index=True)
+    item_id: str                                  # indexed with id: ix_attempts_item (store.py)
     stage: str
     number: int
     worker: str

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 ITEM_COLUMNS = (
@@ -422,5 +422,22 @@ def _migration_2(store: Store) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS ix_items_counts ON items (kind, stage, next_stage, status)")
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(store: Store) -> None:
+    """Drop what the engine paid for on every write and no query reads.
+
+    SQLite rewrites an index entry whenever its column is in an UPDATE's SET list, even to the same
+    value, and the hot path sets updated_at, error_class and verdict on every claim or completion.
+    The console never sorts by updated_at, error_class or show, and its stage filter (stage or
+    next stage) is served by ix_items_counts, so those indexes go; so does ix_attempts_item_id, a
+    prefix of ix_attempts_item (item_id, id) written again by every claim. The stuck filter and count
+    (`verdict IS NOT NULL`) get a partial index that a NULL verdict never touches.
+    """
+    conn = store.connection()
+    for name in ("ix_items_kind_updated_at", "ix_items_kind_error_class", "ix_items_kind_show",
+                 "ix_items_kind_stage", "ix_items_kind_verdict", "ix_attempts_item_id"):
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_stuck ON items (kind, id) WHERE verdict IS NOT NULL")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 

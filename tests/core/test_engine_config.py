@@ -122,6 +122,27 @@ def test_an_older_schema_is_backed_up_then_migrated(tmp_path):
     ws.close()
 
 
+def test_version_3_keeps_only_indexes_that_queries_read(tmp_path):
+    """The hot path rewrites every index whose column it sets; v3 drops those no query reads."""
+    ws = init_workspace(tmp_path)
+    conn = ws.store.connection()
+    conn.execute("DROP INDEX ix_items_stuck")
+    for col in ("updated_at", "error_class", "verdict"):           # what a version-2 database has
+        conn.execute(f"CREATE INDEX ix_items_kind_{col} ON items (kind, {col}, id)")
+    conn.execute("CREATE INDEX ix_attempts_item_id ON attempts (item_id)")
+    conn.execute("PRAGMA user_version=2")
+    ws.close()
+    ws = open_workspace(tmp_path)
+    names = {r[0] for r in ws.store.read("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert not names & {"ix_items_kind_updated_at", "ix_items_kind_error_class", "ix_items_kind_verdict",
+                        "ix_items_kind_stage", "ix_items_kind_show", "ix_attempts_item_id"}
+    assert {"ix_items_stuck", "ix_items_counts", "ix_items_kind_status", "ix_attempts_item"} <= names
+    plan = " ".join(str(tuple(r)) for r in ws.store.read(
+        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' AND verdict IS NOT NULL ORDER BY id"))
+    assert "ix_items_stuck" in plan                                 # the stuck filter reads the partial index
+    ws.close()
+
+
 def test_deep_windows_page_over_ids(tmp_path):
     from engine import queries
     ws = init_workspace(tmp_path)
