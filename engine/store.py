@@ -140,7 +140,9 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, backups: Path | None = None, **kw: Any) -> "Store":
+    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> "Store":
+        """Open an existing database; an older schema is backed up and migrated unless `migrate` is
+        False (read-only use: every query works on older schemas, only slower without newer indexes)."""
         path = Path(path)
         if not path.exists():
             raise DatabaseError(
@@ -178,7 +180,7 @@ class Store:
             raise DatabaseError(f"{path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
                                 f"changed. Restore the newest backup from {backups or 'the backups folder'}; "
                                 "`ewg doctor` shows how.")
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and migrate:
             if backups is not None:
                 store.backup(backups, label=f"pre-migration-v{version}")
             store.migrate()

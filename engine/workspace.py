@@ -121,8 +121,10 @@ def _store_for(root: Path, config: Config) -> tuple[Path, dict]:
     return path, {"synchronous": config.engine.synchronous, "busy_timeout_ms": config.engine.busy_timeout_ms}
 
 
-def open_workspace(root: Path, clock: Clock | None = None) -> Workspace:
-    """Open an existing workspace; ConfigError / DatabaseError say what is wrong and how to fix it."""
+def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = False) -> Workspace:
+    """Open an existing workspace; ConfigError / DatabaseError say what is wrong and how to fix it.
+
+    `readonly` opens it without writing anything, not even a schema migration."""
     root = Path(root)
     if not (root / CONFIG_NAME).exists():
         raise ConfigError(f"{root} is not an ewg workspace (no {CONFIG_NAME}). Create one with "
@@ -130,7 +132,7 @@ def open_workspace(root: Path, clock: Clock | None = None) -> Workspace:
     config = configmod.load(root / CONFIG_NAME)
     path, kw = _store_for(root, config)
     check_owner(path)
-    store = Store.open(path, backups=root / config.paths.backups, **kw)
+    store = Store.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
     try:
         check_foreign_engines(store)
     except DatabaseError:

@@ -96,7 +96,7 @@ class EwgApp(App[int]):
 
 def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool) -> int:
     """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only."""
-    ws = open_workspace(root)
+    ws = open_workspace(root, readonly=readonly)
     engine = None
     if not attach and not readonly and workers != 0:
         engine = Engine(ws, workers=workers)

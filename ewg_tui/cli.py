@@ -468,7 +468,7 @@ def _cmd_demo(args) -> int:
 
 
 def _console(root: Path, args) -> int:
-    ws = open_workspace(root)   # validate before the screen takes over, so errors print plainly
+    ws = open_workspace(root, readonly=args.readonly)   # validate before the screen takes over: errors print plainly
     ws.close()
     from ewg_tui.app import run_console
     return run_console(root, workers=args.workers, attach=args.attach, readonly=args.readonly)
@@ -515,7 +515,7 @@ def _dispatch(args) -> int:
         raise UsageError(f"--readonly: `ewg {what}` would change the workspace; run it without --readonly.")
     if args.command == "doctor":
         return _cmd_doctor(root, args)
-    ws = open_workspace(root)
+    ws = open_workspace(root, readonly=args.readonly)
     try:
         if args.command == "run":
             return _cmd_run(ws, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
 import socket
 import stat
@@ -56,7 +57,6 @@ def test_operator_verbs_record_the_os_user(make_demo):
     code, _out, err = ewg("--workspace", str(root), "stop", item_id, "--reason", "security test")
     assert code == 0, err
     code, out, _err = ewg("--workspace", str(root), "log", "--json")
-    import json
     events = json.loads(out)["events"]
     stop = [e for e in events if e["verb"] == "stop"]
     assert stop and stop[0]["actor"] == getpass.getuser() and stop[0]["reason"] == "security test"
@@ -90,6 +90,23 @@ def test_readonly_still_reads(make_demo):
     for args in (["status"], ["failures"], ["metrics"], ["log"], ["doctor"]):
         code, _out, err = ewg("--workspace", str(root), "--readonly", *args)
         assert code == 0, (args, err)
+
+
+def test_readonly_reads_an_older_schema_without_migrating_it(make_demo):
+    from engine.store import SCHEMA_VERSION
+    ws = make_demo(count=2)
+    ws.store.connection().execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+    root, db = ws.root, ws.store.path
+    ws.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    code, out, err = ewg("--workspace", str(root), "--readonly", "status", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["episodes"]) == 2
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before          # no migration, no write
+    assert not list((root / "backups").glob("*pre-migration*"))
+    code, _out, err = ewg("--workspace", str(root), "status")               # a read-write open migrates
+    assert code == 0, err
+    assert list((root / "backups").glob(f"*pre-migration-v{SCHEMA_VERSION - 1}*"))
 
 
 def test_a_workspace_owned_by_another_user_is_refused(make_demo):
