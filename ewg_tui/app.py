@@ -66,7 +66,7 @@ class EwgApp(App[int]):
     def on_engine_notice(self, message: EngineNotice) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, MainScreen):
-                screen.engine_changed(message.event)
+                screen.post_message(EngineNotice(message.event))   # dropped if the screen is closing
 
     def action_quit_console(self) -> None:
         engine = self.engine

@@ -45,8 +45,8 @@ class ViewRead(Message):
 class EngineNotice(Message, bubble=False):
     """An event from the in-process engine's threads, posted to the app.
 
-    It must not bubble: the app hands it on to the main screen, and a notice bubbling back up
-    from there would be handed on again, for ever (a busy loop that starves every thread).
+    It must not bubble: the app hands it on to the main screen as a new notice, and one bubbling
+    back up from there would be handed on again, for ever (a busy loop that starves every thread).
     """
 
     def __init__(self, event: EngineEvent) -> None:

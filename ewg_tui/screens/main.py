@@ -21,11 +21,10 @@ from textual.worker import Worker, WorkerState
 
 from engine import pipeline
 from engine.queries import ItemFilter
-from engine.runtime import EngineEvent
 from engine.store import Reader, ReadInterrupted
 from engine.verbs import Operator, Preview, VerbError
 
-from ..messages import VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
+from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
 from ..widgets import formatting as fmt
 from ..widgets.engine_header import EngineHeader, HeaderState
 from ..widgets.error_detail import ErrorDetail
@@ -124,6 +123,10 @@ class MainScreen(Screen[None]):
             yield ErrorDetail(id="error-detail")
         yield FilterBar(id="filter")
         yield Footer()
+
+    def on_unmount(self) -> None:
+        if self._reader is not None:
+            self._reader.interrupt()       # a scan still running for a closed screen is not worth finishing
 
     def on_mount(self) -> None:
         self.episodes.show_title("Episodes")
@@ -228,7 +231,11 @@ class MainScreen(Screen[None]):
         if event.worker.group == "poll":
             self._polling = False
             self.notify(f"Reading the workspace failed: {error}. Retrying.", severity="error", markup=False)
-            self._schedule()
+            if self._poll_again:                 # the view changed meanwhile: read it now, not at the next tick
+                self._poll_again = False
+                self.poll(True)
+            else:
+                self._schedule()
         elif event.worker.group == "verbs":
             self.notify(f"The verb failed: {error}", severity="error", markup=False, timeout=10)
 
@@ -644,9 +651,9 @@ class MainScreen(Screen[None]):
     def on_verb_refused(self, message: VerbRefused) -> None:
         self.notify(message.text, title=message.request.spec.title, severity="error", markup=False, timeout=10)
 
-    def engine_changed(self, event: EngineEvent) -> None:
-        """The in-process engine reported an event (on the event loop, via the app)."""
-        if event.kind == "state":
+    def on_engine_notice(self, message: EngineNotice) -> None:
+        """The in-process engine reported an event (handed on by the app)."""
+        if message.event.kind == "state":
             self._show_header()
 
 

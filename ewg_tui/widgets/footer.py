@@ -1,6 +1,7 @@
 """Textual's footer, rebuilt only when the keys it shows change."""
 from __future__ import annotations
 
+from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer as TextualFooter
 
@@ -18,12 +19,14 @@ class Footer(TextualFooter):
     widget, then a layout pass) cost 20-60 ms of a key press with 100k episodes and a busy engine.
     """
 
-    _shown: tuple | None = None
+    _shown: tuple | None = None            # the keys the last rebuild drew
+
+    def compose(self) -> ComposeResult:
+        if self._bindings_ready:
+            self._shown = shown_bindings(self.screen)
+        yield from super().compose()
 
     def bindings_changed(self, screen: Screen) -> None:
-        shown = shown_bindings(screen)
-        if self._bindings_ready and shown == self._shown:
+        if self._bindings_ready and screen is self.screen and shown_bindings(screen) == self._shown:
             return
         super().bindings_changed(screen)
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self._shown = shown           # a rebuild was scheduled for exactly these keys

@@ -69,17 +69,45 @@ async def test_engine_state_events_reach_the_header(make_demo):
         engine.stop(force=True)
 
 
-async def test_an_engine_event_reaches_the_main_screen_once(make_demo):
+async def test_an_engine_event_reaches_the_main_screen_once(make_demo, monkeypatch):
     """The app hands engine events to the main screen; nothing may hand them back (a busy loop)."""
+    from ewg_tui.screens.main import MainScreen
+    seen: list[EngineEvent] = []
+    handler = MainScreen.on_engine_notice
+    monkeypatch.setattr(MainScreen, "on_engine_notice",
+                        lambda screen, message: (seen.append(message.event), handler(screen, message)))
     ws = make_demo(count=1)
     engine = Engine(ws, workers=1)                   # never started: the test sends the events itself
     app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await ready(pilot)
-        seen: list[EngineEvent] = []
-        handler = screen.engine_changed
-        screen.engine_changed = lambda event: (seen.append(event), handler(event))
+        await ready(pilot)
         app.engine_event(EngineEvent("state", text="running"))
         await wait_for(pilot, lambda: seen, what="the event on the main screen")
         await pilot.pause(0.3)
         assert len(seen) == 1
+
+
+async def test_engine_events_during_start_up_and_tear_down_do_not_crash_the_console(make_demo):
+    """Events come from engine threads at any moment: before the main screen has its widgets (run_console
+    starts the engine first) and while the app tears it down (a `stopped` after a second q)."""
+    import threading
+    ws = make_demo(count=1)
+    engine = Engine(ws, workers=1)
+    app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
+    done = threading.Event()
+
+    def chatter() -> None:
+        while not done.is_set():
+            app.engine_event(EngineEvent("state", text="running"))
+            done.wait(0.0005)
+    app.engine_event(EngineEvent("state", text="running"))       # as engine.start() does, before app.run()
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await pilot.pause(0.3)
+    finally:
+        done.set()
+        thread.join(5)
+    assert app.return_code in (None, 0)
