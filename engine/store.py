@@ -429,8 +429,9 @@ def _migration_3(store: Store) -> None:
 
     SQLite rewrites an index entry whenever its column is in an UPDATE's SET list, even to the same
     value, and the hot path sets updated_at, error_class and verdict on every claim or completion.
-    The console never sorts by updated_at, error_class or show, and its stage filter (stage or
-    next stage) is served by ix_items_counts, so those indexes go; so does ix_attempts_item_id, a
+    The console never sorts by updated_at, error_class or show, and no query reads (kind, stage, id):
+    the stage filter counts on ix_items_counts and pages on ix_items_kind_id. Those indexes go; so
+    does ix_attempts_item_id, a
     prefix of ix_attempts_item (item_id, id) written again by every claim. The stuck filter and count
     (`verdict IS NOT NULL`) get a partial index that a NULL verdict never touches.
     """
