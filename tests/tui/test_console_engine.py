@@ -9,12 +9,17 @@ from ewg_tui.screens.quit_dialog import QuitScreen
 from pilot_helpers import ready, wait_for
 
 
-def busy_engine_app(make_demo):
-    ws = make_demo(count=3, speed=40.0)               # stages take tens of seconds: work stays in flight
-    engine = Engine(ws, workers=2)
+def engine_app(make_demo, count: int = 1, workers: int = 1, speed: float = 0.05):
+    """A console with an in-process engine, not started yet (as run_console builds it)."""
+    ws = make_demo(count=count, speed=speed)
+    engine = Engine(ws, workers=workers)
     app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
     engine.on_event = app.engine_event
     return ws, engine, app
+
+
+def busy_engine_app(make_demo):
+    return engine_app(make_demo, count=3, workers=2, speed=40.0)   # stages take tens of seconds: work stays in flight
 
 
 async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
@@ -76,9 +81,7 @@ async def test_an_engine_event_reaches_the_main_screen_once(make_demo, monkeypat
     handler = MainScreen.on_engine_notice
     monkeypatch.setattr(MainScreen, "on_engine_notice",
                         lambda screen, message: (seen.append(message.event), handler(screen, message)))
-    ws = make_demo(count=1)
-    engine = Engine(ws, workers=1)                   # never started: the test sends the events itself
-    app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
+    _ws, _engine, app = engine_app(make_demo)        # never started: the test sends the events itself
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         app.engine_event(EngineEvent("state", text="running"))
@@ -91,9 +94,7 @@ async def test_engine_events_during_start_up_and_tear_down_do_not_crash_the_cons
     """Events come from engine threads at any moment: before the main screen has its widgets (run_console
     starts the engine first) and while the app tears it down (a `stopped` after a second q)."""
     import threading
-    ws = make_demo(count=1)
-    engine = Engine(ws, workers=1)
-    app = EwgApp(ws, engine=engine, poll_interval=0.2, actor="tester", cursor_blink=False)
+    _ws, _engine, app = engine_app(make_demo)        # never started: the test sends the events itself
     done = threading.Event()
 
     def chatter() -> None:
