@@ -431,9 +431,9 @@ def _migration_3(store: Store) -> None:
     value, and the hot path sets updated_at, error_class and verdict on every claim or completion.
     The console never sorts by updated_at, error_class or show, and no query reads (kind, stage, id):
     the stage filter counts on ix_items_counts and pages on ix_items_kind_id. Those indexes go; so
-    does ix_attempts_item_id, a
-    prefix of ix_attempts_item (item_id, id) written again by every claim. The stuck filter and count
-    (`verdict IS NOT NULL`) get a partial index that a NULL verdict never touches.
+    does ix_attempts_item_id, a prefix of ix_attempts_item (item_id, id) written again by every claim.
+    The stuck filter and count (`verdict IS NOT NULL`) get a partial index that a NULL verdict never
+    touches.
     """
     conn = store.connection()
     for name in ("ix_items_kind_updated_at", "ix_items_kind_error_class", "ix_items_kind_show",
