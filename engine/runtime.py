@@ -451,8 +451,7 @@ class Engine:
         with self._lock:
             if self._runs.get(run.claim.item_id) is run:
                 del self._runs[run.claim.item_id]
-        self._emit(event)
-        self.wake()
+        self._emit(event)      # no wake-up call: the freed worker sends one when it waits for work
 
     def _release_unstarted(self, claim: Claim) -> None:
         run = Run(claim, CancelToken(), threading.current_thread(), -1, progress_at=claim.started_at)
@@ -465,14 +464,14 @@ class Engine:
         run = Run(claim, CancelToken(), threading.current_thread(), slot, progress_at=now)
         with self._lock:
             self._runs[claim.item_id] = run
-        self._emit(EngineEvent("claimed", claim.item_id, claim.stage))
+        if self.on_event is not None:            # no event object per claim when nobody listens
+            self._emit(EngineEvent("claimed", claim.item_id, claim.stage))
         ctx: StageContext | None = None
         try:
             try:
                 ctx = self._context(claim, run)
-                stage_config = self.config.stage(claim.kind, claim.stage)
-                impl = stages.resolve(claim.kind, claim.stage, stage_config)
-                if stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
+                impl = stages.resolve(claim.kind, claim.stage, ctx.stage_config)
+                if ctx.stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
                                                     or self.config.demo.transient_probability):
                     impl = stages.with_chaos(impl)
                 impl(ctx)

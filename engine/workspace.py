@@ -1,6 +1,7 @@
 """A workspace: `ewg.toml`, the database, the items folder and backups."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -97,8 +98,8 @@ class Workspace:
     store: Store
     clock: Clock
 
-    @property
-    def items_root(self) -> Path:
+    @functools.cached_property
+    def items_root(self) -> Path:          # cached: every claim builds paths under it
         return self.root / self.config.paths.items
 
     @property

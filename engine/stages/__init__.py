@@ -89,13 +89,16 @@ class ItemInfo:
     clip_end: float | None = None
 
 
+_TAIL_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")   # stateless: shared
+
+
 class LogTail(logging.Handler):
     """Keeps the last lines an attempt logged, for the attempt record and the detail pane."""
 
     def __init__(self, lines: int = 200) -> None:
         super().__init__()
         self.lines: deque[str] = deque(maxlen=lines)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        self.setFormatter(_TAIL_FORMAT)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
@@ -209,12 +212,12 @@ def import_callable(path: str) -> StageFn:
 
 def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
     """The implementation for a configured stage."""
+    if stage_config.kind == "noop":
+        return noop
     from . import command, demo
 
     if stage_config.kind == "demo":
         return demo.run
-    if stage_config.kind == "noop":
-        return noop
     if stage_config.kind == "command":
         return command.run
     if stage_config.kind == "python":
