@@ -226,8 +226,19 @@ def events(store: Readable, item_id: str | None = None, limit: int = 200, since_
     return rows
 
 
+_ATTEMPT_COLUMNS = ("id, item_id, stage, number, worker, lease_token, started_at, ended_at, outcome, error_class,"
+                    " error_message, error_detail, decision, log_tail, duration, spent")
+
+
 def attempts(store: Readable, item_id: str) -> list[dict]:
-    return _rows(store, "SELECT * FROM attempts WHERE item_id=? ORDER BY id", (item_id,))
+    """An item's attempts, oldest first. A running attempt has no row until it ends (Store.claim_batch):
+    it is read from the item's lease and comes last, with no outcome."""
+    return _rows(store, f"SELECT * FROM (SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE item_id=?1"
+                        " UNION ALL SELECT NULL, id, next_stage, attempts + 1, lease_owner, lease_token, started_at,"
+                        " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1 FROM items"
+                        " WHERE id=?1 AND status='running' AND NOT EXISTS (SELECT 1 FROM attempts a"
+                        " WHERE a.item_id=items.id AND a.lease_token=items.lease_token))"
+                        " ORDER BY id IS NULL, id", (item_id,))
 
 
 def item(store: Readable, item_id: str) -> dict | None:

@@ -521,9 +521,9 @@ class Engine:
         claim = run.claim
         prepared = checkpoints.prepare(ctx.output_path if ctx.output_created else None,   # hashing: in the worker
                                        ctx.item_dir / claim.stage)
-        completion = Completion(claim.item_id, claim.lease_token, claim.attempt_id, claim.stage,
+        completion = Completion(claim.item_id, claim.lease_token, claim.stage,
                                 pipeline.next_stage(claim.kind, claim.stage), json.dumps(prepared.manifest),
-                                ctx.log_tail.text())
+                                ctx.log_tail.text(), claim.attempt_number, self.owner, claim.started_at)
         # File work (and a savepoint) only where there is something to rename: outputs to publish, or the
         # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither,
         # and are committed together with the other plain successes of the dispatcher's transaction.

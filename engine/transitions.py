@@ -27,11 +27,25 @@ def _fenced(conn: sqlite3.Connection, item_id: str, token: int, values: dict[str
 def close_attempt(conn: sqlite3.Connection, item_id: str, token: int, now: float, outcome: str,
                   error: tuple[str | None, str | None, str | None] = (None, None, None),
                   decision: str = "", log_tail: str | None = None, spent: bool = True) -> None:
+    """Record the end of the attempt that holds the item's lease. Call it before the item row
+    releases the lease: the attempt row is written from the lease (stage, number, owner, start).
+
+    An attempt has no row while it runs (Store.claim_batch); one opened by an older ewg is closed
+    in place instead."""
+    params = (now, outcome, *error, decision, log_tail, int(spent), item_id, token)
+    holds = "EXISTS (SELECT 1 FROM items WHERE id=?9 AND lease_token=?10 AND status='running')"
+    cur = conn.execute(
+        f"""UPDATE attempts SET ended_at=?1, outcome=?2, error_class=?3, error_message=?4, error_detail=?5,
+               decision=?6, log_tail=COALESCE(?7, log_tail), duration=?1 - started_at, spent=?8
+           WHERE item_id=?9 AND lease_token=?10 AND ended_at IS NULL AND {holds}""", params)
+    if cur.rowcount:
+        return
     conn.execute(
-        """UPDATE attempts SET ended_at=?, outcome=?, error_class=?, error_message=?, error_detail=?,
-               decision=?, log_tail=COALESCE(?, log_tail), duration=? - started_at, spent=?
-           WHERE item_id=? AND lease_token=? AND ended_at IS NULL""",
-        (now, outcome, *error, decision, log_tail, now, int(spent), item_id, token))
+        """INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at, outcome,
+               error_class, error_message, error_detail, decision, log_tail, duration, spent)
+           SELECT id, next_stage, attempts + 1, COALESCE(lease_owner, ''), lease_token,
+                  COALESCE(started_at, ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1 - COALESCE(started_at, ?1), ?8
+           FROM items WHERE id=?9 AND lease_token=?10 AND status='running'""", params)
 
 
 def settle_failure(conn: sqlite3.Connection, item_id: str, token: int, now: float, outcome: str,
@@ -39,16 +53,14 @@ def settle_failure(conn: sqlite3.Connection, item_id: str, token: int, now: floa
                    verdict: str | None = None, log_tail: str | None = None, bump: bool = False,
                    blocked_reason: str | None = None) -> bool:
     """A failed, timed-out or stalled attempt: record it and take the decided road."""
-    ok = _fenced(conn, item_id, token, {
+    close_attempt(conn, item_id, token, now, outcome, (error_class, message, detail), decision.text,
+                  log_tail, decision.spent)        # first: written from the lease the update releases
+    return _fenced(conn, item_id, token, {
         **RELEASED, "status": decision.status, "attempts": decision.attempts,
         "next_attempt_at": decision.next_attempt_at, "error_class": error_class, "error_message": message,
         "error_detail": detail, "error_suggestion": suggestion, "error_at": now, "verdict": verdict,
         "blocked_reason": (blocked_reason or message) if decision.status == "blocked" else None, "updated_at": now,
     }, bump)
-    if ok:
-        close_attempt(conn, item_id, token, now, outcome, (error_class, message, detail), decision.text,
-                      log_tail, decision.spent)
-    return ok
 
 
 def release(conn: sqlite3.Connection, item_id: str, token: int, now: float, outcome: str, status: str,
@@ -59,10 +71,8 @@ def release(conn: sqlite3.Connection, item_id: str, token: int, now: float, outc
               "progress_message": decision}
     if count_rescue:
         conn.execute("UPDATE items SET rescues = rescues + 1 WHERE id=? AND lease_token=?", (item_id, token))
-    ok = _fenced(conn, item_id, token, values, bump)
-    if ok:
-        close_attempt(conn, item_id, token, now, outcome, decision=decision, log_tail=log_tail, spent=False)
-    return ok
+    close_attempt(conn, item_id, token, now, outcome, decision=decision, log_tail=log_tail, spent=False)
+    return _fenced(conn, item_id, token, values, bump)
 
 
 def record_event(conn: sqlite3.Connection, now: float, actor: str, verb: str, *, selection: str = "",

@@ -128,6 +128,47 @@ def test_timed_out_stage_is_cancelled_and_retried(make_demo):
     assert "retry 2/3" in first["decision"]
 
 
+def test_an_attempt_row_is_written_once_when_the_attempt_ends(make_demo):
+    ws = make_demo(count=1)
+    eng = Engine(ws, workers=0)
+    started = time.time()
+    claim = ws.store.claim("worker:1:1", started, 30)
+    # while it runs, the attempt lives in the lease only, and reads show it from there
+    assert ws.store.read("SELECT * FROM attempts") == []
+    running = queries.attempts(ws.store, claim.item_id)
+    assert len(running) == 1 and running[0]["outcome"] is None and running[0]["id"] is None
+    assert (running[0]["stage"], running[0]["number"], running[0]["worker"], running[0]["lease_token"]) == \
+        (claim.stage, 1, "worker:1:1", claim.lease_token)
+    # the owner dies: the rescue writes the one row, from the lease
+    assert eng.rescue(claim.item_id, claim.lease_token, 0, "crashed", "test", started + 5)
+    rows = ws.store.read("SELECT * FROM attempts")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["stage"], row["number"], row["worker"], row["lease_token"], row["outcome"]) == \
+        (claim.stage, 1, "worker:1:1", claim.lease_token, "crashed")
+    assert row["started_at"] == pytest.approx(started) and row["duration"] == pytest.approx(5)
+    assert not row["spent"]
+    # a second try at closing the same lease (a late verb, a zombie) writes nothing: the token moved on
+    with ws.store.write() as conn:
+        from engine import transitions
+        transitions.close_attempt(conn, claim.item_id, claim.lease_token, time.time(), "cancelled")
+    assert len(ws.store.read("SELECT * FROM attempts")) == 1
+    assert [a["outcome"] for a in queries.attempts(ws.store, claim.item_id)] == ["crashed"]
+
+
+def test_an_attempt_opened_by_an_older_ewg_is_closed_in_place(make_demo):
+    ws = make_demo(count=1)
+    claim = ws.store.claim("old:1:1", time.time(), 30)
+    with ws.store.write() as conn:      # what a claim wrote before attempt rows were written at the end
+        conn.execute("INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, spent)"
+                     " VALUES (?,?,?,?,?,?,1)", (claim.item_id, claim.stage, 1, "old:1:1", claim.lease_token,
+                                                 claim.started_at))
+    assert [a["outcome"] for a in queries.attempts(ws.store, claim.item_id)] == [None]   # not shown twice
+    assert Engine(ws, workers=0).rescue(claim.item_id, claim.lease_token, 0, "crashed", "test", time.time())
+    rows = ws.store.read("SELECT outcome FROM attempts")
+    assert [r["outcome"] for r in rows] == ["crashed"]
+
+
 def test_stage_ignoring_cancel_is_abandoned_and_its_slot_freed(make_demo):
     extra = python_stage("episode", "discovered", "hang_ignoring_cancel", {"timeout": 0.5}, seconds=20)
     ws = make_demo(count=2, extra=extra, stall_after="100", stop_grace="0.5", force_grace="0.3", max_attempts="1")
@@ -135,7 +176,7 @@ def test_stage_ignoring_cancel_is_abandoned_and_its_slot_freed(make_demo):
     # with one worker, the second item can only start once the first one's slot is released
     wait_for(lambda: ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE outcome='abandoned'")[0] >= 1,
              timeout=20)
-    wait_for(lambda: ws.store.read_one("SELECT COUNT(DISTINCT item_id) FROM attempts")[0] == 2, timeout=20)
+    wait_for(lambda: ws.store.read_one("SELECT COUNT(*) FROM items WHERE lease_token > 0")[0] == 2, timeout=20)
     eng.stop(force=True)
     abandoned = ws.store.read_one("SELECT * FROM attempts WHERE outcome='abandoned'")
     assert "ignored its cancel token" in (abandoned["error_detail"] or "")

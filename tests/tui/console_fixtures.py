@@ -49,13 +49,14 @@ def _clip(conn, episode: str, n: int, **values) -> str:
 
 
 def seed_states(ws: Workspace, with_engine_row: bool = True) -> None:
-    """Ten episodes in every state the console shows, clips for the first, health samples and an engine."""
+    """Ten episodes in every state the console shows, clips for the first, health samples and an engine.
+
+    Running items have no attempt row, as in a live engine: their attempt is read from the lease."""
     with ws.store.write() as conn:
         _set(conn, EP[1], stage="rendered", next_stage=None, status="done", progress=1.0, attempts=0)
         _set(conn, EP[2], stage="transcribed", next_stage="enriched", status="running", progress=0.45,
              progress_message="enriching chapters 45%", started_at=NOW - 75, heartbeat_at=NOW - 1,
              progress_at=NOW - 2, lease_owner=ENGINE_OWNER, lease_token=3, lease_expires_at=NOW + 30)
-        _attempt(conn, EP[2], "enriched", 1, None, NOW - 75, None)
         _set(conn, EP[3], stage="discovered", next_stage="transcribed", status="retrying", attempts=1,
              next_attempt_at=NOW + 14, error_class=errors.TRANSIENT, error_at=NOW - 6,
              error_message="connection to transcription service timed out (demo)",
@@ -67,7 +68,6 @@ def seed_states(ws: Workspace, with_engine_row: bool = True) -> None:
              progress_message="choosing highlights", started_at=NOW - 400, heartbeat_at=NOW - 1,
              progress_at=NOW - 310, verdict="STALLED", lease_owner=ENGINE_OWNER, lease_token=2,
              lease_expires_at=NOW + 30)
-        _attempt(conn, EP[4], "editorial", 1, None, NOW - 400, None)
         _set(conn, EP[5], stage="discovered", next_stage="transcribed", status="blocked",
              blocked_reason="service:llm is down (connection refused)")
         _set(conn, EP[6], stage="transcribed", next_stage="enriched", status="stopped", progress=0.1)
