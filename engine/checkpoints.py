@@ -86,6 +86,9 @@ class Prepared:
         return not self.manifest["files"]
 
 
+EMPTY_MANIFEST = json.dumps({"files": [], "skipped": False})   # what prepare(None, ...) records, as JSON
+
+
 def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
     """Describe and fsync an attempt's outputs; `tmp` None means the stage wrote nothing."""
     if tmp is None:

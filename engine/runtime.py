@@ -519,15 +519,18 @@ class Engine:
 
     def _complete(self, run: Run, ctx: StageContext) -> None:
         claim = run.claim
-        prepared = checkpoints.prepare(ctx.output_path if ctx.output_created else None,   # hashing: in the worker
-                                       ctx.item_dir / claim.stage)
+        if ctx.output_created or claim.had_checkpoint:     # hashing and fsync: in the worker
+            prepared = checkpoints.prepare(ctx.output_path if ctx.output_created else None, ctx.item_dir / claim.stage)
+            manifest = json.dumps(prepared.manifest)
+        else:                                              # wrote nothing, and nothing older to replace
+            prepared, manifest = None, checkpoints.EMPTY_MANIFEST
         completion = Completion(claim.item_id, claim.lease_token, claim.stage,
-                                pipeline.next_stage(claim.kind, claim.stage), json.dumps(prepared.manifest),
+                                pipeline.next_stage(claim.kind, claim.stage), manifest,
                                 ctx.log_tail.text(), claim.attempt_number, self.owner, claim.started_at)
         # File work (and a savepoint) only where there is something to rename: outputs to publish, or the
         # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither,
         # and are committed together with the other plain successes of the dispatcher's transaction.
-        touches = not prepared.empty or claim.had_checkpoint
+        touches = prepared is not None and (not prepared.empty or claim.had_checkpoint)
         if not touches and not ctx.clips:
             self._submit(run, ctx, completion=completion)
             return
@@ -535,7 +538,7 @@ class Engine:
         def apply(conn: sqlite3.Connection, now: float) -> Callable[[], None]:
             accepted = bool(self.store.complete_batch(conn, [completion], now))
             if accepted:
-                if touches:
+                if prepared is not None and touches:
                     checkpoints.publish(prepared, claim.lease_token)  # renamed while the token is checked
                 if ctx.clips:
                     self._upsert_clips(conn, ctx, now)
