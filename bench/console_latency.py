@@ -177,7 +177,8 @@ def start_engine(root: Path, log: Path) -> subprocess.Popen:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SystemExit(f"the engine exited with {proc.returncode}; see {log}")
-            busy = db.execute("SELECT COUNT(*) FROM attempts WHERE worker != ?", (FOREIGN_OWNER,)).fetchone()[0]
+            busy = db.execute("SELECT COUNT(*) FROM items WHERE status='running' AND lease_owner != ?",
+                              (FOREIGN_OWNER,)).fetchone()[0]    # its first claim (attempt rows come at the end)
             if busy:
                 return proc
             time.sleep(0.1)

@@ -21,8 +21,9 @@ checks, on the database and the items folder:
   that was just killed; anything older would mean the restart did not sweep it;
 * `PRAGMA integrity_check` is ok;
 * duplicate executions: a stage succeeds at most once per item (the commit is
-  atomic), a lease has at most one attempt row, and a kill costs at most one
-  rerun per item the killed process held a lease on;
+  atomic), a lease has at most one attempt row, and at the end every lease a
+  kill orphaned has exactly one rescue row (`crashed` or `dead`): a kill costs
+  one rerun per item the killed process held a lease on, no more, no less;
 * time to resume: from the restarted process's start to its first claim, when
   there was work ready to claim.
 
@@ -159,6 +160,7 @@ class Torture:
         self._counts = {pipeline.EPISODE: 0, pipeline.CLIP: 0}
         self._seeded = 0
         self._last_registered: str | None = None       # owner of the last process that finished recovery
+        self._killed_leases: dict[str, int] = {}       # killed owner -> leases it held (each must be rescued once)
         self._stderr_log = self.root.parent / f"{self.root.name}-engine-stderr.log"
 
     # -- the workspace -------------------------------------------------------------------------
@@ -243,6 +245,7 @@ class Torture:
             self.refill(max(2, self.episodes // 2))        # it finished: give the next run work to be killed in
         if owner is not None:
             self._last_registered = owner
+            self._killed_leases[owner] = in_flight
         first = self._first_claim_after(started)
         resume = (first - started) if (ready and first is not None) else None
         if resume is not None:
@@ -318,6 +321,13 @@ class Torture:
                 self.fig.reruns += reruns
                 self.fig.max_reruns_per_kill = max(self.fig.max_reruns_per_kill, reruns)
             if final:
+                # Every lease a kill orphaned was recorded exactly once, by the rescue that took it back.
+                for owner, leased in self._killed_leases.items():
+                    rescued = conn.execute("SELECT COUNT(*) FROM attempts WHERE worker=? AND outcome IN"
+                                           " ('crashed','dead')", (owner,)).fetchone()[0]
+                    if rescued != leased:
+                        problems.append(f"{when}: the kill of {owner} orphaned {leased} lease(s) but "
+                                        f"{rescued} rescue(s) were recorded")
                 for r in items:
                     if r["status"] == "done":
                         self.fig.final_done += 1

@@ -549,7 +549,8 @@ class Engine:
         """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""
         for clip in ctx.clips:
             clip_id = f"{ctx.item.id}__{clip.key}"
-            row = conn.execute("SELECT clip_start, clip_end FROM items WHERE id=?", (clip_id,)).fetchone()
+            row = conn.execute("SELECT clip_start, clip_end, status, lease_token FROM items WHERE id=?",
+                               (clip_id,)).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO items (id, kind, parent_id, source, show, title, stage, next_stage, target_stage,"
@@ -559,9 +560,13 @@ class Engine:
                      "discovered", "generated", pipeline.CLIP_STAGES[-1], "queued", clip.start, clip.end,
                      now, now, now))
             elif (row["clip_start"], row["clip_end"]) != (clip.start, clip.end):
+                if row["status"] == "running":      # its worker cuts the old bounds: record that attempt, fence it out
+                    transitions.close_attempt(conn, clip_id, row["lease_token"], now, "cancelled",
+                                              decision="clip re-cut by an editorial rerun", spent=False)
                 conn.execute(
                     "UPDATE items SET title=?, clip_start=?, clip_end=?, stage='discovered', next_stage='generated',"
-                    " status='queued', lease_token=lease_token+1, lease_owner=NULL, attempts=0, next_attempt_at=?,"
+                    " status='queued', lease_token=lease_token+1, lease_owner=NULL, lease_expires_at=NULL,"
+                    " cancel_requested=NULL, cancel_requested_at=NULL, attempts=0, next_attempt_at=?,"
                     " updated_at=? WHERE id=?", (clip.title, clip.start, clip.end, now, now, clip_id))
                 conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (clip_id,))
             else:

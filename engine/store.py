@@ -19,7 +19,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 ITEM_COLUMNS = (
@@ -491,7 +491,14 @@ def _migration_3(store: Store) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS ix_items_stuck ON items (kind, id) WHERE verdict IS NOT NULL")
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(store: Store) -> None:
+    """No table changes: version 4 says that an attempt's row is written when the attempt ends, from
+    its lease (Store.claim_batch, transitions.close_attempt). An older ewg closes attempts only by
+    updating a row opened at the claim, so on leases taken by this version it would record nothing;
+    the version check makes it refuse this workspace instead ("from a newer ewg")."""
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -70,7 +70,8 @@ def release(conn: sqlite3.Connection, item_id: str, token: int, now: float, outc
     values = {**RELEASED, "status": status, "next_attempt_at": now, "updated_at": now, "verdict": verdict,
               "progress_message": decision}
     if count_rescue:
-        conn.execute("UPDATE items SET rescues = rescues + 1 WHERE id=? AND lease_token=?", (item_id, token))
+        conn.execute("UPDATE items SET rescues = rescues + 1 WHERE id=? AND lease_token=? AND status='running'",
+                     (item_id, token))
     close_attempt(conn, item_id, token, now, outcome, decision=decision, log_tail=log_tail, spent=False)
     return _fenced(conn, item_id, token, values, bump)
 

@@ -156,6 +156,33 @@ def test_an_attempt_row_is_written_once_when_the_attempt_ends(make_demo):
     assert [a["outcome"] for a in queries.attempts(ws.store, claim.item_id)] == ["crashed"]
 
 
+def test_recutting_a_running_clip_records_its_attempt_and_fences_it_out(make_demo):
+    from types import SimpleNamespace
+    from engine.stages import ClipSpec
+    ws = make_demo(count=1)
+    episode = ws.store.read_one("SELECT id FROM items")["id"]
+    clip_id = f"{episode}__c01"
+    now = time.time()
+    eng = Engine(ws, workers=0)
+    cut = SimpleNamespace(item=SimpleNamespace(id=episode, source="", show=""),
+                          clips=[ClipSpec("c01", 10.0, 40.0, "first cut")])
+    with ws.store.write() as conn:
+        eng._upsert_clips(conn, cut, now)
+        conn.execute("UPDATE items SET status='done' WHERE id=?", (episode,))   # only the clip is claimable
+    claim = ws.store.claim("worker:1:1", now, 30)
+    assert claim.item_id == clip_id
+    recut = SimpleNamespace(item=cut.item, clips=[ClipSpec("c01", 12.0, 45.0, "second cut")])
+    with ws.store.write() as conn:       # an editorial rerun moves the clip while its worker runs
+        eng._upsert_clips(conn, recut, now + 1)
+    rows = ws.store.read("SELECT * FROM attempts WHERE item_id=?", (clip_id,))
+    assert [(r["outcome"], r["lease_token"], r["spent"]) for r in rows] == [("cancelled", claim.lease_token, 0)]
+    assert "re-cut" in rows[0]["decision"]
+    clip = item(ws, clip_id)
+    assert clip["status"] == "queued" and clip["lease_token"] > claim.lease_token
+    assert clip["lease_owner"] is None and clip["lease_expires_at"] is None
+    assert (clip["clip_start"], clip["clip_end"]) == (12.0, 45.0)
+
+
 def test_an_attempt_opened_by_an_older_ewg_is_closed_in_place(make_demo):
     ws = make_demo(count=1)
     claim = ws.store.claim("old:1:1", time.time(), 30)
