@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo demo-headless test bench torture clean
+.PHONY: setup demo demo-headless test lint bench torture clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ demo: setup
 
 demo-headless: setup
 	$(BIN)/ewg demo --headless
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -53,6 +53,7 @@ What is measured.
      the engine is the other process and is not counted. The bytes the console
      wrote to the terminal meanwhile are reported too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,6 @@ import random
 import re
 import shutil
 import sqlite3
-import statistics
 import struct
 import subprocess
 import sys
@@ -86,17 +86,23 @@ from engine import errors, pipeline, queries  # noqa: E402
 from engine.demo import SHOWS, TOPICS, demo_config, episode_id  # noqa: E402
 from engine.workspace import init_workspace, open_workspace  # noqa: E402
 
-TARGET_FIRST_PAINT = 1.0     # s
-TARGET_P95 = 0.100           # s
-AIM_P95 = 0.050              # s
+TARGET_FIRST_PAINT = 1.0  # s
+TARGET_P95 = 0.100  # s
+AIM_P95 = 0.050  # s
 SIZE = (120, 40)
 
 FOREIGN_OWNER = "bench-other-host:777:1794999000"
 MESSAGES = {
-    errors.TRANSIENT: ["connection to transcription service timed out", "render farm returned 503",
-                       "llm endpoint reset the connection"],
-    errors.PERSISTENT: ["corrupt source: no readable video stream", "audio track is empty",
-                        "captions file is not valid UTF-8"],
+    errors.TRANSIENT: [
+        "connection to transcription service timed out",
+        "render farm returned 503",
+        "llm endpoint reset the connection",
+    ],
+    errors.PERSISTENT: [
+        "corrupt source: no readable video stream",
+        "audio track is empty",
+        "captions file is not valid UTF-8",
+    ],
     errors.MISSING_DEPENDENCY: ["the enrichment model 'llama3' is not installed", "ffmpeg not found on PATH"],
     errors.RESOURCE: ["no space left on device", "CUDA out of memory"],
     errors.CONFIG_ERROR: ["stages.episode.rendered.command refers to a missing preset"],
@@ -118,67 +124,128 @@ def build_workspace(root: Path, episodes: int, seed: int = 7) -> dict:
         day = 1 + (n * 7919) % 28
         item_id = episode_id(show, n, f"2026-{1 + n % 12:02d}-{day:02d}")
         roll = rng.random()
-        row = dict(id=item_id, kind=pipeline.EPISODE, parent_id=None, source=f"demo://{show}/episode-{n:06d}.mp4",
-                   show=show, title=f"{TOPICS[(n - 1) % len(TOPICS)]} (part {1 + (n - 1) // len(TOPICS)})",
-                   stage=None, next_stage="discovered", target_stage=stages[-1], status="queued", progress=0.0,
-                   progress_message="", heartbeat_at=None, progress_at=None, started_at=None, lease_owner=None,
-                   lease_token=0, lease_expires_at=None, attempts=0, next_attempt_at=now - rng.uniform(0, 86400),
-                   error_class=None, error_message=None, error_suggestion=None, error_at=None, verdict=None,
-                   blocked_reason=None, created_at=now - 86400 * 30 + n, updated_at=now - rng.uniform(0, 86400))
-        done_upto = rng.randrange(0, len(stages))          # index of the stage the item is working on
+        row = dict(
+            id=item_id,
+            kind=pipeline.EPISODE,
+            parent_id=None,
+            source=f"demo://{show}/episode-{n:06d}.mp4",
+            show=show,
+            title=f"{TOPICS[(n - 1) % len(TOPICS)]} (part {1 + (n - 1) // len(TOPICS)})",
+            stage=None,
+            next_stage="discovered",
+            target_stage=stages[-1],
+            status="queued",
+            progress=0.0,
+            progress_message="",
+            heartbeat_at=None,
+            progress_at=None,
+            started_at=None,
+            lease_owner=None,
+            lease_token=0,
+            lease_expires_at=None,
+            attempts=0,
+            next_attempt_at=now - rng.uniform(0, 86400),
+            error_class=None,
+            error_message=None,
+            error_suggestion=None,
+            error_at=None,
+            verdict=None,
+            blocked_reason=None,
+            created_at=now - 86400 * 30 + n,
+            updated_at=now - rng.uniform(0, 86400),
+        )
+        done_upto = rng.randrange(0, len(stages))  # index of the stage the item is working on
         row["stage"] = stages[done_upto - 1] if done_upto else None
         row["next_stage"] = stages[done_upto]
         if roll < 0.55:
             row.update(status="done", stage=stages[-1], next_stage=None, progress=1.0)
         elif roll < 0.80:
-            pass                                            # queued
+            pass  # queued
         elif roll < 0.94:
             failed = roll < 0.88
             cls = rng.choice(list(MESSAGES)) if failed else errors.TRANSIENT
             number = 3 if failed else rng.randint(1, 2)
             message = rng.choice(MESSAGES[cls]) + f" ({item_id[:12]}, attempt {number})"
-            row.update(status="failed" if failed else "retrying", attempts=number, error_class=cls,
-                       error_message=message, error_suggestion=errors.SUGGESTIONS.get(cls), error_at=now - rng.uniform(0, 3600),
-                       next_attempt_at=now + rng.uniform(5, 3600) if not failed else row["next_attempt_at"])
+            row.update(
+                status="failed" if failed else "retrying",
+                attempts=number,
+                error_class=cls,
+                error_message=message,
+                error_suggestion=errors.SUGGESTIONS.get(cls),
+                error_at=now - rng.uniform(0, 3600),
+                next_attempt_at=now + rng.uniform(5, 3600) if not failed else row["next_attempt_at"],
+            )
             started = row["error_at"] - rng.uniform(1, 60)
-            attempts.append((item_id, row["next_stage"], number, FOREIGN_OWNER, number, started, row["error_at"],
-                             "failed", cls, message, f"working on {row['next_stage']}\nerror: {message}",
-                             row["error_at"] - started))
+            attempts.append(
+                (
+                    item_id,
+                    row["next_stage"],
+                    number,
+                    FOREIGN_OWNER,
+                    number,
+                    started,
+                    row["error_at"],
+                    "failed",
+                    cls,
+                    message,
+                    f"working on {row['next_stage']}\nerror: {message}",
+                    row["error_at"] - started,
+                )
+            )
         elif roll < 0.97:
             row.update(status="stopped", progress=rng.random())
         elif roll < 0.99:
             row.update(status="blocked", blocked_reason="service:llm is down (connection refused)")
         elif roll < 0.991:
-            row.update(status="running", progress=rng.random(), progress_message="working", started_at=now - 60,
-                       heartbeat_at=now, progress_at=now - rng.uniform(0, 30), lease_owner=FOREIGN_OWNER,
-                       lease_token=1, lease_expires_at=now + 3600,
-                       verdict="STALLED" if rng.random() < 0.1 else None)
+            row.update(
+                status="running",
+                progress=rng.random(),
+                progress_message="working",
+                started_at=now - 60,
+                heartbeat_at=now,
+                progress_at=now - rng.uniform(0, 30),
+                lease_owner=FOREIGN_OWNER,
+                lease_token=1,
+                lease_expires_at=now + 3600,
+                verdict="STALLED" if rng.random() < 0.1 else None,
+            )
         else:
-            pass                                            # the last 0.9%: queued as well
+            pass  # the last 0.9%: queued as well
         by_status[row["status"]] += 1
         items.append(row)
     columns = list(items[0])
     with ws.store.write() as conn:
-        conn.executemany(f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                         [tuple(r[c] for c in columns) for r in items])
-        conn.executemany("INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at,"
-                         " outcome, error_class, error_message, log_tail, duration, spent)"
-                         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)", attempts)
+        conn.executemany(
+            f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [tuple(r[c] for c in columns) for r in items],
+        )
+        conn.executemany(
+            "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at,"
+            " outcome, error_class, error_message, log_tail, duration, spent)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)",
+            attempts,
+        )
     ws.close()
     return dict(by_status)
 
 
 def start_engine(root: Path, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "ewg_tui.cli", "-w", str(root), "run", "--quiet", "--workers", "2"],
-                            cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(root), "run", "--quiet", "--workers", "2"],
+        cwd=REPO,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     db = sqlite3.connect(root / "ewg.db", timeout=10)
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SystemExit(f"the engine exited with {proc.returncode}; see {log}")
-            busy = db.execute("SELECT COUNT(*) FROM items WHERE status='running' AND lease_owner != ?",
-                              (FOREIGN_OWNER,)).fetchone()[0]    # its first claim (attempt rows come at the end)
+            busy = db.execute(
+                "SELECT COUNT(*) FROM items WHERE status='running' AND lease_owner != ?", (FOREIGN_OWNER,)
+            ).fetchone()[0]  # its first claim (attempt rows come at the end)
             if busy:
                 return proc
             time.sleep(0.1)
@@ -190,8 +257,9 @@ def start_engine(root: Path, log: Path) -> subprocess.Popen:
 def engine_executions(root: Path) -> int:
     db = sqlite3.connect(root / "ewg.db", timeout=10)
     try:
-        return db.execute("SELECT COUNT(*) FROM attempts WHERE worker != ? AND ended_at IS NOT NULL",
-                          (FOREIGN_OWNER,)).fetchone()[0]
+        return db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE worker != ? AND ended_at IS NOT NULL", (FOREIGN_OWNER,)
+        ).fetchone()[0]
     finally:
         db.close()
 
@@ -228,15 +296,17 @@ class ReadTimes:
                     return fn(*a, **kw)
                 finally:
                     self._add(label(a, kw), time.perf_counter() - t)
+
             return timed
 
         original_read = main_mod.read_view
         main_mod.read_view = wrap(original_read, lambda a, kw: "read_view (whole poll read)")
         q_count, q_window = queries.count_items, queries.item_window
 
-        class Q:                          # view_reader's `queries`, with timed functions
+        class Q:  # view_reader's `queries`, with timed functions
             def __getattr__(self, name):
                 return getattr(queries, name)
+
         proxy = Q()
         proxy.count_items = wrap(q_count, lambda a, kw: f"count_items ({flt_label(a[1])})")
 
@@ -244,6 +314,7 @@ class ReadTimes:
             offset = a[4] if len(a) > 4 else kw.get("offset", 0)
             deep = " deep (offset > 1000)" if offset > 1000 else ""
             return f"item_window ({flt_label(a[1])}){deep}"
+
         proxy.item_window = wrap(q_window, window_label)
         proxy.counts = wrap(queries.counts, lambda a, kw: "counts (with overview)")
         proxy.overview = wrap(queries.overview, lambda a, kw: "overview")
@@ -262,6 +333,7 @@ class FrameProbe:
         from textual.screen import Screen
 
         from ewg_tui.screens.main import MainScreen
+
         original = Screen._compositor_refresh
         probe = self
 
@@ -274,11 +346,12 @@ class FrameProbe:
             predicate, future = waiter
             try:
                 shown = predicate(screen)
-            except Exception:          # noqa: BLE001 - a widget not mounted yet
+            except Exception:  # noqa: BLE001 - a widget not mounted yet
                 shown = False
             if shown and not future.done():
                 probe.waiter = None
                 future.set_result(time.perf_counter())
+
         MainScreen._compositor_refresh = hooked
 
     def expect(self, predicate) -> asyncio.Future:
@@ -300,12 +373,22 @@ def key_event(key: str):
 
 
 def press_script(presses: int) -> list[str]:
-    cycle = (["j"] * 25 + ["pagedown"] * 4 + ["k"] * 8 + ["pageup"] * 2 + ["G"] + ["k"] * 5 + ["j"] * 3 + ["g"]
-             + ["/", *"night", "escape"] + ["/", *"status:failed", "escape"])
+    cycle = (
+        ["j"] * 25
+        + ["pagedown"] * 4
+        + ["k"] * 8
+        + ["pageup"] * 2
+        + ["G"]
+        + ["k"] * 5
+        + ["j"] * 3
+        + ["g"]
+        + ["/", *"night", "escape"]
+        + ["/", *"status:failed", "escape"]
+    )
     keys: list[str] = []
     while len(keys) < presses:
         keys += cycle
-    return keys[:presses] if keys[presses - 1:presses] != ["/"] else keys[:presses - 1]
+    return keys[:presses] if keys[presses - 1 : presses] != ["/"] else keys[: presses - 1]
 
 
 def expectation(screen, key: str, total: int):
@@ -318,15 +401,21 @@ def expectation(screen, key: str, total: int):
 
     def at(offset, cursor):
         return lambda s: (s.episodes.window_offset, s.episodes.cursor_row) == (offset, cursor)
+
     if bar.has_focus:
         if key == "escape":
-            return "esc (clear filter)", lambda s: not bar.has_class("-active") and "filter:" not in s.episodes.border_title
+            return (
+                "esc (clear filter)",
+                lambda s: not bar.has_class("-active") and "filter:" not in s.episodes.border_title,
+            )
         text = bar.value + key
         try:
             parse_filter(text)
         except FilterError:
             return "filter typing (invalid so far)", lambda s: bar.value == text and bar.has_class("-invalid")
-        return "filter typing (new rows)", lambda s: s.episodes.border_title.endswith(f"filter: {text.strip()}")
+        return "filter typing (new rows)", lambda s: s.episodes.border_title.endswith(
+            f"filter: {text.strip()}"
+        )
     if key == "/":
         return "/ (open filter)", lambda s: bar.has_class("-active") and bar.has_focus
     if key == "j":
@@ -344,8 +433,13 @@ def expectation(screen, key: str, total: int):
     if key == "G":
         if o + n >= total:
             return None
-        return "G/g", lambda s: (s.episodes.window_offset == total - size
-                                 and s.episodes.cursor_row == len(s.episodes.order) - 1)
+        return (
+            "G/g",
+            lambda s: (
+                s.episodes.window_offset == total - size
+                and s.episodes.cursor_row == len(s.episodes.order) - 1
+            ),
+        )
     if key == "g":
         return ("G/g", at(0, 0)) if (o or c) else None
     raise ValueError(key)
@@ -368,7 +462,7 @@ async def headless(root: Path, args, total: int) -> dict:
         app = EwgApp(ws, engine=engine, poll_interval=0.25, cursor_blink=False)
         first = None
         try:
-            if engine is not None:                   # as `run_console` does
+            if engine is not None:  # as `run_console` does
                 engine.on_event = app.engine_event
                 engine.start()
             async with app.run_test(size=SIZE) as pilot:
@@ -379,7 +473,7 @@ async def headless(root: Path, args, total: int) -> dict:
                 if start == 0:
                     out["open_workspace"] = t_open
                     out["window_size"] = app.screen.episodes.window_size
-                    await asyncio.sleep(1.0)          # let the first overview read and the detail read land
+                    await asyncio.sleep(1.0)  # let the first overview read and the detail read land
                     await press_keys(app, probe, args, total, out)
                 await pilot.pause()
         finally:
@@ -389,7 +483,7 @@ async def headless(root: Path, args, total: int) -> dict:
         if start or args.starts == 0:
             out["first_paint"].append(first)
         else:
-            out["first_paint_first"] = first        # the very first start pays for lazy imports, reported apart
+            out["first_paint_first"] = first  # the very first start pays for lazy imports, reported apart
     out["first_paint_first"] = out.get("first_paint_first")
     return out
 
@@ -411,7 +505,7 @@ async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> Non
         driver.send_message(event)
         try:
             shown = await asyncio.wait_for(future, args.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             probe.waiter = None
             out["timeouts"][category] += 1
             out["presses"][category].append(args.timeout)
@@ -422,13 +516,17 @@ async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> Non
 
 
 # -- the pseudo-terminal part -------------------------------------------------------------------
-ANSI = re.compile(rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[@-Z\\-_]")
+ANSI = re.compile(
+    rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[PX^_][^\x1b]*\x1b\\|\x1b[@-Z\\-_]"
+)
 
 
 def pty_console(root: Path, idle: float, attach: bool) -> dict:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", SIZE[1], SIZE[0], 0, 0))
-    env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor", LINES=str(SIZE[1]), COLUMNS=str(SIZE[0]))
+    env = dict(
+        os.environ, TERM="xterm-256color", COLORTERM="truecolor", LINES=str(SIZE[1]), COLUMNS=str(SIZE[0])
+    )
     for var in ("TEXTUAL", "TEXTUAL_DRIVER", "TEXTUAL_HEADLESS"):
         env.pop(var, None)
     received = bytearray()
@@ -445,10 +543,18 @@ def pty_console(root: Path, idle: float, attach: bool) -> dict:
                 return
             with lock:
                 received.extend(chunk)
+
     t0 = time.perf_counter()
     mode = ["--attach"] if attach else ["--workers", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "ewg_tui.cli", "-w", str(root), *mode], cwd=REPO,
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(root), *mode],
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
@@ -460,7 +566,7 @@ def pty_console(root: Path, idle: float, attach: bool) -> dict:
         while first is None and time.perf_counter() < deadline and proc.poll() is None:
             time.sleep(0.005)
             with lock:
-                text = ANSI.sub(b"", bytes(received[max(0, scanned - 64):]))
+                text = ANSI.sub(b"", bytes(received[max(0, scanned - 64) :]))
                 size_now = len(received)
             if b"Episodes 1-" in text:
                 first = time.perf_counter() - t0
@@ -468,7 +574,9 @@ def pty_console(root: Path, idle: float, attach: bool) -> dict:
         if first is None:
             with lock:
                 tail = ANSI.sub(b"", bytes(received[-2000:])).decode(errors="replace")
-            raise SystemExit(f"the console in the pseudo-terminal never showed its first window; output:\n{tail}")
+            raise SystemExit(
+                f"the console in the pseudo-terminal never showed its first window; output:\n{tail}"
+            )
         out["first_paint_cold"] = first
         time.sleep(2.0)
         ps = psutil.Process(proc.pid)
@@ -486,7 +594,7 @@ def pty_console(root: Path, idle: float, attach: bool) -> dict:
         out["rss_mb"] = ps.memory_info().rss / 2**20
         os.write(master, b"q")
         keys = "q"
-        if not attach:                 # its own engine is busy: the console asks; Enter = stop gracefully
+        if not attach:  # its own engine is busy: the console asks; Enter = stop gracefully
             time.sleep(1.0)
             os.write(master, b"\r")
             keys = "q, Enter (stop gracefully)"
@@ -529,13 +637,21 @@ def main() -> int:
     ap.add_argument("--presses", type=int, default=300, help="key presses measured (default 300)")
     ap.add_argument("--starts", type=int, default=3, help="app starts for first paint, after a warm-up start")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
-    ap.add_argument("--gap", type=float, default=0.03, help="seconds between a key's repaint and the next key")
-    ap.add_argument("--timeout", type=float, default=5.0, help="a key not shown within this is counted as this")
+    ap.add_argument(
+        "--gap", type=float, default=0.03, help="seconds between a key's repaint and the next key"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=5.0, help="a key not shown within this is counted as this"
+    )
     ap.add_argument("--keep", metavar="DIR", help="build the workspace in DIR and keep it")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    ap.add_argument("--engine", choices=("process", "console"), default="process",
-                    help="where the busy engine runs: its own process (the console attached, as `ewg --attach`), "
-                         "or inside the console (as plain `ewg`); default: process")
+    ap.add_argument(
+        "--engine",
+        choices=("process", "console"),
+        default="process",
+        help="where the busy engine runs: its own process (the console attached, as `ewg --attach`), "
+        "or inside the console (as plain `ewg`); default: process",
+    )
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -548,8 +664,11 @@ def main() -> int:
         t = time.perf_counter()
         mix = build_workspace(root, args.episodes)
         build_s = time.perf_counter() - t
-        print(f"workspace: {args.episodes} episodes in {build_s:.1f} s at {root}  "
-              + ", ".join(f"{k} {v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])), flush=True)
+        print(
+            f"workspace: {args.episodes} episodes in {build_s:.1f} s at {root}  "
+            + ", ".join(f"{k} {v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])),
+            flush=True,
+        )
         executions0 = engine_executions(root)
         t_engine = time.perf_counter()
         if args.engine == "process":
@@ -566,7 +685,9 @@ def main() -> int:
         executions = engine_executions(root) - executions0
         engine_s = time.perf_counter() - t_engine
         if engine is not None and engine.poll() is not None:
-            raise SystemExit(f"the engine exited during the benchmark ({engine.returncode}); see {tmp / 'engine.log'}")
+            raise SystemExit(
+                f"the engine exited during the benchmark ({engine.returncode}); see {tmp / 'engine.log'}"
+            )
     finally:
         if engine is not None and engine.poll() is None:
             engine.terminate()
@@ -582,54 +703,92 @@ def main() -> int:
     p95 = pct(all_presses, 95)
     fp = max(head["first_paint"])
     rows = [
-        ("first paint, headless app start (max of %d)" % len(head["first_paint"]), f"{ms(fp)} ms", "< 1000 ms",
-         "PASS" if fp < TARGET_FIRST_PAINT else "MISS"),
-        ("first paint, real terminal, cold process", f"{ms(term['first_paint_cold'])} ms", "< 1000 ms",
-         "PASS" if term["first_paint_cold"] < TARGET_FIRST_PAINT else "MISS"),
+        (
+            "first paint, headless app start (max of %d)" % len(head["first_paint"]),
+            f"{ms(fp)} ms",
+            "< 1000 ms",
+            "PASS" if fp < TARGET_FIRST_PAINT else "MISS",
+        ),
+        (
+            "first paint, real terminal, cold process",
+            f"{ms(term['first_paint_cold'])} ms",
+            "< 1000 ms",
+            "PASS" if term["first_paint_cold"] < TARGET_FIRST_PAINT else "MISS",
+        ),
         ("keypress-to-repaint p50 (all keys)", f"{ms(pct(all_presses, 50))} ms", "", ""),
-        ("keypress-to-repaint p95 (all keys)", f"{ms(p95)} ms", "< 100 ms (aim 50)",
-         ("PASS" if p95 < AIM_P95 else "PASS (over aim)") if p95 < TARGET_P95 else "MISS"),
+        (
+            "keypress-to-repaint p95 (all keys)",
+            f"{ms(p95)} ms",
+            "< 100 ms (aim 50)",
+            ("PASS" if p95 < AIM_P95 else "PASS (over aim)") if p95 < TARGET_P95 else "MISS",
+        ),
         ("keypress-to-repaint p99 (all keys)", f"{ms(pct(all_presses, 99))} ms", "", ""),
-        ("idle CPU of the console process" + (" (engine included)" if args.engine == "console" else ""),
-         f"{term['idle_cpu_percent']:.1f} %", "(no target)", ""),
+        (
+            "idle CPU of the console process" + (" (engine included)" if args.engine == "console" else ""),
+            f"{term['idle_cpu_percent']:.1f} %",
+            "(no target)",
+            "",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     cpu = psutil.cpu_count()
     print()
     where = "in another process" if args.engine == "process" else "inside the console"
-    print(f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy {where} "
-          f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {os.getloadavg()[0]:.1f}, "
-          f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    print(
+        f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy {where} "
+        f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {os.getloadavg()[0]:.1f}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
     print(f"{'figure'.ljust(width)}  {'result':>10}  {'target':<18}  verdict")
     for name, value, target, verdict in rows:
         print(f"{name.ljust(width)}  {value:>10}  {target:<18}  {verdict}")
     print()
-    print(f"keypress-to-repaint by key (ms; {len(all_presses)} presses, {head['skipped']} no-op presses skipped, "
-          f"window {head['window_size']} rows, gap {args.gap * 1000:.0f} ms):")
+    print(
+        f"keypress-to-repaint by key (ms; {len(all_presses)} presses, {head['skipped']} no-op presses skipped, "
+        f"window {head['window_size']} rows, gap {args.gap * 1000:.0f} ms):"
+    )
     print(f"  {'key':<32} {'n':>4} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  timeouts")
     for category, values in sorted(head["presses"].items()):
-        print(f"  {category:<32} {len(values):>4} {ms(pct(values, 50)):>7} {ms(pct(values, 95)):>7} "
-              f"{ms(pct(values, 99)):>7} {ms(max(values)):>7}  {head['timeouts'].get(category, 0)}")
+        print(
+            f"  {category:<32} {len(values):>4} {ms(pct(values, 50)):>7} {ms(pct(values, 95)):>7} "
+            f"{ms(pct(values, 99)):>7} {ms(max(values)):>7}  {head['timeouts'].get(category, 0)}"
+        )
     print()
     print("console reads during the headless part (ms, on the poll worker thread):")
     print(f"  {'read':<60} {'n':>5} {'p50':>7} {'p95':>7} {'max':>7}")
     for label, values in sorted(reads.times.items()):
-        print(f"  {label:<60} {len(values):>5} {ms(pct(values, 50)):>7} {ms(pct(values, 95)):>7} {ms(max(values)):>7}")
+        print(
+            f"  {label:<60} {len(values):>5} {ms(pct(values, 50)):>7} {ms(pct(values, 95)):>7} {ms(max(values)):>7}"
+        )
     print()
-    print(f"first paint, headless, each start (ms): {', '.join(ms(v) for v in head['first_paint'])}; "
-          f"warm-up start {ms(head['first_paint_first'] or float('nan'))}; open_workspace {ms(head['open_workspace'])}")
-    print(f"real terminal: idle CPU {term['idle_cpu_percent']:.1f} % over {args.idle:.0f} s, "
-          f"{term['idle_bytes_per_s'] / 1024:.1f} KiB/s written to the terminal, {term['idle_threads']} threads, "
-          f"RSS {term['rss_mb']:.0f} MB, {term['quit']}")
+    print(
+        f"first paint, headless, each start (ms): {', '.join(ms(v) for v in head['first_paint'])}; "
+        f"warm-up start {ms(head['first_paint_first'] or float('nan'))}; open_workspace {ms(head['open_workspace'])}"
+    )
+    print(
+        f"real terminal: idle CPU {term['idle_cpu_percent']:.1f} % over {args.idle:.0f} s, "
+        f"{term['idle_bytes_per_s'] / 1024:.1f} KiB/s written to the terminal, {term['idle_threads']} threads, "
+        f"RSS {term['rss_mb']:.0f} MB, {term['quit']}"
+    )
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     if args.json:
-        print(json.dumps({"episodes": args.episodes, "first_paint_headless_s": head["first_paint"],
-                          "first_paint_cold_s": term["first_paint_cold"], "open_workspace_s": head["open_workspace"],
-                          "press_p50_s": pct(all_presses, 50), "press_p95_s": p95,
-                          "press_p99_s": pct(all_presses, 99),
-                          "presses": {k: v for k, v in head["presses"].items()},
-                          "reads": {k: v for k, v in reads.times.items()},
-                          "idle_cpu_percent": term["idle_cpu_percent"], "engine_executions": executions}))
+        print(
+            json.dumps(
+                {
+                    "episodes": args.episodes,
+                    "first_paint_headless_s": head["first_paint"],
+                    "first_paint_cold_s": term["first_paint_cold"],
+                    "open_workspace_s": head["open_workspace"],
+                    "press_p50_s": pct(all_presses, 50),
+                    "press_p95_s": p95,
+                    "press_p99_s": pct(all_presses, 99),
+                    "presses": {k: v for k, v in head["presses"].items()},
+                    "reads": {k: v for k, v in reads.times.items()},
+                    "idle_cpu_percent": term["idle_cpu_percent"],
+                    "engine_executions": executions,
+                }
+            )
+        )
     return 0
 
 

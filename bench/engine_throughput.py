@@ -24,6 +24,7 @@ changed rows (`total_changes` grew since its BEGIN), or a write statement run
 in autocommit mode, counts as one commit. Empty transactions (a huey dequeue
 that found nothing) are counted separately and are not in "commits/exec".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,8 @@ SYNC_LEVEL = {"OFF": 0, "NORMAL": 1, "FULL": 2}
 # -- commit counting --------------------------------------------------------------------------
 @dataclass
 class CommitCounter:
-    commits: int = 0            # write transactions committed (incl. autocommit writes)
-    empty: int = 0              # COMMITs of transactions that changed nothing
+    commits: int = 0  # write transactions committed (incl. autocommit writes)
+    empty: int = 0  # COMMITs of transactions that changed nothing
     statements: int = 0
     kinds: collections.Counter = field(default_factory=collections.Counter)
     enabled: bool = False
@@ -81,7 +82,7 @@ class CommitCounter:
                     state["begin"] = None
                 elif write_re.match(sql):
                     if state["begin"] is None and not c.in_transaction:
-                        self.commits += 1        # autocommit write: its own transaction
+                        self.commits += 1  # autocommit write: its own transaction
                         self.kinds[_label(sql)] += 1
                     elif state["first"] is None:
                         state["first"] = _label(sql)
@@ -92,7 +93,9 @@ class CommitCounter:
 def _label(sql: str) -> str:
     """A short name for a transaction, from its first write statement."""
     s = " ".join(sql.split())
-    m = re.match(r"(?i)(INSERT INTO|INSERT OR \w+ INTO|UPDATE|DELETE FROM|REPLACE INTO)\s+(\w+)(\s+SET\s+(\w+))?", s)
+    m = re.match(
+        r"(?i)(INSERT INTO|INSERT OR \w+ INTO|UPDATE|DELETE FROM|REPLACE INTO)\s+(\w+)(\s+SET\s+(\w+))?", s
+    )
     if not m:
         return s[:40]
     verb, table, _, col = m.groups()
@@ -131,8 +134,9 @@ def ewg_config(synchronous: str) -> str:
     return text
 
 
-def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: str | None = None,
-            poll: float = 0.002) -> Result:
+def run_ewg(
+    tmp: Path, episodes: int, workers: int, synchronous: str, profile: str | None = None, poll: float = 0.002
+) -> Result:
     from engine import pipeline
     from engine.runtime import Engine
     from engine.workspace import init_workspace
@@ -143,7 +147,7 @@ def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: s
     original = store.connection
     seen: set[int] = set()
 
-    def connection() -> sqlite3.Connection:          # every thread's connection gets the tracer
+    def connection() -> sqlite3.Connection:  # every thread's connection gets the tracer
         conn = original()
         if id(conn) not in seen:
             seen.add(id(conn))
@@ -153,19 +157,36 @@ def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: s
     store.connection = connection  # type: ignore[method-assign]
     now = ws.clock.now()
     first = pipeline.next_stage(pipeline.EPISODE, None)
-    rows = [(f"ep{i:06d}", pipeline.EPISODE, f"bench://{i}.mp4", "bench", f"episode {i}", None, first,
-             pipeline.EPISODE_STAGES[-1], "queued", now, now, now) for i in range(episodes)]
-    with store.write() as conn:                      # the same row engine.workspace.add_episode writes
+    rows = [
+        (
+            f"ep{i:06d}",
+            pipeline.EPISODE,
+            f"bench://{i}.mp4",
+            "bench",
+            f"episode {i}",
+            None,
+            first,
+            pipeline.EPISODE_STAGES[-1],
+            "queued",
+            now,
+            now,
+            now,
+        )
+        for i in range(episodes)
+    ]
+    with store.write() as conn:  # the same row engine.workspace.add_episode writes
         conn.executemany(
             "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
-            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
     level = store.connection().execute("PRAGMA synchronous").fetchone()[0]
     assert level == SYNC_LEVEL[synchronous], (level, synchronous)
 
     fsyncs = [0]
     real_fsync = os.fsync
 
-    def counting_fsync(fd: int) -> None:             # fsyncs the engine does itself (checkpoint dirs)
+    def counting_fsync(fd: int) -> None:  # fsyncs the engine does itself (checkpoint dirs)
         fsyncs[0] += 1
         real_fsync(fd)
 
@@ -184,7 +205,7 @@ def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: s
         os.fsync = real_fsync
         if profile:
             threading.setprofile(None)
-        engine.stop()                 # joins every engine thread: nothing touches the store after this
+        engine.stop()  # joins every engine thread: nothing touches the store after this
     done = store.read_one("SELECT COUNT(*) FROM items WHERE status='done'")[0]
     ok = store.read_one("SELECT COUNT(*) FROM attempts WHERE outcome='succeeded'")[0]
     ws.close()
@@ -192,8 +213,16 @@ def run_ewg(tmp: Path, episodes: int, workers: int, synchronous: str, profile: s
         row = store.read_one("SELECT id, status, error_message FROM items WHERE status != 'done' LIMIT 1")
         print(f"first unfinished item: {tuple(row) if row else None}", file=sys.stderr)
         raise SystemExit(f"ewg run incomplete: {done}/{episodes} episodes done, {ok} successful attempts")
-    return Result("ewg", synchronous, ok, seconds, counter.commits, counter.empty,
-                  extra={"engine fsyncs/exec": fsyncs[0] / ok}, kinds=dict(counter.kinds))
+    return Result(
+        "ewg",
+        synchronous,
+        ok,
+        seconds,
+        counter.commits,
+        counter.empty,
+        extra={"engine fsyncs/exec": fsyncs[0] / ok},
+        kinds=dict(counter.kinds),
+    )
 
 
 _PROFILES: list = []
@@ -241,7 +270,7 @@ def run_huey(tmp: Path, episodes: int, workers: int, synchronous: str) -> Result
     @h.task()
     def stage(episode: int, n: int) -> None:
         if n + 1 < STAGES:
-            stage(episode, n + 1)        # chained: this stage enqueues the next one
+            stage(episode, n + 1)  # chained: this stage enqueues the next one
         with lock:
             ran[0] += 1
             if ran[0] == total:
@@ -267,34 +296,51 @@ def run_huey(tmp: Path, episodes: int, workers: int, synchronous: str) -> Result
         for s, handler in handlers.items():
             signal.signal(s, handler)
     h.storage.close()
-    return Result("huey", synchronous, ran[0], seconds, counter.commits, counter.empty, kinds=dict(counter.kinds))
+    return Result(
+        "huey", synchronous, ran[0], seconds, counter.commits, counter.empty, kinds=dict(counter.kinds)
+    )
 
 
 # -- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--episodes", type=int, default=2000, help="episodes (each runs 5 no-op stages); default 2000")
+    ap.add_argument(
+        "--episodes", type=int, default=2000, help="episodes (each runs 5 no-op stages); default 2000"
+    )
     ap.add_argument("--workers", type=int, default=4, help="worker threads for both systems; default 4")
-    ap.add_argument("--synchronous", nargs="+", type=str.upper, choices=("NORMAL", "FULL"),
-                    default=["NORMAL", "FULL"], help="SQLite synchronous level(s); default: NORMAL FULL")
+    ap.add_argument(
+        "--synchronous",
+        nargs="+",
+        type=str.upper,
+        choices=("NORMAL", "FULL"),
+        default=["NORMAL", "FULL"],
+        help="SQLite synchronous level(s); default: NORMAL FULL",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per system and level; the median is shown")
     ap.add_argument("--only", choices=("ewg", "huey"), help="run one system (for profiling)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the ewg run's threads into FILE (slows it)")
-    ap.add_argument("--poll", type=float, default=0.002, help="ewg: run_until_idle poll interval (s); default 0.002")
+    ap.add_argument(
+        "--poll", type=float, default=0.002, help="ewg: run_until_idle poll interval (s); default 0.002"
+    )
     ap.add_argument("--verbose", action="store_true", help="show commits by transaction kind")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args(argv)
 
     import huey
-    print(f"engine throughput: {args.episodes} episodes x {STAGES} no-op stages = "
-          f"{args.episodes * STAGES} stage executions, {args.workers} worker threads, "
-          f"repeat {args.repeat}")
-    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, huey {huey.__version__}, "
-          f"{os.cpu_count()} cpus, {platform.machine()}")
+
+    print(
+        f"engine throughput: {args.episodes} episodes x {STAGES} no-op stages = "
+        f"{args.episodes * STAGES} stage executions, {args.workers} worker threads, "
+        f"repeat {args.repeat}"
+    )
+    print(
+        f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, huey {huey.__version__}, "
+        f"{os.cpu_count()} cpus, {platform.machine()}"
+    )
     results: dict[tuple[str, str], list[Result]] = collections.defaultdict(list)
     for level in args.synchronous:
         for r in range(args.repeat):
-            order = ("ewg", "huey") if r % 2 == 0 else ("huey", "ewg")   # alternate who goes first
+            order = ("ewg", "huey") if r % 2 == 0 else ("huey", "ewg")  # alternate who goes first
             for system in order:
                 if args.only and system != args.only:
                     continue
@@ -306,12 +352,17 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         res = run_huey(Path(tmp), args.episodes, args.workers, level)
                 results[(system, level)].append(res)
-                print(f"  {system:4} synchronous={level:6} run {r + 1}: {res.rate:8.0f} exec/s "
-                      f"({res.seconds:.2f} s), {res.commits_per_exec:.2f} commits/exec", flush=True)
+                print(
+                    f"  {system:4} synchronous={level:6} run {r + 1}: {res.rate:8.0f} exec/s "
+                    f"({res.seconds:.2f} s), {res.commits_per_exec:.2f} commits/exec",
+                    flush=True,
+                )
 
     print()
-    header = (f"{'synchronous':11} | {'ewg exec/s':>10} | {'huey exec/s':>11} | {'ewg/huey':>8} | "
-              f"{'ewg commits/exec':>16} | {'huey commits/exec':>17}")
+    header = (
+        f"{'synchronous':11} | {'ewg exec/s':>10} | {'huey exec/s':>11} | {'ewg/huey':>8} | "
+        f"{'ewg commits/exec':>16} | {'huey commits/exec':>17}"
+    )
     print(header)
     print("-" * len(header))
     summary = []
@@ -323,8 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         h_cpe = statistics.median(x.commits_per_exec for x in h) if h else float("nan")
         ratio = e_rate / h_rate if e and h else float("nan")
         print(f"{level:11} | {e_rate:10.0f} | {h_rate:11.0f} | {ratio:7.2f}x | {e_cpe:16.2f} | {h_cpe:17.2f}")
-        summary.append({"synchronous": level, "ewg_exec_per_s": e_rate, "huey_exec_per_s": h_rate,
-                        "ratio": ratio, "ewg_commits_per_exec": e_cpe, "huey_commits_per_exec": h_cpe})
+        summary.append(
+            {
+                "synchronous": level,
+                "ewg_exec_per_s": e_rate,
+                "huey_exec_per_s": h_rate,
+                "ratio": ratio,
+                "ewg_commits_per_exec": e_cpe,
+                "huey_commits_per_exec": h_cpe,
+            }
+        )
     print()
     for level in args.synchronous:
         for system in ("ewg", "huey"):
@@ -333,19 +392,25 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             last = runs[-1]
             extra = ", ".join(f"{k} {v:.2f}" for k, v in last.extra.items())
-            print(f"{system} {level}: {last.commits} commits, {last.empty} empty transactions"
-                  + (f", {extra}" if extra else ""))
+            print(
+                f"{system} {level}: {last.commits} commits, {last.empty} empty transactions"
+                + (f", {extra}" if extra else "")
+            )
             if args.verbose:
                 for kind, n in sorted(last.kinds.items(), key=lambda kv: -kv[1]):
                     print(f"    {n / last.executions:6.3f}/exec  {kind}")
     print()
     print("Target: ewg >= 2x huey at the same synchronous level.")
-    print("Commits: sqlite3 trace callback on every connection; a COMMIT whose transaction changed rows, or a\n"
-          "write statement in autocommit mode, is one commit; empty transactions are listed apart.")
-    print("Not the same guarantees: ewg keeps at-least-once semantics -- a lease with a fencing token per\n"
-          "claim, a durable attempts row per execution, heartbeats, a watchdog that rescues dead work, and an\n"
-          "atomic checkpoint committed with the fenced completion. huey deletes a task from its queue when a\n"
-          "worker dequeues it (at-most-once): a crash mid-task loses the task and every later stage of its chain.")
+    print(
+        "Commits: sqlite3 trace callback on every connection; a COMMIT whose transaction changed rows, or a\n"
+        "write statement in autocommit mode, is one commit; empty transactions are listed apart."
+    )
+    print(
+        "Not the same guarantees: ewg keeps at-least-once semantics -- a lease with a fencing token per\n"
+        "claim, a durable attempts row per execution, heartbeats, a watchdog that rescues dead work, and an\n"
+        "atomic checkpoint committed with the fenced completion. huey deletes a task from its queue when a\n"
+        "worker dequeues it (at-most-once): a crash mid-task loses the task and every later stage of its chain."
+    )
     if args.json:
         print(json.dumps(summary, indent=1))
     return 0
@@ -353,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dump_profiles(path: str) -> None:
     import pstats
+
     if not _PROFILES:
         return
     stats = None

@@ -33,6 +33,7 @@ missing_dependency, config_error) and a message; then the harness runs the
 start-up recovery once more and expects no leftovers at all. The figures are
 printed as a table (and returned by `torture()` for the test suite).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,18 @@ FINAL_FAILURE_CLASSES = ("persistent", "missing_dependency", "config_error")
 
 # Engine intervals shrunk so a restart resumes fast and rescues and retries happen within a kill cycle.
 FAST = {
-    "heartbeat_interval": "0.2", "dead_after": "1.5", "check_interval": "0.2", "poll_interval": "0.05",
-    "stall_after": "1.5", "base_delay": "0.1", "max_delay": "0.5", "stop_grace": "1.0", "force_grace": "0.5",
-    "interval": "0.5", "max_attempts": "8", "backup_interval": "1.0",
+    "heartbeat_interval": "0.2",
+    "dead_after": "1.5",
+    "check_interval": "0.2",
+    "poll_interval": "0.05",
+    "stall_after": "1.5",
+    "base_delay": "0.1",
+    "max_delay": "0.5",
+    "stop_grace": "1.0",
+    "force_grace": "0.5",
+    "interval": "0.5",
+    "max_attempts": "8",
+    "backup_interval": "1.0",
 }
 
 
@@ -79,10 +89,10 @@ def chaos_config(speed: float = 0.03, transient_probability: float = 0.05, seed:
 @dataclass
 class KillRecord:
     number: int
-    delay: float                    # seconds from process start to the kill
-    in_flight: int                  # items running when the kill landed
-    reruns: int                     # attempts of this run that the next start found orphaned
-    resume_s: float | None          # process start to its first new attempt (None: nothing ready to claim)
+    delay: float  # seconds from process start to the kill
+    in_flight: int  # items running when the kill landed
+    reruns: int  # attempts of this run that the next start found orphaned
+    resume_s: float | None  # process start to its first new attempt (None: nothing ready to claim)
 
 
 @dataclass
@@ -115,8 +125,12 @@ class Figures:
     def table(self) -> str:
         def fmt(x: float | None) -> str:
             return "-" if x is None else f"{x:.2f} s"
-        p95 = (sorted(self.resume_times)[max(0, int(len(self.resume_times) * 0.95) - 1)]
-               if self.resume_times else None)
+
+        p95 = (
+            sorted(self.resume_times)[max(0, int(len(self.resume_times) * 0.95) - 1)]
+            if self.resume_times
+            else None
+        )
         rows = [
             ("kills survived", f"{self.kills}"),
             ("restarts", f"{self.restarts} ({self.refills} refills of new episodes)"),
@@ -126,7 +140,10 @@ class Figures:
             ("stage executions committed", f"{self.executions}"),
             ("duplicate successes", f"{self.duplicate_successes}"),
             ("reruns caused by kills", f"{self.reruns} ({self.reruns / max(1, self.kills):.2f} per kill)"),
-            ("max reruns in one kill", f"{self.max_reruns_per_kill} (in flight at most {self.max_in_flight})"),
+            (
+                "max reruns in one kill",
+                f"{self.max_reruns_per_kill} (in flight at most {self.max_in_flight})",
+            ),
             ("time to resume (median)", fmt(self.resume(statistics.median))),
             ("time to resume (p95 / max)", f"{fmt(p95)} / {fmt(self.resume(max))}"),
             ("invariant violations", f"{len(self.problems)}"),
@@ -143,8 +160,16 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 
 class Torture:
-    def __init__(self, root: Path, kills: int, seed: int, workers: int, episodes: int,
-                 max_delay: float = 2.0, log=print) -> None:
+    def __init__(
+        self,
+        root: Path,
+        kills: int,
+        seed: int,
+        workers: int,
+        episodes: int,
+        max_delay: float = 2.0,
+        log=print,
+    ) -> None:
         self.root = Path(root)
         self.kills = kills
         self.rng = random.Random(seed)
@@ -159,8 +184,8 @@ class Torture:
         self.items_root: Path | None = None
         self._counts = {pipeline.EPISODE: 0, pipeline.CLIP: 0}
         self._seeded = 0
-        self._last_registered: str | None = None       # owner of the last process that finished recovery
-        self._killed_leases: dict[str, int] = {}       # killed owner -> leases it held (each must be rescued once)
+        self._last_registered: str | None = None  # owner of the last process that finished recovery
+        self._killed_leases: dict[str, int] = {}  # killed owner -> leases it held (each must be rescued once)
         self._stderr_log = self.root.parent / f"{self.root.name}-engine-stderr.log"
 
     # -- the workspace -------------------------------------------------------------------------
@@ -183,27 +208,44 @@ class Torture:
 
     # -- one engine process ----------------------------------------------------------------------
     def _spawn(self) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(self.root), "--workers", str(self.workers),
-               "run", "--headless", "--until-idle", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ewg_tui.cli",
+            "--workspace",
+            str(self.root),
+            "--workers",
+            str(self.workers),
+            "run",
+            "--headless",
+            "--until-idle",
+            "--quiet",
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with open(self._stderr_log, "ab") as err:
             return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=env)
 
     def _ready_to_claim(self, now: float) -> bool:
         with _connect(self.db) as conn:
-            row = conn.execute("SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying') AND"
-                               " next_attempt_at <= ? AND next_stage IS NOT NULL", (now,)).fetchone()
+            row = conn.execute(
+                "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying') AND"
+                " next_attempt_at <= ? AND next_stage IS NOT NULL",
+                (now,),
+            ).fetchone()
             running = conn.execute("SELECT COUNT(*) FROM items WHERE status='running'").fetchone()
         conn.close()
-        return row[0] + running[0] > 0      # running items of a dead owner are rescued and claimable at once
+        return row[0] + running[0] > 0  # running items of a dead owner are rescued and claimable at once
 
     def _first_claim_after(self, started: float) -> float | None:
         conn = _connect(self.db)
         try:
             # Ended attempts have a row; one still running (the kill came first) is read from its lease.
-            row = conn.execute("SELECT MIN(t) FROM (SELECT MIN(started_at) AS t FROM attempts WHERE started_at >= ?1"
-                               " UNION ALL SELECT MIN(started_at) FROM items WHERE status='running'"
-                               " AND started_at >= ?1)", (started,)).fetchone()
+            row = conn.execute(
+                "SELECT MIN(t) FROM (SELECT MIN(started_at) AS t FROM attempts WHERE started_at >= ?1"
+                " UNION ALL SELECT MIN(started_at) FROM items WHERE status='running'"
+                " AND started_at >= ?1)",
+                (started,),
+            ).fetchone()
         finally:
             conn.close()
         return row[0]
@@ -211,8 +253,9 @@ class Torture:
     def _owner_of(self, pid: int) -> str | None:
         conn = _connect(self.db)
         try:
-            row = conn.execute("SELECT owner FROM engines WHERE pid=? ORDER BY started_at DESC LIMIT 1",
-                               (pid,)).fetchone()
+            row = conn.execute(
+                "SELECT owner FROM engines WHERE pid=? ORDER BY started_at DESC LIMIT 1", (pid,)
+            ).fetchone()
         finally:
             conn.close()
         return row[0] if row else None
@@ -232,17 +275,18 @@ class Torture:
             if code is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-                owner = self._owner_of(proc.pid)       # None: killed before it finished recovery
+                owner = self._owner_of(proc.pid)  # None: killed before it finished recovery
                 in_flight = self._in_flight(owner)
                 self.fig.restarts += 1
                 break
             self.fig.restarts += 1
             if code != 0:
-                self.fig.problems.append(f"kill {number}: the engine exited with code {code} on its own "
-                                         f"(see {self._stderr_log})")
+                self.fig.problems.append(
+                    f"kill {number}: the engine exited with code {code} on its own (see {self._stderr_log})"
+                )
                 return
             self._note_registration(proc.pid)
-            self.refill(max(2, self.episodes // 2))        # it finished: give the next run work to be killed in
+            self.refill(max(2, self.episodes // 2))  # it finished: give the next run work to be killed in
         if owner is not None:
             self._last_registered = owner
             self._killed_leases[owner] = in_flight
@@ -265,8 +309,9 @@ class Torture:
             return 0
         conn = _connect(self.db)
         try:
-            return conn.execute("SELECT COUNT(*) FROM items WHERE status='running' AND lease_owner=?",
-                                (owner,)).fetchone()[0]
+            return conn.execute(
+                "SELECT COUNT(*) FROM items WHERE status='running' AND lease_owner=?", (owner,)
+            ).fetchone()[0]
         finally:
             conn.close()
 
@@ -279,8 +324,10 @@ class Torture:
             integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
             if integrity != "ok":
                 problems.append(f"{when}: integrity_check says {integrity}")
-            counts = {k: conn.execute("SELECT COUNT(*) FROM items WHERE kind=?", (k,)).fetchone()[0]
-                      for k in pipeline.KINDS}
+            counts = {
+                k: conn.execute("SELECT COUNT(*) FROM items WHERE kind=?", (k,)).fetchone()[0]
+                for k in pipeline.KINDS
+            }
             for kind, n in counts.items():
                 if n < self._counts[kind]:
                     lost = self._counts[kind] - n
@@ -288,30 +335,49 @@ class Torture:
                     problems.append(f"{when}: {lost} {kind}(s) lost ({self._counts[kind]} -> {n})")
                 self._counts[kind] = max(self._counts[kind], n)
             if counts[pipeline.EPISODE] < self._seeded:
-                problems.append(f"{when}: {self._seeded} episodes were added, {counts[pipeline.EPISODE]} remain")
-            items = conn.execute("SELECT id, kind, stage, status, lease_owner, lease_token, error_class,"
-                                 " error_message FROM items").fetchall()
-            cps = {(r["item_id"], r["stage"]): r for r in
-                   conn.execute("SELECT item_id, stage, manifest, stale FROM checkpoints").fetchall()}
+                problems.append(
+                    f"{when}: {self._seeded} episodes were added, {counts[pipeline.EPISODE]} remain"
+                )
+            items = conn.execute(
+                "SELECT id, kind, stage, status, lease_owner, lease_token, error_class,"
+                " error_message FROM items"
+            ).fetchall()
+            cps = {
+                (r["item_id"], r["stage"]): r
+                for r in conn.execute("SELECT item_id, stage, manifest, stale FROM checkpoints").fetchall()
+            }
             clips_of: dict[str, int] = {}
-            for r in conn.execute("SELECT parent_id, COUNT(*) FROM items WHERE kind='clip' GROUP BY parent_id"):
+            for r in conn.execute(
+                "SELECT parent_id, COUNT(*) FROM items WHERE kind='clip' GROUP BY parent_id"
+            ):
                 clips_of[r[0]] = r[1]
             editorial = pipeline.stage_index(pipeline.EPISODE, "editorial")
             for r in items:
                 self._check_item(when, r, cps)
-                if r["kind"] == pipeline.EPISODE and pipeline.stage_index(pipeline.EPISODE, r["stage"]) >= editorial:
+                if (
+                    r["kind"] == pipeline.EPISODE
+                    and pipeline.stage_index(pipeline.EPISODE, r["stage"]) >= editorial
+                ):
                     if clips_of.get(r["id"], 0) != 2:
-                        problems.append(f"{when}: {r['id']} completed editorial but has "
-                                        f"{clips_of.get(r['id'], 0)} clips (expected 2)")
-            dup = conn.execute("SELECT item_id, stage, COUNT(*) AS n FROM attempts WHERE outcome='succeeded'"
-                               " GROUP BY item_id, stage HAVING n > 1").fetchall()
+                        problems.append(
+                            f"{when}: {r['id']} completed editorial but has "
+                            f"{clips_of.get(r['id'], 0)} clips (expected 2)"
+                        )
+            dup = conn.execute(
+                "SELECT item_id, stage, COUNT(*) AS n FROM attempts WHERE outcome='succeeded'"
+                " GROUP BY item_id, stage HAVING n > 1"
+            ).fetchall()
             self.fig.duplicate_successes = sum(r["n"] - 1 for r in dup)
             for r in dup:
                 problems.append(f"{when}: {r['item_id']} {r['stage']} succeeded {r['n']} times")
-            twice = conn.execute("SELECT item_id, lease_token, COUNT(*) AS n FROM attempts"
-                                 " GROUP BY item_id, lease_token HAVING n > 1").fetchall()
-            for r in twice:                       # one lease, one execution: one attempt row at most
-                problems.append(f"{when}: {r['item_id']} has {r['n']} attempt rows for lease {r['lease_token']}")
+            twice = conn.execute(
+                "SELECT item_id, lease_token, COUNT(*) AS n FROM attempts"
+                " GROUP BY item_id, lease_token HAVING n > 1"
+            ).fetchall()
+            for r in twice:  # one lease, one execution: one attempt row at most
+                problems.append(
+                    f"{when}: {r['item_id']} has {r['n']} attempt rows for lease {r['lease_token']}"
+                )
             self._check_folders(when, conn, items, killed_owner)
             reruns = 0
             if killed_owner is not None:
@@ -323,23 +389,33 @@ class Torture:
             if final:
                 # Every lease a kill orphaned was recorded exactly once, by the rescue that took it back.
                 for owner, leased in self._killed_leases.items():
-                    rescued = conn.execute("SELECT COUNT(*) FROM attempts WHERE worker=? AND outcome IN"
-                                           " ('crashed','dead')", (owner,)).fetchone()[0]
+                    rescued = conn.execute(
+                        "SELECT COUNT(*) FROM attempts WHERE worker=? AND outcome IN ('crashed','dead')",
+                        (owner,),
+                    ).fetchone()[0]
                     if rescued != leased:
-                        problems.append(f"{when}: the kill of {owner} orphaned {leased} lease(s) but "
-                                        f"{rescued} rescue(s) were recorded")
+                        problems.append(
+                            f"{when}: the kill of {owner} orphaned {leased} lease(s) but "
+                            f"{rescued} rescue(s) were recorded"
+                        )
                 for r in items:
                     if r["status"] == "done":
                         self.fig.final_done += 1
-                    elif (r["status"] == "failed" and r["error_class"] in FINAL_FAILURE_CLASSES
-                          and (r["error_message"] or "").strip()):
+                    elif (
+                        r["status"] == "failed"
+                        and r["error_class"] in FINAL_FAILURE_CLASSES
+                        and (r["error_message"] or "").strip()
+                    ):
                         self.fig.final_failed += 1
                     else:
-                        problems.append(f"{when}: {r['id']} ended {r['status']} / {r['error_class']} "
-                                        f"({r['error_message']!r}); expected done or an operator failure")
+                        problems.append(
+                            f"{when}: {r['id']} ended {r['status']} / {r['error_class']} "
+                            f"({r['error_message']!r}); expected done or an operator failure"
+                        )
                 self.fig.episodes, self.fig.clips = counts[pipeline.EPISODE], counts[pipeline.CLIP]
                 self.fig.executions = conn.execute(
-                    "SELECT COUNT(*) FROM attempts WHERE outcome='succeeded'").fetchone()[0]
+                    "SELECT COUNT(*) FROM attempts WHERE outcome='succeeded'"
+                ).fetchone()[0]
             return reruns
         finally:
             conn.close()
@@ -347,9 +423,9 @@ class Torture:
     def _check_item(self, when: str, r: sqlite3.Row, cps: dict) -> None:
         problems = self.fig.problems
         order = pipeline.stages_of(r["kind"])
-        done = order[:pipeline.stage_index(r["kind"], r["stage"]) + 1]
+        done = order[: pipeline.stage_index(r["kind"], r["stage"]) + 1]
         if r["kind"] == pipeline.CLIP:
-            done = done[1:]          # a clip is born "discovered" by its episode's editorial checkpoint
+            done = done[1:]  # a clip is born "discovered" by its episode's editorial checkpoint
         for stage in done:
             cp = cps.get((r["id"], stage))
             if cp is None:
@@ -364,8 +440,9 @@ class Torture:
             for p in checkpoints.verify(self.items_root / r["id"] / stage, manifest):
                 problems.append(f"{when}: {r['id']} {stage}: {p}")
 
-    def _check_folders(self, when: str, conn: sqlite3.Connection, items: list[sqlite3.Row],
-                       killed_owner: str | None) -> None:
+    def _check_folders(
+        self, when: str, conn: sqlite3.Connection, items: list[sqlite3.Row], killed_owner: str | None
+    ) -> None:
         problems = self.fig.problems
         known = {r["id"] for r in items}
         if not self.items_root.exists():
@@ -387,9 +464,12 @@ class Torture:
                     problems.append(f"{when}: visible output {child}: {p}")
         for path, item_id, _stage, token in checkpoints.leftovers(self.items_root):
             # who made it: an ended attempt's row, or the lease of one that was still running
-            row = conn.execute("SELECT worker FROM attempts WHERE item_id=?1 AND lease_token=?2 UNION ALL"
-                               " SELECT lease_owner FROM items WHERE id=?1 AND lease_token=?2 AND status='running'"
-                               " LIMIT 1", (item_id, token)).fetchone()
+            row = conn.execute(
+                "SELECT worker FROM attempts WHERE item_id=?1 AND lease_token=?2 UNION ALL"
+                " SELECT lease_owner FROM items WHERE id=?1 AND lease_token=?2 AND status='running'"
+                " LIMIT 1",
+                (item_id, token),
+            ).fetchone()
             creator = row["worker"] if row else None
             if creator is None or creator != self._last_registered:
                 problems.append(f"{when}: leftover {path} (made by {creator}) was not swept at restart")
@@ -405,11 +485,12 @@ class Torture:
             self.fig.problems.append(f"final run: not idle after {timeout:.0f} s; {self._stuck()}")
             return
         self.fig.restarts += 1
-        self._last_registered = None          # a run that ended by itself must leave no leftovers at all
+        self._last_registered = None  # a run that ended by itself must leave no leftovers at all
         if code != 0:
             self.fig.problems.append(f"final run: exit code {code} (see {self._stderr_log})")
         self.check("at the end", final=True)
         from engine.runtime import Engine
+
         ws = open_workspace(self.root)
         try:
             Engine(ws, workers=0).recover()
@@ -429,21 +510,27 @@ class Torture:
             except sqlite3.DatabaseError as exc:
                 res = str(exc)
             if res != "ok":
-                self.fig.problems.append(f"backup {b.name} is damaged ({res}); a kill during a backup must not "
-                                         "leave a backup-looking file")
+                self.fig.problems.append(
+                    f"backup {b.name} is damaged ({res}); a kill during a backup must not "
+                    "leave a backup-looking file"
+                )
 
     def _stuck(self) -> str:
         """What keeps the engine from going idle: the items that are not in a final state."""
         conn = _connect(self.db)
         try:
-            rows = conn.execute("SELECT id, stage, next_stage, status, attempts, rescues, blocked_reason, lease_owner,"
-                                " next_attempt_at - ? AS due_in FROM items WHERE status NOT IN ('done','failed')"
-                                " LIMIT 10", (time.time(),)).fetchall()
+            rows = conn.execute(
+                "SELECT id, stage, next_stage, status, attempts, rescues, blocked_reason, lease_owner,"
+                " next_attempt_at - ? AS due_in FROM items WHERE status NOT IN ('done','failed')"
+                " LIMIT 10",
+                (time.time(),),
+            ).fetchall()
             state = conn.execute("SELECT key, value FROM engine_state").fetchall()
         finally:
             conn.close()
-        return (f"engine_state {[tuple(r) for r in state]}; not final: "
-                + "; ".join(str(dict(r)) for r in rows))
+        return f"engine_state {[tuple(r) for r in state]}; not final: " + "; ".join(
+            str(dict(r)) for r in rows
+        )
 
     def run(self) -> Figures:
         t0 = time.time()
@@ -451,26 +538,43 @@ class Torture:
         for n in range(1, self.kills + 1):
             self.cycle(n)
             if n % 10 == 0 or n == self.kills:
-                self.log(f"  {n}/{self.kills} kills, {len(self.fig.problems)} problem(s), "
-                         f"{self._counts[pipeline.EPISODE]} episodes / {self._counts[pipeline.CLIP]} clips so far")
+                self.log(
+                    f"  {n}/{self.kills} kills, {len(self.fig.problems)} problem(s), "
+                    f"{self._counts[pipeline.EPISODE]} episodes / {self._counts[pipeline.CLIP]} clips so far"
+                )
         self.finish()
         self.fig.seconds = time.time() - t0
         return self.fig
 
 
-def torture(root: Path, kills: int = 200, seed: int = 1, workers: int = 2, episodes: int = 12,
-            max_delay: float = 2.0, log=print) -> Figures:
+def torture(
+    root: Path,
+    kills: int = 200,
+    seed: int = 1,
+    workers: int = 2,
+    episodes: int = 12,
+    max_delay: float = 2.0,
+    log=print,
+) -> Figures:
     return Torture(root, kills, seed, workers, episodes, max_delay=max_delay, log=log).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kills", type=int, default=200, help="SIGKILLs that must land on a running engine (200)")
+    ap.add_argument(
+        "--kills", type=int, default=200, help="SIGKILLs that must land on a running engine (200)"
+    )
     ap.add_argument("--seed", type=int, default=1, help="random seed for the kill moments and the chaos (1)")
     ap.add_argument("--workers", type=int, default=2, help="engine worker threads (2)")
-    ap.add_argument("--episodes", type=int, default=12, help="episodes at the start; more are added when idle (12)")
-    ap.add_argument("--max-delay", type=float, default=2.0, help="longest time a run lives before its kill (2.0 s)")
-    ap.add_argument("--keep", metavar="DIR", help="build the workspace here and keep it (default: a temp folder)")
+    ap.add_argument(
+        "--episodes", type=int, default=12, help="episodes at the start; more are added when idle (12)"
+    )
+    ap.add_argument(
+        "--max-delay", type=float, default=2.0, help="longest time a run lives before its kill (2.0 s)"
+    )
+    ap.add_argument(
+        "--keep", metavar="DIR", help="build the workspace here and keep it (default: a temp folder)"
+    )
     args = ap.parse_args(argv)
     if args.keep:
         root = Path(args.keep).resolve()
@@ -480,10 +584,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="ewg-torture-")
         root = Path(tmp.name) / "ws"
-    print(f"crash torture: {args.kills} kills, seed {args.seed}, {args.workers} workers, "
-          f"{args.episodes} episodes at the start, workspace {root}", flush=True)
-    fig = torture(root, args.kills, args.seed, args.workers, args.episodes, args.max_delay,
-                  log=lambda s: print(s, flush=True))
+    print(
+        f"crash torture: {args.kills} kills, seed {args.seed}, {args.workers} workers, "
+        f"{args.episodes} episodes at the start, workspace {root}",
+        flush=True,
+    )
+    fig = torture(
+        root,
+        args.kills,
+        args.seed,
+        args.workers,
+        args.episodes,
+        args.max_delay,
+        log=lambda s: print(s, flush=True),
+    )
     print("\nfigures:")
     print(fig.table())
     if fig.problems:

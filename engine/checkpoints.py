@@ -7,6 +7,7 @@ transaction that checked the lease, so a kill -9 at any instant leaves either
 the old state or the new one. Temporary names carry the lease token, so a
 sweep never deletes the working directory of a live lease.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,13 +35,18 @@ def sha256_of(path: Path) -> str:
 def build_manifest(folder: Path) -> dict:
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files.append({"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size,
-                      "sha256": sha256_of(path)})
+        files.append(
+            {
+                "path": path.relative_to(folder).as_posix(),
+                "size": path.stat().st_size,
+                "sha256": sha256_of(path),
+            }
+        )
     return {"files": files}
 
 
 def _fsync_tree(folder: Path) -> None:
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:
@@ -86,7 +92,7 @@ class Prepared:
         return not self.manifest["files"]
 
 
-EMPTY_MANIFEST = json.dumps({"files": [], "skipped": False})   # what prepare(None, ...) records, as JSON
+EMPTY_MANIFEST = json.dumps({"files": [], "skipped": False})  # what prepare(None, ...) records, as JSON
 
 
 def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
@@ -104,7 +110,7 @@ def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
 def publish(prepared: Prepared, token: int) -> None:
     """Rename the prepared output into place, replacing an older checkpoint of the stage."""
     final = prepared.final
-    if prepared.empty and not final.exists():   # nothing to put in place: no rename, no fsync
+    if prepared.empty and not final.exists():  # nothing to put in place: no rename, no fsync
         return
     if prepared.tmp is not None and not prepared.tmp.exists() and final.exists():
         # Renamed by an earlier try of this same commit whose transaction then failed (a full disk):
@@ -128,7 +134,7 @@ def discard(path: Path | None) -> None:
     if path is None:
         return
     try:
-        os.rmdir(path)            # the common case: an empty or already-published directory
+        os.rmdir(path)  # the common case: an empty or already-published directory
     except FileNotFoundError:
         return
     except OSError:

@@ -4,12 +4,13 @@ All engine timestamps are float seconds since the Unix epoch, which is UTC by
 definition; `iso()` renders one for people. Tests pass a `FakeClock` and a
 seeded `random.Random` so runs (and UI snapshots) are deterministic.
 """
+
 from __future__ import annotations
 
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -49,7 +50,7 @@ class FakeClock:
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_rng(seed: int | None = None) -> random.Random:

@@ -4,6 +4,7 @@ Every mistake becomes one `ConfigError` whose message names the key, the
 problem and the fix; the CLI prints it and exits 2. Defaults follow the AI-EWG
 numbers (DESIGN.md, Configuration).
 """
+
 from __future__ import annotations
 
 import re
@@ -47,7 +48,7 @@ class Engine(_Section):
     backup_interval: float = Field(3600.0, ge=0)
 
     @model_validator(mode="after")
-    def _dead_after_beats(self) -> "Engine":
+    def _dead_after_beats(self) -> Engine:
         if self.dead_after <= self.heartbeat_interval:
             raise ValueError("dead_after must be longer than heartbeat_interval, or every worker looks dead")
         return self
@@ -68,7 +69,7 @@ class Retry(_Section):
     jitter: float = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _max_not_below_base(self) -> "Retry":
+    def _max_not_below_base(self) -> Retry:
         if self.max_delay < self.base_delay:
             raise ValueError("max_delay must be at least base_delay")
         return self
@@ -79,7 +80,8 @@ class Recovery(_Section):
     auto_clear_cache_on_retry: bool = True
     auto_cleanup_failed_files: bool = True
     manual_intervention_required: list[str] = Field(
-        default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY])
+        default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY]
+    )
     max_rescues: int = Field(20, ge=1, le=10_000)
 
     @field_validator("manual_intervention_required")
@@ -107,7 +109,7 @@ class Health(_Section):
     disk_critical_free_mb: float = Field(1024.0, ge=0)
 
     @model_validator(mode="after")
-    def _floor_below_warning(self) -> "Health":
+    def _floor_below_warning(self) -> Health:
         if self.disk_critical_free_mb > self.disk_warn_free_mb:
             raise ValueError("disk_critical_free_mb must not exceed disk_warn_free_mb")
         return self
@@ -166,7 +168,7 @@ class StageConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> "StageConfig":
+    def _kind_needs(self) -> StageConfig:
         if self.kind == "python" and not (self.callable and re.match(r"^[\w.]+:[\w.]+$", self.callable)):
             raise ValueError('kind = "python" needs callable = "package.module:function"')
         if self.kind == "command":
@@ -176,16 +178,27 @@ class StageConfig(_Section):
             if not code.lstrip("-").isdigit():
                 raise ValueError(f"exit_codes key {code!r} is not an exit code number")
             if cls not in errors.ERROR_CLASSES:
-                raise ValueError(f"exit_codes {code} maps to unknown class {cls!r}; known: {', '.join(errors.ERROR_CLASSES)}")
+                raise ValueError(
+                    f"exit_codes {code} maps to unknown class {cls!r}; known: {', '.join(errors.ERROR_CLASSES)}"
+                )
         return self
 
 
 class DemoFault(_Section):
-    item: int | str                # an episode number (any show) or an item id
+    item: int | str  # an episode number (any show) or an item id
 
     stage: str
-    fault: Literal["transient", "persistent", "cache", "disk_full", "hang", "hang_hard", "slow",
-                   "missing_dependency", "config_error"]
+    fault: Literal[
+        "transient",
+        "persistent",
+        "cache",
+        "disk_full",
+        "hang",
+        "hang_hard",
+        "slow",
+        "missing_dependency",
+        "config_error",
+    ]
     times: int = Field(1, ge=1, le=1000)
     kind: Literal["episode", "clip"] = "episode"
 
@@ -195,20 +208,20 @@ class Demo(_Section):
 
     seed: int = 7
     transient_probability: float = Field(0.0, ge=0, le=1)
-    pace: float = Field(0.0, ge=0, le=600)   # minimum seconds per stage, so a demo can be watched
+    pace: float = Field(0.0, ge=0, le=600)  # minimum seconds per stage, so a demo can be watched
     faults: list[DemoFault] = Field(default_factory=list)
 
 
 class Sources(_Section):
     """Source folders the engine scans for new episodes (one folder per show)."""
 
-    root: str | None = None                  # every sub-folder is a show named after it
+    root: str | None = None  # every sub-folder is a show named after it
     shows: dict[str, str] = Field(default_factory=dict)
     include: list[str] | None = None
     exclude: list[str] | None = None
     stable_seconds: float = Field(30.0, ge=0, le=86400)
     state_file: str = ".ewg-scan.json"
-    scan_interval: float = Field(30.0, ge=0, le=86400)   # 0 = only `ewg scan`
+    scan_interval: float = Field(30.0, ge=0, le=86400)  # 0 = only `ewg scan`
 
     @property
     def configured(self) -> bool:
@@ -216,8 +229,12 @@ class Sources(_Section):
 
     def folders(self) -> dict:
         """The mapping engine.media.discovery reads."""
-        out = {"root": self.root, "shows": self.shows, "stable_seconds": self.stable_seconds,
-               "state_file": self.state_file}
+        out = {
+            "root": self.root,
+            "shows": self.shows,
+            "stable_seconds": self.stable_seconds,
+            "state_file": self.state_file,
+        }
         if self.include is not None:
             out["include"] = self.include
         if self.exclude is not None:
@@ -239,18 +256,24 @@ class Config(_Section):
     sources: Sources = Field(default_factory=Sources)
 
     @model_validator(mode="after")
-    def _known_stages(self) -> "Config":
+    def _known_stages(self) -> Config:
         for kind, table in self.stages.items():
             if kind not in pipeline.KINDS:
-                raise ValueError(f"[stages.{kind}]: unknown item kind; use [stages.episode.NAME] or [stages.clip.NAME]")
+                raise ValueError(
+                    f"[stages.{kind}]: unknown item kind; use [stages.episode.NAME] or [stages.clip.NAME]"
+                )
             for name, stage in table.items():
                 if name not in pipeline.stages_of(kind):
-                    raise ValueError(f"[stages.{kind}.{name}]: unknown stage; {kind} stages are "
-                                     f"{', '.join(pipeline.stages_of(kind))}")
+                    raise ValueError(
+                        f"[stages.{kind}.{name}]: unknown stage; {kind} stages are "
+                        f"{', '.join(pipeline.stages_of(kind))}"
+                    )
                 for svc in stage.services:
                     if svc not in self.services:
-                        raise ValueError(f"[stages.{kind}.{name}] services: {svc!r} is not declared; "
-                                         f"add a [services.{svc}] table with its url")
+                        raise ValueError(
+                            f"[stages.{kind}.{name}] services: {svc!r} is not declared; "
+                            f"add a [services.{svc}] table with its url"
+                        )
         for fault in self.demo.faults:
             if fault.stage not in pipeline.stages_of(fault.kind):
                 raise ValueError(f"[[demo.faults]] stage {fault.stage!r} is not a {fault.kind} stage")
@@ -279,8 +302,12 @@ class Config(_Section):
 
 
 def _where(loc: tuple) -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and p in ("function-after", "function-before"))
-             and not str(p).startswith("function-")]
+    parts = [
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and p in ("function-after", "function-before"))
+        and not str(p).startswith("function-")
+    ]
     if not parts:
         return "ewg.toml"
     if len(parts) == 1:
@@ -294,7 +321,9 @@ def _explain(exc: ValidationError, path: Path) -> str:
         where = _where(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key. Remove it or check its spelling against the defaults (`ewg init --print-config`).")
+            lines.append(
+                f"  {where}: unknown key. Remove it or check its spelling against the defaults (`ewg init --print-config`)."
+            )
             continue
         got = err.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -307,7 +336,9 @@ def parse(text: str, path: Path = Path("ewg.toml")) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the syntax at that line and start again.") from None
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}. Fix the syntax at that line and start again."
+        ) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -326,15 +357,18 @@ def _check_commands(config: Config, path: Path) -> None:
                 if shutil.which(program) is None and not Path(program).is_file():
                     raise ConfigError(
                         f"{path}: [stages.{kind}.{name}] command: the program {program!r} was not found on PATH. "
-                        "Install it or give its full path.")
+                        "Install it or give its full path."
+                    )
 
 
 def load(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist. Create a workspace with `ewg init {path.parent}` "
-                          "or point --workspace at one.") from None
+        raise ConfigError(
+            f"{path} does not exist. Create a workspace with `ewg init {path.parent}` "
+            "or point --workspace at one."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} cannot be read: {exc}.") from None
     return parse(text, path)

@@ -7,6 +7,7 @@ fault script (transient, hang, disk full, slow) so every recovery road shows
 within the first minute. `create_demo`: the same roads on simulated stages
 with configurable durations, for tests and for machines without media.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,11 +17,27 @@ from .clock import Clock
 from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace
 
 SHOWS = ("Tech Talk Weekly", "Morning Brief", "Founders Hour", "Data Night", "City Council Live")
-TOPICS = ("Open-source AI", "Local elections", "Battery recycling", "Remote work", "Quantum hype",
-          "Urban cycling", "Chip supply", "Privacy law", "Solar farms", "Podcast economics")
+TOPICS = (
+    "Open-source AI",
+    "Local elections",
+    "Battery recycling",
+    "Remote work",
+    "Quantum hype",
+    "Urban cycling",
+    "Chip supply",
+    "Privacy law",
+    "Solar farms",
+    "Podcast economics",
+)
 
 # Stage durations (seconds) of the demo pipeline: short enough to watch.
-EPISODE_DURATIONS = {"discovered": 1.0, "transcribed": 4.0, "enriched": 3.0, "editorial": 2.0, "rendered": 2.0}
+EPISODE_DURATIONS = {
+    "discovered": 1.0,
+    "transcribed": 4.0,
+    "enriched": 3.0,
+    "editorial": 2.0,
+    "rendered": 2.0,
+}
 CLIP_DURATIONS = {"generated": 3.0, "rendered": 2.0}
 
 # One fault of every kind; numbers are episode numbers.
@@ -108,14 +125,20 @@ def seed_episodes(ws: Workspace, count: int, start: int = 1) -> list[str]:
         show = SHOWS[(n - 1) % len(SHOWS)]
         topic = TOPICS[(n - 1) % len(TOPICS)]
         item_id = episode_id(show, n)
-        add_episode(ws, item_id, source=f"demo://{show}/episode-{n:03d}.mp4", show=show,
-                    title=f"{topic} (part {1 + (n - 1) // len(TOPICS)})")
+        add_episode(
+            ws,
+            item_id,
+            source=f"demo://{show}/episode-{n:03d}.mp4",
+            show=show,
+            title=f"{topic} (part {1 + (n - 1) // len(TOPICS)})",
+        )
         ids.append(item_id)
     return ids
 
 
-def create_demo(root: Path, count: int = 10, faults: bool = True, speed: float = 1.0,
-                clock: Clock | None = None) -> Workspace:
+def create_demo(
+    root: Path, count: int = 10, faults: bool = True, speed: float = 1.0, clock: Clock | None = None
+) -> Workspace:
     ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock)
     seed_episodes(ws, count)
     return ws
@@ -124,9 +147,15 @@ def create_demo(root: Path, count: int = 10, faults: bool = True, speed: float =
 def media_demo_config(episodes: list[dict], faults: bool = True, pace: float = 1.5, seed: int = 7) -> str:
     """Real stages on demo media; the fault script names items by id."""
     text = DEFAULT_TOML
-    for key, value in (("stall_after", "8.0"), ("base_delay", "2.0"), ("max_delay", "10.0"),
-                       ("episode_processing", "120.0"), ("clip_generation", "60.0"), ("stop_grace", "3.0"),
-                       ("force_grace", "1.0")):
+    for key, value in (
+        ("stall_after", "8.0"),
+        ("base_delay", "2.0"),
+        ("max_delay", "10.0"),
+        ("episode_processing", "120.0"),
+        ("clip_generation", "60.0"),
+        ("stop_grace", "3.0"),
+        ("force_grace", "1.0"),
+    ):
         text = set_key(text, key, value)
     text += """
 # Demo: source folders with generated media, processed by the built-in stages.
@@ -142,18 +171,25 @@ max_clips = 2
 """
     text += f"\n[demo]\nseed = {seed}\npace = {pace}          # seconds each stage takes at least, to be watchable\n"
     ok = [e["id"] for e in episodes if e["expectation"] == "ok"]
-    script = [("transient", "transcribed", 2, "episode"), ("hang", "enriched", 1, "episode"),
-              ("disk_full", "rendered", 1, "episode"), ("slow", "editorial", 1, "episode"),
-              ("transient", "generated", 1, "clip")]
+    script = [
+        ("transient", "transcribed", 2, "episode"),
+        ("hang", "enriched", 1, "episode"),
+        ("disk_full", "rendered", 1, "episode"),
+        ("slow", "editorial", 1, "episode"),
+        ("transient", "generated", 1, "clip"),
+    ]
     if faults:
         for item_id, (fault, stage, times, kind) in zip(ok, script):
-            text += (f'\n[[demo.faults]]\nitem = "{item_id}"\nkind = "{kind}"\nstage = "{stage}"\n'
-                     f'fault = "{fault}"\ntimes = {times}\n')
+            text += (
+                f'\n[[demo.faults]]\nitem = "{item_id}"\nkind = "{kind}"\nstage = "{stage}"\n'
+                f'fault = "{fault}"\ntimes = {times}\n'
+            )
     return text
 
 
-def create_media_demo(root: Path, count: int = 6, faults: bool = True, pace: float = 1.5,
-                      clock: Clock | None = None) -> Workspace:
+def create_media_demo(
+    root: Path, count: int = 6, faults: bool = True, pace: float = 1.5, clock: Clock | None = None
+) -> Workspace:
     """A workspace of real demo media, scanned once so its episodes are there from the start."""
     from .intake import scan_once
     from .media.demo_media import generate_demo_media

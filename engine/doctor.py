@@ -16,6 +16,7 @@ restored. Each repair writes an audit event (actor: the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,9 +27,9 @@ import shutil
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import checkpoints, pipeline, transitions
 from .config import Config, ConfigError
@@ -44,11 +45,11 @@ PROBLEM = (WARNING, ERROR, CRITICAL)
 
 @dataclass
 class Finding:
-    check: str                  # config | database | schema | integrity | permissions | engines | leases | ...
+    check: str  # config | database | schema | integrity | permissions | engines | leases | ...
     severity: str
     what: str
     fix: str = ""
-    repaired: str = ""          # what --repair did about it ("" = nothing)
+    repaired: str = ""  # what --repair did about it ("" = nothing)
     items: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +65,9 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     backups: list[dict] = field(default_factory=list)
 
-    def add(self, check: str, severity: str, what: str, fix: str = "", items: list[str] | None = None) -> Finding:
+    def add(
+        self, check: str, severity: str, what: str, fix: str = "", items: list[str] | None = None
+    ) -> Finding:
         finding = Finding(check, severity, what, fix, items=list(items or []))
         self.findings.append(finding)
         return finding
@@ -78,8 +81,13 @@ class Report:
         return [f for f in self.findings if f.open]
 
     def to_dict(self) -> dict:
-        return {"workspace": str(self.root), "repair": self.repair, "healthy": self.healthy,
-                "findings": [asdict(f) for f in self.findings], "backups": self.backups}
+        return {
+            "workspace": str(self.root),
+            "repair": self.repair,
+            "healthy": self.healthy,
+            "findings": [asdict(f) for f in self.findings],
+            "backups": self.backups,
+        }
 
     def text(self) -> str:
         marks = {OK: "ok  ", INFO: "info", WARNING: "WARN", ERROR: "ERR ", CRITICAL: "CRIT"}
@@ -93,12 +101,17 @@ class Report:
                     lines.append(("         fix: " if n == 0 else "              ") + part)
         left = self.problems
         if not left:
-            lines.append("Healthy: nothing needs doing." if not any(f.repaired for f in self.findings)
-                         else "Healthy after repair (recorded in the audit log: `ewg log`).")
+            lines.append(
+                "Healthy: nothing needs doing."
+                if not any(f.repaired for f in self.findings)
+                else "Healthy after repair (recorded in the audit log: `ewg log`)."
+            )
         else:
             worst = max(left, key=lambda f: SEVERITIES.index(f.severity)).severity
-            lines.append(f"{len(left)} problem(s) remain (worst: {worst})."
-                         + ("" if self.repair else " `ewg doctor --repair` fixes the ones marked safe to repair."))
+            lines.append(
+                f"{len(left)} problem(s) remain (worst: {worst})."
+                + ("" if self.repair else " `ewg doctor --repair` fixes the ones marked safe to repair.")
+            )
         return "\n".join(lines)
 
 
@@ -116,8 +129,15 @@ def _stamp(at: float) -> str:
 
 def inspect_backup(path: Path) -> dict:
     """Schema version and integrity of one backup file, read-only."""
-    info = {"file": str(path), "size": path.stat().st_size, "modified": path.stat().st_mtime,
-            "schema_version": None, "integrity": "", "items": None, "usable": False}
+    info = {
+        "file": str(path),
+        "size": path.stat().st_size,
+        "modified": path.stat().st_mtime,
+        "schema_version": None,
+        "integrity": "",
+        "items": None,
+        "usable": False,
+    }
     try:
         with open(path, "rb") as fh:
             if fh.read(16) != SQLITE_HEADER:
@@ -149,19 +169,23 @@ def way_back(db: Path, backups: list[dict], backups_folder: Path) -> str:
     good = [b for b in backups if b["usable"]]
     if not good:
         where = backups_folder if backups_folder.is_dir() else f"{backups_folder} (it does not exist)"
-        return (f"No usable backup in {where}. Keep the damaged file (do not delete it): copy it away and try "
-                f"`sqlite3 {db.name} .recover | sqlite3 recovered.db`, or start a new workspace with `ewg init` "
-                "and add the sources again (`ewg scan`); checkpoints on disk are redone.")
+        return (
+            f"No usable backup in {where}. Keep the damaged file (do not delete it): copy it away and try "
+            f"`sqlite3 {db.name} .recover | sqlite3 recovered.db`, or start a new workspace with `ewg init` "
+            "and add the sources again (`ewg scan`); checkpoints on disk are redone."
+        )
     b = good[0]
-    return "\n".join([
-        "1. Stop every ewg process using this workspace (the console and `ewg run`).",
-        f"2. Keep the damaged files: mv {db} {db}.damaged; mv {db}-wal {db}.damaged-wal; "
-        f"mv {db}-shm {db}.damaged-shm (the last two may not exist).",
-        f"3. Put the newest good backup in place (-p keeps it owner-only): cp -p {b['file']} {db}  (taken {_stamp(b['modified'])}, "
-        f"{b['items']} items).",
-        "4. Run `ewg doctor --repair`, then start ewg: work finished after the backup was taken is redone "
-        "(its stages run again and overwrite their checkpoints); nothing else is lost.",
-    ])
+    return "\n".join(
+        [
+            "1. Stop every ewg process using this workspace (the console and `ewg run`).",
+            f"2. Keep the damaged files: mv {db} {db}.damaged; mv {db}-wal {db}.damaged-wal; "
+            f"mv {db}-shm {db}.damaged-shm (the last two may not exist).",
+            f"3. Put the newest good backup in place (-p keeps it owner-only): cp -p {b['file']} {db}  (taken {_stamp(b['modified'])}, "
+            f"{b['items']} items).",
+            "4. Run `ewg doctor --repair`, then start ewg: work finished after the backup was taken is redone "
+            "(its stages run again and overwrite their checkpoints); nothing else is lost.",
+        ]
+    )
 
 
 def _owner_only(path: Path) -> bool:
@@ -170,14 +194,20 @@ def _owner_only(path: Path) -> bool:
 
 def _os_user() -> str:
     from .verbs import _os_user as user
+
     return user()
 
 
 # -- the checks ------------------------------------------------------------------------------------
 class Doctor:
-    def __init__(self, root: Path, repair: bool = False, actor: str | None = None,
-                 probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
-                 disk_free: Callable[[str], float] = disk_free_mb) -> None:
+    def __init__(
+        self,
+        root: Path,
+        repair: bool = False,
+        actor: str | None = None,
+        probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
+        disk_free: Callable[[str], float] = disk_free_mb,
+    ) -> None:
         self.root = Path(root)
         self.report = Report(self.root, repair)
         self.repair = repair
@@ -215,14 +245,22 @@ class Doctor:
     def _config(self) -> None:
         path = self.root / CONFIG_NAME
         if not path.exists():
-            self.report.add("config", CRITICAL, f"{self.root} is not an ewg workspace: there is no {CONFIG_NAME}",
-                            f"Point --workspace at a workspace, or create one with `ewg init {self.root}`.")
+            self.report.add(
+                "config",
+                CRITICAL,
+                f"{self.root} is not an ewg workspace: there is no {CONFIG_NAME}",
+                f"Point --workspace at a workspace, or create one with `ewg init {self.root}`.",
+            )
             return
         try:
             self.config = load_config(path)
         except ConfigError as exc:
-            self.report.add("config", ERROR, str(exc).split("\n")[0],
-                            "\n".join(str(exc).split("\n")[1:]) or "Fix ewg.toml as the message says.")
+            self.report.add(
+                "config",
+                ERROR,
+                str(exc).split("\n")[0],
+                "\n".join(str(exc).split("\n")[1:]) or "Fix ewg.toml as the message says.",
+            )
             return
         self.report.add("config", OK, f"{CONFIG_NAME} is valid")
 
@@ -231,15 +269,23 @@ class Doctor:
         """Can the database be opened as it is? Never creates, migrates or rewrites it."""
         back = way_back(db, self.report.backups, backups_folder)
         if not db.exists():
-            self.report.add("database", CRITICAL, f"{db} is missing; ewg will not recreate it (an empty database "
-                            "would hide every item)", back)
+            self.report.add(
+                "database",
+                CRITICAL,
+                f"{db} is missing; ewg will not recreate it (an empty database would hide every item)",
+                back,
+            )
             return False
         try:
             with open(db, "rb") as fh:
                 header = fh.read(16)
         except OSError as exc:
-            self.report.add("database", CRITICAL, f"{db} cannot be read: {exc}",
-                            "Check the file's owner and permissions (ls -l), or restore a backup:\n" + back)
+            self.report.add(
+                "database",
+                CRITICAL,
+                f"{db} cannot be read: {exc}",
+                "Check the file's owner and permissions (ls -l), or restore a backup:\n" + back,
+            )
             return False
         if header != SQLITE_HEADER:
             what = "is empty (0 bytes)" if not header else "is not an SQLite database (its header is damaged)"
@@ -256,22 +302,38 @@ class Doctor:
             self.report.add("database", CRITICAL, f"{db} cannot be read as a database ({exc})", back)
             return False
         if version > SCHEMA_VERSION:
-            self.report.add("schema", CRITICAL, f"schema version {version} is newer than this ewg knows "
-                            f"({SCHEMA_VERSION}); a newer ewg wrote it",
-                            "Upgrade ewg to the version that wrote this workspace. Do not open it with this one; "
-                            "if you must go back, restore a backup taken before the upgrade:\n" + back)
+            self.report.add(
+                "schema",
+                CRITICAL,
+                f"schema version {version} is newer than this ewg knows "
+                f"({SCHEMA_VERSION}); a newer ewg wrote it",
+                "Upgrade ewg to the version that wrote this workspace. Do not open it with this one; "
+                "if you must go back, restore a backup taken before the upgrade:\n" + back,
+            )
             return False
         if version == 0:
-            self.report.add("schema", CRITICAL, f"{db} holds no ewg schema (user_version 0)",
-                            "Point --workspace at an ewg workspace, or restore a backup:\n" + back)
+            self.report.add(
+                "schema",
+                CRITICAL,
+                f"{db} holds no ewg schema (user_version 0)",
+                "Point --workspace at an ewg workspace, or restore a backup:\n" + back,
+            )
             return False
         if integrity != ["ok"]:
-            self.report.add("integrity", CRITICAL, f"PRAGMA integrity_check found damage: {'; '.join(integrity[:5])}",
-                            back)
+            self.report.add(
+                "integrity",
+                CRITICAL,
+                f"PRAGMA integrity_check found damage: {'; '.join(integrity[:5])}",
+                back,
+            )
             return False
         if version < SCHEMA_VERSION:
-            self.report.add("schema", INFO, f"schema version {version}; this ewg migrates it to {SCHEMA_VERSION} "
-                            "at its next start, after an automatic backup")
+            self.report.add(
+                "schema",
+                INFO,
+                f"schema version {version}; this ewg migrates it to {SCHEMA_VERSION} "
+                "at its next start, after an automatic backup",
+            )
         else:
             self.report.add("schema", OK, f"schema version {version} (current)")
         self.report.add("integrity", OK, "PRAGMA integrity_check: ok")
@@ -279,6 +341,7 @@ class Doctor:
 
     def _open(self, db: Path, cfg: Config) -> None:
         from .clock import SystemClock
+
         store = Store(db, synchronous=cfg.engine.synchronous, busy_timeout_ms=cfg.engine.busy_timeout_ms)
         self.ws = Workspace(self.root, cfg, store, SystemClock())
 
@@ -290,16 +353,25 @@ class Doctor:
         foreign = [p for p in files if p.stat().st_uid != os.getuid()]
         if foreign:
             owners = sorted({p.stat().st_uid for p in foreign})
-            self.report.add("permissions", WARNING,
-                            f"{len(foreign)} database file(s) belong to another user (uid {', '.join(map(str, owners))}): "
-                            + ", ".join(p.name for p in foreign[:3]),
-                            "Run ewg as the workspace's owner; a workspace is used by one account.")
+            self.report.add(
+                "permissions",
+                WARNING,
+                f"{len(foreign)} database file(s) belong to another user (uid {', '.join(map(str, owners))}): "
+                + ", ".join(p.name for p in foreign[:3]),
+                "Run ewg as the workspace's owner; a workspace is used by one account.",
+            )
         if not loose:
-            self.report.add("permissions", OK, "the database and its backups are readable by their owner only")
+            self.report.add(
+                "permissions", OK, "the database and its backups are readable by their owner only"
+            )
             return
-        f = self.report.add("permissions", WARNING, f"{len(loose)} database file(s) readable by other users: "
-                            + ", ".join(f"{p.name} ({stat.filemode(p.stat().st_mode)})" for p in loose[:4]),
-                            "chmod 600 " + " ".join(str(p) for p in loose[:4]))
+        f = self.report.add(
+            "permissions",
+            WARNING,
+            f"{len(loose)} database file(s) readable by other users: "
+            + ", ".join(f"{p.name} ({stat.filemode(p.stat().st_mode)})" for p in loose[:4]),
+            "chmod 600 " + " ".join(str(p) for p in loose[:4]),
+        )
         if self.repair:
             for p in loose:
                 os.chmod(p, 0o600)
@@ -308,35 +380,55 @@ class Doctor:
     # engines and leases ---------------------------------------------------------------------------
     def _engines(self) -> None:
         from .runtime import owner_alive
+
         rows = self.ws.store.read("SELECT owner, state, heartbeat_at FROM engines")
         alive = [r["owner"] for r in rows if owner_alive(r["owner"]) and r["state"] != "stopped"]
         elsewhere = [r["owner"] for r in rows if owner_alive(r["owner"]) is None and r["state"] != "stopped"]
         if alive:
-            self.report.add("engines", INFO, f"{len(alive)} engine process(es) running on this host: "
-                            + ", ".join(alive[:4]), "Repairs are fenced, so they are safe while engines run.")
+            self.report.add(
+                "engines",
+                INFO,
+                f"{len(alive)} engine process(es) running on this host: " + ", ".join(alive[:4]),
+                "Repairs are fenced, so they are safe while engines run.",
+            )
         if elsewhere:
-            self.report.add("engines", INFO, f"{len(elsewhere)} engine(s) registered on other hosts: "
-                            + ", ".join(elsewhere[:4]))
+            self.report.add(
+                "engines",
+                INFO,
+                f"{len(elsewhere)} engine(s) registered on other hosts: " + ", ".join(elsewhere[:4]),
+            )
         paused = self.ws.store.read_one("SELECT value, reason FROM engine_state WHERE key='paused'")
         if paused and paused["value"]:
-            self.report.add("engines", WARNING, f"claiming is paused by an operator ({paused['reason'] or 'no reason'})",
-                            "`ewg unpause` when the work may continue.")
+            self.report.add(
+                "engines",
+                WARNING,
+                f"claiming is paused by an operator ({paused['reason'] or 'no reason'})",
+                "`ewg unpause` when the work may continue.",
+            )
         pause = self.ws.store.read_one("SELECT value FROM engine_state WHERE key='resource_pause'")
         if pause and pause["value"]:
-            self.report.add("engines", WARNING, f"the engine reported a resource pause: {pause['value']}",
-                            "Free disk space or memory; claiming resumes by itself when the resource is back.")
+            self.report.add(
+                "engines",
+                WARNING,
+                f"the engine reported a resource pause: {pause['value']}",
+                "Free disk space or memory; claiming resumes by itself when the resource is back.",
+            )
 
     def _leases(self) -> None:
         from .runtime import Engine, owner_alive
+
         now = time.time()
         cfg = self.ws.config
-        rows = self.ws.store.read("SELECT id, lease_owner, lease_token, lease_expires_at, heartbeat_at, rescues,"
-                                  " next_stage FROM items WHERE status='running'")
+        rows = self.ws.store.read(
+            "SELECT id, lease_owner, lease_token, lease_expires_at, heartbeat_at, rescues,"
+            " next_stage FROM items WHERE status='running'"
+        )
         dead, expired, live = [], [], []
         for r in rows:
             alive = owner_alive(r["lease_owner"] or "")
-            stale = ((r["heartbeat_at"] or 0) < now - cfg.engine.dead_after
-                     or (r["lease_expires_at"] or 0) < now)
+            stale = (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (
+                r["lease_expires_at"] or 0
+            ) < now
             if alive is False:
                 dead.append(r)
             elif alive is None and stale:
@@ -348,63 +440,115 @@ class Doctor:
         if not rows:
             self.report.add("leases", OK, "no leases held")
         for group, sev, why, how in (
-                (dead, ERROR, "held by processes on this host that are gone",
-                 "`ewg doctor --repair` (or starting the engine) rescues them: back to the queue, no attempt spent."),
-                (expired, WARNING, "held by processes on other hosts whose heartbeats stopped",
-                 "`ewg doctor --repair` rescues them once you know those engines are gone; a running engine's "
-                 "watchdog does it by itself.")):
+            (
+                dead,
+                ERROR,
+                "held by processes on this host that are gone",
+                "`ewg doctor --repair` (or starting the engine) rescues them: back to the queue, no attempt spent.",
+            ),
+            (
+                expired,
+                WARNING,
+                "held by processes on other hosts whose heartbeats stopped",
+                "`ewg doctor --repair` rescues them once you know those engines are gone; a running engine's "
+                "watchdog does it by itself.",
+            ),
+        ):
             if not group:
                 continue
             owners = sorted({r["lease_owner"] for r in group})
-            f = self.report.add("leases", sev, f"{len(group)} stale lease(s) {why}: owner(s) {', '.join(owners[:3])}",
-                                how, items=[r["id"] for r in group])
+            f = self.report.add(
+                "leases",
+                sev,
+                f"{len(group)} stale lease(s) {why}: owner(s) {', '.join(owners[:3])}",
+                how,
+                items=[r["id"] for r in group],
+            )
             if self.repair:
                 eng = Engine(self.ws, workers=0)
-                done = [r["id"] for r in group
-                        if eng.rescue(r["id"], r["lease_token"], r["rescues"], "crashed" if r in dead else "dead",
-                                      f"doctor: lease owner {r['lease_owner']} is gone", now, actor=self.actor)]
+                done = [
+                    r["id"]
+                    for r in group
+                    if eng.rescue(
+                        r["id"],
+                        r["lease_token"],
+                        r["rescues"],
+                        "crashed" if r in dead else "dead",
+                        f"doctor: lease owner {r['lease_owner']} is gone",
+                        now,
+                        actor=self.actor,
+                    )
+                ]
                 f.repaired = f"rescued {len(done)} item(s) back to the queue (audit: rescue)"
 
     # files ------------------------------------------------------------------------------------------
     def _leftovers(self) -> None:
         from .runtime import owner_alive
-        live = {(r["id"], r["lease_token"]) for r in self.ws.store.read(
-            "SELECT id, lease_token, lease_owner FROM items WHERE status='running'")
-            if owner_alive(r["lease_owner"] or "") is not False}
+
+        live = {
+            (r["id"], r["lease_token"])
+            for r in self.ws.store.read(
+                "SELECT id, lease_token, lease_owner FROM items WHERE status='running'"
+            )
+            if owner_alive(r["lease_owner"] or "") is not False
+        }
         root = self.ws.items_root
         if not root.exists():
-            self.report.add("items", ERROR, f"the items folder {root} is missing",
-                            f"Create it (mkdir {root}); items whose checkpoints were in it are found by the "
-                            "checkpoint check below and rerun after `ewg doctor --repair`.")
+            self.report.add(
+                "items",
+                ERROR,
+                f"the items folder {root} is missing",
+                f"Create it (mkdir {root}); items whose checkpoints were in it are found by the "
+                "checkpoint check below and rerun after `ewg doctor --repair`.",
+            )
             if self.repair:
                 root.mkdir(parents=True, exist_ok=True)
                 self.report.findings[-1].repaired = f"created {root}"
             return
         if not root.is_dir():
-            self.report.add("items", CRITICAL, f"{root} is not a folder", f"Move it away and create the folder {root}.")
+            self.report.add(
+                "items", CRITICAL, f"{root} is not a folder", f"Move it away and create the folder {root}."
+            )
             return
-        orphan = [p for p, item_id, _s, token in checkpoints.leftovers(root)
-                  if not (p.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live)]
+        orphan = [
+            p
+            for p, item_id, _s, token in checkpoints.leftovers(root)
+            if not (p.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live)
+        ]
         if not orphan:
             self.report.add("temp", OK, "no orphan temporary folders")
         else:
             size = sum(f.stat().st_size for p in orphan for f in p.rglob("*") if f.is_file())
-            f = self.report.add("temp", WARNING, f"{len(orphan)} orphan temporary folder(s) of dead attempts "
-                                f"({size / 2**20:.1f} MB): " + ", ".join(str(p.relative_to(root)) for p in orphan[:3]),
-                                "`ewg doctor --repair` deletes them (the engine also does at start).")
+            f = self.report.add(
+                "temp",
+                WARNING,
+                f"{len(orphan)} orphan temporary folder(s) of dead attempts "
+                f"({size / 2**20:.1f} MB): " + ", ".join(str(p.relative_to(root)) for p in orphan[:3]),
+                "`ewg doctor --repair` deletes them (the engine also does at start).",
+            )
             if self.repair:
                 for p in orphan:
                     checkpoints.discard(p)
                 with self.ws.store.write() as conn:
-                    transitions.record_event(conn, time.time(), self.actor, "doctor_repair", selection="temp",
-                                             reason="orphan temporary folders",
-                                             result=f"deleted {len(orphan)} folder(s)")
+                    transitions.record_event(
+                        conn,
+                        time.time(),
+                        self.actor,
+                        "doctor_repair",
+                        selection="temp",
+                        reason="orphan temporary folders",
+                        result=f"deleted {len(orphan)} folder(s)",
+                    )
                 f.repaired = f"deleted {len(orphan)} folder(s)"
         known = {r["id"] for r in self.ws.store.read("SELECT id FROM items")}
         strays = [p.name for p in root.iterdir() if p.is_dir() and p.name not in known]
         if strays:
-            self.report.add("items", INFO, f"{len(strays)} folder(s) in {root.name}/ belong to no item: "
-                            + ", ".join(strays[:3]), "`ewg deep-clean` removes them after a look.")
+            self.report.add(
+                "items",
+                INFO,
+                f"{len(strays)} folder(s) in {root.name}/ belong to no item: " + ", ".join(strays[:3]),
+                "`ewg deep-clean` removes them after a look.",
+            )
 
     def _checkpoints(self) -> None:
         store = self.ws.store
@@ -417,8 +561,10 @@ class Doctor:
             item = items.get(r["item_id"])
             if item is None:
                 continue
-            if pipeline.stage_index(item["kind"], r["stage"]) > pipeline.stage_index(item["kind"], item["stage"]):
-                continue               # not a completed stage of the item (yet): nothing relies on it
+            if pipeline.stage_index(item["kind"], r["stage"]) > pipeline.stage_index(
+                item["kind"], item["stage"]
+            ):
+                continue  # not a completed stage of the item (yet): nothing relies on it
             checked += 1
             try:
                 manifest = json.loads(r["manifest"])
@@ -430,28 +576,38 @@ class Doctor:
                 damaged.setdefault(r["item_id"], []).append((r["stage"], "; ".join(problems[:2])))
         for item_id, item in items.items():
             order = pipeline.stages_of(item["kind"])
-            first = 1 if item["kind"] == pipeline.CLIP else 0   # clips are born "discovered"
-            for stage in order[first:pipeline.stage_index(item["kind"], item["stage"]) + 1]:
+            first = 1 if item["kind"] == pipeline.CLIP else 0  # clips are born "discovered"
+            for stage in order[first : pipeline.stage_index(item["kind"], item["stage"]) + 1]:
                 if (item_id, stage) not in have:
-                    damaged.setdefault(item_id, []).append((stage, "completed, but no checkpoint is recorded"))
+                    damaged.setdefault(item_id, []).append(
+                        (stage, "completed, but no checkpoint is recorded")
+                    )
         if not damaged:
-            self.report.add("checkpoints", OK, f"{checked} checkpoint(s) of completed stages verified "
-                            "(files, sizes, checksums)")
+            self.report.add(
+                "checkpoints",
+                OK,
+                f"{checked} checkpoint(s) of completed stages verified (files, sizes, checksums)",
+            )
             return
         for item_id, found in sorted(damaged.items()):
             item = items[item_id]
             order = pipeline.stages_of(item["kind"])
             earliest = min((s for s, _ in found), key=order.index)
             detail = "; ".join(f"{s}: {why}" for s, why in found[:3])
-            f = self.report.add("checkpoints", ERROR, f"{item_id}: damaged checkpoint(s): {detail}",
-                                f"`ewg doctor --repair` marks them stale and moves {item_id} back to before "
-                                f"{earliest!r} so the stage runs again (ewg reprocess {item_id} --from {earliest}).",
-                                items=[item_id])
+            f = self.report.add(
+                "checkpoints",
+                ERROR,
+                f"{item_id}: damaged checkpoint(s): {detail}",
+                f"`ewg doctor --repair` marks them stale and moves {item_id} back to before "
+                f"{earliest!r} so the stage runs again (ewg reprocess {item_id} --from {earliest}).",
+                items=[item_id],
+            )
             if self.repair:
                 f.repaired = self._rerun_from(item_id, item["kind"], earliest, detail)
 
     def _rerun_from(self, item_id: str, kind: str, stage: str, why: str) -> str:
         from .verbs import Operator, VerbError
+
         op = Operator(self.ws, actor=self.actor)
         before = pipeline.previous_stage(kind, stage)
         reason = f"doctor --repair: damaged checkpoint ({why})"[:500]
@@ -462,8 +618,10 @@ class Doctor:
                 preview = op.reprocess([item_id], from_stage=stage, reason=reason)
         except VerbError as exc:
             return f"not repaired: {exc}"
-        return (f"checkpoints from {stage!r} on marked stale; {item_id} moved back to "
-                f"{before or 'the start'} (audit event #{preview.event_id})")
+        return (
+            f"checkpoints from {stage!r} on marked stale; {item_id} moved back to "
+            f"{before or 'the start'} (audit event #{preview.event_id})"
+        )
 
     # resources and dependencies -----------------------------------------------------------------
     def _disk(self, db: Path, cfg: Config) -> None:
@@ -474,28 +632,45 @@ class Doctor:
                 continue
             free = self.disk_free(str(path))
             if free < cfg.health.disk_critical_free_mb:
-                self.report.add("disk", CRITICAL, f"{label} volume ({path}): {free:.0f} MB free, below the critical "
-                                f"floor {cfg.health.disk_critical_free_mb:.0f} MB: the engine claims no work",
-                                "Free space on that volume (old backups, `ewg deep-clean`, other files).")
+                self.report.add(
+                    "disk",
+                    CRITICAL,
+                    f"{label} volume ({path}): {free:.0f} MB free, below the critical "
+                    f"floor {cfg.health.disk_critical_free_mb:.0f} MB: the engine claims no work",
+                    "Free space on that volume (old backups, `ewg deep-clean`, other files).",
+                )
             elif free < cfg.health.disk_warn_free_mb:
-                self.report.add("disk", WARNING, f"{label} volume ({path}): {free:.0f} MB free, below the warning "
-                                f"level {cfg.health.disk_warn_free_mb:.0f} MB", "Free space before it runs out.")
+                self.report.add(
+                    "disk",
+                    WARNING,
+                    f"{label} volume ({path}): {free:.0f} MB free, below the warning "
+                    f"level {cfg.health.disk_warn_free_mb:.0f} MB",
+                    "Free space before it runs out.",
+                )
             else:
                 self.report.add("disk", OK, f"{label} volume: {free / 1024:.1f} GB free")
 
     def _services(self) -> None:
         for name, svc in self.config.services.items():
             ok, message = self.probe(svc.url, svc.timeout, svc.expect_status)
-            users = [f"{k}/{s}" for k, t in self.config.stages.items() for s, sc in t.items() if name in sc.services]
+            users = [
+                f"{k}/{s}"
+                for k, t in self.config.stages.items()
+                for s, sc in t.items()
+                if name in sc.services
+            ]
             if ok:
                 self.report.add("services", OK, f"{name} is up ({message})")
             else:
-                self.report.add("services", WARNING, f"{name} is down ({svc.url}: {message}); "
-                                f"{', '.join(users) or 'no stage'} wait(s) as blocked, no attempts spent",
-                                f"Start the service or fix [services.{name}] url in ewg.toml.")
+                self.report.add(
+                    "services",
+                    WARNING,
+                    f"{name} is down ({svc.url}: {message}); "
+                    f"{', '.join(users) or 'no stage'} wait(s) as blocked, no attempts spent",
+                    f"Start the service or fix [services.{name}] url in ewg.toml.",
+                )
 
     def _dependencies(self) -> None:
-        cfg = self.config
         missing = 0
         for kind in pipeline.KINDS:
             for stage in pipeline.stages_of(kind):
@@ -510,12 +685,16 @@ class Doctor:
 
     def _stage_dependency(self, kind: str, stage: str) -> tuple[str, str, str]:
         from .stages import BUILTIN
+
         sc = self.config.stage(kind, stage)
         if sc.kind == "command":
             program = (sc.command or [""])[0]
             if "{" not in program and shutil.which(program) is None and not Path(program).is_file():
-                return (f"the program {program!r} is not on PATH", f"Install {program} or give its full path "
-                        "in `command`.", ERROR)
+                return (
+                    f"the program {program!r} is not on PATH",
+                    f"Install {program} or give its full path in `command`.",
+                    ERROR,
+                )
             return "", "", OK
         if sc.kind == "python":
             try:
@@ -524,40 +703,64 @@ class Doctor:
                 for part in attr.split("."):
                     obj = getattr(obj, part)
             except Exception as exc:  # noqa: BLE001 - any import failure is what we report
-                return (f"callable {sc.callable!r} cannot be loaded ({type(exc).__name__}: {exc})",
-                        "Install the module or fix `callable` in ewg.toml.", ERROR)
+                return (
+                    f"callable {sc.callable!r} cannot be loaded ({type(exc).__name__}: {exc})",
+                    "Install the module or fix `callable` in ewg.toml.",
+                    ERROR,
+                )
             return "", "", OK
         if sc.kind != "builtin":
             return "", "", OK
         from . import media  # noqa: F401  (registers the built-in stages)
+
         target = BUILTIN.get((kind, stage))
         if target is None:
-            return f"there is no built-in {kind} stage {stage!r}", "Configure a command or python stage.", ERROR
+            return (
+                f"there is no built-in {kind} stage {stage!r}",
+                "Configure a command or python stage.",
+                ERROR,
+            )
         module = target.partition(":")[0]
         try:
             importlib.import_module(module)
         except ImportError as exc:
             name = getattr(exc, "name", None) or str(exc)
-            return (f"the built-in stage needs {name}, which cannot be imported ({exc})",
-                    f"pip install {'av' if name == 'av' else name} into ewg's environment.", ERROR)
+            return (
+                f"the built-in stage needs {name}, which cannot be imported ({exc})",
+                f"pip install {'av' if name == 'av' else name} into ewg's environment.",
+                ERROR,
+            )
         if (kind, stage) == (pipeline.EPISODE, "transcribed"):
             options = sc.options
             model, argv = options.get("whisper_model"), options.get("command")
             whisper = importlib.util.find_spec("faster_whisper") is not None
             if model and not whisper:
-                return ("options.whisper_model is set but faster-whisper is not installed",
-                        "pip install faster-whisper, or remove whisper_model.", ERROR)
+                return (
+                    "options.whisper_model is set but faster-whisper is not installed",
+                    "pip install faster-whisper, or remove whisper_model.",
+                    ERROR,
+                )
             if argv:
                 program = str(argv[0])
                 if shutil.which(program) is None and not Path(program).is_file():
-                    return (f"options.command program {program!r} is not on PATH",
-                            "Install it or give its full path.", ERROR)
+                    return (
+                        f"options.command program {program!r} is not on PATH",
+                        "Install it or give its full path.",
+                        ERROR,
+                    )
             elif not model:
-                return ("only episodes with a caption file (.srt/.vtt next to the video) can be transcribed: "
-                        + ("faster-whisper is not installed" if not whisper else "options.whisper_model is not set")
-                        + " and there is no options.command; the others fail as missing_dependency",
-                        "pip install faster-whisper and set options.whisper_model = \"small\", or set "
-                        "options.command to your transcriber.", INFO)
+                return (
+                    "only episodes with a caption file (.srt/.vtt next to the video) can be transcribed: "
+                    + (
+                        "faster-whisper is not installed"
+                        if not whisper
+                        else "options.whisper_model is not set"
+                    )
+                    + " and there is no options.command; the others fail as missing_dependency",
+                    'pip install faster-whisper and set options.whisper_model = "small", or set '
+                    "options.command to your transcriber.",
+                    INFO,
+                )
         return "", "", OK
 
     # backups ------------------------------------------------------------------------------------------
@@ -567,23 +770,42 @@ class Doctor:
         broken = [b for b in backups if not b["usable"]]
         if usable:
             b = usable[0]
-            self.report.add("backups", OK, f"{len(usable)} usable backup(s); newest {Path(b['file']).name} "
-                            f"({_stamp(b['modified'])}, {b['items']} items). Way back for a damaged database:\n  "
-                            + way_back(db, backups, folder).replace("\n", "\n  "))
+            self.report.add(
+                "backups",
+                OK,
+                f"{len(usable)} usable backup(s); newest {Path(b['file']).name} "
+                f"({_stamp(b['modified'])}, {b['items']} items). Way back for a damaged database:\n  "
+                + way_back(db, backups, folder).replace("\n", "\n  "),
+            )
         else:
             interval = self.config.engine.backup_interval if self.config else 3600.0
-            self.report.add("backups", INFO, f"no usable backup in {folder} yet"
-                            + (f" (the engine takes one every {interval:.0f} s while it runs)" if interval else
-                               " and [engine] backup_interval = 0 turns scheduled backups off"),
-                            "Backups are taken before every migration and on the schedule.")
+            self.report.add(
+                "backups",
+                INFO,
+                f"no usable backup in {folder} yet"
+                + (
+                    f" (the engine takes one every {interval:.0f} s while it runs)"
+                    if interval
+                    else " and [engine] backup_interval = 0 turns scheduled backups off"
+                ),
+                "Backups are taken before every migration and on the schedule.",
+            )
         if broken:
-            self.report.add("backups", WARNING, f"{len(broken)} backup file(s) are unusable: "
-                            + ", ".join(f"{Path(b['file']).name} ({b['integrity'][:60]})" for b in broken[:3]),
-                            "Move them out of the backups folder so nobody restores them.")
+            self.report.add(
+                "backups",
+                WARNING,
+                f"{len(broken)} backup file(s) are unusable: "
+                + ", ".join(f"{Path(b['file']).name} ({b['integrity'][:60]})" for b in broken[:3]),
+                "Move them out of the backups folder so nobody restores them.",
+            )
 
 
-def diagnose(root: Path, repair: bool = False, actor: str | None = None,
-             probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
-             disk_free: Callable[[str], float] = disk_free_mb) -> Report:
+def diagnose(
+    root: Path,
+    repair: bool = False,
+    actor: str | None = None,
+    probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
+    disk_free: Callable[[str], float] = disk_free_mb,
+) -> Report:
     """Run every check on the workspace at `root` (and repair what is safe when asked)."""
     return Doctor(root, repair=repair, actor=actor, probe=probe, disk_free=disk_free).run()

@@ -5,6 +5,7 @@ error classes below and records *why* it chose it (the matching rule), so an
 operator can see the reasoning and a site can override it per stage in
 `[stages.NAME] error_rules`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -78,13 +79,26 @@ class ErrorRule:
 
 
 _RESOURCE_ERRNOS = {errno.ENOSPC, errno.ENOMEM, errno.EDQUOT}
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET,
-                     errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+_TRANSIENT_ERRNOS = {
+    errno.EIO,
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+}
 
 # Text rules used after the type-based ones; sites add their own per stage.
 DEFAULT_RULES: tuple[ErrorRule, ...] = (
-    ErrorRule(r"\b(429|5\d\d)\b.*(error|status|too many)|(error|status|too many).*\b(429|5\d\d)\b", TRANSIENT),
-    ErrorRule(r"timed? ?out|temporar|unavailable|connection (reset|refused|aborted)|database is (locked|busy)", TRANSIENT),
+    ErrorRule(
+        r"\b(429|5\d\d)\b.*(error|status|too many)|(error|status|too many).*\b(429|5\d\d)\b", TRANSIENT
+    ),
+    ErrorRule(
+        r"timed? ?out|temporar|unavailable|connection (reset|refused|aborted)|database is (locked|busy)",
+        TRANSIENT,
+    ),
     ErrorRule(r"no space left|disk (is )?full|out of memory|cannot allocate", RESOURCE),
     ErrorRule(r"checksum mismatch|cache (corrupt|mismatch|stale)|corrupt(ed)? cache", CACHE_RELATED),
     ErrorRule(r"corrupt|truncated|invalid data|unsupported format|moov atom", PERSISTENT),
@@ -99,8 +113,9 @@ def classify(exc: BaseException, rules: tuple[ErrorRule, ...] = ()) -> Classific
         if rule.matches(text):
             return _result(rule.error_class, f"stage rule /{rule.pattern}/ matched")
     if isinstance(exc, StageError):
-        return Classification(exc.error_class, "raised by the stage",
-                              exc.suggestion or SUGGESTIONS[exc.error_class])
+        return Classification(
+            exc.error_class, "raised by the stage", exc.suggestion or SUGGESTIONS[exc.error_class]
+        )
     if isinstance(exc, MemoryError):
         return _result(RESOURCE, "MemoryError")
     if isinstance(exc, (ModuleNotFoundError, ImportError)):
@@ -130,8 +145,9 @@ def _result(error_class: str, reason: str) -> Classification:
     return Classification(error_class, reason, SUGGESTIONS[error_class])
 
 
-def fingerprint(stage: str | None, error_class: str | None, message: str | None, *,
-                item_id: str = "", source: str = "") -> str:
+def fingerprint(
+    stage: str | None, error_class: str | None, message: str | None, *, item_id: str = "", source: str = ""
+) -> str:
     """Failure-group key: stage + class + message with this item's names, paths, ids and numbers blurred,
     so the same failure on different episodes lands in one group."""
     text = message or ""

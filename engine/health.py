@@ -4,6 +4,7 @@ Below the critical disk floor, or after a stage hit ENOSPC/ENOMEM, the engine
 stops claiming work and says why until the resource returns; items blocked by
 a resource or a down service go back to the queue without spending attempts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,8 @@ import threading
 import urllib.error
 import urllib.request
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -38,13 +40,13 @@ def time_to_full(samples: list[tuple[float, float]]) -> float | None:
     (t0, f0), (t1, f1) = samples[0], samples[-1]
     if t1 <= t0 or f1 >= f0:
         return None
-    rate = (f0 - f1) / (t1 - t0)     # MB per second being consumed
+    rate = (f0 - f1) / (t1 - t0)  # MB per second being consumed
     return f1 / rate if rate > 0 else None
 
 
 def check_service(url: str, timeout: float, expect_status: int = 200) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:   # noqa: S310 - configured http(s) URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - configured http(s) URL
             ok = resp.status == expect_status
             return ok, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
@@ -55,8 +57,12 @@ def check_service(url: str, timeout: float, expect_status: int = 200) -> tuple[b
 
 
 class HealthMonitor:
-    def __init__(self, engine: "Engine", disk_free_mb: Callable[[str], float] | None = None,
-                 probe: Callable[[str, float, int], tuple[bool, str]] = check_service) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        disk_free_mb: Callable[[str], float] | None = None,
+        probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
+    ) -> None:
         self.engine = engine
         self.disk_free_mb = disk_free_mb or globals()["disk_free_mb"]
         self.probe = probe
@@ -95,6 +101,7 @@ class HealthMonitor:
     def _scan(self) -> None:
         from .config import ConfigError
         from .intake import scan_once
+
         try:
             if scan_once(self.engine.ws).added:
                 self.engine.wake()
@@ -113,7 +120,7 @@ class HealthMonitor:
             self.resource_pause = f"{RESOURCE_PREFIX}{reason}"
         try:
             self._write_pause()
-        except Exception:        # the database itself may be what is full: the pause holds in memory
+        except Exception:  # the database itself may be what is full: the pause holds in memory
             log.warning("could not record the resource pause: %s", reason)
 
     def sample(self) -> dict:
@@ -124,26 +131,38 @@ class HealthMonitor:
         db_free = self.disk_free_mb(str(eng.store.path.parent))
         self._fill.append((now, min(free, db_free)))
         ttf = time_to_full(list(self._fill)[-12:])
-        sample = {"at": now, "cpu_percent": psutil.cpu_percent(None), "memory_percent": psutil.virtual_memory().percent,
-                  "disk_free_mb": free, "db_disk_free_mb": db_free, "time_to_full_s": ttf}
+        sample = {
+            "at": now,
+            "cpu_percent": psutil.cpu_percent(None),
+            "memory_percent": psutil.virtual_memory().percent,
+            "disk_free_mb": free,
+            "db_disk_free_mb": db_free,
+            "time_to_full_s": ttf,
+        }
         self.latest = sample
         low = min(free, db_free)
         with self._lock:
             if low < cfg.disk_critical_free_mb:
-                self.resource_pause = (f"{RESOURCE_PREFIX}disk free {low:.0f} MB is below the critical floor "
-                                       f"{cfg.disk_critical_free_mb:.0f} MB")
+                self.resource_pause = (
+                    f"{RESOURCE_PREFIX}disk free {low:.0f} MB is below the critical floor "
+                    f"{cfg.disk_critical_free_mb:.0f} MB"
+                )
             elif self.resource_pause and now >= self._hold_until:
                 self.resource_pause = None
             paused = self.resource_pause
         with eng.store.write() as conn:
-            conn.execute("INSERT INTO health (at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb,"
-                         " time_to_full_s) VALUES (?,?,?,?,?,?)",
-                         (now, sample["cpu_percent"], sample["memory_percent"], free, db_free, ttf))
+            conn.execute(
+                "INSERT INTO health (at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb,"
+                " time_to_full_s) VALUES (?,?,?,?,?,?)",
+                (now, sample["cpu_percent"], sample["memory_percent"], free, db_free, ttf),
+            )
             conn.execute("DELETE FROM health WHERE at < ?", (now - 3600,))
             if paused is None:
-                conn.execute("UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
-                             " WHERE status='blocked' AND blocked_reason NOT LIKE ?",
-                             (now, now, f"{SERVICE_PREFIX}%"))
+                conn.execute(
+                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
+                    " WHERE status='blocked' AND blocked_reason NOT LIKE ?",
+                    (now, now, f"{SERVICE_PREFIX}%"),
+                )
         self._write_pause()
         return sample
 
@@ -154,16 +173,29 @@ class HealthMonitor:
             row = conn.execute("SELECT value FROM engine_state WHERE key='resource_pause'").fetchone()
             value = self.resource_pause or ""
             if (row["value"] if row else "") != value:
-                conn.execute("INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('resource_pause',?,?,"
-                             "'engine',?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                             " at=excluded.at", (value, value, now))
-                transitions.record_event(conn, now, "engine", "resource_pause" if value else "resource_resume",
-                                         reason=value, result="claiming paused" if value else "claiming resumed")
+                conn.execute(
+                    "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('resource_pause',?,?,"
+                    "'engine',?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+                    " at=excluded.at",
+                    (value, value, now),
+                )
+                transitions.record_event(
+                    conn,
+                    now,
+                    "engine",
+                    "resource_pause" if value else "resource_resume",
+                    reason=value,
+                    result="claiming paused" if value else "claiming resumed",
+                )
 
     # -- services ---------------------------------------------------------------------------
     def stages_needing(self, service: str) -> list[tuple[str, str]]:
-        return [(kind, stage) for kind, table in self.engine.config.stages.items()
-                for stage, sc in table.items() if service in sc.services]
+        return [
+            (kind, stage)
+            for kind, table in self.engine.config.stages.items()
+            for stage, sc in table.items()
+            if service in sc.services
+        ]
 
     def check_services(self, force: bool = False) -> None:
         eng = self.engine
@@ -189,21 +221,34 @@ class HealthMonitor:
         marks = ",".join("?" * len(keys))
         reason = f"{SERVICE_PREFIX}{name} is down ({message})"
         with eng.store.write() as conn:
-            conn.execute("INSERT INTO services (name, ok, message, checked_at, since) VALUES (?,?,?,?,?)"
-                         " ON CONFLICT(name) DO UPDATE SET ok=excluded.ok, message=excluded.message,"
-                         " checked_at=excluded.checked_at,"
-                         " since=CASE WHEN services.ok=excluded.ok THEN services.since ELSE excluded.since END",
-                         (name, int(ok), message, now, now))
+            conn.execute(
+                "INSERT INTO services (name, ok, message, checked_at, since) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET ok=excluded.ok, message=excluded.message,"
+                " checked_at=excluded.checked_at,"
+                " since=CASE WHEN services.ok=excluded.ok THEN services.since ELSE excluded.since END",
+                (name, int(ok), message, now, now),
+            )
             if keys and not ok:
-                conn.execute(f"UPDATE items SET status='blocked', blocked_reason=?, updated_at=? WHERE status IN"
-                             f" ('queued','retrying') AND (kind || '/' || next_stage) IN ({marks})",
-                             (reason, now, *keys))
+                conn.execute(
+                    f"UPDATE items SET status='blocked', blocked_reason=?, updated_at=? WHERE status IN"
+                    f" ('queued','retrying') AND (kind || '/' || next_stage) IN ({marks})",
+                    (reason, now, *keys),
+                )
             if keys and ok and was_down:
-                conn.execute(f"UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
-                             f" WHERE status='blocked' AND blocked_reason LIKE ?", (now, now, f"{SERVICE_PREFIX}{name} %"))
+                conn.execute(
+                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
+                    " WHERE status='blocked' AND blocked_reason LIKE ?",
+                    (now, now, f"{SERVICE_PREFIX}{name} %"),
+                )
             if ok == was_down:
-                transitions.record_event(conn, now, "engine", "service_up" if ok else "service_down",
-                                         selection=name, result=message)
+                transitions.record_event(
+                    conn,
+                    now,
+                    "engine",
+                    "service_up" if ok else "service_down",
+                    selection=name,
+                    result=message,
+                )
         if ok and was_down:
             eng.wake()
 

@@ -1,4 +1,5 @@
 """Intake: turn files in the source folders into episodes (`ewg scan`, and the engine on a schedule)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
     """One pass over `[sources]`: new, settled files become episodes; nothing is replaced or dropped."""
     sources = ws.config.sources
     if not sources.configured:
-        raise ConfigError("No source folders are configured: add a [sources] table to ewg.toml with "
-                          '`root = "FOLDER"` (one sub-folder per show) or `shows = { "Show" = "FOLDER" }`.')
+        raise ConfigError(
+            "No source folders are configured: add a [sources] table to ewg.toml with "
+            '`root = "FOLDER"` (one sub-folder per show) or `shows = { "Show" = "FOLDER" }`.'
+        )
     from .media.discovery import ScanConfigError, scan
 
     now = ws.clock.now()
@@ -38,6 +41,12 @@ def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
             intake.known += 1
     if intake.added:
         with ws.store.write() as conn:
-            transitions.record_event(conn, now, actor, "scan", affected=intake.added,
-                                     result=f"{len(intake.added)} new episode(s), {len(intake.waiting)} waiting")
+            transitions.record_event(
+                conn,
+                now,
+                actor,
+                "scan",
+                affected=intake.added,
+                result=f"{len(intake.added)} new episode(s), {len(intake.waiting)} waiting",
+            )
     return intake

@@ -6,9 +6,8 @@ verbs then treat every unit of work the same way. Times are UTC epoch seconds.
 The hot path reads and writes these tables through `engine.store` with the
 sqlite3 driver; this module is the single declaration of their shape.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from sqlmodel import Field, SQLModel
 
@@ -23,38 +22,40 @@ class Item(SQLModel, table=True):
     __tablename__ = "items"
 
     id: str = Field(primary_key=True)
-    kind: str = Field(index=True)                 # episode | clip
-    parent_id: Optional[str] = Field(default=None, index=True)
+    kind: str = Field(index=True)  # episode | clip
+    parent_id: str | None = Field(default=None, index=True)
     source: str = D("")
     show: str = D("")
     title: str = D("")
-    stage: Optional[str] = None                   # last completed stage
-    next_stage: Optional[str] = None              # what runs next (None when done)
+    stage: str | None = None  # last completed stage
+    next_stage: str | None = None  # what runs next (None when done)
     target_stage: str = D("")
-    status: str = D("queued")                        # queued|running|retrying|blocked|failed|stopped|done
+    status: str = D("queued")  # queued|running|retrying|blocked|failed|stopped|done
     progress: float = D(0.0)
     progress_message: str = D("")
-    heartbeat_at: Optional[float] = None
-    progress_at: Optional[float] = None
-    started_at: Optional[float] = None
-    lease_owner: Optional[str] = None
-    lease_token: int = D(0)                          # fencing token, bumped on every change of hands
-    lease_expires_at: Optional[float] = None
-    cancel_requested: Optional[str] = None        # stop | force | timeout | stall
-    cancel_requested_at: Optional[float] = None
-    attempts: int = D(0)                             # attempts spent on the current stage
-    rescues: int = D(0)                              # dead-owner rescues on the current stage
+    heartbeat_at: float | None = None
+    progress_at: float | None = None
+    started_at: float | None = None
+    lease_owner: str | None = None
+    lease_token: int = D(0)  # fencing token, bumped on every change of hands
+    lease_expires_at: float | None = None
+    cancel_requested: str | None = None  # stop | force | timeout | stall
+    cancel_requested_at: float | None = None
+    attempts: int = D(0)  # attempts spent on the current stage
+    rescues: int = D(0)  # dead-owner rescues on the current stage
     next_attempt_at: float = D(0.0)
-    error_class: Optional[str] = None
-    error_message: Optional[str] = None
-    error_detail: Optional[str] = None
-    error_suggestion: Optional[str] = None
-    error_at: Optional[float] = None
-    verdict: Optional[str] = None                 # DEAD | STALLED | SLOW | TIMED OUT
-    blocked_reason: Optional[str] = None
+    error_class: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None
+    error_suggestion: str | None = None
+    error_at: float | None = None
+    verdict: str | None = None  # DEAD | STALLED | SLOW | TIMED OUT
+    blocked_reason: str | None = None
     deadline_extension: float = D(0.0)
-    clip_start: Optional[float] = None
-    clip_end: Optional[float] = None
+    stage_pid: int | None = None  # the running command stage's process (schema 5)
+    stage_pgid: int | None = None  # ... and its process group, killed on rescue
+    clip_start: float | None = None
+    clip_end: float | None = None
     created_at: float = D(0.0)
     updated_at: float = D(0.0)
 
@@ -62,22 +63,22 @@ class Item(SQLModel, table=True):
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
-    item_id: str                                  # indexed with id: ix_attempts_item (store.py)
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: str  # indexed with id: ix_attempts_item (store.py)
     stage: str
     number: int
     worker: str
     lease_token: int
     started_at: float
-    ended_at: Optional[float] = None
-    outcome: Optional[str] = None   # succeeded|failed|timed_out|stalled|dead|cancelled|abandoned|crashed
-    error_class: Optional[str] = None
-    error_message: Optional[str] = None
-    error_detail: Optional[str] = None
-    decision: Optional[str] = None  # what the engine decided and why
-    log_tail: Optional[str] = None
-    duration: Optional[float] = None
-    spent: bool = D(True)              # counted against max_attempts
+    ended_at: float | None = None
+    outcome: str | None = None  # succeeded|failed|timed_out|stalled|dead|cancelled|abandoned|crashed
+    error_class: str | None = None
+    error_message: str | None = None
+    error_detail: str | None = None
+    decision: str | None = None  # what the engine decided and why
+    log_tail: str | None = None
+    duration: float | None = None
+    spent: bool = D(True)  # counted against max_attempts
 
 
 class Checkpoint(SQLModel, table=True):
@@ -85,7 +86,7 @@ class Checkpoint(SQLModel, table=True):
 
     item_id: str = Field(primary_key=True)
     stage: str = Field(primary_key=True)
-    manifest: str = D("{}")            # JSON: {"files": [{"path", "size", "sha256"}], "skipped": bool}
+    manifest: str = D("{}")  # JSON: {"files": [{"path", "size", "sha256"}], "skipped": bool}
     created_at: float = D(0.0)
     stale: bool = D(False)
 
@@ -93,14 +94,14 @@ class Checkpoint(SQLModel, table=True):
 class Event(SQLModel, table=True):
     __tablename__ = "events"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     at: float = Field(index=True)
-    actor: str                      # OS user for operator verbs, `engine` or `watchdog`
+    actor: str  # OS user for operator verbs, `engine` or `watchdog`
     verb: str = Field(index=True)
     selection: str = D("")
     reason: str = D("")
-    affected: str = D("[]")            # JSON list of item ids
-    before: str = D("{}")              # JSON {id: {stage, status}}
+    affected: str = D("[]")  # JSON list of item ids
+    before: str = D("{}")  # JSON {id: {stage, status}}
     after: str = D("{}")
     result: str = D("")
 
@@ -122,15 +123,15 @@ class EngineProcess(SQLModel, table=True):
 
     __tablename__ = "engines"
 
-    owner: str = Field(primary_key=True)   # host:pid:start
+    owner: str = Field(primary_key=True)  # host:pid:start
     host: str
     pid: int
     started_at: float
     heartbeat_at: float
     workers: int
     busy: int = D(0)
-    state: str = D("running")                 # running | stopping | stopped
-    executions: int = D(0)                    # stage executions finished since start
+    state: str = D("running")  # running | stopping | stopped
+    executions: int = D(0)  # stage executions finished since start
 
 
 class ServiceHealth(SQLModel, table=True):
@@ -146,10 +147,19 @@ class ServiceHealth(SQLModel, table=True):
 class HealthSample(SQLModel, table=True):
     __tablename__ = "health"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     at: float = Field(index=True)
     cpu_percent: float
     memory_percent: float
     disk_free_mb: float
     db_disk_free_mb: float
-    time_to_full_s: Optional[float] = None
+    time_to_full_s: float | None = None
+
+
+class WorkspaceMeta(SQLModel, table=True):
+    """Facts about the database itself: `identity`, named by the items root's ownership marker."""
+
+    __tablename__ = "workspace"
+
+    key: str = Field(primary_key=True)
+    value: str = D("")

@@ -3,6 +3,7 @@
 `stage` on an item is the last stage it completed; the engine runs the stage
 after it. `None` means nothing is complete yet, so the next stage is the first.
 """
+
 from __future__ import annotations
 
 EPISODE = "episode"
@@ -50,4 +51,4 @@ def check_stage(kind: str, stage: str) -> str:
 def later_stages(kind: str, stage: str | None) -> tuple[str, ...]:
     """Stages after `stage` (all of them for None)."""
     order = stages_of(kind)
-    return order[stage_index(kind, stage) + 1:]
+    return order[stage_index(kind, stage) + 1 :]

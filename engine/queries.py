@@ -4,6 +4,7 @@ Reads only; windowed, filtered and sorted in SQL so 100k items cost the same
 as 100. Every function takes the Store (or a Reader of its own) and returns plain dicts
 and lists.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,42 @@ from typing import Any
 from . import errors, pipeline
 from .store import Readable
 
-ITEM_FIELDS = ("id", "kind", "parent_id", "show", "title", "stage", "next_stage", "status", "progress",
-               "progress_message", "attempts", "next_attempt_at", "verdict", "error_class", "error_message",
-               "started_at", "updated_at", "blocked_reason", "lease_owner", "clip_start", "clip_end")
-SORTABLE = {"id", "show", "title", "stage", "status", "progress", "attempts", "updated_at", "error_class",
-            "verdict", "started_at"}
+ITEM_FIELDS = (
+    "id",
+    "kind",
+    "parent_id",
+    "show",
+    "title",
+    "stage",
+    "next_stage",
+    "status",
+    "progress",
+    "progress_message",
+    "attempts",
+    "next_attempt_at",
+    "verdict",
+    "error_class",
+    "error_message",
+    "started_at",
+    "updated_at",
+    "blocked_reason",
+    "lease_owner",
+    "clip_start",
+    "clip_end",
+)
+SORTABLE = {
+    "id",
+    "show",
+    "title",
+    "stage",
+    "status",
+    "progress",
+    "attempts",
+    "updated_at",
+    "error_class",
+    "verdict",
+    "started_at",
+}
 STATUSES = ("queued", "running", "retrying", "blocked", "failed", "stopped", "done")
 
 
@@ -76,8 +108,15 @@ def count_items(store: Readable, flt: ItemFilter) -> int:
     return store.read_one(f"SELECT COUNT(*) FROM {_source(flt)} WHERE {where}", params)[0]
 
 
-def item_window(store: Readable, flt: ItemFilter, sort: str = "id", descending: bool = False,
-                offset: int = 0, limit: int = 100, matches: int | None = None) -> list[dict]:
+def item_window(
+    store: Readable,
+    flt: ItemFilter,
+    sort: str = "id",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 100,
+    matches: int | None = None,
+) -> list[dict]:
     """One screenful of items, in order; the console asks only for what it shows.
 
     `matches` (the count of a free-text filter, when known) picks how to find the window: when
@@ -93,26 +132,35 @@ def item_window(store: Readable, flt: ItemFilter, sort: str = "id", descending: 
     walk = sort == "id" and matches is not None and matches > 3 * (offset + limit)
     # Page over ids on a covering index first, then read the full rows of that page only: OFFSET then
     # skips index entries, not whole rows, so a window at 100k costs what one at 0 does.
-    return _rows(store, f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE id IN"
-                        f" (SELECT id FROM {_source(flt, walk)} WHERE {where} {order} LIMIT ? OFFSET ?) {order}",
-                 [*params, int(limit), int(offset)])
+    return _rows(
+        store,
+        f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE id IN"
+        f" (SELECT id FROM {_source(flt, walk)} WHERE {where} {order} LIMIT ? OFFSET ?) {order}",
+        [*params, int(limit), int(offset)],
+    )
 
 
 def counts(store: Readable) -> dict:
     """{kind: {"by_status": {...}, "by_stage": {stage: {done, in_flight, failed, waiting}}, "total": n}}"""
     out: dict[str, Any] = {}
     for kind in pipeline.KINDS:
-        out[kind] = {"total": 0, "by_status": {s: 0 for s in STATUSES},
-                     "by_stage": {s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0}
-                                  for s in pipeline.stages_of(kind)}}
-    for r in store.read("SELECT kind, stage, next_stage, status, COUNT(*) AS n FROM items"
-                        " GROUP BY kind, stage, next_stage, status"):
+        out[kind] = {
+            "total": 0,
+            "by_status": {s: 0 for s in STATUSES},
+            "by_stage": {
+                s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0} for s in pipeline.stages_of(kind)
+            },
+        }
+    for r in store.read(
+        "SELECT kind, stage, next_stage, status, COUNT(*) AS n FROM items"
+        " GROUP BY kind, stage, next_stage, status"
+    ):
         kind, n = r["kind"], r["n"]
         entry = out[kind]
         entry["total"] += n
         entry["by_status"][r["status"]] = entry["by_status"].get(r["status"], 0) + n
         # every stage up to `stage` is done; the next stage is in flight, failed or waiting
-        for s in pipeline.stages_of(kind)[:pipeline.stage_index(kind, r["stage"]) + 1]:
+        for s in pipeline.stages_of(kind)[: pipeline.stage_index(kind, r["stage"]) + 1]:
             entry["by_stage"][s]["done"] += n
         if r["next_stage"]:
             bucket = {"running": "in_flight", "failed": "failed"}.get(r["status"], "waiting")
@@ -122,25 +170,43 @@ def counts(store: Readable) -> dict:
 
 def status(store: Readable) -> dict:
     """The `ewg status --json` document: {"episodes": [...], "clips": [...], "counts": {...}}."""
-    fields = "id, kind, parent_id, show, title, stage, next_stage, status, attempts, verdict, error_class," \
-             " error_message, progress, next_attempt_at, blocked_reason"
+    fields = (
+        "id, kind, parent_id, show, title, stage, next_stage, status, attempts, verdict, error_class,"
+        " error_message, progress, next_attempt_at, blocked_reason"
+    )
     items = _rows(store, f"SELECT {fields} FROM items ORDER BY kind DESC, id")
-    return {"episodes": [i for i in items if i["kind"] == pipeline.EPISODE],
-            "clips": [i for i in items if i["kind"] == pipeline.CLIP],
-            "counts": counts(store)}
+    return {
+        "episodes": [i for i in items if i["kind"] == pipeline.EPISODE],
+        "clips": [i for i in items if i["kind"] == pipeline.CLIP],
+        "counts": counts(store),
+    }
 
 
 def failure_groups(store: Readable) -> list[dict]:
     """Failed items grouped by fingerprint (stage + error class + normalized message), largest first."""
     groups: dict[str, dict] = {}
-    for r in store.read("SELECT id, kind, source, next_stage, error_class, error_message, error_at, error_suggestion"
-                        " FROM items WHERE status='failed' ORDER BY id"):
-        fp = errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"],
-                                source=r["source"])
-        g = groups.setdefault(fp, {"fingerprint": fp, "stage": r["next_stage"], "kind": r["kind"],
-                                   "error_class": r["error_class"], "message": r["error_message"],
-                                   "suggestion": r["error_suggestion"], "count": 0, "first_seen": None,
-                                   "last_seen": None, "ids": []})
+    for r in store.read(
+        "SELECT id, kind, source, next_stage, error_class, error_message, error_at, error_suggestion"
+        " FROM items WHERE status='failed' ORDER BY id"
+    ):
+        fp = errors.fingerprint(
+            r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"], source=r["source"]
+        )
+        g = groups.setdefault(
+            fp,
+            {
+                "fingerprint": fp,
+                "stage": r["next_stage"],
+                "kind": r["kind"],
+                "error_class": r["error_class"],
+                "message": r["error_message"],
+                "suggestion": r["error_suggestion"],
+                "count": 0,
+                "first_seen": None,
+                "last_seen": None,
+                "ids": [],
+            },
+        )
         g["count"] += 1
         g["ids"].append(r["id"])
         at = r["error_at"]
@@ -152,9 +218,11 @@ def failure_groups(store: Readable) -> list[dict]:
 
 def metrics(store: Readable) -> dict:
     """Recovery metrics (the original description's section 8)."""
-    attempts = store.read("SELECT a.item_id, a.stage, a.outcome, a.error_class, a.started_at, a.ended_at,"
-                          " i.kind FROM attempts a JOIN items i ON i.id = a.item_id"
-                          " WHERE a.ended_at IS NOT NULL ORDER BY a.id")
+    attempts = store.read(
+        "SELECT a.item_id, a.stage, a.outcome, a.error_class, a.started_at, a.ended_at,"
+        " i.kind FROM attempts a JOIN items i ON i.id = a.item_id"
+        " WHERE a.ended_at IS NOT NULL ORDER BY a.id"
+    )
     bad = {"failed", "timed_out", "stalled", "abandoned"}
     first_failure: dict[tuple[str, str], float] = {}
     recovered: dict[tuple[str, str], float] = {}
@@ -173,23 +241,41 @@ def metrics(store: Readable) -> dict:
         "failures": failed_keys,
         "recovered": len(recovered),
         "recovery_success_rate": (len(recovered) / failed_keys) if failed_keys else None,
-        "time_to_recovery_s": {"median": statistics.median(times) if times else None,
-                               "mean": statistics.fmean(times) if times else None,
-                               "max": max(times) if times else None},
-        "top_failure_points": [{"kind": k, "stage": s, "error_class": c, "count": n}
-                               for (k, s, c), n in points.most_common(10)],
+        "time_to_recovery_s": {
+            "median": statistics.median(times) if times else None,
+            "mean": statistics.fmean(times) if times else None,
+            "max": max(times) if times else None,
+        },
+        "top_failure_points": [
+            {"kind": k, "stage": s, "error_class": c, "count": n} for (k, s, c), n in points.most_common(10)
+        ],
         "action_effectiveness": effectiveness,
     }
 
 
-RECOVERY_VERBS = ("retry", "resume", "reprocess", "reset", "skip", "rollback", "clear_cache", "extend",
-                  "rerender_clips", "delete_and_retry_clips", "regenerate_all_clips", "clean_and_retry_clips")
+RECOVERY_VERBS = (
+    "retry",
+    "resume",
+    "reprocess",
+    "reset",
+    "skip",
+    "rollback",
+    "clear_cache",
+    "extend",
+    "rerender_clips",
+    "delete_and_retry_clips",
+    "regenerate_all_clips",
+    "clean_and_retry_clips",
+)
 
 
 def action_effectiveness(store: Readable) -> list[dict]:
     """Per verb: how many affected items then succeeded, failed again, or are still pending."""
-    events = store.read(f"SELECT id, at, verb, affected FROM events WHERE verb IN "
-                        f"({','.join('?' * len(RECOVERY_VERBS))}) ORDER BY id", RECOVERY_VERBS)
+    events = store.read(
+        f"SELECT id, at, verb, affected FROM events WHERE verb IN "
+        f"({','.join('?' * len(RECOVERY_VERBS))}) ORDER BY id",
+        RECOVERY_VERBS,
+    )
     per_verb: dict[str, Counter] = defaultdict(Counter)
     for e in events:
         for item_id in json.loads(e["affected"] or "[]"):
@@ -198,17 +284,27 @@ def action_effectiveness(store: Readable) -> list[dict]:
     result = []
     for verb, c in sorted(per_verb.items()):
         decided = c["succeeded"] + c["failed_again"]
-        result.append({"verb": verb, "items": sum(c.values()), "succeeded": c["succeeded"],
-                       "failed_again": c["failed_again"], "pending": c["pending"],
-                       "refailure_rate": (c["failed_again"] / decided) if decided else None})
+        result.append(
+            {
+                "verb": verb,
+                "items": sum(c.values()),
+                "succeeded": c["succeeded"],
+                "failed_again": c["failed_again"],
+                "pending": c["pending"],
+                "refailure_rate": (c["failed_again"] / decided) if decided else None,
+            }
+        )
     return result
 
 
 def follow_up(store: Readable, item_id: str, since: float) -> str:
     """What happened to an item after a verb: succeeded, failed_again or pending."""
-    row = store.read_one("SELECT outcome FROM attempts WHERE item_id=? AND started_at>=? AND ended_at IS NOT NULL"
-                         " AND outcome IN ('succeeded','failed','timed_out','stalled','abandoned')"
-                         " ORDER BY id LIMIT 1", (item_id, since))
+    row = store.read_one(
+        "SELECT outcome FROM attempts WHERE item_id=? AND started_at>=? AND ended_at IS NOT NULL"
+        " AND outcome IN ('succeeded','failed','timed_out','stalled','abandoned')"
+        " ORDER BY id LIMIT 1",
+        (item_id, since),
+    )
     if row is None:
         return "pending"
     return "succeeded" if row["outcome"] == "succeeded" else "failed_again"
@@ -216,8 +312,11 @@ def follow_up(store: Readable, item_id: str, since: float) -> str:
 
 def events(store: Readable, item_id: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
     if item_id:
-        rows = _rows(store, "SELECT * FROM events WHERE id>? AND affected LIKE ? ORDER BY id DESC LIMIT ?",
-                     (since_id, f'%"{item_id}"%', limit))
+        rows = _rows(
+            store,
+            "SELECT * FROM events WHERE id>? AND affected LIKE ? ORDER BY id DESC LIMIT ?",
+            (since_id, f'%"{item_id}"%', limit),
+        )
     else:
         rows = _rows(store, "SELECT * FROM events WHERE id>? ORDER BY id DESC LIMIT ?", (since_id, limit))
     for r in rows:
@@ -226,19 +325,25 @@ def events(store: Readable, item_id: str | None = None, limit: int = 200, since_
     return rows
 
 
-_ATTEMPT_COLUMNS = ("id, item_id, stage, number, worker, lease_token, started_at, ended_at, outcome, error_class,"
-                    " error_message, error_detail, decision, log_tail, duration, spent")
+_ATTEMPT_COLUMNS = (
+    "id, item_id, stage, number, worker, lease_token, started_at, ended_at, outcome, error_class,"
+    " error_message, error_detail, decision, log_tail, duration, spent"
+)
 
 
 def attempts(store: Readable, item_id: str) -> list[dict]:
     """An item's attempts, oldest first. A running attempt has no row until it ends (Store.claim_batch):
     it is read from the item's lease and comes last, with no outcome."""
-    return _rows(store, f"SELECT * FROM (SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE item_id=?1"
-                        " UNION ALL SELECT NULL, id, next_stage, attempts + 1, lease_owner, lease_token, started_at,"
-                        " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1 FROM items"
-                        " WHERE id=?1 AND status='running' AND NOT EXISTS (SELECT 1 FROM attempts a"
-                        " WHERE a.item_id=items.id AND a.lease_token=items.lease_token))"
-                        " ORDER BY id IS NULL, id", (item_id,))
+    return _rows(
+        store,
+        f"SELECT * FROM (SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE item_id=?1"
+        " UNION ALL SELECT NULL, id, next_stage, attempts + 1, lease_owner, lease_token, started_at,"
+        " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1 FROM items"
+        " WHERE id=?1 AND status='running' AND NOT EXISTS (SELECT 1 FROM attempts a"
+        " WHERE a.item_id=items.id AND a.lease_token=items.lease_token))"
+        " ORDER BY id IS NULL, id",
+        (item_id,),
+    )
 
 
 def item(store: Readable, item_id: str) -> dict | None:
@@ -267,13 +372,14 @@ class Overview:
     health: list[dict] = field(default_factory=list)
     executions_per_minute: int = 0
     stuck: int = 0
-    db_busy_at: float | None = None        # last time a write waited past busy_timeout (a lock held elsewhere)
+    db_busy_at: float | None = None  # last time a write waited past busy_timeout (a lock held elsewhere)
 
 
 def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     ov = Overview()
-    ov.engines = _rows(store, "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ?",
-                       (now - live_after,))
+    ov.engines = _rows(
+        store, "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ?", (now - live_after,)
+    )
     paused = store.read_one("SELECT value, reason, actor, at FROM engine_state WHERE key='paused'")
     ov.paused = dict(paused) if paused and paused["value"] else None
     rp = store.read_one("SELECT value FROM engine_state WHERE key='resource_pause'")
@@ -281,9 +387,12 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     ov.services = _rows(store, "SELECT * FROM services ORDER BY name")
     ov.health = list(reversed(_rows(store, "SELECT * FROM health ORDER BY at DESC LIMIT 30")))
     ov.executions_per_minute = store.read_one(
-        "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,))[0]
-    ov.stuck = store.read_one("SELECT COUNT(*) FROM items WHERE kind IN ('episode','clip') AND status='running'"
-                              " AND verdict IS NOT NULL")[0]      # kind first: the (kind, status) index serves it
+        "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,)
+    )[0]
+    ov.stuck = store.read_one(
+        "SELECT COUNT(*) FROM items WHERE kind IN ('episode','clip') AND status='running'"
+        " AND verdict IS NOT NULL"
+    )[0]  # kind first: the (kind, status) index serves it
     busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
     return ov

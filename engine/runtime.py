@@ -6,6 +6,7 @@ one transaction that first checks the token (engine.checkpoints). Anything
 that goes wrong takes the road engine.policy decides. Several engine processes
 (and attached consoles) may share one workspace: every write is fenced.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import socket
 import sqlite3
 import threading
 import traceback
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psutil
 
@@ -39,7 +40,7 @@ log = logging.getLogger("ewg.engine")
 class EngineEvent:
     """What the engine tells a listener (the console, the CLI): small and immutable."""
 
-    kind: str            # claimed | succeeded | failed | released | lost | state
+    kind: str  # claimed | succeeded | failed | released | lost | state
     item_id: str = ""
     stage: str = ""
     text: str = ""
@@ -70,7 +71,7 @@ class Outcome:
     run: Run
     ctx: StageContext | None
     apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None
-    touches_files: bool = False        # renames files: run inside a savepoint of its own
+    touches_files: bool = False  # renames files: run inside a savepoint of its own
     completion: Completion | None = None
 
 
@@ -95,9 +96,15 @@ def owner_alive(owner: str) -> bool | None:
 
 
 class Engine:
-    def __init__(self, ws: Workspace, workers: int | None = None, clock: Clock | None = None,
-                 rng: random.Random | None = None, on_event: Callable[[EngineEvent], None] | None = None,
-                 disk_free_mb: Callable[[str], float] | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        workers: int | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        on_event: Callable[[EngineEvent], None] | None = None,
+        disk_free_mb: Callable[[str], float] | None = None,
+    ) -> None:
         self.ws = ws
         self.config = ws.config
         self.store = ws.store
@@ -111,31 +118,35 @@ class Engine:
         self._runs: dict[str, Run] = {}
         self._lock = threading.RLock()
         self._slots: dict[int, threading.Thread] = {}
-        self._claiming = threading.Event()     # cleared: workers stop taking new work
-        self._halt = threading.Event()         # set: background loops end
-        self._force = threading.Event()        # set: a force stop was asked for
-        self._ready: queue.SimpleQueue[Claim] = queue.SimpleQueue()   # claimed, waiting for a worker
-        self._queued: dict[str, Claim] = {}                      # the same, by item (for heartbeats)
+        self._claiming = threading.Event()  # cleared: workers stop taking new work
+        self._halt = threading.Event()  # set: background loops end
+        self._force = threading.Event()  # set: a force stop was asked for
+        self._ready: queue.SimpleQueue[Claim] = queue.SimpleQueue()  # claimed, waiting for a worker
+        self._queued: dict[str, Claim] = {}  # the same, by item (for heartbeats)
         # Finished attempts to record, and None as a wake-up call: the dispatcher blocks on this queue.
         # SimpleQueue, not Queue: its C lock wakes a thread without the Python-level Condition, whose
         # bookkeeping under the GIL cost the hot path about a fifth of its speed (bench/engine_throughput.py).
         self._outbox: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
-        self._waiting = 0                                        # workers waiting for a claim
+        self._waiting = 0  # workers waiting for a claim
         self._busy_reported = 0
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
 
     # -- life cycle ---------------------------------------------------------------------
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self.recover()
         self._register()
         self.state = "running"
         self._claiming.set()
         self.health.sample()
-        self.health.check_services(force=True)   # know which services are down before the first claim
-        for name, loop in (("dispatcher", self._dispatch_loop), ("heartbeat", self._heartbeat_loop),
-                           ("watchdog", self.watchdog.loop), ("health", self.health.loop)):
+        self.health.check_services(force=True)  # know which services are down before the first claim
+        for name, loop in (
+            ("dispatcher", self._dispatch_loop),
+            ("heartbeat", self._heartbeat_loop),
+            ("watchdog", self.watchdog.loop),
+            ("health", self.health.loop),
+        ):
             t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -154,10 +165,18 @@ class Engine:
         """Start-up repair: rescue work leased by dead processes on this host, sweep temporary leftovers."""
         now = self.clock.now()
         rescued = 0
-        for row in self.store.read("SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"):
+        for row in self.store.read(
+            "SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"
+        ):
             if owner_alive(row["lease_owner"] or "") is False:
-                if self.rescue(row["id"], row["lease_token"], row["rescues"], "crashed",
-                               f"owner {row['lease_owner']} is gone (found at start-up)", now):
+                if self.rescue(
+                    row["id"],
+                    row["lease_token"],
+                    row["rescues"],
+                    "crashed",
+                    f"owner {row['lease_owner']} is gone (found at start-up)",
+                    now,
+                ):
                     rescued += 1
         swept = self.sweep_leftovers()
         with self.store.write() as conn:
@@ -165,31 +184,67 @@ class Engine:
                 if owner_alive(row["owner"]) is False:
                     conn.execute("DELETE FROM engines WHERE owner=?", (row["owner"],))
             if rescued or swept:
-                transitions.record_event(conn, now, "engine", "recover", result=f"rescued {rescued}, swept {swept}")
+                transitions.record_event(
+                    conn, now, "engine", "recover", result=f"rescued {rescued}, swept {swept}"
+                )
         return {"rescued": rescued, "swept": swept}
 
-    def rescue(self, item_id: str, token: int, rescues: int, outcome: str, why: str, now: float,
-               actor: str = "engine") -> bool:
+    def rescue(
+        self,
+        item_id: str,
+        token: int,
+        rescues: int,
+        outcome: str,
+        why: str,
+        now: float,
+        actor: str = "engine",
+    ) -> bool:
         """Take an item back from an owner that died; no attempt is spent (a poison pill is capped)."""
         give_up = rescues + 1 >= self.config.recovery.max_rescues
         with self.store.write() as conn:
-            ok = transitions.release(conn, item_id, token, now, outcome, "failed" if give_up else "queued",
-                                     f"rescued: {why}", bump=True, verdict="DEAD", count_rescue=True)
+            ok = transitions.release(
+                conn,
+                item_id,
+                token,
+                now,
+                outcome,
+                "failed" if give_up else "queued",
+                f"rescued: {why}",
+                bump=True,
+                verdict="DEAD",
+                count_rescue=True,
+            )
             if ok and give_up:
-                conn.execute("UPDATE items SET error_class=?, error_message=?, error_suggestion=?, error_at=?"
-                             " WHERE id=?", (errors.PERSISTENT, f"worker died {rescues + 1} times on this stage",
-                                             "The stage may crash its process; check its log, then retry (r).",
-                                             now, item_id))
+                conn.execute(
+                    "UPDATE items SET error_class=?, error_message=?, error_suggestion=?, error_at=?"
+                    " WHERE id=?",
+                    (
+                        errors.PERSISTENT,
+                        f"worker died {rescues + 1} times on this stage",
+                        "The stage may crash its process; check its log, then retry (r).",
+                        now,
+                        item_id,
+                    ),
+                )
             if ok:
-                transitions.record_event(conn, now, actor, "rescue", affected=[item_id], reason=why,
-                                         result="failed: too many rescues" if give_up else "queued")
+                transitions.record_event(
+                    conn,
+                    now,
+                    actor,
+                    "rescue",
+                    affected=[item_id],
+                    reason=why,
+                    result="failed: too many rescues" if give_up else "queued",
+                )
         if ok:
             self.wake()
         return ok
 
     def sweep_leftovers(self) -> int:
-        live = {(r["id"], r["lease_token"]) for r in
-                self.store.read("SELECT id, lease_token FROM items WHERE status='running'")}
+        live = {
+            (r["id"], r["lease_token"])
+            for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
+        }
         swept = 0
         for path, item_id, _stage, token in checkpoints.leftovers(self.ws.items_root):
             if path.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live:
@@ -203,7 +258,7 @@ class Engine:
         Force: subprocesses are killed at once; stuck Python stages are abandoned (fenced out)."""
         if self.state in ("stopped", "new"):
             return
-        if self.state == "stopping":          # a second request while stopping: upgrade to force
+        if self.state == "stopping":  # a second request while stopping: upgrade to force
             if force:
                 self._force.set()
                 with self._lock:
@@ -216,7 +271,7 @@ class Engine:
         self._emit(EngineEvent("state", text="stopping"))
         self._claiming.clear()
         self.wake()
-        while True:                            # claimed but not started: give back untouched
+        while True:  # claimed but not started: give back untouched
             try:
                 claim = self._ready.get_nowait()
             except queue.Empty:
@@ -244,18 +299,27 @@ class Engine:
         now = self.clock.now()
         for run in stuck:
             with self.store.write() as conn:
-                transitions.release(conn, run.claim.item_id, run.claim.lease_token, now, "abandoned", "queued",
-                                    "abandoned at shutdown: the stage ignored its cancel token", bump=True)
+                transitions.release(
+                    conn,
+                    run.claim.item_id,
+                    run.claim.lease_token,
+                    now,
+                    "abandoned",
+                    "queued",
+                    "abandoned at shutdown: the stage ignored its cancel token",
+                    bump=True,
+                )
         self._halt.set()
         with self._lock:
             workers = list(self._slots.values())
-        for t in self._threads + workers:     # no claim may land after stop() returns
+        for t in self._threads + workers:  # no claim may land after stop() returns
             if t is not threading.current_thread():
                 t.join(timeout=5)
-        self.dispatch_once()                  # record what finished during the last moments
+        self.dispatch_once()  # record what finished during the last moments
         with self.store.write() as conn:
-            conn.execute("UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
-                         (now, self.owner))
+            conn.execute(
+                "UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?", (now, self.owner)
+            )
         self.state = "stopped"
         self._emit(EngineEvent("state", text="stopped"))
 
@@ -283,7 +347,9 @@ class Engine:
             return False
         row = self.store.read_one(
             "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')"
-            " OR (status='blocked' AND blocked_reason LIKE ?)", (f"{RESOURCE_PREFIX}%",))
+            " OR (status='blocked' AND blocked_reason LIKE ?)",
+            (f"{RESOURCE_PREFIX}%",),
+        )
         return row[0] == 0 and self.busy() == 0 and self._ready.empty()
 
     def run_until_idle(self, timeout: float | None = None, poll: float = 0.2) -> bool:
@@ -315,7 +381,8 @@ class Engine:
                 "INSERT INTO engines (owner, host, pid, started_at, heartbeat_at, workers, busy, state, executions)"
                 " VALUES (?,?,?,?,?,?,0,'running',0) ON CONFLICT(owner) DO UPDATE SET state='running',"
                 " heartbeat_at=excluded.heartbeat_at, workers=excluded.workers",
-                (self.owner, host, int(pid), now, now, self.workers))
+                (self.owner, host, int(pid), now, now, self.workers),
+            )
 
     # -- workers and the dispatcher ------------------------------------------------------
     # Workers only run stages. One dispatcher thread does the hot-path writes: in a single
@@ -331,7 +398,7 @@ class Engine:
         while not self._halt.is_set():
             with self._lock:
                 if self._slots.get(slot) is not me:
-                    return                       # this slot was given to a new thread
+                    return  # this slot was given to a new thread
                 self._waiting += 1
             self.wake()
             try:
@@ -346,7 +413,7 @@ class Engine:
                 if self.state in ("stopping", "stopped"):
                     return
                 continue
-            if self.state != "running":          # claimed just before a stop: give it back untouched
+            if self.state != "running":  # claimed just before a stop: give it back untouched
                 self._release_unstarted(claim)
                 continue
             self._execute(claim, slot)
@@ -355,7 +422,7 @@ class Engine:
         poll = self.config.engine.poll_interval
         while not self._halt.is_set():
             try:
-                first = self._outbox.get(timeout=poll)   # an outcome, or None for a wake-up call
+                first = self._outbox.get(timeout=poll)  # an outcome, or None for a wake-up call
             except queue.Empty:
                 first = None
             try:
@@ -388,30 +455,36 @@ class Engine:
         try:
             with self.store.write() as conn:
                 batch = [o for o in outcomes if o.completion is not None]
-                if batch:                            # plain successes: a few multi-row statements for all
+                if batch:  # plain successes: a few multi-row statements for all
                     accepted = self.store.complete_batch(conn, [o.completion for o in batch], now)
                     posts += [self._recorded(o.run, o.ctx, o.run.claim.item_id in accepted) for o in batch]
                 for o in outcomes:
                     if o.apply is None:
                         continue
-                    if not o.touches_files:          # plain SQL: nothing here can fail on its own
+                    if not o.touches_files:  # plain SQL: nothing here can fail on its own
                         posts.append(o.apply(conn, now))
                         continue
                     conn.execute("SAVEPOINT outcome")
                     try:
                         posts.append(o.apply(conn, now))
                         conn.execute("RELEASE outcome")
-                    except Exception as exc:    # e.g. the rename of a checkpoint failed: a failed attempt
+                    except Exception as exc:  # e.g. the rename of a checkpoint failed: a failed attempt
                         conn.execute("ROLLBACK TO outcome")
                         conn.execute("RELEASE outcome")
                         posts.append(lambda o=o, exc=exc: self._on_failure(o.run, exc, o.ctx))
                 if want > 0:
-                    claims = self.store.claim_batch(conn, self.owner, now, self.config.engine.lease_duration,
-                                                    sorted(self.health.blocked_stages), want)
+                    claims = self.store.claim_batch(
+                        conn,
+                        self.owner,
+                        now,
+                        self.config.engine.lease_duration,
+                        sorted(self.health.blocked_stages),
+                        want,
+                    )
         except Exception as exc:
-            for outcome in outcomes:         # nothing was recorded: try again (fenced, so never twice)
+            for outcome in outcomes:  # nothing was recorded: try again (fenced, so never twice)
                 self._outbox.put(outcome)
-            if errors.classify(exc).error_class == errors.RESOURCE:   # the database's disk is full
+            if errors.classify(exc).error_class == errors.RESOURCE:  # the database's disk is full
                 self.health.hold(f"database write failed: {exc}")
             raise
         with self._lock:
@@ -426,32 +499,39 @@ class Engine:
                 log.exception("after-commit step failed")
         return len(outcomes) + len(claims)
 
-    def _submit(self, run: Run, ctx: StageContext | None,
-                apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None,
-                touches_files: bool = False, completion: Completion | None = None) -> None:
-        self._outbox.put(Outcome(run, ctx, apply, touches_files, completion))   # wakes the dispatcher
+    def _submit(
+        self,
+        run: Run,
+        ctx: StageContext | None,
+        apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None,
+        touches_files: bool = False,
+        completion: Completion | None = None,
+    ) -> None:
+        self._outbox.put(Outcome(run, ctx, apply, touches_files, completion))  # wakes the dispatcher
 
     def _recorded(self, run: Run, ctx: StageContext, accepted: bool) -> Callable[[], None]:
         """What follows the commit of a success: count it and free the item, or say the result was lost."""
         claim = run.claim
         if not accepted:
-            return lambda: self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage,
-                                                              "lease lost: result discarded"))
+            return lambda: self._finish(
+                run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "lease lost: result discarded")
+            )
 
         def post() -> None:
             with self._lock:
                 self.executions += 1
             self._finish(run, ctx, EngineEvent("succeeded", claim.item_id, claim.stage))
+
         return post
 
     def _finish(self, run: Run, ctx: StageContext | None, event: EngineEvent) -> None:
         """After the outcome is recorded (or refused): clean up, free the item, tell listeners."""
         if ctx is not None and ctx.output_created:
-            checkpoints.discard(ctx.output_path)      # gone already when it was published
+            checkpoints.discard(ctx.output_path)  # gone already when it was published
         with self._lock:
             if self._runs.get(run.claim.item_id) is run:
                 del self._runs[run.claim.item_id]
-        self._emit(event)      # no wake-up call: the freed worker sends one when it waits for work
+        self._emit(event)  # no wake-up call: the freed worker sends one when it waits for work
 
     def _release_unstarted(self, claim: Claim) -> None:
         run = Run(claim, CancelToken(), threading.current_thread(), -1, progress_at=claim.started_at)
@@ -464,26 +544,29 @@ class Engine:
         run = Run(claim, CancelToken(), threading.current_thread(), slot, progress_at=now)
         with self._lock:
             self._runs[claim.item_id] = run
-        if self.on_event is not None:            # no event object per claim when nobody listens
+        if self.on_event is not None:  # no event object per claim when nobody listens
             self._emit(EngineEvent("claimed", claim.item_id, claim.stage))
         ctx: StageContext | None = None
         try:
             try:
                 ctx = self._context(claim, run)
                 impl = stages.resolve(claim.kind, claim.stage, ctx.stage_config)
-                if ctx.stage_config.kind != "demo" and (self.config.demo.faults or self.config.demo.pace
-                                                    or self.config.demo.transient_probability):
+                if ctx.stage_config.kind != "demo" and (
+                    self.config.demo.faults or self.config.demo.pace or self.config.demo.transient_probability
+                ):
                     impl = stages.with_chaos(impl)
                 impl(ctx)
                 self._complete(run, ctx)
             except Cancelled as exc:
                 self._on_cancelled(run, exc.reason, ctx)
             except BaseException as exc:  # noqa: BLE001 - a stage may raise anything; it must not kill the worker
-                if run.cancel.is_set():   # whatever broke after a cancel (a killed pipe, a closed file) is the cancel
+                if (
+                    run.cancel.is_set()
+                ):  # whatever broke after a cancel (a killed pipe, a closed file) is the cancel
                     self._on_cancelled(run, run.cancel.reason or "stop", ctx)
                 else:
                     self._on_failure(run, exc, ctx)
-        except Exception:                 # recording the outcome failed: free the slot; the lease expires
+        except Exception:  # recording the outcome failed: free the slot; the lease expires
             log.exception("could not record the outcome of %s %s", claim.item_id, claim.stage)
             self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "outcome not recorded"))
 
@@ -500,33 +583,65 @@ class Engine:
 
         def earlier() -> tuple[int, dict, dict]:
             previous, fresh, parent_fresh = self.store.earlier_work(claim)
-            parent = (self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1], parent_fresh)
-                      if claim.parent_id else {})
+            parent = (
+                self._inputs(claim.parent_id, pipeline.EPISODE, pipeline.EPISODE_STAGES[-1], parent_fresh)
+                if claim.parent_id
+                else {}
+            )
             return previous, self._inputs(claim.item_id, claim.kind, claim.completed, fresh), parent
 
         return StageContext(
-            item=ItemInfo(claim.item_id, claim.kind, claim.source, claim.show, claim.title, claim.parent_id,
-                          claim.clip_start, claim.clip_end),
-            stage=claim.stage, attempt=claim.attempt_number, earlier=Earlier(earlier),
-            output_path=tmp, cache_dir=item_dir / "cache", item_dir=item_dir, workspace=self.ws.root,
-            stage_config=self.config.stage(claim.kind, claim.stage), config=self.config, cancel=run.cancel,
-            logger=logger, log_tail=tail, clock_now=self.clock.now, _progress=progress)
+            item=ItemInfo(
+                claim.item_id,
+                claim.kind,
+                claim.source,
+                claim.show,
+                claim.title,
+                claim.parent_id,
+                claim.clip_start,
+                claim.clip_end,
+            ),
+            stage=claim.stage,
+            attempt=claim.attempt_number,
+            earlier=Earlier(earlier),
+            output_path=tmp,
+            cache_dir=item_dir / "cache",
+            item_dir=item_dir,
+            workspace=self.ws.root,
+            stage_config=self.config.stage(claim.kind, claim.stage),
+            config=self.config,
+            cancel=run.cancel,
+            logger=logger,
+            log_tail=tail,
+            clock_now=self.clock.now,
+            _progress=progress,
+        )
 
     def _inputs(self, item_id: str, kind: str, completed: str | None, fresh: set[str]) -> dict:
         order = pipeline.stages_of(kind)
-        done = order[:pipeline.stage_index(kind, completed) + 1]
+        done = order[: pipeline.stage_index(kind, completed) + 1]
         return {s: self.ws.item_dir(item_id) / s for s in done if s in fresh}
 
     def _complete(self, run: Run, ctx: StageContext) -> None:
         claim = run.claim
-        if ctx.output_created or claim.had_checkpoint:     # hashing and fsync: in the worker
-            prepared = checkpoints.prepare(ctx.output_path if ctx.output_created else None, ctx.item_dir / claim.stage)
+        if ctx.output_created or claim.had_checkpoint:  # hashing and fsync: in the worker
+            prepared = checkpoints.prepare(
+                ctx.output_path if ctx.output_created else None, ctx.item_dir / claim.stage
+            )
             manifest = json.dumps(prepared.manifest)
-        else:                                              # wrote nothing, and nothing older to replace
+        else:  # wrote nothing, and nothing older to replace
             prepared, manifest = None, checkpoints.EMPTY_MANIFEST
-        completion = Completion(claim.item_id, claim.lease_token, claim.stage,
-                                pipeline.next_stage(claim.kind, claim.stage), manifest,
-                                ctx.log_tail.text(), claim.attempt_number, self.owner, claim.started_at)
+        completion = Completion(
+            claim.item_id,
+            claim.lease_token,
+            claim.stage,
+            pipeline.next_stage(claim.kind, claim.stage),
+            manifest,
+            ctx.log_tail.text(),
+            claim.attempt_number,
+            self.owner,
+            claim.started_at,
+        )
         # File work (and a savepoint) only where there is something to rename: outputs to publish, or the
         # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither,
         # and are committed together with the other plain successes of the dispatcher's transaction.
@@ -543,31 +658,59 @@ class Engine:
                 if ctx.clips:
                     self._upsert_clips(conn, ctx, now)
             return self._recorded(run, ctx, accepted)
+
         self._submit(run, ctx, apply, touches_files=touches)
 
     def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
         """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""
         for clip in ctx.clips:
             clip_id = f"{ctx.item.id}__{clip.key}"
-            row = conn.execute("SELECT clip_start, clip_end, status, lease_token FROM items WHERE id=?",
-                               (clip_id,)).fetchone()
+            row = conn.execute(
+                "SELECT clip_start, clip_end, status, lease_token FROM items WHERE id=?", (clip_id,)
+            ).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO items (id, kind, parent_id, source, show, title, stage, next_stage, target_stage,"
                     " status, clip_start, clip_end, next_attempt_at, created_at, updated_at)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (clip_id, pipeline.CLIP, ctx.item.id, ctx.item.source, ctx.item.show, clip.title,
-                     "discovered", "generated", pipeline.CLIP_STAGES[-1], "queued", clip.start, clip.end,
-                     now, now, now))
+                    (
+                        clip_id,
+                        pipeline.CLIP,
+                        ctx.item.id,
+                        ctx.item.source,
+                        ctx.item.show,
+                        clip.title,
+                        "discovered",
+                        "generated",
+                        pipeline.CLIP_STAGES[-1],
+                        "queued",
+                        clip.start,
+                        clip.end,
+                        now,
+                        now,
+                        now,
+                    ),
+                )
             elif (row["clip_start"], row["clip_end"]) != (clip.start, clip.end):
-                if row["status"] == "running":      # its worker cuts the old bounds: record that attempt, fence it out
-                    transitions.close_attempt(conn, clip_id, row["lease_token"], now, "cancelled",
-                                              decision="clip re-cut by an editorial rerun", spent=False)
+                if (
+                    row["status"] == "running"
+                ):  # its worker cuts the old bounds: record that attempt, fence it out
+                    transitions.close_attempt(
+                        conn,
+                        clip_id,
+                        row["lease_token"],
+                        now,
+                        "cancelled",
+                        decision="clip re-cut by an editorial rerun",
+                        spent=False,
+                    )
                 conn.execute(
                     "UPDATE items SET title=?, clip_start=?, clip_end=?, stage='discovered', next_stage='generated',"
                     " status='queued', lease_token=lease_token+1, lease_owner=NULL, lease_expires_at=NULL,"
                     " cancel_requested=NULL, cancel_requested_at=NULL, attempts=0, next_attempt_at=?,"
-                    " updated_at=? WHERE id=?", (clip.title, clip.start, clip.end, now, now, clip_id))
+                    " updated_at=? WHERE id=?",
+                    (clip.title, clip.start, clip.end, now, now, clip_id),
+                )
                 conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (clip_id,))
             else:
                 conn.execute("UPDATE items SET title=?, updated_at=? WHERE id=?", (clip.title, now, clip_id))
@@ -575,7 +718,9 @@ class Engine:
     def _on_failure(self, run: Run, exc: BaseException, ctx: StageContext | None) -> None:
         claim = run.claim
         if run.lost:
-            self._finish(run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "lease lost: failure discarded"))
+            self._finish(
+                run, ctx, EngineEvent("lost", claim.item_id, claim.stage, "lease lost: failure discarded")
+            )
             return
         classification = errors.classify(exc, self.config.error_rules_for(claim.kind, claim.stage))
         if isinstance(exc, StageError):
@@ -588,8 +733,9 @@ class Engine:
         if classification.error_class == errors.TRANSIENT:
             service_down = self.health.down_service_for(claim.kind, claim.stage, recheck=True)
         now = self.clock.now()
-        decision = policy.after_failure(self.config, classification.error_class, claim.attempt_number - 1,
-                                        now, self.rng, service_down)
+        decision = policy.after_failure(
+            self.config, classification.error_class, claim.attempt_number - 1, now, self.rng, service_down
+        )
         if classification.error_class == errors.CACHE_RELATED:
             shutil.rmtree(self.ws.item_dir(claim.item_id) / "cache", ignore_errors=True)
         if classification.error_class == errors.RESOURCE:
@@ -600,23 +746,47 @@ class Engine:
             os.rename(ctx.output_path, keep)
         blocked_reason = None
         if service_down:
-            blocked_reason = f"{SERVICE_PREFIX}{service_down} is down ({self.health.down.get(service_down, '')})"
+            blocked_reason = (
+                f"{SERVICE_PREFIX}{service_down} is down ({self.health.down.get(service_down, '')})"
+            )
         elif classification.error_class == errors.RESOURCE:
             blocked_reason = f"{RESOURCE_PREFIX}{message}"
         text = f"{decision.text} [{classification.reason}]"
-        decision = policy.Decision(decision.status, decision.attempts, decision.spent, decision.next_attempt_at, text)
+        decision = policy.Decision(
+            decision.status, decision.attempts, decision.spent, decision.next_attempt_at, text
+        )
         tail = ctx.log_tail.text() if ctx else None
 
         def apply(conn: sqlite3.Connection, _now: float) -> Callable[[], None]:
-            ok = transitions.settle_failure(conn, claim.item_id, claim.lease_token, now, "failed", decision,
-                                            classification.error_class, message, detail,
-                                            classification.suggestion, blocked_reason=blocked_reason,
-                                            log_tail=tail)
+            ok = transitions.settle_failure(
+                conn,
+                claim.item_id,
+                claim.lease_token,
+                now,
+                "failed",
+                decision,
+                classification.error_class,
+                message,
+                detail,
+                classification.suggestion,
+                blocked_reason=blocked_reason,
+                log_tail=tail,
+            )
             if ok:
-                transitions.record_event(conn, now, "engine", "attempt_failed", affected=[claim.item_id],
-                                         selection=claim.stage, reason=message, result=text)
-            return lambda: self._finish(run, ctx, EngineEvent("failed" if ok else "lost", claim.item_id,
-                                                              claim.stage, text))
+                transitions.record_event(
+                    conn,
+                    now,
+                    "engine",
+                    "attempt_failed",
+                    affected=[claim.item_id],
+                    selection=claim.stage,
+                    reason=message,
+                    result=text,
+                )
+            return lambda: self._finish(
+                run, ctx, EngineEvent("failed" if ok else "lost", claim.item_id, claim.stage, text)
+            )
+
         self._submit(run, ctx, apply)
 
     def _on_cancelled(self, run: Run, reason: str, ctx: StageContext | None) -> None:
@@ -630,25 +800,47 @@ class Engine:
             if reason in ("timeout", "stall"):
                 seconds = now - claim.started_at
                 verdict = "TIMED OUT" if reason == "timeout" else "STALLED"
-                message = (f"timed out after {seconds:.0f} s" if reason == "timeout"
-                           else f"stalled: no progress for {self.config.stall_after_for(claim.kind, claim.stage):.0f} s")
-                decision = policy.after_failure(self.config, errors.TRANSIENT, claim.attempt_number - 1, now, self.rng)
+                message = (
+                    f"timed out after {seconds:.0f} s"
+                    if reason == "timeout"
+                    else f"stalled: no progress for {self.config.stall_after_for(claim.kind, claim.stage):.0f} s"
+                )
+                decision = policy.after_failure(
+                    self.config, errors.TRANSIENT, claim.attempt_number - 1, now, self.rng
+                )
                 ok = transitions.settle_failure(
-                    conn, claim.item_id, claim.lease_token, now, "timed_out" if reason == "timeout" else "stalled",
-                    decision, errors.TRANSIENT, message, "", errors.SUGGESTIONS[errors.TRANSIENT],
-                    verdict=verdict, log_tail=tail)
+                    conn,
+                    claim.item_id,
+                    claim.lease_token,
+                    now,
+                    "timed_out" if reason == "timeout" else "stalled",
+                    decision,
+                    errors.TRANSIENT,
+                    message,
+                    "",
+                    errors.SUGGESTIONS[errors.TRANSIENT],
+                    verdict=verdict,
+                    log_tail=tail,
+                )
                 text = decision.text
             elif reason in ("shutdown", "release"):
-                text = ("engine stopped: released at a safe point, resumes at next start" if reason == "shutdown"
-                        else "processing stopped by operator: released at a safe point, resumes on unpause")
-                ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "queued", text,
-                                         log_tail=tail)
+                text = (
+                    "engine stopped: released at a safe point, resumes at next start"
+                    if reason == "shutdown"
+                    else "processing stopped by operator: released at a safe point, resumes on unpause"
+                )
+                ok = transitions.release(
+                    conn, claim.item_id, claim.lease_token, now, "cancelled", "queued", text, log_tail=tail
+                )
             else:  # stop / force from an operator
                 text = "stopped by operator"
-                ok = transitions.release(conn, claim.item_id, claim.lease_token, now, "cancelled", "stopped", text,
-                                         log_tail=tail)
-            return lambda: self._finish(run, ctx, EngineEvent("released" if ok else "lost", claim.item_id,
-                                                              claim.stage, text))
+                ok = transitions.release(
+                    conn, claim.item_id, claim.lease_token, now, "cancelled", "stopped", text, log_tail=tail
+                )
+            return lambda: self._finish(
+                run, ctx, EngineEvent("released" if ok else "lost", claim.item_id, claim.stage, text)
+            )
+
         self._submit(run, ctx, apply)
 
     # -- heartbeats ------------------------------------------------------------------------
@@ -665,13 +857,16 @@ class Engine:
         with self._lock:
             runs = {r.claim.item_id: r for r in self._runs.values() if not r.lost}
             queued = list(self._queued.values())
-        beats = [(r.claim.item_id, r.claim.lease_token, r.progress, r.message, r.progress_at) for r in runs.values()]
+        beats = [
+            (r.claim.item_id, r.claim.lease_token, r.progress, r.message, r.progress_at)
+            for r in runs.values()
+        ]
         beats += [(c.item_id, c.lease_token, 0.0, "", c.started_at) for c in queued if c.item_id not in runs]
         answers = self.store.heartbeat(beats, now, self.config.engine.lease_duration)
         for item_id, answer in answers.items():
             run = runs.get(item_id)
             if run is None:
-                continue             # a claim waiting for its worker: the worker sees the cancel at start
+                continue  # a claim waiting for its worker: the worker sees the cancel at start
             if answer == "LOST":
                 run.lost = True
                 run.cancel.cancel("lost")
@@ -681,15 +876,23 @@ class Engine:
                 self.cancel_local(item_id, answer)
         self._supervise(now)
         with self.store.write() as conn:
-            conn.execute("UPDATE engines SET heartbeat_at=?, busy=?, workers=?, state=?, executions=? WHERE owner=?",
-                         (now, len(runs), self.workers, self.state, self.executions, self.owner))
-            if self.store.busy_waits != self._busy_reported:      # tell consoles and `ewg status`
+            conn.execute(
+                "UPDATE engines SET heartbeat_at=?, busy=?, workers=?, state=?, executions=? WHERE owner=?",
+                (now, len(runs), self.workers, self.state, self.executions, self.owner),
+            )
+            if self.store.busy_waits != self._busy_reported:  # tell consoles and `ewg status`
                 self._busy_reported = self.store.busy_waits
-                conn.execute("INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('db_busy',?,?,?,?)"
-                             " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                             " actor=excluded.actor, at=excluded.at",
-                             (str(self.store.busy_waits), "writes waited for a database lock held elsewhere",
-                              self.owner, self.store.last_busy_at or now))
+                conn.execute(
+                    "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('db_busy',?,?,?,?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+                    " actor=excluded.actor, at=excluded.at",
+                    (
+                        str(self.store.busy_waits),
+                        "writes waited for a database lock held elsewhere",
+                        self.owner,
+                        self.store.last_busy_at or now,
+                    ),
+                )
 
     def cancel_local(self, item_id: str, reason: str) -> None:
         with self._lock:
@@ -719,6 +922,10 @@ class Engine:
             run.replaced = True
             with self._lock:
                 self._runs.pop(run.claim.item_id, None)
-            log.warning("abandoning stuck stage %s of %s; worker slot %d gets a new thread",
-                        run.claim.stage, run.claim.item_id, run.slot)
+            log.warning(
+                "abandoning stuck stage %s of %s; worker slot %d gets a new thread",
+                run.claim.stage,
+                run.claim.item_id,
+                run.slot,
+            )
             self._spawn(run.slot)

@@ -6,6 +6,7 @@ RETURNING, PRAGMA user_version) so a PostgreSQL backend can replace this module
 path (claim, heartbeat, fenced updates) uses the sqlite3 driver directly: an
 ORM session per state change would cost about 1 ms.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,21 +14,53 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 ITEM_COLUMNS = (
-    "id", "kind", "parent_id", "source", "show", "title", "stage", "next_stage", "target_stage", "status",
-    "progress", "progress_message", "heartbeat_at", "progress_at", "started_at", "lease_owner", "lease_token",
-    "lease_expires_at", "cancel_requested", "cancel_requested_at", "attempts", "rescues", "next_attempt_at",
-    "error_class", "error_message", "error_detail", "error_suggestion", "error_at", "verdict", "blocked_reason",
-    "deadline_extension", "clip_start", "clip_end", "created_at", "updated_at",
+    "id",
+    "kind",
+    "parent_id",
+    "source",
+    "show",
+    "title",
+    "stage",
+    "next_stage",
+    "target_stage",
+    "status",
+    "progress",
+    "progress_message",
+    "heartbeat_at",
+    "progress_at",
+    "started_at",
+    "lease_owner",
+    "lease_token",
+    "lease_expires_at",
+    "cancel_requested",
+    "cancel_requested_at",
+    "attempts",
+    "rescues",
+    "next_attempt_at",
+    "error_class",
+    "error_message",
+    "error_detail",
+    "error_suggestion",
+    "error_at",
+    "verdict",
+    "blocked_reason",
+    "deadline_extension",
+    "clip_start",
+    "clip_end",
+    "created_at",
+    "updated_at",
 )
 # Statuses a worker may claim (when next_attempt_at has come).
 CLAIMABLE = ("queued", "retrying")
@@ -45,7 +78,7 @@ def _is_busy(exc: BaseException) -> bool:
 class Claim:
     item_id: str
     kind: str
-    stage: str           # the stage to run now
+    stage: str  # the stage to run now
     completed: str | None
     lease_token: int
     attempt_number: int
@@ -57,7 +90,7 @@ class Claim:
     clip_start: float | None
     clip_end: float | None
     rescues: int
-    had_checkpoint: bool = False   # the stage recorded a checkpoint before: its folder may need replacing
+    had_checkpoint: bool = False  # the stage recorded a checkpoint before: its folder may need replacing
 
 
 @dataclass(frozen=True)
@@ -67,10 +100,10 @@ class Completion:
     item_id: str
     lease_token: int
     stage: str
-    next_stage: str | None    # None: the item is done
-    manifest: str             # the checkpoint manifest, as JSON
+    next_stage: str | None  # None: the item is done
+    manifest: str  # the checkpoint manifest, as JSON
     log_tail: str | None
-    number: int               # the attempt row, written now: its number, worker and start
+    number: int  # the attempt row, written now: its number, worker and start
     worker: str
     started_at: float
 
@@ -110,7 +143,7 @@ class Reader:
         return self._run(sql, params, all_rows=False)
 
     def _run(self, sql: str, params: Sequence[Any], all_rows: bool) -> Any:
-        if self._cancelled:            # between two statements SQLite's own flag would be lost
+        if self._cancelled:  # between two statements SQLite's own flag would be lost
             raise ReadInterrupted()
         try:
             cursor = self._conn.execute(sql, params)
@@ -141,12 +174,12 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self.busy_waits = 0              # times a write had to wait past busy_timeout
+        self.busy_waits = 0  # times a write had to wait past busy_timeout
         self.last_busy_at: float | None = None
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, **kw: Any) -> "Store":
+    def create(cls, path: Path, **kw: Any) -> Store:
         path = Path(path)
         if path.exists():
             raise DatabaseError(f"{path} already exists; refusing to overwrite a database.")
@@ -158,7 +191,7 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> "Store":
+    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> Store:
         """Open an existing database; an older schema is backed up and migrated unless `migrate` is
         False (read-only use: every query works on older schemas, only slower without newer indexes)."""
         path = Path(path)
@@ -166,38 +199,51 @@ class Store:
             raise DatabaseError(
                 f"The database {path} is missing. It is never recreated silently, because an empty one would "
                 f"hide every item. Restore it from {backups or 'the backups folder'} (`ewg doctor` lists the "
-                f"backups), or create a new workspace with `ewg init`.")
+                f"backups), or create a new workspace with `ewg init`."
+            )
         with open(path, "rb") as fh:
             header = fh.read(16)
-        if not header:   # connecting would write a fresh header into it (journal_mode=WAL)
-            raise DatabaseError(f"{path} is empty (0 bytes): it was cut short (a full disk?) and holds no items. "
-                                f"It was left as it is. Restore the newest backup from "
-                                f"{backups or 'the backups folder'}; `ewg doctor` shows how.")
+        if not header:  # connecting would write a fresh header into it (journal_mode=WAL)
+            raise DatabaseError(
+                f"{path} is empty (0 bytes): it was cut short (a full disk?) and holds no items. "
+                f"It was left as it is. Restore the newest backup from "
+                f"{backups or 'the backups folder'}; `ewg doctor` shows how."
+            )
         if header != SQLITE_HEADER:
-            raise DatabaseError(f"{path} is not an SQLite database (its header is damaged). "
-                                f"Restore the newest backup from {backups or 'the backups folder'}; "
-                                "`ewg doctor` shows how.")
+            raise DatabaseError(
+                f"{path} is not an SQLite database (its header is damaged). "
+                f"Restore the newest backup from {backups or 'the backups folder'}; "
+                "`ewg doctor` shows how."
+            )
         store = cls(path, **kw)
         try:
             version = store.schema_version()
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"{path} cannot be read as a database ({exc}). Restore the newest backup "
-                                f"from {backups or 'the backups folder'}; `ewg doctor` shows how.") from None
+            raise DatabaseError(
+                f"{path} cannot be read as a database ({exc}). Restore the newest backup "
+                f"from {backups or 'the backups folder'}; `ewg doctor` shows how."
+            ) from None
         if version > SCHEMA_VERSION:
-            raise DatabaseError(f"{path} has schema version {version}, newer than this ewg knows "
-                                f"({SCHEMA_VERSION}). Upgrade ewg; do not open it with an older version.")
+            raise DatabaseError(
+                f"{path} has schema version {version}, newer than this ewg knows "
+                f"({SCHEMA_VERSION}). Upgrade ewg; do not open it with an older version."
+            )
         if version == 0:
-            raise DatabaseError(f"{path} holds no ewg schema. Point --workspace at an ewg workspace "
-                                "or create one with `ewg init`.")
+            raise DatabaseError(
+                f"{path} holds no ewg schema. Point --workspace at an ewg workspace "
+                "or create one with `ewg init`."
+            )
         try:
             damage = [r[0] for r in store.connection().execute("PRAGMA quick_check(5)").fetchall()]
         except sqlite3.DatabaseError as exc:
             damage = [str(exc)]
         if damage != ["ok"]:
             store.close()
-            raise DatabaseError(f"{path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
-                                f"changed. Restore the newest backup from {backups or 'the backups folder'}; "
-                                "`ewg doctor` shows how.")
+            raise DatabaseError(
+                f"{path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
+                f"changed. Restore the newest backup from {backups or 'the backups folder'}; "
+                "`ewg doctor` shows how."
+            )
         if version < SCHEMA_VERSION and migrate:
             if backups is not None:
                 store.backup(backups, label=f"pre-migration-v{version}")
@@ -212,15 +258,16 @@ class Store:
             self._local.conn = conn
         return conn
 
-    def reader(self) -> "Reader":
+    def reader(self) -> Reader:
         """A read-only connection of its own, for one consumer that cancels stale reads (the console's poll)."""
         conn = self._connect()
         conn.execute("PRAGMA query_only=ON")
         return Reader(conn)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000, check_same_thread=False
+        )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -270,8 +317,12 @@ class Store:
                 raise
         self.busy_waits += 1
         self.last_busy_at = time.time()
-        for attempt in Retrying(retry=retry_if_exception(_is_busy), stop=stop_after_delay(300),
-                                wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True):
+        for attempt in Retrying(
+            retry=retry_if_exception(_is_busy),
+            stop=stop_after_delay(300),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            reraise=True,
+        ):
             with attempt:
                 conn.execute(sql)
 
@@ -282,6 +333,13 @@ class Store:
         return self.connection().execute(sql, params).fetchone()
 
     # -- schema ---------------------------------------------------------------------------
+    def identity(self) -> str:
+        """This database's random identity (schema 5), which the items root's ownership marker names."""
+        row = self.read_one("SELECT value FROM workspace WHERE key = 'identity'")
+        if row is None:
+            raise DatabaseError(f"{self.path} has no workspace identity; run `ewg doctor --repair`.")
+        return str(row[0])
+
     def schema_version(self) -> int:
         return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
 
@@ -289,8 +347,10 @@ class Store:
         """Bring the schema to SCHEMA_VERSION, one numbered step at a time, each in one transaction."""
         version = self.schema_version()
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[target](self)
-            self.connection().execute(f"PRAGMA user_version={target}")
+            # DDL is transactional in SQLite: a crash mid-step leaves the previous version intact.
+            with self.write() as conn:
+                MIGRATIONS[target](self)
+                conn.execute(f"PRAGMA user_version={target}")
 
     def backup(self, folder: Path, label: str = "scheduled", keep: int = 10) -> Path:
         """A consistent online copy through the SQLite backup API; keeps the newest `keep`."""
@@ -301,7 +361,7 @@ class Store:
         while target.exists():
             n += 1
             target = folder / f"ewg-{stamp}-{label}-{n}.db"
-        partial = folder / f".partial-{target.name}"      # never looks like a backup until it is one
+        partial = folder / f".partial-{target.name}"  # never looks like a backup until it is one
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
@@ -321,15 +381,23 @@ class Store:
         return target
 
     # -- the hot path ---------------------------------------------------------------------
-    def claim(self, owner: str, now: float, lease_duration: float,
-              blocked_stages: Sequence[tuple[str, str]] = ()) -> Claim | None:
+    def claim(
+        self, owner: str, now: float, lease_duration: float, blocked_stages: Sequence[tuple[str, str]] = ()
+    ) -> Claim | None:
         """Take the next ready item in a transaction of its own."""
         with self.write() as conn:
             claims = self.claim_batch(conn, owner, now, lease_duration, blocked_stages, 1)
         return claims[0] if claims else None
 
-    def claim_batch(self, conn: sqlite3.Connection, owner: str, now: float, lease_duration: float,
-                    blocked_stages: Sequence[tuple[str, str]], limit: int) -> list[Claim]:
+    def claim_batch(
+        self,
+        conn: sqlite3.Connection,
+        owner: str,
+        now: float,
+        lease_duration: float,
+        blocked_stages: Sequence[tuple[str, str]],
+        limit: int,
+    ) -> list[Claim]:
         """Inside the caller's write transaction, lease up to `limit` ready items: owner, start, expiry and
         a new fencing token each, and what the stage needs to start.
 
@@ -355,13 +423,28 @@ class Store:
                           parent_id, clip_start, clip_end, rescues,
                           EXISTS (SELECT 1 FROM checkpoints c WHERE c.item_id = items.id
                                   AND c.stage = items.next_stage) AS had_checkpoint""",
-            [owner, now + lease_duration, now, now, now, now, *params, int(limit)]).fetchall()
-        return [Claim(
-            item_id=row["id"], kind=row["kind"], stage=row["next_stage"], completed=row["stage"],
-            lease_token=row["lease_token"], attempt_number=row["attempts"] + 1, started_at=now,
-            source=row["source"], show=row["show"], title=row["title"], parent_id=row["parent_id"],
-            clip_start=row["clip_start"], clip_end=row["clip_end"], rescues=row["rescues"],
-            had_checkpoint=bool(row["had_checkpoint"])) for row in rows]
+            [owner, now + lease_duration, now, now, now, now, *params, int(limit)],
+        ).fetchall()
+        return [
+            Claim(
+                item_id=row["id"],
+                kind=row["kind"],
+                stage=row["next_stage"],
+                completed=row["stage"],
+                lease_token=row["lease_token"],
+                attempt_number=row["attempts"] + 1,
+                started_at=now,
+                source=row["source"],
+                show=row["show"],
+                title=row["title"],
+                parent_id=row["parent_id"],
+                clip_start=row["clip_start"],
+                clip_end=row["clip_end"],
+                rescues=row["rescues"],
+                had_checkpoint=bool(row["had_checkpoint"]),
+            )
+            for row in rows
+        ]
 
     @staticmethod
     def complete_batch(conn: sqlite3.Connection, done: Sequence[Completion], now: float) -> set[str]:
@@ -375,7 +458,8 @@ class Store:
         for chunk in _chunks(done):
             ids = conn.execute(
                 "WITH v(id, token, stage, next_stage) AS (VALUES "
-                + ",".join(["(?,?,?,?)"] * len(chunk)) + ")"
+                + ",".join(["(?,?,?,?)"] * len(chunk))
+                + ")"
                 """ UPDATE items SET stage=v.stage, next_stage=v.next_stage,
                         status=CASE WHEN v.next_stage IS NULL THEN 'done' ELSE 'queued' END,
                         lease_owner=NULL, lease_expires_at=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
@@ -384,7 +468,8 @@ class Store:
                         next_attempt_at=?, updated_at=?
                     FROM v WHERE items.id=v.id AND items.lease_token=v.token AND items.status='running'
                     RETURNING items.id""",
-                [*(x for c in chunk for x in (c.item_id, c.lease_token, c.stage, c.next_stage)), now, now]).fetchall()
+                [*(x for c in chunk for x in (c.item_id, c.lease_token, c.stage, c.next_stage)), now, now],
+            ).fetchall()
             returned = {row[0] for row in ids}
             kept = [c for c in chunk if c.item_id in returned]
             if not kept:
@@ -394,30 +479,54 @@ class Store:
                 "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES "
                 + ",".join(["(?,?,?,?,0)"] * len(kept))
                 + " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
-                  " created_at=excluded.created_at, stale=0",
-                [x for c in kept for x in (c.item_id, c.stage, c.manifest, now)])
+                " created_at=excluded.created_at, stale=0",
+                [x for c in kept for x in (c.item_id, c.stage, c.manifest, now)],
+            )
             conn.execute(
                 "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at, outcome,"
                 " decision, log_tail, duration, spent) VALUES "
                 + ",".join(["(?,?,?,?,?,?,?,'succeeded','checkpoint committed',?,?,1)"] * len(kept)),
-                [x for c in kept for x in (c.item_id, c.stage, c.number, c.worker, c.lease_token, c.started_at,
-                                           now, c.log_tail, now - c.started_at)])
+                [
+                    x
+                    for c in kept
+                    for x in (
+                        c.item_id,
+                        c.stage,
+                        c.number,
+                        c.worker,
+                        c.lease_token,
+                        c.started_at,
+                        now,
+                        c.log_tail,
+                        now - c.started_at,
+                    )
+                ],
+            )
         return accepted
 
-    def earlier_work(self, claim: "Claim") -> tuple[int, set[str], set[str]]:
+    def earlier_work(self, claim: Claim) -> tuple[int, set[str], set[str]]:
         """For a claimed attempt: earlier attempts of its stage, and stages with a fresh checkpoint (its
         own and its episode's)."""
         conn = self.connection()
         # A running attempt has no row yet (claim_batch), so every row of the stage is an earlier one.
-        previous = conn.execute("SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=?",
-                                (claim.item_id, claim.stage)).fetchone()[0]
-        own = conn.execute("SELECT stage, stale FROM checkpoints WHERE item_id=?", (claim.item_id,)).fetchall()
-        parent = conn.execute("SELECT stage FROM checkpoints WHERE item_id=? AND stale=0",
-                              (claim.parent_id,)).fetchall() if claim.parent_id else []
+        previous = conn.execute(
+            "SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=?", (claim.item_id, claim.stage)
+        ).fetchone()[0]
+        own = conn.execute(
+            "SELECT stage, stale FROM checkpoints WHERE item_id=?", (claim.item_id,)
+        ).fetchall()
+        parent = (
+            conn.execute(
+                "SELECT stage FROM checkpoints WHERE item_id=? AND stale=0", (claim.parent_id,)
+            ).fetchall()
+            if claim.parent_id
+            else []
+        )
         return previous, {r[0] for r in own if not r[1]}, {r[0] for r in parent}
 
-    def heartbeat(self, beats: Sequence[tuple[str, int, float, str, float]], now: float,
-                  lease_duration: float) -> dict[str, str | None]:
+    def heartbeat(
+        self, beats: Sequence[tuple[str, int, float, str, float]], now: float, lease_duration: float
+    ) -> dict[str, str | None]:
         """Extend many leases in one transaction.
 
         `beats` holds (item_id, lease_token, progress, message, progress_at). Returns, per item,
@@ -432,7 +541,8 @@ class Store:
                     """UPDATE items SET heartbeat_at=?, lease_expires_at=?, progress=?, progress_message=?,
                             progress_at=?, updated_at=?
                        WHERE id=? AND lease_token=? AND status='running' RETURNING cancel_requested""",
-                    (now, now + lease_duration, progress, message, progress_at, now, item_id, token)).fetchone()
+                    (now, now + lease_duration, progress, message, progress_at, now, item_id, token),
+                ).fetchone()
                 result[item_id] = "LOST" if row is None else row["cancel_requested"]
         return result
 
@@ -443,24 +553,143 @@ class Store:
         self.connection().execute("VACUUM")
 
 
+# Migration 1 as it was first shipped, frozen: the DDL SQLModel generated from engine/models.py at
+# schema 1. Later columns go into later migrations; tests/core/test_engine_schema.py checks that the
+# migrated schema still matches the models.
+_SCHEMA_1 = (
+    """CREATE TABLE items (
+    id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    source VARCHAR DEFAULT '' NOT NULL,
+    show VARCHAR DEFAULT '' NOT NULL,
+    title VARCHAR DEFAULT '' NOT NULL,
+    stage VARCHAR,
+    next_stage VARCHAR,
+    target_stage VARCHAR DEFAULT '' NOT NULL,
+    status VARCHAR DEFAULT 'queued' NOT NULL,
+    progress FLOAT DEFAULT '0.0' NOT NULL,
+    progress_message VARCHAR DEFAULT '' NOT NULL,
+    heartbeat_at FLOAT,
+    progress_at FLOAT,
+    started_at FLOAT,
+    lease_owner VARCHAR,
+    lease_token INTEGER DEFAULT '0' NOT NULL,
+    lease_expires_at FLOAT,
+    cancel_requested VARCHAR,
+    cancel_requested_at FLOAT,
+    attempts INTEGER DEFAULT '0' NOT NULL,
+    rescues INTEGER DEFAULT '0' NOT NULL,
+    next_attempt_at FLOAT DEFAULT '0.0' NOT NULL,
+    error_class VARCHAR,
+    error_message VARCHAR,
+    error_detail VARCHAR,
+    error_suggestion VARCHAR,
+    error_at FLOAT,
+    verdict VARCHAR,
+    blocked_reason VARCHAR,
+    deadline_extension FLOAT DEFAULT '0.0' NOT NULL,
+    clip_start FLOAT,
+    clip_end FLOAT,
+    created_at FLOAT DEFAULT '0.0' NOT NULL,
+    updated_at FLOAT DEFAULT '0.0' NOT NULL,
+    PRIMARY KEY (id)
+)""",
+    """CREATE INDEX ix_items_kind ON items (kind)""",
+    """CREATE INDEX ix_items_parent_id ON items (parent_id)""",
+    """CREATE TABLE attempts (
+    id INTEGER NOT NULL,
+    item_id VARCHAR NOT NULL,
+    stage VARCHAR NOT NULL,
+    number INTEGER NOT NULL,
+    worker VARCHAR NOT NULL,
+    lease_token INTEGER NOT NULL,
+    started_at FLOAT NOT NULL,
+    ended_at FLOAT,
+    outcome VARCHAR,
+    error_class VARCHAR,
+    error_message VARCHAR,
+    error_detail VARCHAR,
+    decision VARCHAR,
+    log_tail VARCHAR,
+    duration FLOAT,
+    spent BOOLEAN DEFAULT '1' NOT NULL,
+    PRIMARY KEY (id)
+)""",
+    """CREATE TABLE checkpoints (
+    item_id VARCHAR NOT NULL,
+    stage VARCHAR NOT NULL,
+    manifest VARCHAR DEFAULT '{}' NOT NULL,
+    created_at FLOAT DEFAULT '0.0' NOT NULL,
+    stale BOOLEAN DEFAULT '0' NOT NULL,
+    PRIMARY KEY (item_id, stage)
+)""",
+    """CREATE TABLE events (
+    id INTEGER NOT NULL,
+    at FLOAT NOT NULL,
+    actor VARCHAR NOT NULL,
+    verb VARCHAR NOT NULL,
+    selection VARCHAR DEFAULT '' NOT NULL,
+    reason VARCHAR DEFAULT '' NOT NULL,
+    affected VARCHAR DEFAULT '[]' NOT NULL,
+    "before" VARCHAR DEFAULT '{}' NOT NULL,
+    "after" VARCHAR DEFAULT '{}' NOT NULL,
+    result VARCHAR DEFAULT '' NOT NULL,
+    PRIMARY KEY (id)
+)""",
+    """CREATE INDEX ix_events_verb ON events (verb)""",
+    """CREATE INDEX ix_events_at ON events (at)""",
+    """CREATE TABLE engine_state (
+    "key" VARCHAR NOT NULL,
+    value VARCHAR DEFAULT '' NOT NULL,
+    reason VARCHAR DEFAULT '' NOT NULL,
+    actor VARCHAR DEFAULT '' NOT NULL,
+    at FLOAT DEFAULT '0.0' NOT NULL,
+    PRIMARY KEY ("key")
+)""",
+    """CREATE TABLE engines (
+    owner VARCHAR NOT NULL,
+    host VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at FLOAT NOT NULL,
+    heartbeat_at FLOAT NOT NULL,
+    workers INTEGER NOT NULL,
+    busy INTEGER DEFAULT '0' NOT NULL,
+    state VARCHAR DEFAULT 'running' NOT NULL,
+    executions INTEGER DEFAULT '0' NOT NULL,
+    PRIMARY KEY (owner)
+)""",
+    """CREATE TABLE services (
+    name VARCHAR NOT NULL,
+    ok BOOLEAN DEFAULT '1' NOT NULL,
+    message VARCHAR DEFAULT '' NOT NULL,
+    checked_at FLOAT DEFAULT '0.0' NOT NULL,
+    since FLOAT DEFAULT '0.0' NOT NULL,
+    PRIMARY KEY (name)
+)""",
+    """CREATE TABLE health (
+    id INTEGER NOT NULL,
+    at FLOAT NOT NULL,
+    cpu_percent FLOAT NOT NULL,
+    memory_percent FLOAT NOT NULL,
+    disk_free_mb FLOAT NOT NULL,
+    db_disk_free_mb FLOAT NOT NULL,
+    time_to_full_s FLOAT,
+    PRIMARY KEY (id)
+)""",
+    """CREATE INDEX ix_health_at ON health (at)""",
+    """CREATE INDEX ix_items_ready ON items (next_attempt_at, id) WHERE status IN ('queued','retrying')""",
+    """CREATE INDEX ix_items_kind_status ON items (kind, status, id)""",
+    """CREATE INDEX ix_attempts_item ON attempts (item_id, id)""",
+    """CREATE INDEX ix_attempts_ended ON attempts (ended_at)""",
+)
+
+
 def _migration_1(store: Store) -> None:
-    """The initial schema, from the SQLModel declarations, plus the hot-path indexes."""
-    from sqlmodel import SQLModel, create_engine
-
-    from . import models  # noqa: F401  (registers the tables)
-
-    engine = create_engine(f"sqlite:///{store.path}")
-    try:
-        SQLModel.metadata.create_all(engine)
-    finally:
-        engine.dispose()
+    """The initial schema, plus the hot-path indexes."""
     conn = store.connection()
-    # The claim reads this partial index in order: no sort of the whole queue per claim.
-    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_ready ON items (next_attempt_at, id)"
-                 " WHERE status IN ('queued','retrying')")
-    conn.execute("CREATE INDEX IF NOT EXISTS ix_items_kind_status ON items (kind, status, id)")
-    conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_item ON attempts (item_id, id)")
-    conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_ended ON attempts (ended_at)")
+    for statement in _SCHEMA_1:
+        conn.execute(statement)
 
 
 def _migration_2(store: Store) -> None:
@@ -485,8 +714,14 @@ def _migration_3(store: Store) -> None:
     touches.
     """
     conn = store.connection()
-    for name in ("ix_items_kind_updated_at", "ix_items_kind_error_class", "ix_items_kind_show",
-                 "ix_items_kind_stage", "ix_items_kind_verdict", "ix_attempts_item_id"):
+    for name in (
+        "ix_items_kind_updated_at",
+        "ix_items_kind_error_class",
+        "ix_items_kind_show",
+        "ix_items_kind_stage",
+        "ix_items_kind_verdict",
+        "ix_attempts_item_id",
+    ):
         conn.execute(f"DROP INDEX IF EXISTS {name}")
     conn.execute("CREATE INDEX IF NOT EXISTS ix_items_stuck ON items (kind, id) WHERE verdict IS NOT NULL")
 
@@ -498,9 +733,30 @@ def _migration_4(store: Store) -> None:
     the version check makes it refuse this workspace instead ("from a newer ewg")."""
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+def _migration_5(store: Store) -> None:
+    """The boundary: a workspace identity and the recorded stage process of a running attempt.
+
+    `workspace.identity` is a random id made once per database; the items root carries it in its
+    ownership marker, so nothing deletes in a folder that belongs to another database. `stage_pid`
+    and `stage_pgid` name the process group a command stage runs in, written with the lease, so a
+    rescue can kill a dead owner's orphaned stage before the item runs again.
+    """
+    conn = store.connection()
+    # Written to be re-run safely, like every step after the frozen first one.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS workspace (\"key\" VARCHAR NOT NULL, value VARCHAR DEFAULT '' NOT NULL,"
+        ' PRIMARY KEY ("key"))'
+    )
+    conn.execute("INSERT OR IGNORE INTO workspace (key, value) VALUES ('identity', ?)", (uuid.uuid4().hex,))
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    for column in ("stage_pid", "stage_pgid"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE items ADD COLUMN {column} INTEGER")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(rows), _BATCH_ROWS):
-        yield rows[start:start + _BATCH_ROWS]
+        yield rows[start : start + _BATCH_ROWS]

@@ -7,15 +7,16 @@ selection, reason, before/after). A running item that a verb takes over is
 fenced out by bumping its lease token, so its worker's late writes are refused.
 The console and the CLI call these; neither writes the database itself.
 """
+
 from __future__ import annotations
 
 import getpass
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from . import checkpoints, errors, pipeline, transitions
 from .runtime import owner_alive
@@ -33,11 +34,11 @@ class VerbError(Exception):
 class Plan:
     """What a verb would do to one item."""
 
-    values: dict                                  # new column values
+    values: dict  # new column values
     stages_rerun: list[str] = field(default_factory=list)
     drop_cache: bool = False
     delete_files: bool = False
-    skipped_stage: str | None = None              # record an empty "skipped" checkpoint for this stage
+    skipped_stage: str | None = None  # record an empty "skipped" checkpoint for this stage
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Preview:
     verb: str
     selection: str
     changes: list[Change] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (item id, why the verb does not apply)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, why the verb does not apply)
     applied: bool = False
     event_id: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -78,15 +79,23 @@ class Preview:
         return head
 
     def to_dict(self) -> dict:
-        return {"verb": self.verb, "selection": self.selection, "applied": self.applied, "event_id": self.event_id,
-                "changes": [c.to_dict() for c in self.changes],
-                "skipped": [{"id": i, "why": w} for i, w in self.skipped], "notes": self.notes}
+        return {
+            "verb": self.verb,
+            "selection": self.selection,
+            "applied": self.applied,
+            "event_id": self.event_id,
+            "changes": [c.to_dict() for c in self.changes],
+            "skipped": [{"id": i, "why": w} for i, w in self.skipped],
+            "notes": self.notes,
+        }
 
 
-Planner = Callable[[sqlite3.Row], "Plan | str"]   # a Plan, or why the verb does not apply to the row
+Planner = Callable[[sqlite3.Row], "Plan | str"]  # a Plan, or why the verb does not apply to the row
 
-_ROW = ("SELECT id, kind, parent_id, stage, next_stage, status, lease_token, lease_owner, error_class,"
-        " error_message, attempts, deadline_extension, cancel_requested FROM items")
+_ROW = (
+    "SELECT id, kind, parent_id, stage, next_stage, status, lease_token, lease_owner, error_class,"
+    " error_message, attempts, deadline_extension, cancel_requested FROM items"
+)
 
 
 class Operator:
@@ -99,8 +108,14 @@ class Operator:
         self.actor = actor or _os_user()
 
     # -- selections ----------------------------------------------------------------------
-    def _select(self, conn: sqlite3.Connection, ids: Iterable[str] | None = None, *, where: str = "",
-                params: tuple = ()) -> list[sqlite3.Row]:
+    def _select(
+        self,
+        conn: sqlite3.Connection,
+        ids: Iterable[str] | None = None,
+        *,
+        where: str = "",
+        params: tuple = (),
+    ) -> list[sqlite3.Row]:
         if ids is not None:
             ids = list(dict.fromkeys(ids))
             if not ids:
@@ -111,25 +126,40 @@ class Operator:
             found = {r["id"] for r in rows}
             missing = [i for i in ids if i not in found]
             if missing:
-                raise VerbError(f"Unknown item id{'s' if len(missing) > 1 else ''}: {', '.join(missing[:5])}"
-                                f"{' ...' if len(missing) > 5 else ''}. `ewg status` lists the ids.")
+                raise VerbError(
+                    f"Unknown item id{'s' if len(missing) > 1 else ''}: {', '.join(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''}. `ewg status` lists the ids."
+                )
             order = {i: n for n, i in enumerate(ids)}
             return sorted(rows, key=lambda r: order[r["id"]])
         return conn.execute(f"{_ROW} {where} ORDER BY id", params).fetchall()
 
     def failure_group_ids(self, fingerprint: str) -> list[str]:
-        rows = self.store.read("SELECT id, source, next_stage, error_class, error_message FROM items"
-                               " WHERE status='failed'")
-        ids = [r["id"] for r in rows
-               if errors.fingerprint(r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"],
-                                 source=r["source"]) == fingerprint]
+        rows = self.store.read(
+            "SELECT id, source, next_stage, error_class, error_message FROM items WHERE status='failed'"
+        )
+        ids = [
+            r["id"]
+            for r in rows
+            if errors.fingerprint(
+                r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"], source=r["source"]
+            )
+            == fingerprint
+        ]
         if not ids:
             raise VerbError(f"No failed items in group {fingerprint!r}. `ewg failures` lists the groups.")
         return ids
 
     # -- the engine of every verb ----------------------------------------------------------
-    def _run(self, verb: str, selection: str, select: Callable[[sqlite3.Connection], list[sqlite3.Row]],
-             plan: Planner, reason: str, dry_run: bool) -> Preview:
+    def _run(
+        self,
+        verb: str,
+        selection: str,
+        select: Callable[[sqlite3.Connection], list[sqlite3.Row]],
+        plan: Planner,
+        reason: str,
+        dry_run: bool,
+    ) -> Preview:
         now = self.clock.now()
         if dry_run:
             conn = self.store.connection()
@@ -142,9 +172,17 @@ class Operator:
                 self._apply(conn, by_id[change.item_id], change, verb, now)
             preview.applied = True
             preview.event_id = transitions.record_event(
-                conn, now, self.actor, verb, selection=selection, reason=reason, affected=preview.item_ids,
+                conn,
+                now,
+                self.actor,
+                verb,
+                selection=selection,
+                reason=reason,
+                affected=preview.item_ids,
                 before={c.item_id: c.before for c in preview.changes},
-                after={c.item_id: c.after for c in preview.changes}, result=preview.summary())
+                after={c.item_id: c.after for c in preview.changes},
+                result=preview.summary(),
+            )
         return preview
 
     def _plan(self, verb: str, selection: str, rows: list[sqlite3.Row], plan: Planner) -> Preview:
@@ -155,28 +193,53 @@ class Operator:
                 preview.skipped.append((row["id"], outcome))
                 continue
             values = outcome.values
-            after = {"stage": values.get("stage", row["stage"]), "status": values.get("status", row["status"])}
-            preview.changes.append(Change(row["id"], row["kind"], {"stage": row["stage"], "status": row["status"]},
-                                          after, outcome.stages_rerun, outcome.drop_cache, outcome.delete_files,
-                                          interrupts_run=row["status"] == "running" and "status" in values,
-                                          plan=outcome))
+            after = {
+                "stage": values.get("stage", row["stage"]),
+                "status": values.get("status", row["status"]),
+            }
+            preview.changes.append(
+                Change(
+                    row["id"],
+                    row["kind"],
+                    {"stage": row["stage"], "status": row["status"]},
+                    after,
+                    outcome.stages_rerun,
+                    outcome.drop_cache,
+                    outcome.delete_files,
+                    interrupts_run=row["status"] == "running" and "status" in values,
+                    plan=outcome,
+                )
+            )
         return preview
 
-    def _apply(self, conn: sqlite3.Connection, row: sqlite3.Row, change: Change, verb: str, now: float) -> None:
+    def _apply(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, change: Change, verb: str, now: float
+    ) -> None:
         plan = change.plan
         assert plan is not None
         values = {**plan.values, "updated_at": now}
         if change.interrupts_run:
-            values.update(lease_owner=None, lease_expires_at=None, cancel_requested=None, cancel_requested_at=None)
-            transitions.close_attempt(conn, row["id"], row["lease_token"], now, "cancelled",
-                                      decision=f"taken over by operator verb {verb}", spent=False)
+            values.update(
+                lease_owner=None, lease_expires_at=None, cancel_requested=None, cancel_requested_at=None
+            )
+            transitions.close_attempt(
+                conn,
+                row["id"],
+                row["lease_token"],
+                now,
+                "cancelled",
+                decision=f"taken over by operator verb {verb}",
+                spent=False,
+            )
         sets = ", ".join(f"{k}=?" for k in values)
         bump = ", lease_token=lease_token+1" if change.interrupts_run else ""
         conn.execute(f"UPDATE items SET {sets}{bump} WHERE id=?", (*values.values(), row["id"]))
         if change.stages_rerun:
             marks = ",".join("?" * len(change.stages_rerun))
-            conn.execute(f"UPDATE checkpoints SET stale=1 WHERE item_id=? AND stage IN ({marks})",
-                         (row["id"], *change.stages_rerun))
+            conn.execute(
+                f"UPDATE checkpoints SET stale=1 WHERE item_id=? AND stage IN ({marks})",
+                (row["id"], *change.stages_rerun),
+            )
         item_dir = self.ws.item_dir(row["id"])
         if change.files_deleted:
             conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (row["id"],))
@@ -186,14 +249,24 @@ class Operator:
         if values.get("status") == "queued" and self.ws.config.recovery.auto_cleanup_failed_files:
             _drop_failed_outputs(item_dir)
         if plan.skipped_stage:
-            conn.execute("INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
-                         " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
-                         " created_at=excluded.created_at, stale=0",
-                         (row["id"], plan.skipped_stage, json.dumps({"files": [], "skipped": True}), now))
+            conn.execute(
+                "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
+                " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
+                " created_at=excluded.created_at, stale=0",
+                (row["id"], plan.skipped_stage, json.dumps({"files": [], "skipped": True}), now),
+            )
 
     # -- the verbs -----------------------------------------------------------------------
-    def retry(self, ids: Iterable[str] | None = None, *, failed: bool = False, group: str | None = None,
-              kind: str | None = None, reason: str = "", dry_run: bool = False) -> Preview:
+    def retry(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        failed: bool = False,
+        group: str | None = None,
+        kind: str | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> Preview:
         """Retry the current stage now, with a fresh attempt budget (and a clean cache, by policy)."""
         ids, selection, where, params = self._selection(ids, failed=failed, group=group, kind=kind)
         drop = self.ws.config.recovery.auto_clear_cache_on_retry
@@ -201,9 +274,18 @@ class Operator:
         def plan(row):
             if row["status"] not in RETRYABLE:
                 return f"is {row['status']}; retry applies to failed, waiting, blocked or stopped items"
-            return Plan(_requeue(self.clock.now()), [row["next_stage"]] if row["next_stage"] else [], drop_cache=drop)
-        return self._run("retry", selection, lambda c: self._select(c, ids, where=where, params=params),
-                         plan, reason, dry_run)
+            return Plan(
+                _requeue(self.clock.now()), [row["next_stage"]] if row["next_stage"] else [], drop_cache=drop
+            )
+
+        return self._run(
+            "retry",
+            selection,
+            lambda c: self._select(c, ids, where=where, params=params),
+            plan,
+            reason,
+            dry_run,
+        )
 
     def resume(self, ids: Iterable[str] | None = None, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Continue from the last complete checkpoint, keeping the cache."""
@@ -213,11 +295,26 @@ class Operator:
             if row["status"] not in RETRYABLE:
                 return f"is {row['status']}; resume applies to stopped, failed, waiting or blocked items"
             return Plan(_requeue(self.clock.now()), [row["next_stage"]] if row["next_stage"] else [])
-        return self._run("resume", _describe(ids, "all stopped and failed"),
-                         lambda c: self._select(c, ids, where=where), plan, reason, dry_run)
 
-    def reprocess(self, ids: Iterable[str], *, from_stage: str | None = None, reason: str = "",
-                  dry_run: bool = False, verb: str = "reprocess", delete_files: bool = False) -> Preview:
+        return self._run(
+            "resume",
+            _describe(ids, "all stopped and failed"),
+            lambda c: self._select(c, ids, where=where),
+            plan,
+            reason,
+            dry_run,
+        )
+
+    def reprocess(
+        self,
+        ids: Iterable[str],
+        *,
+        from_stage: str | None = None,
+        reason: str = "",
+        dry_run: bool = False,
+        verb: str = "reprocess",
+        delete_files: bool = False,
+    ) -> Preview:
         """Force reprocess from the start (or from `from_stage`), overriding the current state."""
         ids = list(ids)
 
@@ -227,19 +324,30 @@ class Operator:
             if start not in order:
                 return f"has no stage {start!r} ({row['kind']} stages: {', '.join(order)})"
             if start != order[0] and pipeline.stage_index(row["kind"], row["stage"]) < order.index(start) - 1:
-                return (f"has not completed {order[order.index(start) - 1]!r} yet, so it cannot rerun from "
-                        f"{start!r}; use reprocess without --from")
+                return (
+                    f"has not completed {order[order.index(start) - 1]!r} yet, so it cannot rerun from "
+                    f"{start!r}; use reprocess without --from"
+                )
             completed = pipeline.previous_stage(row["kind"], start)
             values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], completed)}
-            return Plan(values, list(order[order.index(start):]), drop_cache=True, delete_files=delete_files)
+            return Plan(values, list(order[order.index(start) :]), drop_cache=True, delete_files=delete_files)
+
         if from_stage is not None and not any(from_stage in pipeline.stages_of(k) for k in pipeline.KINDS):
-            raise VerbError(f"{from_stage!r} is not a stage. Episode stages: {', '.join(pipeline.EPISODE_STAGES)};"
-                            f" clip stages: {', '.join(pipeline.CLIP_STAGES)}.")
+            raise VerbError(
+                f"{from_stage!r} is not a stage. Episode stages: {', '.join(pipeline.EPISODE_STAGES)};"
+                f" clip stages: {', '.join(pipeline.CLIP_STAGES)}."
+            )
         selection = _describe(ids, "") + (f" from {from_stage}" if from_stage else " from the start")
         return self._run(verb, selection, lambda c: self._select(c, ids), plan, reason, dry_run)
 
-    def reset(self, ids: Iterable[str] | None = None, *, all_items: bool = False, reason: str = "",
-              dry_run: bool = False) -> Preview:
+    def reset(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        all_items: bool = False,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> Preview:
         """Reset to discovered: clear results and errors, keep the source; everything after reruns."""
         if ids is None and not all_items:
             raise VerbError("Name the items to reset, or pass --all to reset every item (System Reset).")
@@ -249,11 +357,18 @@ class Operator:
                 return "has not completed discovered yet; nothing to reset"
             order = pipeline.stages_of(row["kind"])
             values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], "discovered")}
-            if row["stage"] is None:   # never discovered: start from the start
+            if row["stage"] is None:  # never discovered: start from the start
                 values.update(_at_stage(row["kind"], None))
             return Plan(values, list(order[1:]), drop_cache=True)
-        return self._run("reset", _describe(None if all_items else ids, "all items"),
-                         lambda c: self._select(c, None if all_items else ids), plan, reason, dry_run)
+
+        return self._run(
+            "reset",
+            _describe(None if all_items else ids, "all items"),
+            lambda c: self._select(c, None if all_items else ids),
+            plan,
+            reason,
+            dry_run,
+        )
 
     def skip(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
         """Mark the current stage done without running it (an empty checkpoint marked skipped)."""
@@ -264,10 +379,12 @@ class Operator:
                 return "is done; there is no stage to skip"
             values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], row["next_stage"])}
             return Plan(values, skipped_stage=row["next_stage"])
+
         return self._run("skip", _describe(ids, ""), lambda c: self._select(c, ids), plan, reason, dry_run)
 
     def rollback(self, item_id: str, to_stage: str, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Move `stage` back to an earlier checkpoint; later checkpoints become stale and rerun."""
+
         def plan(row):
             order = pipeline.stages_of(row["kind"])
             if to_stage not in order:
@@ -275,13 +392,22 @@ class Operator:
             if row["stage"] == to_stage:
                 raise VerbError(f"{row['id']} is already at {to_stage!r}; nothing to roll back.")
             if pipeline.stage_index(row["kind"], row["stage"]) < order.index(to_stage):
-                raise VerbError(f"Cannot roll {row['id']} back to {to_stage!r}: its last completed stage is "
-                                f"{row['stage'] or 'none'}, so that would be a move forward. Pick an earlier stage, "
-                                "or use skip to move forward.")
+                raise VerbError(
+                    f"Cannot roll {row['id']} back to {to_stage!r}: its last completed stage is "
+                    f"{row['stage'] or 'none'}, so that would be a move forward. Pick an earlier stage, "
+                    "or use skip to move forward."
+                )
             values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], to_stage)}
-            return Plan(values, list(order[order.index(to_stage) + 1:]))
-        return self._run("rollback", f"{item_id} to {to_stage}", lambda c: self._select(c, [item_id]),
-                         plan, reason, dry_run)
+            return Plan(values, list(order[order.index(to_stage) + 1 :]))
+
+        return self._run(
+            "rollback",
+            f"{item_id} to {to_stage}",
+            lambda c: self._select(c, [item_id]),
+            plan,
+            reason,
+            dry_run,
+        )
 
     def clear_cache(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
         """Remove an item's cache (and kept partial outputs); its state is not changed."""
@@ -291,16 +417,26 @@ class Operator:
             if row["status"] == "running":
                 return "is running; stop it first so its stage does not lose files under it"
             return Plan({}, drop_cache=True)
-        return self._run("clear_cache", _describe(ids, ""), lambda c: self._select(c, ids), plan,
-                         reason, dry_run)
 
-    def stop(self, ids: Iterable[str] | None = None, *, force: bool = False, reason: str = "",
-             dry_run: bool = False) -> Preview:
+        return self._run(
+            "clear_cache", _describe(ids, ""), lambda c: self._select(c, ids), plan, reason, dry_run
+        )
+
+    def stop(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        reason: str = "",
+        dry_run: bool = False,
+    ) -> Preview:
         """Stop items (they wait for resume), or with no ids stop processing: pause the engine and
         release running work at a safe point so `unpause` continues it."""
         ids_list = None if ids is None else list(ids)
         now = self.clock.now()
-        request = ("force" if force else "stop") if ids_list is not None else ("force" if force else "release")
+        request = (
+            ("force" if force else "stop") if ids_list is not None else ("force" if force else "release")
+        )
 
         def plan(row):
             if row["status"] == "running":
@@ -310,12 +446,19 @@ class Operator:
             if row["status"] in ("queued", "retrying", "blocked"):
                 return Plan({"status": "stopped", "next_attempt_at": now})
             return f"is {row['status']}; only running or waiting items can be stopped"
+
         where = "WHERE status='running'" if ids_list is None else ""
         verb = "force_stop" if force else "stop"
         if ids_list is None and not dry_run:
             self.pause(reason=reason or "stop processing")
-        return self._run(verb, _describe(ids_list, "all running work"),
-                         lambda c: self._select(c, ids_list, where=where), plan, reason, dry_run)
+        return self._run(
+            verb,
+            _describe(ids_list, "all running work"),
+            lambda c: self._select(c, ids_list, where=where),
+            plan,
+            reason,
+            dry_run,
+        )
 
     def extend(self, item_id: str, seconds: float, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Wait longer: push the stage's timeout and stall thresholds out by `seconds`."""
@@ -329,8 +472,15 @@ class Operator:
             if row["cancel_requested"] in ("timeout", "stall"):
                 values.update(cancel_requested=None, cancel_requested_at=None)
             return Plan(values)
-        return self._run("extend", f"{item_id} by {seconds:.0f} s", lambda c: self._select(c, [item_id]),
-                         plan, reason, dry_run)
+
+        return self._run(
+            "extend",
+            f"{item_id} by {seconds:.0f} s",
+            lambda c: self._select(c, [item_id]),
+            plan,
+            reason,
+            dry_run,
+        )
 
     def pause(self, *, reason: str = "", dry_run: bool = False) -> Preview:
         return self._switch("pause", "1", reason, dry_run)
@@ -344,15 +494,21 @@ class Operator:
         preview = Preview(verb, "engine")
         row = self.store.read_one("SELECT value FROM engine_state WHERE key='paused'")
         current = row["value"] if row else ""
-        preview.notes.append(f"engine {'paused' if current else 'running'} -> {'paused' if value else 'running'}")
+        preview.notes.append(
+            f"engine {'paused' if current else 'running'} -> {'paused' if value else 'running'}"
+        )
         if dry_run:
             return preview
         with self.store.write() as conn:
-            conn.execute("INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('paused',?,?,?,?)"
-                         " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                         " actor=excluded.actor, at=excluded.at", (value, reason, self.actor, now))
-            preview.event_id = transitions.record_event(conn, now, self.actor, verb, selection="engine",
-                                                        reason=reason, result=preview.notes[0])
+            conn.execute(
+                "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('paused',?,?,?,?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+                " actor=excluded.actor, at=excluded.at",
+                (value, reason, self.actor, now),
+            )
+            preview.event_id = transitions.record_event(
+                conn, now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
+            )
         preview.applied = True
         return preview
 
@@ -361,8 +517,10 @@ class Operator:
         preview = Preview("deep_clean", "workspace")
         root = self.ws.items_root
         known = {r["id"] for r in self.store.read("SELECT id FROM items")}
-        live = {(r["id"], r["lease_token"]) for r in
-                self.store.read("SELECT id, lease_token FROM items WHERE status='running'")}
+        live = {
+            (r["id"], r["lease_token"])
+            for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
+        }
         doomed: list[Path] = []
         if root.exists():
             doomed += [p for p in root.iterdir() if p.is_dir() and p.name not in known]
@@ -371,13 +529,22 @@ class Operator:
                 doomed.append(path)
         doomed += [p for p in root.glob("*/.failed-*")] if root.exists() else []
         stale = self.store.read("SELECT item_id, stage FROM checkpoints WHERE stale=1")
-        doomed += [self.ws.item_dir(r["item_id"]) / r["stage"] for r in stale
-                   if (self.ws.item_dir(r["item_id"]) / r["stage"]).exists()]
-        dead = [r for r in self.store.read("SELECT id, lease_owner, lease_token, rescues FROM items"
-                                           " WHERE status='running'") if owner_alive(r["lease_owner"] or "") is False]
-        preview.notes.append(f"{len(doomed)} folder(s) to delete, {len(stale)} stale checkpoint record(s), "
-                             f"{len(dead)} lease(s) of dead processes to rescue"
-                             + (", then VACUUM" if vacuum else ""))
+        doomed += [
+            self.ws.item_dir(r["item_id"]) / r["stage"]
+            for r in stale
+            if (self.ws.item_dir(r["item_id"]) / r["stage"]).exists()
+        ]
+        dead = [
+            r
+            for r in self.store.read(
+                "SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"
+            )
+            if owner_alive(r["lease_owner"] or "") is False
+        ]
+        preview.notes.append(
+            f"{len(doomed)} folder(s) to delete, {len(stale)} stale checkpoint record(s), "
+            f"{len(dead)} lease(s) of dead processes to rescue" + (", then VACUUM" if vacuum else "")
+        )
         preview.notes += [f"delete {p}" for p in doomed[:50]]
         preview.changes = [Change(r["id"], "", {"status": "running"}, {"status": "queued"}) for r in dead]
         if dry_run:
@@ -385,14 +552,30 @@ class Operator:
         now = self.clock.now()
         with self.store.write() as conn:
             for r in dead:
-                transitions.release(conn, r["id"], r["lease_token"], now, "dead", "queued",
-                                    "rescued by deep clean: owner process is gone", bump=True, verdict="DEAD")
+                transitions.release(
+                    conn,
+                    r["id"],
+                    r["lease_token"],
+                    now,
+                    "dead",
+                    "queued",
+                    "rescued by deep clean: owner process is gone",
+                    bump=True,
+                    verdict="DEAD",
+                )
             conn.execute("DELETE FROM checkpoints WHERE stale=1")
             for path in doomed:
                 checkpoints.discard(path)
-            preview.event_id = transitions.record_event(conn, now, self.actor, "deep_clean", selection="workspace",
-                                                        reason=reason, affected=[r["id"] for r in dead],
-                                                        result=preview.notes[0])
+            preview.event_id = transitions.record_event(
+                conn,
+                now,
+                self.actor,
+                "deep_clean",
+                selection="workspace",
+                reason=reason,
+                affected=[r["id"] for r in dead],
+                result=preview.notes[0],
+            )
         if vacuum:
             self.store.vacuum()
         preview.applied = True
@@ -403,65 +586,117 @@ class Operator:
         return self.retry(self._clip_ids(ids), reason=reason, dry_run=dry_run)
 
     def rerender_clips(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
-        return self.reprocess(self._clip_ids(ids), from_stage="rendered", reason=reason, dry_run=dry_run,
-                              verb="rerender_clips")
+        return self.reprocess(
+            self._clip_ids(ids), from_stage="rendered", reason=reason, dry_run=dry_run, verb="rerender_clips"
+        )
 
-    def delete_and_retry_clips(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
-        return self.reprocess(self._clip_ids(ids), from_stage="generated", reason=reason, dry_run=dry_run,
-                              verb="delete_and_retry_clips", delete_files=True)
+    def delete_and_retry_clips(
+        self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False
+    ) -> Preview:
+        return self.reprocess(
+            self._clip_ids(ids),
+            from_stage="generated",
+            reason=reason,
+            dry_run=dry_run,
+            verb="delete_and_retry_clips",
+            delete_files=True,
+        )
 
     def retry_all_failed_clips(self, *, reason: str = "", dry_run: bool = False) -> Preview:
         return self.retry(failed=True, kind=pipeline.CLIP, reason=reason, dry_run=dry_run)
 
-    def regenerate_all_clips(self, episode_ids: Iterable[str] | None = None, *, reason: str = "",
-                             dry_run: bool = False) -> Preview:
+    def regenerate_all_clips(
+        self, episode_ids: Iterable[str] | None = None, *, reason: str = "", dry_run: bool = False
+    ) -> Preview:
         ids = self._clips_of(episode_ids)
         if not ids:
-            raise VerbError("There are no clips to regenerate yet; clips appear after an episode's editorial stage.")
-        return self.reprocess(ids, from_stage="generated", reason=reason, dry_run=dry_run,
-                              verb="regenerate_all_clips")
+            raise VerbError(
+                "There are no clips to regenerate yet; clips appear after an episode's editorial stage."
+            )
+        return self.reprocess(
+            ids, from_stage="generated", reason=reason, dry_run=dry_run, verb="regenerate_all_clips"
+        )
 
-    def clean_and_retry_clips(self, ids: Iterable[str] | None = None, *, reason: str = "",
-                              dry_run: bool = False) -> Preview:
+    def clean_and_retry_clips(
+        self, ids: Iterable[str] | None = None, *, reason: str = "", dry_run: bool = False
+    ) -> Preview:
         if ids is None:
-            ids = [r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' AND status='failed'")]
+            ids = [
+                r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' AND status='failed'")
+            ]
             if not ids:
                 raise VerbError("No failed clips to clean and retry.")
-        return self.reprocess(self._clip_ids(ids), from_stage="generated", reason=reason, dry_run=dry_run,
-                              verb="clean_and_retry_clips", delete_files=True)
+        return self.reprocess(
+            self._clip_ids(ids),
+            from_stage="generated",
+            reason=reason,
+            dry_run=dry_run,
+            verb="clean_and_retry_clips",
+            delete_files=True,
+        )
 
     def _clip_ids(self, ids: Iterable[str]) -> list[str]:
         ids = list(ids)
-        rows = self.store.read(f"SELECT id, kind FROM items WHERE id IN ({','.join('?' * len(ids))})", ids) if ids else []
+        rows = (
+            self.store.read(f"SELECT id, kind FROM items WHERE id IN ({','.join('?' * len(ids))})", ids)
+            if ids
+            else []
+        )
         not_clips = [r["id"] for r in rows if r["kind"] != pipeline.CLIP]
         if not_clips:
-            raise VerbError(f"{', '.join(not_clips[:5])} {'is' if len(not_clips) == 1 else 'are'} not a clip; "
-                            "clip verbs take clip ids (EPISODE__cNN).")
+            raise VerbError(
+                f"{', '.join(not_clips[:5])} {'is' if len(not_clips) == 1 else 'are'} not a clip; "
+                "clip verbs take clip ids (EPISODE__cNN)."
+            )
         return ids
 
     def _clips_of(self, episode_ids: Iterable[str] | None) -> list[str]:
         if episode_ids is None:
             return [r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' ORDER BY id")]
         eps = list(episode_ids)
-        return [r["id"] for r in self.store.read(
-            f"SELECT id FROM items WHERE kind='clip' AND parent_id IN ({','.join('?' * len(eps))}) ORDER BY id", eps)]
+        return [
+            r["id"]
+            for r in self.store.read(
+                f"SELECT id FROM items WHERE kind='clip' AND parent_id IN ({','.join('?' * len(eps))}) ORDER BY id",
+                eps,
+            )
+        ]
 
     def _selection(self, ids, *, failed: bool, group: str | None, kind: str | None):
         kind_sql = f" AND kind='{kind}'" if kind in pipeline.KINDS else ""
         if group is not None:
             return self.failure_group_ids(group), f"failure group {group}", "", ()
         if failed:
-            return None, f"all failed{' ' + kind + 's' if kind else ''}", f"WHERE status='failed'{kind_sql}", ()
+            return (
+                None,
+                f"all failed{' ' + kind + 's' if kind else ''}",
+                f"WHERE status='failed'{kind_sql}",
+                (),
+            )
         if ids is None:
-            raise VerbError("Name the items to retry, or use --failed for all failed items or --group FINGERPRINT.")
+            raise VerbError(
+                "Name the items to retry, or use --failed for all failed items or --group FINGERPRINT."
+            )
         ids = list(ids)
         return ids, _describe(ids, ""), "", ()
 
 
 def _requeue(now: float) -> dict:
-    return {"status": "queued", "next_attempt_at": now, "attempts": 0, "rescues": 0, "error_class": None,
-            "error_message": None, "error_detail": None, "error_suggestion": None, "error_at": None,
-            "verdict": None, "blocked_reason": None, "progress": 0.0, "progress_message": ""}
+    return {
+        "status": "queued",
+        "next_attempt_at": now,
+        "attempts": 0,
+        "rescues": 0,
+        "error_class": None,
+        "error_message": None,
+        "error_detail": None,
+        "error_suggestion": None,
+        "error_at": None,
+        "verdict": None,
+        "blocked_reason": None,
+        "progress": 0.0,
+        "progress_message": "",
+    }
 
 
 def _at_stage(kind: str, completed: str | None) -> dict:
@@ -489,7 +724,7 @@ def _describe(ids, default: str) -> str:
 
 def _chunks(seq: list, n: int):
     for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+        yield seq[i : i + n]
 
 
 def _os_user() -> str:
@@ -497,4 +732,5 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         import os
+
         return f"uid{os.getuid()}"

@@ -6,6 +6,7 @@ STALLED (heartbeat fresh, progress frozen past the stall threshold) and SLOW
 (far below the stage's median). `enforce` asks the owner to cancel; an owner
 that does not stop within the grace period is fenced out (abandoned).
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,7 +24,7 @@ DEAD, STALLED, SLOW, TIMED_OUT = "DEAD", "STALLED", "SLOW", "TIMED OUT"
 
 
 class Watchdog:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._medians: dict[tuple[str, str], tuple[float, float | None]] = {}
 
@@ -44,18 +45,28 @@ class Watchdog:
         rows = eng.store.read(
             "SELECT id, kind, next_stage, lease_owner, lease_token, lease_expires_at, heartbeat_at, progress,"
             " progress_at, started_at, deadline_extension, cancel_requested, cancel_requested_at, verdict, rescues"
-            " FROM items WHERE status='running'")
+            " FROM items WHERE status='running'"
+        )
         for r in rows:
             kind, stage, token = r["kind"], r["next_stage"], r["lease_token"]
             with eng._lock:
                 mine = r["lease_owner"] == eng.owner and r["id"] in eng._runs
             if mine and (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after:
-                log.warning("heartbeat of %s is %.0f s old but this engine runs it (database slow or locked?)",
-                            r["id"], now - (r["heartbeat_at"] or 0))
+                log.warning(
+                    "heartbeat of %s is %.0f s old but this engine runs it (database slow or locked?)",
+                    r["id"],
+                    now - (r["heartbeat_at"] or 0),
+                )
             elif (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (r["lease_expires_at"] or 0) < now:
-                if eng.rescue(r["id"], token, r["rescues"], "dead",
-                              f"heartbeat of {r['lease_owner']} is {now - (r['heartbeat_at'] or 0):.0f} s old",
-                              now, actor="watchdog"):
+                if eng.rescue(
+                    r["id"],
+                    token,
+                    r["rescues"],
+                    "dead",
+                    f"heartbeat of {r['lease_owner']} is {now - (r['heartbeat_at'] or 0):.0f} s old",
+                    now,
+                    actor="watchdog",
+                ):
                     verdicts[r["id"]] = DEAD
                 continue
             if r["cancel_requested"] and r["cancel_requested_at"] is not None:
@@ -85,41 +96,79 @@ class Watchdog:
 
     def _set_verdict(self, item_id: str, token: int, verdict: str | None, now: float) -> None:
         with self.engine.store.write() as conn:
-            cur = conn.execute("UPDATE items SET verdict=? WHERE id=? AND lease_token=? AND status='running'",
-                               (verdict, item_id, token))
+            cur = conn.execute(
+                "UPDATE items SET verdict=? WHERE id=? AND lease_token=? AND status='running'",
+                (verdict, item_id, token),
+            )
             if cur.rowcount and verdict in (STALLED, TIMED_OUT):
                 transitions.record_event(conn, now, "watchdog", "verdict", affected=[item_id], result=verdict)
 
     def request_cancel(self, item_id: str, token: int, reason: str, now: float) -> None:
         with self.engine.store.write() as conn:
-            conn.execute("UPDATE items SET cancel_requested=?, cancel_requested_at=? WHERE id=? AND lease_token=?"
-                         " AND status='running' AND cancel_requested IS NULL", (reason, now, item_id, token))
+            conn.execute(
+                "UPDATE items SET cancel_requested=?, cancel_requested_at=? WHERE id=? AND lease_token=?"
+                " AND status='running' AND cancel_requested IS NULL",
+                (reason, now, item_id, token),
+            )
         self.engine.cancel_local(item_id, reason)
 
     def abandon_item(self, item_id: str, token: int, reason: str, now: float) -> bool:
         """Fence out an owner that did not stop: bump the token, record the attempt as abandoned."""
         eng = self.engine
         with eng.store.write() as conn:
-            row = conn.execute("SELECT kind, next_stage, attempts, started_at FROM items WHERE id=? AND"
-                               " lease_token=? AND status='running'", (item_id, token)).fetchone()
+            row = conn.execute(
+                "SELECT kind, next_stage, attempts, started_at FROM items WHERE id=? AND"
+                " lease_token=? AND status='running'",
+                (item_id, token),
+            ).fetchone()
             if row is None:
                 return False
             if reason in ("timeout", "stall"):
                 verdict = TIMED_OUT if reason == "timeout" else STALLED
                 decision = policy.after_failure(eng.config, errors.TRANSIENT, row["attempts"], now, eng.rng)
-                decision = policy.Decision(decision.status, decision.attempts, True, decision.next_attempt_at,
-                                           f"abandoned: did not stop within the grace period; {decision.text}")
+                decision = policy.Decision(
+                    decision.status,
+                    decision.attempts,
+                    True,
+                    decision.next_attempt_at,
+                    f"abandoned: did not stop within the grace period; {decision.text}",
+                )
                 message = f"{verdict.lower()}: abandoned after {now - (row['started_at'] or now):.0f} s"
-                ok = transitions.settle_failure(conn, item_id, token, now, "abandoned", decision, errors.TRANSIENT,
-                                                message, "the stage ignored its cancel token",
-                                                errors.SUGGESTIONS[errors.TRANSIENT], verdict=verdict, bump=True)
+                ok = transitions.settle_failure(
+                    conn,
+                    item_id,
+                    token,
+                    now,
+                    "abandoned",
+                    decision,
+                    errors.TRANSIENT,
+                    message,
+                    "the stage ignored its cancel token",
+                    errors.SUGGESTIONS[errors.TRANSIENT],
+                    verdict=verdict,
+                    bump=True,
+                )
             else:
-                ok = transitions.release(conn, item_id, token, now, "abandoned",
-                                         "queued" if reason in ("shutdown", "release") else "stopped",
-                                         "abandoned: force stop, the stage did not stop in time", bump=True)
+                ok = transitions.release(
+                    conn,
+                    item_id,
+                    token,
+                    now,
+                    "abandoned",
+                    "queued" if reason in ("shutdown", "release") else "stopped",
+                    "abandoned: force stop, the stage did not stop in time",
+                    bump=True,
+                )
             if ok:
-                transitions.record_event(conn, now, "watchdog", "abandon", affected=[item_id], reason=reason,
-                                         result="fenced out; worker slot released")
+                transitions.record_event(
+                    conn,
+                    now,
+                    "watchdog",
+                    "abandon",
+                    affected=[item_id],
+                    reason=reason,
+                    result="fenced out; worker slot released",
+                )
         eng.cancel_local(item_id, "lost")
         return ok
 
@@ -137,7 +186,9 @@ class Watchdog:
             return cached[1]
         rows = self.engine.store.read(
             "SELECT a.duration FROM attempts a JOIN items i ON i.id = a.item_id WHERE i.kind=? AND a.stage=?"
-            " AND a.outcome='succeeded' ORDER BY a.id DESC LIMIT 50", (kind, stage))
+            " AND a.outcome='succeeded' ORDER BY a.id DESC LIMIT 50",
+            (kind, stage),
+        )
         values = [r[0] for r in rows if r[0] is not None]
         median = statistics.median(values) if len(values) >= 5 else None
         self._medians[(kind, stage)] = (now, median)

@@ -1,4 +1,5 @@
 """A workspace: `ewg.toml`, the database, the items folder and backups."""
+
 from __future__ import annotations
 
 import functools
@@ -99,7 +100,7 @@ class Workspace:
     clock: Clock
 
     @functools.cached_property
-    def items_root(self) -> Path:          # cached: every claim builds paths under it
+    def items_root(self) -> Path:  # cached: every claim builds paths under it
         return self.root / self.config.paths.items
 
     @property
@@ -128,8 +129,10 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
     `readonly` opens it without writing anything, not even a schema migration."""
     root = Path(root)
     if not (root / CONFIG_NAME).exists():
-        raise ConfigError(f"{root} is not an ewg workspace (no {CONFIG_NAME}). Create one with "
-                          f"`ewg init {root}`, or pass --workspace DIR / set EWG_WORKSPACE.")
+        raise ConfigError(
+            f"{root} is not an ewg workspace (no {CONFIG_NAME}). Create one with "
+            f"`ewg init {root}`, or pass --workspace DIR / set EWG_WORKSPACE."
+        )
     config = configmod.load(root / CONFIG_NAME)
     path, kw = _store_for(root, config)
     check_owner(path)
@@ -144,6 +147,7 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
 
 def _user(uid: int) -> str:
     import pwd
+
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
@@ -153,14 +157,18 @@ def _user(uid: int) -> str:
 def check_owner(db: Path) -> None:
     """A workspace is used by the account that owns its database; others are refused, not half-used."""
     if db.exists() and db.stat().st_uid != os.getuid():
-        raise DatabaseError(f"{db} belongs to {_user(db.stat().st_uid)}, not to you ({_user(os.getuid())}). "
-                            "Run ewg as the workspace's owner (sudo -u OWNER ewg ...); nothing was changed.")
+        raise DatabaseError(
+            f"{db} belongs to {_user(db.stat().st_uid)}, not to you ({_user(os.getuid())}). "
+            "Run ewg as the workspace's owner (sudo -u OWNER ewg ...); nothing was changed."
+        )
 
 
 def check_foreign_engines(store: Store) -> None:
     """Refuse a workspace that a live engine of another OS user on this host is using."""
-    import psutil
     import socket
+
+    import psutil
+
     for row in store.read("SELECT owner, pid, host FROM engines WHERE state != 'stopped'"):
         if row["host"] != socket.gethostname():
             continue
@@ -169,19 +177,25 @@ def check_foreign_engines(store: Store) -> None:
         except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
             continue
         if uid != os.getuid():
-            raise DatabaseError(f"{store.path.parent} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
-                                "Stop it, or run ewg as that user; nothing was changed.")
+            raise DatabaseError(
+                f"{store.path.parent} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
+                "Stop it, or run ewg as that user; nothing was changed."
+            )
 
 
 def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | None = None) -> Workspace:
     root = Path(root)
     if (root / CONFIG_NAME).exists():
-        raise ConfigError(f"{root} already holds a workspace ({CONFIG_NAME} exists); nothing was changed. "
-                          "Open it with `ewg --workspace` or choose another folder.")
+        raise ConfigError(
+            f"{root} already holds a workspace ({CONFIG_NAME} exists); nothing was changed. "
+            "Open it with `ewg --workspace` or choose another folder."
+        )
     config = configmod.parse(config_text, root / CONFIG_NAME)
     path, kw = _store_for(root, config)
     if path.exists():
-        raise DatabaseError(f"{path} already exists; refusing to overwrite it. Move it away or choose another folder.")
+        raise DatabaseError(
+            f"{path} already exists; refusing to overwrite it. Move it away or choose another folder."
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / config.paths.items).mkdir(parents=True, exist_ok=True)
     store = Store.create(path, **kw)
@@ -192,13 +206,16 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
 
 def check_item_id(item_id: str) -> str:
     if not ITEM_ID_RE.match(item_id) or ".." in item_id:
-        raise ValueError(f"item id {item_id!r} is not allowed: use letters, digits, '_', '-' and '.', "
-                         "at most 200 characters, starting with a letter or digit")
+        raise ValueError(
+            f"item id {item_id!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "at most 200 characters, starting with a letter or digit"
+        )
     return item_id
 
 
-def add_episode(ws: Workspace, item_id: str, source: str, show: str = "", title: str = "",
-                stage: str | None = None) -> bool:
+def add_episode(
+    ws: Workspace, item_id: str, source: str, show: str = "", title: str = "", stage: str | None = None
+) -> bool:
     """Insert a new episode (ready to run its next stage); an existing id is left untouched (False)."""
     check_item_id(item_id)
     if stage is not None:
@@ -210,6 +227,19 @@ def add_episode(ws: Workspace, item_id: str, source: str, show: str = "", title:
             "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
             " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO NOTHING",
-            (item_id, pipeline.EPISODE, source, show, title, stage, nxt, pipeline.EPISODE_STAGES[-1],
-             "queued" if nxt else "done", now, now, now))
+            (
+                item_id,
+                pipeline.EPISODE,
+                source,
+                show,
+                title,
+                stage,
+                nxt,
+                pipeline.EPISODE_STAGES[-1],
+                "queued" if nxt else "done",
+                now,
+                now,
+                now,
+            ),
+        )
         return cur.rowcount == 1

@@ -1,4 +1,5 @@
 """The operator console: a thin App that wires the workspace, the engine and the screens together."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,12 +34,22 @@ class EwgApp(App[int]):
     TITLE = "ewg"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDINGS = [
-        Binding("q", "quit_console", "Quit", id="app.quit", tooltip="Quit; asks what to do with work in flight"),
+        Binding(
+            "q", "quit_console", "Quit", id="app.quit", tooltip="Quit; asks what to do with work in flight"
+        ),
     ]
 
-    def __init__(self, ws: Workspace, *, engine: Engine | None = None, readonly: bool = False,
-                 clock: Clock | None = None, poll_interval: float = POLL_INTERVAL, actor: str | None = None,
-                 cursor_blink: bool = True) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        engine: Engine | None = None,
+        readonly: bool = False,
+        clock: Clock | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        actor: str | None = None,
+        cursor_blink: bool = True,
+    ) -> None:
         super().__init__()
         self.ws = ws
         self.engine = engine
@@ -47,7 +58,7 @@ class EwgApp(App[int]):
         self.poll_interval = poll_interval
         self.operator = Operator(ws, actor=actor)
         self.leave_running = False
-        self.cursor_blink = cursor_blink      # snapshot tests turn it off
+        self.cursor_blink = cursor_blink  # snapshot tests turn it off
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -66,7 +77,7 @@ class EwgApp(App[int]):
     def on_engine_notice(self, message: EngineNotice) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, MainScreen):
-                screen.post_message(EngineNotice(message.event))   # dropped if the screen is closing
+                screen.post_message(EngineNotice(message.event))  # dropped if the screen is closing
 
     def action_quit_console(self) -> None:
         engine = self.engine
@@ -85,6 +96,7 @@ class EwgApp(App[int]):
             elif choice == LEAVE:
                 self.leave_running = True
                 self.exit()
+
         self.push_screen(QuitScreen(busy), decided)
 
     @work(thread=True, group="shutdown", exit_on_error=False)

@@ -6,6 +6,7 @@ status, and carry out operator verbs through the engine API. Exit codes:
 config, unknown ids), 3 the database is missing, damaged or too new.
 Textual is imported only when the console opens, so scripts stay fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine import pipeline, queries
 from engine.clock import iso
@@ -36,7 +38,9 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's default exit code is 2 too; keep its wording short
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"ewg: {message}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n")
+        self.exit(
+            EXIT_USAGE, f"ewg: {message}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -61,12 +65,21 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
-    p.add_argument("--workspace", "-w", metavar="DIR",
-                   help="workspace folder (default: $EWG_WORKSPACE or the current folder)")
+    p.add_argument(
+        "--workspace",
+        "-w",
+        metavar="DIR",
+        help="workspace folder (default: $EWG_WORKSPACE or the current folder)",
+    )
     p.add_argument("--readonly", action="store_true", help="console: everything visible, no verb runs")
-    p.add_argument("--attach", action="store_true",
-                   help="console: show the work of a headless engine running elsewhere (same as --workers 0)")
-    p.add_argument("--workers", type=_positive_int, metavar="N", help="worker threads (default from ewg.toml)")
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="console: show the work of a headless engine running elsewhere (same as --workers 0)",
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="worker threads (default from ewg.toml)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def verb_parser(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -79,39 +92,66 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
     d.add_argument("dir", nargs="?", help="where (default: ./demo-workspace, replaced if it is a demo)")
     d.add_argument("--episodes", type=_positive_int, default=6, help="good episodes to generate (default 6)")
-    d.add_argument("--headless", action="store_true", help="run it headless until idle instead of the console")
-    d.add_argument("--simulated", action="store_true",
-                   help="simulated stages with scripted faults instead of real media (no PyAV work)")
+    d.add_argument(
+        "--headless", action="store_true", help="run it headless until idle instead of the console"
+    )
+    d.add_argument(
+        "--simulated",
+        action="store_true",
+        help="simulated stages with scripted faults instead of real media (no PyAV work)",
+    )
 
     i = sub.add_parser("init", help="create a workspace: ewg.toml with every default, the database, items/")
     i.add_argument("dir", nargs="?", help="folder (default: the workspace)")
-    i.add_argument("--demo", type=_positive_int, metavar="N",
-                   help="also generate N demo episodes (real media files) with bad inputs and injected faults")
-    i.add_argument("--simulated", action="store_true", help="with --demo: simulated stages instead of real media")
+    i.add_argument(
+        "--demo",
+        type=_positive_int,
+        metavar="N",
+        help="also generate N demo episodes (real media files) with bad inputs and injected faults",
+    )
+    i.add_argument(
+        "--simulated", action="store_true", help="with --demo: simulated stages instead of real media"
+    )
     i.add_argument("--print-config", action="store_true", help="print the default ewg.toml and exit")
 
     r = sub.add_parser("run", help="run the engine without the console")
     r.add_argument("--headless", action="store_true", help="(the default for `run`; kept for scripts)")
-    r.add_argument("--until-idle", action="store_true",
-                   help="return once nothing is pending, running or waiting for a retry")
+    r.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="return once nothing is pending, running or waiting for a retry",
+    )
     r.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
-    r.add_argument("--workers", dest="run_workers", type=_positive_int, metavar="N",
-                   help="worker threads (default from ewg.toml)")
+    r.add_argument(
+        "--workers",
+        dest="run_workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker threads (default from ewg.toml)",
+    )
 
     sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
     sc.add_argument("--json", action="store_true")
 
-    dr = sub.add_parser("doctor", help="check the workspace (database, leases, temp files, checkpoints, disk, "
-                                       "services, dependencies, backups); --repair fixes what is safe")
-    dr.add_argument("--repair", action="store_true",
-                    help="sweep temp files, rescue dead leases, rerun stages with damaged checkpoints (audited)")
+    dr = sub.add_parser(
+        "doctor",
+        help="check the workspace (database, leases, temp files, checkpoints, disk, "
+        "services, dependencies, backups); --repair fixes what is safe",
+    )
+    dr.add_argument(
+        "--repair",
+        action="store_true",
+        help="sweep temp files, rescue dead leases, rerun stages with damaged checkpoints (audited)",
+    )
     dr.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="counts and per-item state")
     s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
     f = sub.add_parser("failures", help="failure groups: stage + error class + normalized message")
     f.add_argument("--json", action="store_true")
-    m = sub.add_parser("metrics", help="recovery success rate, time to recovery, failure points, verb effectiveness")
+    m = sub.add_parser(
+        "metrics", help="recovery success rate, time to recovery, failure points, verb effectiveness"
+    )
     m.add_argument("--json", action="store_true")
     lg = sub.add_parser("log", help="the audit/engine log, or one item's attempt history and log tail")
     lg.add_argument("id", nargs="?")
@@ -121,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = verb_parser("retry", "retry failed, waiting, blocked or stopped items now (fresh attempt budget)")
     v.add_argument("ids", nargs="*", metavar="ID")
     v.add_argument("--failed", action="store_true", help="every failed item")
-    v.add_argument("--group", metavar="FINGERPRINT", help="every failed item of a failure group (`ewg failures`)")
+    v.add_argument(
+        "--group", metavar="FINGERPRINT", help="every failed item of a failure group (`ewg failures`)"
+    )
     v = verb_parser("reprocess", "force reprocess from the start, or from a stage")
     v.add_argument("ids", nargs="+", metavar="ID")
     v.add_argument("--from", dest="from_stage", metavar="STAGE")
@@ -140,15 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     verb_parser("deep-clean", "sweep orphans, temp files, stale checkpoints and dead leases; vacuum")
     v = verb_parser("stop", "stop items (they wait for resume); with no ids stop all processing (pause)")
     v.add_argument("ids", nargs="*", metavar="ID")
-    v.add_argument("--force", action="store_true", help="kill subprocesses now; abandon stages that ignore it")
+    v.add_argument(
+        "--force", action="store_true", help="kill subprocesses now; abandon stages that ignore it"
+    )
     v = verb_parser("extend", "wait longer: push a running item's timeout and stall limits out")
     v.add_argument("id", metavar="ID")
     v.add_argument("seconds", type=_seconds, metavar="SECONDS")
     verb_parser("pause", "stop claiming new work (running work finishes)")
     verb_parser("unpause", "claim work again")
 
-    clip = sub.add_parser("clip", help="clip verbs: retry, rerender, delete-retry, retry-failed, regenerate-all, "
-                                       "clean-retry")
+    clip = sub.add_parser(
+        "clip", help="clip verbs: retry, rerender, delete-retry, retry-failed, regenerate-all, clean-retry"
+    )
     csub = clip.add_subparsers(dest="clip_command", metavar="VERB", parser_class=_Parser, required=True)
 
     def clip_parser(name: str, help_text: str, ids: str) -> None:
@@ -158,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         cp.add_argument("--json", action="store_true")
         if ids:
             cp.add_argument("ids", nargs=ids, metavar="ID")
+
     clip_parser("retry", "retry failed clips", "+")
     clip_parser("rerender", "render clips again from their generated cut", "+")
     clip_parser("delete-retry", "delete clips' files and generate them again", "+")
@@ -217,17 +263,31 @@ def _cmd_status(ws: Workspace, args) -> int:
         print(f"engine: not claiming work: {ov.resource_pause}")
     for svc in ov.services:
         if not svc["ok"]:
-            print(f"service {svc['name']} is DOWN since {iso(svc['since'])} ({svc['message']}); "
-                  "the stages that need it wait as blocked, spending no attempts")
+            print(
+                f"service {svc['name']} is DOWN since {iso(svc['since'])} ({svc['message']}); "
+                "the stages that need it wait as blocked, spending no attempts"
+            )
     if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
-        print(f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
-              "check for long-running sqlite3 sessions or backups on this workspace")
+        print(
+            f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
+            "check for long-running sqlite3 sessions or backups on this workspace"
+        )
     rows = []
     for item in doc["episodes"] + doc["clips"]:
         attempts = f"{item['attempts']}/{ws.config.retry.max_attempts}" if item["attempts"] else ""
         message = item["blocked_reason"] if item["status"] == "blocked" else item["error_message"]
-        rows.append([item["id"], item["kind"], item["stage"] or "-", item["status"], attempts, item["verdict"],
-                     item["error_class"], (message or "")[:60]])
+        rows.append(
+            [
+                item["id"],
+                item["kind"],
+                item["stage"] or "-",
+                item["status"],
+                attempts,
+                item["verdict"],
+                item["error_class"],
+                (message or "")[:60],
+            ]
+        )
     if rows:
         print()
         print(_table(rows, ["ID", "KIND", "STAGE", "STATUS", "ATTEMPTS", "VERDICT", "ERROR", "MESSAGE"]))
@@ -265,19 +325,38 @@ def _cmd_metrics(ws: Workspace, args) -> int:
     if args.json:
         print(json.dumps(m, indent=1))
         return EXIT_OK
-    print(f"recovery success rate: {_pct(m['recovery_success_rate'])} "
-          f"({m['recovered']} of {m['failures']} failed stages recovered)")
+    print(
+        f"recovery success rate: {_pct(m['recovery_success_rate'])} "
+        f"({m['recovered']} of {m['failures']} failed stages recovered)"
+    )
     t = m["time_to_recovery_s"]
     print(f"time to recovery: median {_secs(t['median'])}, mean {_secs(t['mean'])}, max {_secs(t['max'])}")
     if m["top_failure_points"]:
         print("\nmost common failure points:")
-        print(_table([[p["kind"], p["stage"], p["error_class"], p["count"]] for p in m["top_failure_points"]],
-                     ["KIND", "STAGE", "CLASS", "COUNT"]))
+        print(
+            _table(
+                [[p["kind"], p["stage"], p["error_class"], p["count"]] for p in m["top_failure_points"]],
+                ["KIND", "STAGE", "CLASS", "COUNT"],
+            )
+        )
     if m["action_effectiveness"]:
         print("\naction effectiveness:")
-        print(_table([[a["verb"], a["items"], a["succeeded"], a["failed_again"], a["pending"],
-                       _pct(a["refailure_rate"])] for a in m["action_effectiveness"]],
-                     ["VERB", "ITEMS", "SUCCEEDED", "FAILED AGAIN", "PENDING", "RE-FAILURE RATE"]))
+        print(
+            _table(
+                [
+                    [
+                        a["verb"],
+                        a["items"],
+                        a["succeeded"],
+                        a["failed_again"],
+                        a["pending"],
+                        _pct(a["refailure_rate"]),
+                    ]
+                    for a in m["action_effectiveness"]
+                ],
+                ["VERB", "ITEMS", "SUCCEEDED", "FAILED AGAIN", "PENDING", "RE-FAILURE RATE"],
+            )
+        )
     return EXIT_OK
 
 
@@ -292,13 +371,18 @@ def _cmd_log(ws: Workspace, args) -> int:
     for e in reversed(events):
         affected = e["affected"] or []
         target = ", ".join(affected[:3]) + (f" (+{len(affected) - 3})" if len(affected) > 3 else "")
-        print(f"{iso(e['at'])}  {e['actor']:<10} {e['verb']:<16} {target or e['selection']}"
-              + (f"  reason: {e['reason']}" if e["reason"] else "") + (f"  -> {e['result']}" if e["result"] else ""))
+        print(
+            f"{iso(e['at'])}  {e['actor']:<10} {e['verb']:<16} {target or e['selection']}"
+            + (f"  reason: {e['reason']}" if e["reason"] else "")
+            + (f"  -> {e['result']}" if e["result"] else "")
+        )
     if attempts:
         print(f"\nattempts of {args.id}:")
         for a in attempts:
-            print(f"  #{a['number']} {a['stage']:<12} {a['outcome'] or 'running':<10} "
-                  f"{_secs(a['duration']):>8}  {a['error_class'] or ''} {a['error_message'] or ''}")
+            print(
+                f"  #{a['number']} {a['stage']:<12} {a['outcome'] or 'running':<10} "
+                f"{_secs(a['duration']):>8}  {a['error_class'] or ''} {a['error_message'] or ''}"
+            )
             if a["decision"]:
                 print(f"      decision: {a['decision']}")
         last = attempts[-1]
@@ -313,8 +397,11 @@ def _cmd_verb(ws: Workspace, args) -> int:
     kw = {"reason": args.reason, "dry_run": args.dry_run}
     cmd = args.command
     calls: dict[str, Callable[[], Preview]] = {
-        "retry": lambda: op.retry(args.ids or None, failed=args.failed, group=args.group, **kw)
-        if (args.ids or args.failed or args.group) else _missing("retry", "ID..., --failed or --group FINGERPRINT"),
+        "retry": lambda: (
+            op.retry(args.ids or None, failed=args.failed, group=args.group, **kw)
+            if (args.ids or args.failed or args.group)
+            else _missing("retry", "ID..., --failed or --group FINGERPRINT")
+        ),
         "reprocess": lambda: op.reprocess(args.ids, from_stage=args.from_stage, **kw),
         "resume": lambda: op.resume(args.ids or None, **kw),
         "reset": lambda: op.reset(args.ids or None, all_items=args.all, **kw),
@@ -372,15 +459,21 @@ def _cmd_run(ws: Workspace, args) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     engine.start()
-    print(f"engine {engine.owner} running with {engine.workers} worker(s) on {ws.root}"
-          + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"), flush=True)
+    print(
+        f"engine {engine.owner} running with {engine.workers} worker(s) on {ws.root}"
+        + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"),
+        flush=True,
+    )
     try:
         while not wake.wait(0.25):
             if args.until_idle and engine.idle():
                 break
         if signals["count"]:
-            print(f"stopping gracefully (up to {ws.config.engine.stop_grace:.0f} s; signal again to force)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"stopping gracefully (up to {ws.config.engine.stop_grace:.0f} s; signal again to force)",
+                file=sys.stderr,
+                flush=True,
+            )
         engine.stop()
     finally:
         for s, h in old.items():
@@ -391,7 +484,9 @@ def _cmd_run(ws: Workspace, args) -> int:
         print(f"{kind}s: " + (", ".join(f"{n} {s}" for s, n in by.items()) or "none"))
     failed = sum(counts[k]["by_status"]["failed"] for k in pipeline.KINDS)
     if failed:
-        print(f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them.")
+        print(
+            f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them."
+        )
     return EXIT_OK
 
 
@@ -402,9 +497,12 @@ def _cmd_init(args) -> int:
     root = resolve_root(args.dir or args.workspace)
     if args.demo:
         ws = _make_demo(root, args.demo, args.simulated)
-        print(f"Created a demo workspace in {root} with {args.demo} episodes, bad inputs and injected faults.")
+        print(
+            f"Created a demo workspace in {root} with {args.demo} episodes, bad inputs and injected faults."
+        )
     else:
         from engine.workspace import init_workspace
+
         ws = init_workspace(root)
         print(f"Created a workspace in {root}: edit {root / 'ewg.toml'}, then `ewg --workspace {root}`.")
     ws.close()
@@ -413,6 +511,7 @@ def _cmd_init(args) -> int:
 
 def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
     from engine import demo
+
     if simulated:
         return demo.create_demo(root, count=count)
     return demo.create_media_demo(root, count=count)
@@ -420,12 +519,20 @@ def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
 
 def _cmd_scan(ws: Workspace, args) -> int:
     from engine.intake import scan_once
+
     intake = scan_once(ws, actor=Operator(ws).actor)
     if args.json:
-        print(json.dumps({"added": intake.added, "known": intake.known,
-                          "waiting": [{"file": str(p), "why": w} for p, w in intake.waiting],
-                          "missing_folders": [{"show": s, "folder": str(p)} for s, p in intake.missing_folders]},
-                         indent=1))
+        print(
+            json.dumps(
+                {
+                    "added": intake.added,
+                    "known": intake.known,
+                    "waiting": [{"file": str(p), "why": w} for p, w in intake.waiting],
+                    "missing_folders": [{"show": s, "folder": str(p)} for s, p in intake.missing_folders],
+                },
+                indent=1,
+            )
+        )
         return EXIT_OK
     print(f"{len(intake.added)} new episode(s), {intake.known} already known, {len(intake.waiting)} waiting.")
     for item_id in intake.added:
@@ -440,6 +547,7 @@ def _cmd_scan(ws: Workspace, args) -> int:
 def _cmd_doctor(root: Path, args) -> int:
     """Works on a workspace that cannot be opened (that is when it is needed most): never opens it normally."""
     from engine.doctor import diagnose
+
     report = diagnose(root, repair=args.repair)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
@@ -453,13 +561,19 @@ def _cmd_demo(args) -> int:
     if root.exists() and any(root.iterdir()):
         marker = root / "ewg.toml"
         if not (marker.exists() and "[demo]" in marker.read_text(encoding="utf-8", errors="replace")):
-            raise UsageError(f"{root} exists and is not a demo workspace; choose another folder "
-                             "(ewg demo DIR) so nothing of yours is replaced.")
+            raise UsageError(
+                f"{root} exists and is not a demo workspace; choose another folder "
+                "(ewg demo DIR) so nothing of yours is replaced."
+            )
         import shutil
+
         shutil.rmtree(root)
     ws = _make_demo(root, args.episodes, args.simulated)
-    print(f"Demo workspace: {root} ({args.episodes} episodes plus bad inputs; faults injected: transient, hang, "
-          "corrupt source, disk full, slow, missing dependency).", flush=True)
+    print(
+        f"Demo workspace: {root} ({args.episodes} episodes plus bad inputs; faults injected: transient, hang, "
+        "corrupt source, disk full, slow, missing dependency).",
+        flush=True,
+    )
     if args.headless:
         args.until_idle, args.quiet = True, False
         return _cmd_run(ws, args)
@@ -468,14 +582,32 @@ def _cmd_demo(args) -> int:
 
 
 def _console(root: Path, args) -> int:
-    ws = open_workspace(root, readonly=args.readonly)   # validate before the screen takes over: errors print plainly
+    ws = open_workspace(
+        root, readonly=args.readonly
+    )  # validate before the screen takes over: errors print plainly
     ws.close()
     from ewg_tui.app import run_console
+
     return run_console(root, workers=args.workers, attach=args.attach, readonly=args.readonly)
 
 
-WRITES = {"retry", "reprocess", "resume", "reset", "skip", "rollback", "clear-cache", "deep-clean", "stop",
-          "extend", "pause", "unpause", "clip", "run", "scan"}
+WRITES = {
+    "retry",
+    "reprocess",
+    "resume",
+    "reset",
+    "skip",
+    "rollback",
+    "clear-cache",
+    "deep-clean",
+    "stop",
+    "extend",
+    "pause",
+    "unpause",
+    "clip",
+    "run",
+    "scan",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,8 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ewg: {exc}", file=sys.stderr)
         return EXIT_DATABASE
     except sqlite3.DatabaseError as exc:
-        print(f"ewg: the database cannot be used ({exc}). `ewg doctor` checks it and shows the way back "
-              "from the newest backup.", file=sys.stderr)
+        print(
+            f"ewg: the database cannot be used ({exc}). `ewg doctor` checks it and shows the way back "
+            "from the newest backup.",
+            file=sys.stderr,
+        )
         return EXIT_DATABASE
     except KeyboardInterrupt:
         return 130
@@ -519,8 +654,13 @@ def _dispatch(args) -> int:
     try:
         if args.command == "run":
             return _cmd_run(ws, args)
-        handler = {"status": _cmd_status, "failures": _cmd_failures, "metrics": _cmd_metrics,
-                   "log": _cmd_log, "scan": _cmd_scan}.get(args.command, _cmd_verb)
+        handler = {
+            "status": _cmd_status,
+            "failures": _cmd_failures,
+            "metrics": _cmd_metrics,
+            "log": _cmd_log,
+            "scan": _cmd_scan,
+        }.get(args.command, _cmd_verb)
         return handler(ws, args)
     finally:
         ws.close()

@@ -1,4 +1,5 @@
 """Messages between threads and widgets: small dataclasses, posted with `post_message` (thread-safe)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,12 +24,12 @@ class ViewData:
     clips: list[dict]
     clip_offset: int
     clip_total: int
-    detail_id: str | None                 # the item whose detail was asked for
+    detail_id: str | None  # the item whose detail was asked for
     detail: dict | None
     detail_attempts: list[dict]
     overview: Overview | None = None
     counts: dict | None = None
-    follow_ups: dict[str, str] = field(default_factory=dict)   # item id -> succeeded | failed_again
+    follow_ups: dict[str, str] = field(default_factory=dict)  # item id -> succeeded | failed_again
 
 
 class ViewRead(Message):
@@ -36,7 +37,7 @@ class ViewRead(Message):
 
     def __init__(self, data: ViewData | None) -> None:
         super().__init__()
-        self.data = data                  # None: the read was interrupted because the view changed
+        self.data = data  # None: the read was interrupted because the view changed
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ViewRead)
@@ -82,8 +83,14 @@ class VerbRefused(Message):
 class DetailRead(Message):
     """The item detail screen's data."""
 
-    def __init__(self, item: dict | None, attempts: list[dict], checkpoints: list[dict], clips: list[dict],
-                 events: list[dict]) -> None:
+    def __init__(
+        self,
+        item: dict | None,
+        attempts: list[dict],
+        checkpoints: list[dict],
+        clips: list[dict],
+        events: list[dict],
+    ) -> None:
         super().__init__()
         self.item = item
         self.attempts = attempts

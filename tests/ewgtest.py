@@ -1,4 +1,5 @@
 """Helpers shared by the test suites: fast workspace configurations (engine intervals shrunk)."""
+
 from __future__ import annotations
 
 import re
@@ -6,9 +7,17 @@ import re
 from engine.demo import demo_config, set_key
 
 FAST = {
-    "heartbeat_interval": "0.2", "dead_after": "1.5", "check_interval": "0.2", "poll_interval": "0.05",
-    "stall_after": "1.0", "base_delay": "0.1", "max_delay": "0.5", "stop_grace": "1.0", "force_grace": "0.5",
-    "interval": "0.3", "backup_interval": "0",
+    "heartbeat_interval": "0.2",
+    "dead_after": "1.5",
+    "check_interval": "0.2",
+    "poll_interval": "0.05",
+    "stall_after": "1.0",
+    "base_delay": "0.1",
+    "max_delay": "0.5",
+    "stop_grace": "1.0",
+    "force_grace": "0.5",
+    "interval": "0.3",
+    "backup_interval": "0",
 }
 
 

@@ -1,4 +1,5 @@
 """Stage callables used by the engine tests (kind = "python")."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ def record(ctx) -> None:
     start = time.time()
     ctx.cancel.wait(float(ctx.options.get("seconds", 0.05)))
     (ctx.output_dir / "out.txt").write_text(f"{ctx.item.id} {ctx.stage}\n")
-    line = json.dumps({"item": ctx.item.id, "stage": ctx.stage, "pid": os.getpid(), "start": start,
-                       "end": time.time()}) + "\n"
+    line = (
+        json.dumps(
+            {"item": ctx.item.id, "stage": ctx.stage, "pid": os.getpid(), "start": start, "end": time.time()}
+        )
+        + "\n"
+    )
     fd = os.open(ctx.options["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line.encode())

@@ -5,6 +5,7 @@ stage configured with kind = "builtin" resolves to the function named here.
 Modules are imported lazily by the engine (by their "module:function" path):
 registering costs nothing and needs none of the media libraries.
 """
+
 from __future__ import annotations
 
 from ..stages import BUILTIN

@@ -3,6 +3,7 @@
 A segment is `{"start": s, "end": s, "text": str}` with seconds as floats; it is
 the transcript format every later stage reads (segments.json).
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,7 @@ def parse_captions(text: str) -> list[dict]:
             g = m.groups()
             start = _seconds(g[1], g[2], g[3], g[4])
             end = _seconds(g[6], g[7], g[8], g[9])
-            words = " ".join(_TAG.sub("", ln) for ln in lines[i + 1:] if ln)
+            words = " ".join(_TAG.sub("", ln) for ln in lines[i + 1 :] if ln)
             words = re.sub(r"\s+", " ", words).strip()
             if words and end > start:
                 segments.append({"start": round(start, 3), "end": round(end, 3), "text": words})
@@ -60,8 +61,10 @@ def srt_time(seconds: float) -> str:
 
 
 def to_srt(segments: list[dict]) -> str:
-    blocks = [f"{n}\n{srt_time(seg['start'])} --> {srt_time(seg['end'])}\n{seg['text']}\n"
-              for n, seg in enumerate(segments, 1)]
+    blocks = [
+        f"{n}\n{srt_time(seg['start'])} --> {srt_time(seg['end'])}\n{seg['text']}\n"
+        for n, seg in enumerate(segments, 1)
+    ]
     return "\n".join(blocks)
 
 
@@ -73,6 +76,6 @@ def clip_segments(segments: list[dict], start: float, end: float) -> list[dict]:
             continue
         s = max(seg["start"], start) - start
         e = min(seg["end"], end) - start
-        if e - s >= 0.05:   # a sliver of a cue at the edge would flash unreadably
+        if e - s >= 0.05:  # a sliver of a cue at the edge would flash unreadably
             out.append({"start": round(s, 3), "end": round(e, 3), "text": seg["text"]})
     return out

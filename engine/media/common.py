@@ -1,9 +1,10 @@
 """Small helpers the media stages share: reading checkpoints, writing outputs, options."""
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,26 @@ def read_input(ctx: StageContext, stage: str, name: str, parent: bool = False) -
     whose = "the episode's" if parent else "this item's"
     folder = inputs.get(stage)
     if folder is None:
-        raise StageError(errors.PERSISTENT, f"{whose} {stage} checkpoint is missing, so {ctx.stage} has no input",
-                         suggestion=f"Force reprocess the episode from {stage} (R), then retry this item.")
+        raise StageError(
+            errors.PERSISTENT,
+            f"{whose} {stage} checkpoint is missing, so {ctx.stage} has no input",
+            suggestion=f"Force reprocess the episode from {stage} (R), then retry this item.",
+        )
     path = Path(folder) / name
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise StageError(errors.CACHE_RELATED, f"checkpoint file {path} is missing; the {stage} checkpoint is damaged",
-                         suggestion=f"Force reprocess from {stage} (R).") from None
+        raise StageError(
+            errors.CACHE_RELATED,
+            f"checkpoint file {path} is missing; the {stage} checkpoint is damaged",
+            suggestion=f"Force reprocess from {stage} (R).",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(errors.CACHE_RELATED, f"checkpoint file {path} is corrupt: {exc}",
-                         suggestion=f"Force reprocess from {stage} (R).") from None
+        raise StageError(
+            errors.CACHE_RELATED,
+            f"checkpoint file {path} is corrupt: {exc}",
+            suggestion=f"Force reprocess from {stage} (R).",
+        ) from None
 
 
 def option(ctx: StageContext, key: str, default: Any, kind: type) -> Any:
@@ -47,9 +57,11 @@ def option(ctx: StageContext, key: str, default: Any, kind: type) -> Any:
         return float(value)
     if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
         return value
-    raise StageError(errors.CONFIG_ERROR,
-                     f"[stages.{ctx.item.kind}.{ctx.stage}] options.{key} must be {kind.__name__}, got {value!r}",
-                     suggestion=f"Fix options.{key} in ewg.toml, then retry (r).")
+    raise StageError(
+        errors.CONFIG_ERROR,
+        f"[stages.{ctx.item.kind}.{ctx.stage}] options.{key} must be {kind.__name__}, got {value!r}",
+        suggestion=f"Fix options.{key} in ewg.toml, then retry (r).",
+    )
 
 
 def episode_date(item_id: str, fallback_ts: float | None) -> str:
@@ -59,7 +71,7 @@ def episode_date(item_id: str, fallback_ts: float | None) -> str:
         return m.group(1)
     if fallback_ts is None:
         return ""
-    return datetime.fromtimestamp(fallback_ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(fallback_ts, tz=UTC).strftime("%Y-%m-%d")
 
 
 def timestamp(seconds: float) -> str:

@@ -7,11 +7,12 @@ source), a video with no captions (missing dependency when there is no
 Whisper), a zero-byte file (corrupt source) and a file still being copied
 (fresh mtime: the scanner waits). Everything is seeded and local: no network.
 """
+
 from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,20 +23,56 @@ from .captions import to_srt
 from .discovery import humanise_title, make_item_id, show_slug
 
 SHOWS = ("AI Weekly", "Deep Dive", "Lab Notes")
-SUBJECTS = ("neural networks", "language models", "GPU clusters", "robotics", "data privacy",
-            "open source models", "edge devices", "reinforcement learning", "chip design", "model evaluation")
-VERBS = ("changes how we think about", "makes it cheaper to build", "is reshaping", "raises new questions about",
-         "finally explains", "depends heavily on")
-OPENERS = ("Today we talk about", "Our guest explains", "Let us look at", "The big story this week is",
-           "Here is why", "Researchers found that")
-CLOSERS = ("and what it means for developers.", "in real production systems.", "for small teams.",
-           "according to the latest benchmarks.", "and the trade-offs involved.", "in the next few years.")
+SUBJECTS = (
+    "neural networks",
+    "language models",
+    "GPU clusters",
+    "robotics",
+    "data privacy",
+    "open source models",
+    "edge devices",
+    "reinforcement learning",
+    "chip design",
+    "model evaluation",
+)
+VERBS = (
+    "changes how we think about",
+    "makes it cheaper to build",
+    "is reshaping",
+    "raises new questions about",
+    "finally explains",
+    "depends heavily on",
+)
+OPENERS = (
+    "Today we talk about",
+    "Our guest explains",
+    "Let us look at",
+    "The big story this week is",
+    "Here is why",
+    "Researchers found that",
+)
+CLOSERS = (
+    "and what it means for developers.",
+    "in real production systems.",
+    "for small teams.",
+    "according to the latest benchmarks.",
+    "and the trade-offs involved.",
+    "in the next few years.",
+)
 
-EPOCH = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc).timestamp()   # demo episodes are dated from here
+EPOCH = datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp()  # demo episodes are dated from here
 
 
-def write_test_video(path: Path, seconds: float, seed: int, width: int = 160, height: int = 90, fps: int = 25,
-                     sample_rate: int = 22050, tone_hz: float = 440.0) -> None:
+def write_test_video(
+    path: Path,
+    seconds: float,
+    seed: int,
+    width: int = 160,
+    height: int = 90,
+    fps: int = 25,
+    sample_rate: int = 22050,
+    tone_hz: float = 440.0,
+) -> None:
     """An MP4 with a moving bar over a gradient (H.264) and a sine tone (AAC)."""
     rng = np.random.default_rng(seed)
     base = np.zeros((height, width, 3), dtype=np.uint8)
@@ -47,13 +84,13 @@ def write_test_video(path: Path, seconds: float, seed: int, width: int = 160, he
         video = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.options = {"preset": "ultrafast"} if video.name == "libx264" else {}
-        video.codec_context.thread_count = 1          # repeatable demo files for a given seed
+        video.codec_context.thread_count = 1  # repeatable demo files for a given seed
         audio = out.add_stream("aac", rate=sample_rate, layout="mono")
         frames = int(round(seconds * fps))
         for i in range(frames):
             img = base.copy()
             x = int(i * 4) % width
-            img[:, x:x + 8] = 255
+            img[:, x : x + 8] = 255
             # Explicit conversion: the encoder's implicit one is not repeatable byte for byte.
             frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
             frame.pts = i
@@ -67,7 +104,7 @@ def write_test_video(path: Path, seconds: float, seed: int, width: int = 160, he
         t = np.arange(total) / sample_rate
         wave = (0.2 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
         for start in range(0, total, chunk):
-            samples = wave[start:start + chunk]
+            samples = wave[start : start + chunk]
             frame = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")
             frame.sample_rate = sample_rate
             frame.pts = start
@@ -84,8 +121,10 @@ def speech_segments(seconds: float, rng: random.Random, cue: float = 1.2) -> lis
     t = 0.0
     while t + 0.4 < seconds:
         end = min(seconds, t + cue)
-        sentence = (f"{rng.choice(OPENERS)} {rng.choice(SUBJECTS)}, which {rng.choice(VERBS)} "
-                    f"{rng.choice(SUBJECTS)} {rng.choice(CLOSERS)}")
+        sentence = (
+            f"{rng.choice(OPENERS)} {rng.choice(SUBJECTS)}, which {rng.choice(VERBS)} "
+            f"{rng.choice(SUBJECTS)} {rng.choice(CLOSERS)}"
+        )
         segments.append({"start": round(t, 3), "end": round(end - 0.05, 3), "text": sentence})
         t = end
     return segments
@@ -95,8 +134,14 @@ def _set_mtime(path: Path, ts: float) -> None:
     os.utime(path, (ts, ts))
 
 
-def generate_demo_media(folder: Path, count: int, seed: int, seconds: float = 4.0,
-                        bad_inputs: bool = True, now: float | None = None) -> list[dict]:
+def generate_demo_media(
+    folder: Path,
+    count: int,
+    seed: int,
+    seconds: float = 4.0,
+    bad_inputs: bool = True,
+    now: float | None = None,
+) -> list[dict]:
     """Write `count` good episodes (plus the bad inputs) under folder/<show>/ and describe each.
 
     Returns dicts with id, source, show, title and expectation (what the pipeline
@@ -106,12 +151,19 @@ def generate_demo_media(folder: Path, count: int, seed: int, seconds: float = 4.
     """
     folder = Path(folder)
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc).timestamp() if now is None else now
+    now = datetime.now(UTC).timestamp() if now is None else now
     made: list[dict] = []
 
     def record(path: Path, show: str, number: int, mtime: float, expectation: str) -> None:
-        made.append({"id": make_item_id(show_slug(show), number, mtime), "source": str(path), "show": show,
-                     "title": humanise_title(path.stem), "expectation": expectation})
+        made.append(
+            {
+                "id": make_item_id(show_slug(show), number, mtime),
+                "source": str(path),
+                "show": show,
+                "title": humanise_title(path.stem),
+                "expectation": expectation,
+            }
+        )
 
     numbers = {show: 0 for show in SHOWS}
     day = 0
@@ -140,7 +192,7 @@ def generate_demo_media(folder: Path, count: int, seed: int, seconds: float = 4.
     path = folder / show / f"Episode {number:03d} - Truncated Upload.mp4"
     write_test_video(path, seconds, seed + 7)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 3 // 5])   # PyAV writes the index (moov) last: cutting loses it
+    path.write_bytes(data[: len(data) * 3 // 5])  # PyAV writes the index (moov) last: cutting loses it
     path.with_suffix(".srt").write_text(to_srt(speech_segments(seconds, rng)), encoding="utf-8")
     _set_mtime(path, mtime)
     record(path, show, number, mtime, "corrupt source")
@@ -162,6 +214,6 @@ def generate_demo_media(folder: Path, count: int, seed: int, seconds: float = 4.
     write_test_video(path, seconds, seed + 9)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    _set_mtime(path, now)                            # written just now: the scanner waits for it to settle
+    _set_mtime(path, now)  # written just now: the scanner waits for it to settle
     record(path, show, number, now, "waiting")
     return made

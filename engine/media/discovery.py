@@ -26,6 +26,7 @@
   samples (start, middle, end); the samples are re-read only when size or
   mtime changed.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -33,10 +34,11 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 STATE_VERSION = 1
 DEFAULT_INCLUDE = ("*.mp4", "*.mov", "*.mkv", "*.m4v", "*.webm", "*.avi", "*.mp3", "*.m4a", "*.wav")
@@ -61,43 +63,61 @@ class SourceFolders:
     state_file: Path = Path(".ewg-scan.json")
 
     @classmethod
-    def from_mapping(cls, ws_root: Path, cfg: Mapping[str, Any]) -> "SourceFolders":
+    def from_mapping(cls, ws_root: Path, cfg: Mapping[str, Any]) -> SourceFolders:
         known = {"root", "shows", "include", "exclude", "stable_seconds", "state_file"}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ScanConfigError(f"source folders: unknown key(s) {', '.join(unknown)}; known keys are "
-                                  f"{', '.join(sorted(known))}")
+            raise ScanConfigError(
+                f"source folders: unknown key(s) {', '.join(unknown)}; known keys are "
+                f"{', '.join(sorted(known))}"
+            )
         shows: dict[str, Path] = {}
         root = cfg.get("root")
         if root:
             root_path = _under(ws_root, root)
             if not root_path.is_dir():
-                raise ScanConfigError(f"source folders: root {str(root_path)!r} is not a folder; create it or fix `root`")
+                raise ScanConfigError(
+                    f"source folders: root {str(root_path)!r} is not a folder; create it or fix `root`"
+                )
             for child in sorted(root_path.iterdir()):
                 if child.is_dir() and not child.name.startswith("."):
                     shows[child.name] = child
         for name, folder in dict(cfg.get("shows") or {}).items():
             if not show_slug(str(name)):
-                raise ScanConfigError(f"source folders: show name {name!r} has no letters or digits to make an id from")
+                raise ScanConfigError(
+                    f"source folders: show name {name!r} has no letters or digits to make an id from"
+                )
             shows[str(name)] = _under(ws_root, folder)
         if not shows and not root:
-            raise ScanConfigError("source folders: set `root` (one sub-folder per show) or `shows` (name = folder)")
+            raise ScanConfigError(
+                "source folders: set `root` (one sub-folder per show) or `shows` (name = folder)"
+            )
         stable = cfg.get("stable_seconds", 30.0)
         if isinstance(stable, bool) or not isinstance(stable, (int, float)) or stable < 0:
-            raise ScanConfigError(f"source folders: stable_seconds must be a number of seconds >= 0, got {stable!r}")
+            raise ScanConfigError(
+                f"source folders: stable_seconds must be a number of seconds >= 0, got {stable!r}"
+            )
         for key in ("include", "exclude"):
             value = cfg.get(key)
             if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
-                raise ScanConfigError(f'source folders: {key} must be a list of globs, e.g. ["*.mp4"], got {value!r}')
+                raise ScanConfigError(
+                    f'source folders: {key} must be a list of globs, e.g. ["*.mp4"], got {value!r}'
+                )
         slugs: dict[str, str] = {}
         for name in shows:
             other = slugs.setdefault(show_slug(name), name)
             if other != name:
-                raise ScanConfigError(f"source folders: shows {other!r} and {name!r} would share the id prefix "
-                                      f"{show_slug(name)!r}; rename one folder")
-        return cls(shows=shows, include=tuple(cfg.get("include") or DEFAULT_INCLUDE),
-                   exclude=tuple(cfg["exclude"]) if cfg.get("exclude") is not None else DEFAULT_EXCLUDE,
-                   stable_seconds=float(stable), state_file=Path(cfg.get("state_file") or ".ewg-scan.json"))
+                raise ScanConfigError(
+                    f"source folders: shows {other!r} and {name!r} would share the id prefix "
+                    f"{show_slug(name)!r}; rename one folder"
+                )
+        return cls(
+            shows=shows,
+            include=tuple(cfg.get("include") or DEFAULT_INCLUDE),
+            exclude=tuple(cfg["exclude"]) if cfg.get("exclude") is not None else DEFAULT_EXCLUDE,
+            stable_seconds=float(stable),
+            state_file=Path(cfg.get("state_file") or ".ewg-scan.json"),
+        )
 
 
 def _under(ws_root: Path, p: Any) -> Path:
@@ -120,7 +140,7 @@ def episode_number(file_name: str) -> int:
 
 
 def make_item_id(slug: str, number: int, mtime: float) -> str:
-    day = datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(mtime, tz=UTC).strftime("%Y-%m-%d")
     return f"{slug}_ep{number:03d}_{day}"
 
 
@@ -145,7 +165,7 @@ class ScanEntry:
     show: str
     title: str
     fingerprint: str
-    new: bool                   # first scan that found this file ready
+    new: bool  # first scan that found this file ready
 
     def as_tuple(self) -> tuple[str, str, str, str]:
         return (self.item_id, str(self.source), self.show, self.title)
@@ -154,7 +174,7 @@ class ScanEntry:
 @dataclass
 class ScanResult:
     ready: list[ScanEntry] = field(default_factory=list)
-    waiting: list[tuple[Path, str]] = field(default_factory=list)      # (file, why it is not taken yet)
+    waiting: list[tuple[Path, str]] = field(default_factory=list)  # (file, why it is not taken yet)
     missing_folders: list[tuple[str, Path]] = field(default_factory=list)
 
 
@@ -184,11 +204,15 @@ def _save_state(path: Path, state: dict) -> None:
 def scan(ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders, now: float) -> ScanResult:
     """Everything `scan_sources` knows: files ready (with fingerprints) and files still waiting."""
     ws_root = Path(ws_root)
-    cfg = folders_config if isinstance(folders_config, SourceFolders) else SourceFolders.from_mapping(ws_root, folders_config)
+    cfg = (
+        folders_config
+        if isinstance(folders_config, SourceFolders)
+        else SourceFolders.from_mapping(ws_root, folders_config)
+    )
     state_path = _under(ws_root, cfg.state_file)
     state = _load_state(state_path)
     files: dict[str, dict] = state["files"]
-    ids: dict[str, str] = state["ids"]           # path -> id, permanent
+    ids: dict[str, str] = state["ids"]  # path -> id, permanent
     taken = set(ids.values())
     result = ScanResult()
     seen: set[str] = set()
@@ -206,7 +230,7 @@ def scan(ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders, now: 
             try:
                 st = path.stat()
             except FileNotFoundError:
-                continue                                  # vanished between listing and stat
+                continue  # vanished between listing and stat
             key = str(path)
             seen.add(key)
             last = files.get(key)
@@ -224,12 +248,19 @@ def scan(ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders, now: 
                     continue
             files[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "since": since, "hash": digest}
             if age < cfg.stable_seconds:
-                result.waiting.append((path, f"size or mtime changed {age:.0f} s ago; waiting until they have been "
-                                             f"stable for {cfg.stable_seconds:.0f} s (still being copied?)"))
+                result.waiting.append(
+                    (
+                        path,
+                        f"size or mtime changed {age:.0f} s ago; waiting until they have been "
+                        f"stable for {cfg.stable_seconds:.0f} s (still being copied?)",
+                    )
+                )
                 continue
             fingerprint = f"{st.st_size}:{st.st_mtime_ns}:{digest}"
             if key in ids:
-                result.ready.append(ScanEntry(ids[key], path, show, humanise_title(path.stem), fingerprint, False))
+                result.ready.append(
+                    ScanEntry(ids[key], path, show, humanise_title(path.stem), fingerprint, False)
+                )
             else:
                 fresh.append((key, show, path, fingerprint))
     for key, show, path, fingerprint in sorted(fresh):
@@ -243,14 +274,15 @@ def scan(ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders, now: 
         result.ready.append(ScanEntry(item_id, path, show, humanise_title(path.stem), fingerprint, True))
     for key in list(files):
         if key not in seen:
-            del files[key]        # ids stay: a file that comes back gets its old id
+            del files[key]  # ids stay: a file that comes back gets its old id
     _save_state(state_path, state)
     result.ready.sort(key=lambda e: e.item_id)
     return result
 
 
-def scan_sources(ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders,
-                 now: float) -> list[tuple[str, str, str, str]]:
+def scan_sources(
+    ws_root: Path, folders_config: Mapping[str, Any] | SourceFolders, now: float
+) -> list[tuple[str, str, str, str]]:
     """(item_id, source_path, show, title) of every file that is ready, new or not; ids are stable across scans.
 
     `folders_config` is a mapping with keys root, shows, include, exclude,

@@ -8,6 +8,7 @@ time order, so a rerun on the same input declares the same clips (the engine
 updates them instead of adding new ones) and a changed transcript updates
 the existing keys rather than piling up orphans.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,9 @@ def score_segments(segments: list[dict], weights: dict[str, float]) -> list[floa
     return [weight_of(seg["text"], weights) / max(1, len(seg["text"].split())) ** 0.5 for seg in segments]
 
 
-def candidates(segments: list[dict], scores: list[float], min_len: float, max_len: float,
-               duration: float) -> list[dict]:
+def candidates(
+    segments: list[dict], scores: list[float], min_len: float, max_len: float, duration: float
+) -> list[dict]:
     found = []
     for i, first in enumerate(segments):
         total = 0.0
@@ -34,11 +36,15 @@ def candidates(segments: list[dict], scores: list[float], min_len: float, max_le
             end = min(segments[j]["end"], duration) if duration else segments[j]["end"]
             span = end - start
             if span > max_len:
-                if j == i:          # one long cue: cut it at the maximum length
-                    found.append({"start": start, "end": start + max_len, "first": i, "last": j, "score": total})
+                if j == i:  # one long cue: cut it at the maximum length
+                    found.append(
+                        {"start": start, "end": start + max_len, "first": i, "last": j, "score": total}
+                    )
                 break
             if span >= min_len:
-                found.append({"start": start, "end": end, "first": i, "last": j, "score": total / (j - i + 1)})
+                found.append(
+                    {"start": start, "end": end, "first": i, "last": j, "score": total / (j - i + 1)}
+                )
     return found
 
 
@@ -75,24 +81,41 @@ def run_editorial(ctx: StageContext) -> None:
     max_len = option(ctx, "max_clip_seconds", 60.0, float)
     max_clips = option(ctx, "max_clips", 3, int)
     if not 0 < min_len <= max_len:
-        raise StageError(errors.CONFIG_ERROR, f"[stages.episode.editorial] options: min_clip_seconds ({min_len}) must "
-                                              f"be above 0 and not above max_clip_seconds ({max_len})",
-                         suggestion="Fix the clip length bounds in ewg.toml, then retry (r).")
+        raise StageError(
+            errors.CONFIG_ERROR,
+            f"[stages.episode.editorial] options: min_clip_seconds ({min_len}) must "
+            f"be above 0 and not above max_clip_seconds ({max_len})",
+            suggestion="Fix the clip length bounds in ewg.toml, then retry (r).",
+        )
     weights = keyword_weights(enrichment.get("keywords", []))
     scores = score_segments(segments, weights)
     ctx.progress(0.3, "scoring segments")
     ctx.cancel.check()
-    chosen = pick(candidates(segments, scores, min_len, max_len, float(probe.get("duration") or 0.0)), max_clips)
+    chosen = pick(
+        candidates(segments, scores, min_len, max_len, float(probe.get("duration") or 0.0)), max_clips
+    )
     clips = []
     for n, cand in enumerate(chosen, 1):
         key = f"c{n:02d}"
         start, end = round(cand["start"], 3), round(cand["end"], 3)
-        title = title_for(segments[cand["first"]:cand["last"] + 1], weights, option(ctx, "title_max_chars", 80, int))
+        title = title_for(
+            segments[cand["first"] : cand["last"] + 1], weights, option(ctx, "title_max_chars", 80, int)
+        )
         ctx.create_clip(key, start, end, title)
-        clips.append({"key": key, "start": start, "end": end, "title": title, "score": round(cand["score"], 6),
-                      "segments": [cand["first"], cand["last"]]})
+        clips.append(
+            {
+                "key": key,
+                "start": start,
+                "end": end,
+                "title": title,
+                "score": round(cand["score"], 6),
+                "segments": [cand["first"], cand["last"]],
+            }
+        )
     if not clips:
         ctx.logger.warning("no clip candidates between %.1f and %.1f s", min_len, max_len)
-    write_json(ctx.output_dir / "editorial.json", {
-        "clips": clips, "min_clip_seconds": min_len, "max_clip_seconds": max_len, "max_clips": max_clips})
+    write_json(
+        ctx.output_dir / "editorial.json",
+        {"clips": clips, "min_clip_seconds": min_len, "max_clip_seconds": max_len, "max_clips": max_clips},
+    )
     ctx.progress(1.0, f"{len(clips)} clips")

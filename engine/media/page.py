@@ -4,6 +4,7 @@ The page inlines its CSS and a few lines of JavaScript (transcript search),
 so it can be copied anywhere or opened from disk. Autoescaping is on: titles
 and transcript text come from files we do not control.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,9 @@ import jinja2
 from ..stages import StageContext
 from .common import episode_date, read_input, timestamp, write_json
 
-PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
-                          keep_trailing_newline=True).from_string("""\
+PAGE = jinja2.Environment(
+    autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+).from_string("""\
 <!doctype html>
 <html lang="{{ language }}">
 <head>
@@ -73,23 +75,49 @@ def run_rendered(ctx: StageContext) -> None:
     ctx.progress(0.2, "rendering page")
     date = episode_date(ctx.item.id, probe.get("mtime"))
     title = ctx.item.title or Path(ctx.item.source).stem
-    clips = [{**clip, "id": f"{ctx.item.id}__{clip['key']}", "start_text": timestamp(clip["start"]),
-              "end_text": timestamp(clip["end"])} for clip in editorial.get("clips", [])]
+    clips = [
+        {
+            **clip,
+            "id": f"{ctx.item.id}__{clip['key']}",
+            "start_text": timestamp(clip["start"]),
+            "end_text": timestamp(clip["end"]),
+        }
+        for clip in editorial.get("clips", [])
+    ]
     segments = [{**seg, "start_text": timestamp(seg["start"])} for seg in transcript["segments"]]
     llm = enrichment.get("llm") or {}
     html = PAGE.render(
-        language=ctx.options.get("language", "en"), title=title, show=ctx.item.show, date=date,
-        duration_text=timestamp(probe["duration"]), summary=enrichment.get("summary", ""),
-        llm_summary=llm.get("summary"), llm_model=llm.get("model"), keywords=enrichment.get("keywords", []),
-        topics=enrichment.get("topics", []), clips=clips, segments=segments)
+        language=ctx.options.get("language", "en"),
+        title=title,
+        show=ctx.item.show,
+        date=date,
+        duration_text=timestamp(probe["duration"]),
+        summary=enrichment.get("summary", ""),
+        llm_summary=llm.get("summary"),
+        llm_model=llm.get("model"),
+        keywords=enrichment.get("keywords", []),
+        topics=enrichment.get("topics", []),
+        clips=clips,
+        segments=segments,
+    )
     ctx.cancel.check()
     (ctx.output_dir / "index.html").write_text(html, encoding="utf-8")
-    write_json(ctx.output_dir / "metadata.json", {
-        "id": ctx.item.id, "title": title, "show": ctx.item.show, "date": date, "source": ctx.item.source,
-        "duration": probe["duration"], "summary": enrichment.get("summary", ""), "llm_summary": llm.get("summary"),
-        "keywords": [kw["phrase"] for kw in enrichment.get("keywords", [])],
-        "topics": [t["name"] for t in enrichment.get("topics", [])],
-        "clips": [{k: c[k] for k in ("id", "key", "start", "end", "title")} for c in clips],
-        "transcript": {"source": transcript.get("source"), "segments": len(segments)},
-        "page": "index.html"})
+    write_json(
+        ctx.output_dir / "metadata.json",
+        {
+            "id": ctx.item.id,
+            "title": title,
+            "show": ctx.item.show,
+            "date": date,
+            "source": ctx.item.source,
+            "duration": probe["duration"],
+            "summary": enrichment.get("summary", ""),
+            "llm_summary": llm.get("summary"),
+            "keywords": [kw["phrase"] for kw in enrichment.get("keywords", [])],
+            "topics": [t["name"] for t in enrichment.get("topics", [])],
+            "clips": [{k: c[k] for k in ("id", "key", "start", "end", "title")} for c in clips],
+            "transcript": {"source": transcript.get("source"), "segments": len(segments)},
+            "page": "index.html",
+        },
+    )
     ctx.progress(1.0, "page written")

@@ -6,6 +6,7 @@ from `ctx.inputs` (the checkpoints of completed stages), writes only into
 `ctx.cancel` at safe points and fails by raising (a `StageError` when it knows
 the error class). The engine does the rest: checkpoint, retry, classification.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,12 +14,13 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import Config, StageConfig
-from ..errors import Cancelled, StageError, CONFIG_ERROR
+from ..errors import CONFIG_ERROR, Cancelled, StageError
 
 StageFn = Callable[["StageContext"], None]
 
@@ -60,6 +62,7 @@ class CancelToken:
             with self._lock:
                 if hook in self._kill_hooks:
                     self._kill_hooks.remove(hook)
+
         return remove
 
     def force(self) -> None:
@@ -71,7 +74,7 @@ class CancelToken:
 
 @dataclass
 class ClipSpec:
-    key: str          # stable within the episode, so a rerun updates instead of duplicating
+    key: str  # stable within the episode, so a rerun updates instead of duplicating
     start: float
     end: float
     title: str
@@ -89,7 +92,7 @@ class ItemInfo:
     clip_end: float | None = None
 
 
-_TAIL_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")   # stateless: shared
+_TAIL_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")  # stateless: shared
 
 
 class LogTail(logging.Handler):
@@ -111,9 +114,14 @@ class Earlier:
     """What an attempt knows of earlier work, looked up on first use: a stage that never asks (a no-op,
     or a real stage that needs only its source) costs no database reads for it."""
 
-    def __init__(self, load: Callable[[], tuple[int, dict[str, Path], dict[str, Path]]] | None = None, *,
-                 previous_attempts: int = 0, inputs: dict[str, Path] | None = None,
-                 parent_inputs: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        load: Callable[[], tuple[int, dict[str, Path], dict[str, Path]]] | None = None,
+        *,
+        previous_attempts: int = 0,
+        inputs: dict[str, Path] | None = None,
+        parent_inputs: dict[str, Path] | None = None,
+    ) -> None:
         self._load = load
         self._values = None if load else (previous_attempts, dict(inputs or {}), dict(parent_inputs or {}))
 
@@ -129,8 +137,8 @@ class StageContext:
     item: ItemInfo
     stage: str
     attempt: int
-    earlier: Earlier                  # previous attempts, input checkpoints (see the properties below)
-    output_path: Path                 # see output_dir: created on first use
+    earlier: Earlier  # previous attempts, input checkpoints (see the properties below)
+    output_path: Path  # see output_dir: created on first use
     cache_dir: Path
     item_dir: Path
     workspace: Path
@@ -193,7 +201,7 @@ class StageContext:
         self.clips.append(ClipSpec(key, float(start), float(end), title))
 
 
-BUILTIN: dict[tuple[str, str], str] = {}   # (kind, stage) -> "module:function", filled by real stage modules
+BUILTIN: dict[tuple[str, str], str] = {}  # (kind, stage) -> "module:function", filled by real stage modules
 
 
 def import_callable(path: str) -> StageFn:
@@ -203,8 +211,11 @@ def import_callable(path: str) -> StageFn:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise StageError(CONFIG_ERROR, f"stage callable {path!r} cannot be loaded: {exc}",
-                         suggestion="Fix `callable` in ewg.toml so it names module:function on the path.") from None
+        raise StageError(
+            CONFIG_ERROR,
+            f"stage callable {path!r} cannot be loaded: {exc}",
+            suggestion="Fix `callable` in ewg.toml so it names module:function on the path.",
+        ) from None
     if not callable(obj):
         raise StageError(CONFIG_ERROR, f"stage callable {path!r} is not callable")
     return obj
@@ -226,8 +237,11 @@ def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
 
     target = BUILTIN.get((kind, stage))
     if target is None:
-        raise StageError(CONFIG_ERROR, f"there is no built-in {kind} stage {stage!r}",
-                         suggestion="Use kind = \"command\" or \"python\" for this stage in ewg.toml.")
+        raise StageError(
+            CONFIG_ERROR,
+            f"there is no built-in {kind} stage {stage!r}",
+            suggestion='Use kind = "command" or "python" for this stage in ewg.toml.',
+        )
     return import_callable(target)
 
 
@@ -238,6 +252,7 @@ def with_chaos(impl: StageFn) -> StageFn:
     def run(ctx: StageContext) -> None:
         demo.inject(ctx)
         impl(ctx)
+
     return run
 
 

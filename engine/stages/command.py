@@ -8,6 +8,7 @@ The program runs in its own process group: stop and timeout kill the group
 (SIGTERM, a grace period, SIGKILL). Exit codes map to error classes: the
 sysexits defaults below, overridden by `exit_codes` in ewg.toml.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,12 +27,12 @@ from . import StageContext
 PROGRESS_RE = re.compile(r"^\s*progress:\s*([0-9]*\.?[0-9]+)\s*(.*)$", re.IGNORECASE)
 
 DEFAULT_EXIT_CODES = {
-    65: errors.PERSISTENT,          # EX_DATAERR
-    66: errors.PERSISTENT,          # EX_NOINPUT
-    69: errors.TRANSIENT,           # EX_UNAVAILABLE
-    74: errors.TRANSIENT,           # EX_IOERR
-    75: errors.TRANSIENT,           # EX_TEMPFAIL
-    78: errors.CONFIG_ERROR,        # EX_CONFIG
+    65: errors.PERSISTENT,  # EX_DATAERR
+    66: errors.PERSISTENT,  # EX_NOINPUT
+    69: errors.TRANSIENT,  # EX_UNAVAILABLE
+    74: errors.TRANSIENT,  # EX_IOERR
+    75: errors.TRANSIENT,  # EX_TEMPFAIL
+    78: errors.CONFIG_ERROR,  # EX_CONFIG
     126: errors.MISSING_DEPENDENCY,  # found but not executable
     127: errors.MISSING_DEPENDENCY,  # not found
 }
@@ -39,16 +40,27 @@ DEFAULT_EXIT_CODES = {
 
 class _Safe(dict):
     def __missing__(self, key: str) -> str:
-        raise StageError(errors.CONFIG_ERROR, f"command placeholder {{{key}}} is unknown",
-                         suggestion="Placeholders: " + ", ".join(sorted(self)))
+        raise StageError(
+            errors.CONFIG_ERROR,
+            f"command placeholder {{{key}}} is unknown",
+            suggestion="Placeholders: " + ", ".join(sorted(self)),
+        )
 
 
 def placeholders(ctx: StageContext) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "item_id": ctx.item.id, "kind": ctx.item.kind, "stage": ctx.stage, "source": ctx.item.source,
-        "show": ctx.item.show, "title": ctx.item.title, "output_dir": str(ctx.output_dir),
-        "cache_dir": str(ctx.cache_dir), "item_dir": str(ctx.item_dir), "workspace": str(ctx.workspace),
-        "attempt": ctx.attempt, "clip_start": ctx.item.clip_start if ctx.item.clip_start is not None else "",
+        "item_id": ctx.item.id,
+        "kind": ctx.item.kind,
+        "stage": ctx.stage,
+        "source": ctx.item.source,
+        "show": ctx.item.show,
+        "title": ctx.item.title,
+        "output_dir": str(ctx.output_dir),
+        "cache_dir": str(ctx.cache_dir),
+        "item_dir": str(ctx.item_dir),
+        "workspace": str(ctx.workspace),
+        "attempt": ctx.attempt,
+        "clip_start": ctx.item.clip_start if ctx.item.clip_start is not None else "",
         "clip_end": ctx.item.clip_end if ctx.item.clip_end is not None else "",
         "input_dir": str(list(ctx.inputs.values())[-1]) if ctx.inputs else "",
     }
@@ -67,11 +79,22 @@ def run(ctx: StageContext) -> None:
     grace = ctx.config.engine.force_grace
     ctx.logger.info("running %s", " ".join(argv))
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=ctx.output_dir, start_new_session=True, text=True, errors="replace")
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ctx.output_dir,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
     except FileNotFoundError:
-        raise StageError(errors.MISSING_DEPENDENCY, f"program {argv[0]!r} not found",
-                         suggestion=f"Install {argv[0]} or fix `command` in ewg.toml.") from None
+        raise StageError(
+            errors.MISSING_DEPENDENCY,
+            f"program {argv[0]!r} not found",
+            suggestion=f"Install {argv[0]} or fix `command` in ewg.toml.",
+        ) from None
     except PermissionError:
         raise StageError(errors.MISSING_DEPENDENCY, f"program {argv[0]!r} is not executable") from None
 
@@ -88,8 +111,10 @@ def run(ctx: StageContext) -> None:
             if keep is not None:
                 keep.append(line)
 
-    readers = [threading.Thread(target=pump, args=(proc.stdout, None), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, stderr_tail), daemon=True)]
+    readers = [
+        threading.Thread(target=pump, args=(proc.stdout, None), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, stderr_tail), daemon=True),
+    ]
     for t in readers:
         t.start()
     unregister = ctx.cancel.on_force(lambda: kill_group(proc, 0))
@@ -106,7 +131,7 @@ def run(ctx: StageContext) -> None:
         unregister()
     for t in readers:
         t.join(timeout=5)
-    ctx.cancel.check()          # killed by a force stop from another thread: that is a cancel, not a failure
+    ctx.cancel.check()  # killed by a force stop from another thread: that is a cancel, not a failure
     code = proc.returncode
     if code == 0:
         return
@@ -116,7 +141,7 @@ def run(ctx: StageContext) -> None:
     mapped = {int(k): v for k, v in ctx.stage_config.exit_codes.items()}
     error_class = mapped.get(code) or DEFAULT_EXIT_CODES.get(code)
     if error_class is None:
-        if code < 0:   # killed by a signal we did not send
+        if code < 0:  # killed by a signal we did not send
             error_class = errors.TRANSIENT
         else:
             error_class = errors.classify(RuntimeError(tail or message)).error_class

@@ -8,6 +8,7 @@ take `duration` seconds and write a small JSON output, so checkpoints,
 manifests and the crash tests have real files to check; real stages run the
 same script first (`inject`), paced by `[demo] pace` so a demo can be watched.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,13 +33,15 @@ def item_number(item_id: str) -> int | None:
 def _targets(fault: DemoFault, ctx: StageContext) -> bool:
     episode_id = ctx.item.id if ctx.item.kind == "episode" else (ctx.item.parent_id or "")
     if isinstance(fault.item, str):
-        hit = fault.item in (ctx.item.id, episode_id) if fault.kind == "episode" else fault.item == ctx.item.id
+        hit = (
+            fault.item in (ctx.item.id, episode_id) if fault.kind == "episode" else fault.item == ctx.item.id
+        )
         if fault.kind == "clip" and fault.item == episode_id:
             hit = ctx.item.id.endswith("__c01")
         return hit
     if item_number(episode_id) != fault.item:
         return False
-    return ctx.item.kind == "episode" or ctx.item.id.endswith("__c01")   # clip faults hit the first clip
+    return ctx.item.kind == "episode" or ctx.item.id.endswith("__c01")  # clip faults hit the first clip
 
 
 def active_fault(ctx: StageContext) -> DemoFault | None:
@@ -84,15 +87,23 @@ def _fire_midway(fault: DemoFault, ctx: StageContext) -> None:
 
 def _fire_at_once(fault: DemoFault, ctx: StageContext) -> None:
     if fault.fault == "persistent":
-        raise StageError(errors.PERSISTENT, f"corrupt source: {ctx.item.source} has no readable video stream (demo)",
-                         detail="moov atom not found")
+        raise StageError(
+            errors.PERSISTENT,
+            f"corrupt source: {ctx.item.source} has no readable video stream (demo)",
+            detail="moov atom not found",
+        )
     if fault.fault == "cache":
         raise StageError(errors.CACHE_RELATED, "cached transcript checksum mismatch (demo)")
     if fault.fault == "missing_dependency":
-        raise StageError(errors.MISSING_DEPENDENCY, "whisper is not installed (demo)",
-                         suggestion="Install faster-whisper or configure a transcription command, then retry.")
+        raise StageError(
+            errors.MISSING_DEPENDENCY,
+            "whisper is not installed (demo)",
+            suggestion="Install faster-whisper or configure a transcription command, then retry.",
+        )
     if fault.fault == "config_error":
-        raise StageError(errors.CONFIG_ERROR, f"[stages.{ctx.item.kind}.{ctx.stage}] options.model is not set (demo)")
+        raise StageError(
+            errors.CONFIG_ERROR, f"[stages.{ctx.item.kind}.{ctx.stage}] options.model is not set (demo)"
+        )
 
 
 def inject(ctx: StageContext) -> None:

@@ -1,4 +1,5 @@
 """Audit log and recovery metrics (`l`): who did what, when, to what, with which result; how well recovery works."""
+
 from __future__ import annotations
 
 from rich.text import Text
@@ -32,23 +33,37 @@ def _rate(value: float | None) -> str:
 
 def metrics_content(m: dict) -> Content:
     ttr = m["time_to_recovery_s"]
-    lines = [Content.assemble(("Recovery ", "bold $accent"),
-                              f"{m['recovered']} of {m['failures']} failed stage runs recovered ",
-                              (f"({_rate(m['recovery_success_rate'])})", "bold"),
-                              "   time to recovery: median ", fmt.duration(ttr["median"]) or "n/a",
-                              ", max ", fmt.duration(ttr["max"]) or "n/a")]
+    lines = [
+        Content.assemble(
+            ("Recovery ", "bold $accent"),
+            f"{m['recovered']} of {m['failures']} failed stage runs recovered ",
+            (f"({_rate(m['recovery_success_rate'])})", "bold"),
+            "   time to recovery: median ",
+            fmt.duration(ttr["median"]) or "n/a",
+            ", max ",
+            fmt.duration(ttr["max"]) or "n/a",
+        )
+    ]
     points = m["top_failure_points"][:3]
     if points:
-        lines.append(Content.assemble(("Top failure points ", "bold $accent"),
-                                      "  ".join(f"{p['kind']} {p['stage']} {p['error_class']} ×{p['count']}"
-                                                for p in points)))
+        lines.append(
+            Content.assemble(
+                ("Top failure points ", "bold $accent"),
+                "  ".join(f"{p['kind']} {p['stage']} {p['error_class']} ×{p['count']}" for p in points),
+            )
+        )
     if m["action_effectiveness"]:
-        parts = [f"{a['verb']}: {a['succeeded']} ok, {a['failed_again']} failed again, {a['pending']} pending"
-                 for a in m["action_effectiveness"]]
+        parts = [
+            f"{a['verb']}: {a['succeeded']} ok, {a['failed_again']} failed again, {a['pending']} pending"
+            for a in m["action_effectiveness"]
+        ]
         lines.append(Content.assemble(("Action effectiveness ", "bold $accent"), "  ·  ".join(parts)))
     else:
-        lines.append(Content.assemble(("Action effectiveness ", "bold $accent"),
-                                      ("no recovery verbs used yet", "$foreground-muted")))
+        lines.append(
+            Content.assemble(
+                ("Action effectiveness ", "bold $accent"), ("no recovery verbs used yet", "$foreground-muted")
+            )
+        )
     return Content("\n").join(lines)
 
 
@@ -101,14 +116,21 @@ class AuditLogScreen(Screen[None]):
             self.query_one("#audit-metrics", Static).update(metrics_content(message.metrics))
             table = self.query_one(DataTable)
             known = {key.value for key in table.rows}
-            for event in reversed(message.events):           # oldest first, so new events land on top
+            for event in reversed(message.events):  # oldest first, so new events land on top
                 key = str(event["id"])
                 if key in known:
                     continue
-                table.add_row(key, fmt.clock_time(event["at"]), Text(event["actor"]), event["verb"],
-                              Text(event["selection"] or ""), Text(event["reason"] or ""),
-                              Text(event["result"] or ""), key=key)
-            table.sort("#", key=int, reverse=True)            # newest first
+                table.add_row(
+                    key,
+                    fmt.clock_time(event["at"]),
+                    Text(event["actor"]),
+                    event["verb"],
+                    Text(event["selection"] or ""),
+                    Text(event["reason"] or ""),
+                    Text(event["result"] or ""),
+                    key=key,
+                )
+            table.sort("#", key=int, reverse=True)  # newest first
         self.set_timer(REFRESH_SECONDS, self.load)
 
     def action_back(self) -> None:

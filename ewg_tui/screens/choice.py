@@ -1,4 +1,5 @@
 """Pick one of a few values (the stage to reprocess from or roll back to, how long to extend)."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult

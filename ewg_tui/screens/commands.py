@@ -1,4 +1,5 @@
 """The command palette (`:` and ctrl+p): every verb and view action of the main screen, by name."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -23,4 +24,6 @@ class ConsoleCommands(Provider):
         for title, help_text, action in self._commands():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), partial(self.screen.run_action, action), help=help_text)
+                yield Hit(
+                    score, matcher.highlight(title), partial(self.screen.run_action, action), help=help_text
+                )

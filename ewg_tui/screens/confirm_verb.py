@@ -1,4 +1,5 @@
 """Confirmation of a destructive verb: the engine's preview, an optional reason, and **No** focused."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -29,7 +30,9 @@ def preview_lines(preview: Preview) -> Content:
             parts += ["  ", ("interrupts the running attempt", "bold $error")]
         lines.append(Content.assemble(*parts))
     if len(preview.changes) > MAX_LISTED:
-        lines.append(Content.assemble((f"… and {len(preview.changes) - MAX_LISTED} more", "$foreground-muted")))
+        lines.append(
+            Content.assemble((f"… and {len(preview.changes) - MAX_LISTED} more", "$foreground-muted"))
+        )
     for note in preview.notes[:20]:
         lines.append(Content.assemble(("• ", "$accent"), note))
     if preview.skipped:

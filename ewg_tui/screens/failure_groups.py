@@ -3,6 +3,7 @@
 Picking a group (enter) hands its fingerprint back; the main screen then shows the
 engine's preview of retrying the whole group and asks before doing it.
 """
+
 from __future__ import annotations
 
 from rich.text import Text
@@ -69,8 +70,15 @@ class FailureGroupsScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label, key in (("items", "count"), ("kind", "kind"), ("stage", "stage"), ("class", "class"),
-                           ("first seen", "first"), ("last seen", "last"), ("message", "message")):
+        for label, key in (
+            ("items", "count"),
+            ("kind", "kind"),
+            ("stage", "stage"),
+            ("class", "class"),
+            ("first seen", "first"),
+            ("last seen", "last"),
+            ("message", "message"),
+        ):
             table.add_column(label, key=key)
         table.focus()
         self.load()
@@ -83,18 +91,28 @@ class FailureGroupsScreen(ModalScreen[str | None]):
         self.groups = message.groups
         table = self.query_one(DataTable)
         for group in self.groups:
-            table.add_row(Text(str(group["count"]), justify="right"), group["kind"], group["stage"] or "",
-                          group["error_class"] or "", fmt.clock_time(group["first_seen"]),
-                          fmt.clock_time(group["last_seen"]),
-                          Text(fmt.middle_ellipsis(group["message"] or "", 60, tail=20)), key=group["fingerprint"])
+            table.add_row(
+                Text(str(group["count"]), justify="right"),
+                group["kind"],
+                group["stage"] or "",
+                group["error_class"] or "",
+                fmt.clock_time(group["first_seen"]),
+                fmt.clock_time(group["last_seen"]),
+                Text(fmt.middle_ellipsis(group["message"] or "", 60, tail=20)),
+                key=group["fingerprint"],
+            )
         if not self.groups:
             self.query_one("#group-message", Static).update("No failed items: nothing to group.")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         group = next((g for g in self.groups if g["fingerprint"] == event.row_key.value), None)
         if group:
-            ids = ", ".join(group["ids"][:5]) + (f" and {group['count'] - 5} more" if group["count"] > 5 else "")
-            self.query_one("#group-message", Static).update(f"{group['message']}\n{ids}\n{group['suggestion'] or ''}")
+            ids = ", ".join(group["ids"][:5]) + (
+                f" and {group['count'] - 5} more" if group["count"] > 5 else ""
+            )
+            self.query_one("#group-message", Static).update(
+                f"{group['message']}\n{ids}\n{group['suggestion'] or ''}"
+            )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -1,4 +1,5 @@
 """`?`: every key, grouped, with the verbs that do not apply to the selection greyed out."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,15 @@ class HelpEntry:
 
 def key_label(key: str) -> str:
     first = key.split(",")[0]
-    names = {"question_mark": "?", "slash": "/", "colon": ":", "space": "space", "escape": "esc", "enter": "enter",
-             "tab": "tab"}
+    names = {
+        "question_mark": "?",
+        "slash": "/",
+        "colon": ":",
+        "space": "space",
+        "escape": "esc",
+        "enter": "enter",
+        "tab": "tab",
+    }
     return names.get(first, first)
 
 
@@ -33,7 +41,7 @@ def help_rows(entries: list[HelpEntry]) -> list[Static]:
     for entry in entries:
         if entry.group != group:
             if group is not None:
-                cells += [Static(""), Static("")]        # a blank grid row between groups
+                cells += [Static(""), Static("")]  # a blank grid row between groups
             cells.append(Static(Content.assemble((entry.group, "bold $accent"))))
             cells.append(Static(""))
             group = entry.group

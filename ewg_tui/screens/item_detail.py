@@ -1,4 +1,5 @@
 """`enter`: one item in full — attempt timeline, checkpoints with sizes, log tail, clips, audit trail."""
+
 from __future__ import annotations
 
 from rich.text import Text
@@ -72,9 +73,12 @@ class ItemDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#detail-attempts", DataTable).add_columns("#", "stage", "outcome", "class", "started",
-                                                                  "duration", "decision")
-        self.query_one("#detail-checkpoints", DataTable).add_columns("stage", "files", "size", "written", "state")
+        self.query_one("#detail-attempts", DataTable).add_columns(
+            "#", "stage", "outcome", "class", "started", "duration", "decision"
+        )
+        self.query_one("#detail-checkpoints", DataTable).add_columns(
+            "stage", "files", "size", "written", "state"
+        )
         self.query_one("#detail-clips", DataTable).add_columns("clip", "status", "stage", "span", "error")
         self.query_one(VerticalScroll).focus()
         self.load()
@@ -85,11 +89,18 @@ class ItemDetailScreen(Screen[None]):
         item = queries.item(store, self.item_id)
         clips: list[dict] = []
         if item and item["kind"] == pipeline.EPISODE:
-            clips = queries.item_window(store, queries.ItemFilter(kind=pipeline.CLIP, parent_id=self.item_id),
-                                        limit=200)
-        self.post_message(DetailRead(item, queries.attempts(store, self.item_id),
-                                     queries.item_checkpoints(store, self.item_id), clips,
-                                     queries.events(store, self.item_id, limit=20)))
+            clips = queries.item_window(
+                store, queries.ItemFilter(kind=pipeline.CLIP, parent_id=self.item_id), limit=200
+            )
+        self.post_message(
+            DetailRead(
+                item,
+                queries.attempts(store, self.item_id),
+                queries.item_checkpoints(store, self.item_id),
+                clips,
+                queries.events(store, self.item_id, limit=20),
+            )
+        )
 
     def on_detail_read(self, message: DetailRead) -> None:
         app = self.app
@@ -97,53 +108,78 @@ class ItemDetailScreen(Screen[None]):
         limit = app.ws.config.retry.max_attempts  # type: ignore[attr-defined]
         item = message.item
         snapshot = (item, message.attempts, message.checkpoints, message.clips, message.events)
-        if snapshot == self._shown:           # nothing changed: keep the tables as they are
+        if snapshot == self._shown:  # nothing changed: keep the tables as they are
             self.set_timer(REFRESH_SECONDS, self.load)
             return
         self._shown = snapshot
         if item is None:
             self.query_one("#detail-summary", Static).update(
-                Content.assemble(("This item no longer exists (it was removed by another writer).", "$error")))
+                Content.assemble(("This item no longer exists (it was removed by another writer).", "$error"))
+            )
             return
         self.query_one("#detail-head", Label).update(
-            f"{item['kind']} {item['id']}  ·  {item.get('show') or ''}  ·  {item.get('title') or ''}")
+            f"{item['kind']} {item['id']}  ·  {item.get('show') or ''}  ·  {item.get('title') or ''}"
+        )
         self.query_one("#detail-summary", Static).update(describe(item, [], now, limit))
         attempts = self.query_one("#detail-attempts", DataTable)
         attempts.clear()
         for a in message.attempts:
-            attempts.add_row(str(a["number"]), a["stage"], a.get("outcome") or "running", a.get("error_class") or "",
-                             fmt.clock_time(a["started_at"]), fmt.duration(a.get("duration")),
-                             Text(a.get("decision") or ""))
+            attempts.add_row(
+                str(a["number"]),
+                a["stage"],
+                a.get("outcome") or "running",
+                a.get("error_class") or "",
+                fmt.clock_time(a["started_at"]),
+                fmt.duration(a.get("duration")),
+                Text(a.get("decision") or ""),
+            )
         attempts.display = bool(message.attempts)
         self.query_one("#detail-no-attempts").display = not message.attempts
         checkpoints = self.query_one("#detail-checkpoints", DataTable)
         checkpoints.clear()
         order = pipeline.stages_of(item["kind"])
-        for c in sorted(message.checkpoints, key=lambda c: order.index(c["stage"]) if c["stage"] in order else 99):
+        for c in sorted(
+            message.checkpoints, key=lambda c: order.index(c["stage"]) if c["stage"] in order else 99
+        ):
             state = "stale" if c["stale"] else "skipped" if c["skipped"] else "ok"
-            checkpoints.add_row(c["stage"], str(len(c["files"])), fmt.size(c["bytes"]), fmt.clock_time(c["created_at"]),
-                                state)
+            checkpoints.add_row(
+                c["stage"], str(len(c["files"])), fmt.size(c["bytes"]), fmt.clock_time(c["created_at"]), state
+            )
         log = ""
         for a in reversed(message.attempts):
             if (a.get("log_tail") or a.get("error_detail") or "").strip():
-                log = "\n".join((a.get("log_tail") or a.get("error_detail")).rstrip().splitlines()[-LOG_LINES:])
+                log = "\n".join(
+                    (a.get("log_tail") or a.get("error_detail")).rstrip().splitlines()[-LOG_LINES:]
+                )
                 break
         self.query_one("#detail-log", Static).update(Content(log or "(no output recorded yet)"))
         clips = self.query_one("#detail-clips", DataTable)
         clips.clear()
         for c in message.clips:
             span = f"{c['clip_start']:.0f}-{c['clip_end']:.0f} s" if c.get("clip_start") is not None else ""
-            clips.add_row(Text(c["id"]), fmt.status_label(c, now, limit), fmt.current_stage(c), span,
-                          c.get("error_class") or "")
+            clips.add_row(
+                Text(c["id"]),
+                fmt.status_label(c, now, limit),
+                fmt.current_stage(c),
+                span,
+                c.get("error_class") or "",
+            )
         show_clips = item["kind"] == pipeline.EPISODE
         clips.display = show_clips
         self.query_one("#detail-clips-label").display = show_clips
-        events = [Content.assemble((fmt.clock_time(e["at"]) + " ", "$foreground-muted"), (e["actor"] + " ", "bold"),
-                                   e["verb"], (f"  {e['reason']}" if e.get("reason") else "", "$foreground-muted"),
-                                   (f"  {e['result']}" if e.get("result") else "", "$foreground-muted"))
-                  for e in message.events]
-        self.query_one("#detail-events", Static).update(Content("\n").join(events) if events else
-                                                        Content("(no operator or engine events for this item)"))
+        events = [
+            Content.assemble(
+                (fmt.clock_time(e["at"]) + " ", "$foreground-muted"),
+                (e["actor"] + " ", "bold"),
+                e["verb"],
+                (f"  {e['reason']}" if e.get("reason") else "", "$foreground-muted"),
+                (f"  {e['result']}" if e.get("result") else "", "$foreground-muted"),
+            )
+            for e in message.events
+        ]
+        self.query_one("#detail-events", Static).update(
+            Content("\n").join(events) if events else Content("(no operator or engine events for this item)")
+        )
         self.set_timer(REFRESH_SECONDS, self.load)
 
     def action_back(self) -> None:

@@ -6,9 +6,10 @@ after the previous one is applied, so reads never overlap. Periodic reads are
 skipped while a modal is open or live updates are paused (`p`); a change of
 view (scrolling the window, a new filter) reads at once.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -39,11 +40,20 @@ from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
 from .help import HelpEntry, HelpScreen, key_label
 from .item_detail import ItemDetailScreen
-from .verb_catalog import CLIPS, EPISODES, EXTEND_CHOICES, GLOBAL, VERBS, VERBS_BY_ACTION, VerbSpec, stage_choices
+from .verb_catalog import (
+    CLIPS,
+    EPISODES,
+    EXTEND_CHOICES,
+    GLOBAL,
+    VERBS,
+    VERBS_BY_ACTION,
+    VerbSpec,
+    stage_choices,
+)
 from .view_reader import ViewRequest, clip_filter_for, read_view
 
-OVERVIEW_EVERY = 4          # health, counts and header are read every 4th poll (about once a second)
-FOLLOW_LIMIT = 500          # items followed after a verb, for the "succeeded / failed again" notice
+OVERVIEW_EVERY = 4  # health, counts and header are read every 4th poll (about once a second)
+FOLLOW_LIMIT = 500  # items followed after a verb, for the "succeeded / failed again" notice
 
 
 @dataclass
@@ -65,23 +75,72 @@ class MainScreen(Screen[None]):
 
     BINDINGS = [
         Binding("question_mark", "help", "Help", id="main.help", tooltip="This list of keys"),
-        Binding("slash", "filter", "Filter", id="main.filter",
-                tooltip="Filter episodes: status:failed stage:enriched show:NAME stuck TEXT; esc clears"),
-        Binding("colon", "app.command_palette", "Commands", show=False, id="main.palette",
-                tooltip="Command palette: every action by name"),
-        Binding("space", "mark", "Mark", id="main.mark", tooltip="Mark the row for a bulk verb (again to unmark)"),
-        Binding("escape", "clear_marks", "Clear marks", show=False, id="main.clear_marks",
-                tooltip="Unmark every marked row"),
-        Binding("enter", "open_detail", "Detail", show=False, id="main.detail",
-                tooltip="Item detail: attempt timeline, checkpoints, log tail, clips"),
-        Binding("a", "toggle_all_clips", "All clips", show=False, id="main.all_clips",
-                tooltip="Switch the clip table between the selected episode's clips and all clips"),
-        Binding("i", "intervene", "Intervene", show=False, id="main.intervene",
-                tooltip="Stuck work (STALLED, TIMED OUT, SLOW): wait longer, terminate and retry, skip, or open the log"),
-        Binding("l", "audit_log", "Audit log", show=False, id="main.audit",
-                tooltip="Audit log (who did what, when, to what) and recovery metrics"),
-        Binding("p", "toggle_live", "Pause updates", show=False, id="main.live",
-                tooltip="Freeze the live refresh (p again resumes); the engine keeps working"),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="main.filter",
+            tooltip="Filter episodes: status:failed stage:enriched show:NAME stuck TEXT; esc clears",
+        ),
+        Binding(
+            "colon",
+            "app.command_palette",
+            "Commands",
+            show=False,
+            id="main.palette",
+            tooltip="Command palette: every action by name",
+        ),
+        Binding(
+            "space", "mark", "Mark", id="main.mark", tooltip="Mark the row for a bulk verb (again to unmark)"
+        ),
+        Binding(
+            "escape",
+            "clear_marks",
+            "Clear marks",
+            show=False,
+            id="main.clear_marks",
+            tooltip="Unmark every marked row",
+        ),
+        Binding(
+            "enter",
+            "open_detail",
+            "Detail",
+            show=False,
+            id="main.detail",
+            tooltip="Item detail: attempt timeline, checkpoints, log tail, clips",
+        ),
+        Binding(
+            "a",
+            "toggle_all_clips",
+            "All clips",
+            show=False,
+            id="main.all_clips",
+            tooltip="Switch the clip table between the selected episode's clips and all clips",
+        ),
+        Binding(
+            "i",
+            "intervene",
+            "Intervene",
+            show=False,
+            id="main.intervene",
+            tooltip="Stuck work (STALLED, TIMED OUT, SLOW): wait longer, terminate and retry, skip, or open the log",
+        ),
+        Binding(
+            "l",
+            "audit_log",
+            "Audit log",
+            show=False,
+            id="main.audit",
+            tooltip="Audit log (who did what, when, to what) and recovery metrics",
+        ),
+        Binding(
+            "p",
+            "toggle_live",
+            "Pause updates",
+            show=False,
+            id="main.live",
+            tooltip="Freeze the live refresh (p again resumes); the engine keeps working",
+        ),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
         Binding("2", "focus_pane('clips')", "Clips", show=False, id="main.pane_clips"),
         Binding("3", "focus_pane('error-detail')", "Error detail", show=False, id="main.pane_detail"),
@@ -93,15 +152,15 @@ class MainScreen(Screen[None]):
         self.episode_filter = ItemFilter(kind=pipeline.EPISODE)
         self.filter_text = ""
         self.all_clips = False
-        self.marked: dict[str, dict] = {}          # item id -> its last known row
-        self.followed: dict[str, tuple[str, float]] = {}   # item id -> (verb title, since)
+        self.marked: dict[str, dict] = {}  # item id -> its last known row
+        self.followed: dict[str, tuple[str, float]] = {}  # item id -> (verb title, since)
         self.live = True
         self.generation = 0
         self.polls = 0
         self._polling = False
         self._poll_again = False
-        self._overview_due = True             # health, counts and header: read with the next periodic poll
-        self._reader: Reader | None = None     # the poll's own connection: a newer view interrupts a stale read
+        self._overview_due = True  # health, counts and header: read with the next periodic poll
+        self._reader: Reader | None = None  # the poll's own connection: a newer view interrupts a stale read
         self._timer: Timer | None = None
         self._want_offset: dict[str, int] = {"episodes": 0, "clips": 0}
         self.view: ViewData | None = None
@@ -126,7 +185,7 @@ class MainScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         if self._reader is not None:
-            self._reader.interrupt()       # a scan still running for a closed screen is not worth finishing
+            self._reader.interrupt()  # a scan still running for a closed screen is not worth finishing
 
     def on_mount(self) -> None:
         self.episodes.show_title("Episodes")
@@ -153,8 +212,11 @@ class MainScreen(Screen[None]):
         return self.app.operator  # type: ignore[attr-defined]
 
     def render_context(self, now: float) -> RenderContext:
-        return RenderContext(now, self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
-                             lambda variable: fmt.theme_style(self.app, variable))
+        return RenderContext(
+            now,
+            self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
+            lambda variable: fmt.theme_style(self.app, variable),
+        )
 
     # -- polling -----------------------------------------------------------------------
     def poll(self, forced: bool = False) -> None:
@@ -201,12 +263,12 @@ class MainScreen(Screen[None]):
     @work(thread=True, group="poll", exit_on_error=False)
     def _read(self, request: ViewRequest) -> None:
         reader = self._reader
-        if reader is None:                   # opened here: connecting is database work, not the event loop's
+        if reader is None:  # opened here: connecting is database work, not the event loop's
             reader = self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
         try:
             data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
         except ReadInterrupted:
-            data = None                      # stale: the view changed while reading (see _changed_view)
+            data = None  # stale: the view changed while reading (see _changed_view)
         self.post_message(ViewRead(data))
 
     def on_view_read(self, message: ViewRead) -> None:
@@ -217,7 +279,7 @@ class MainScreen(Screen[None]):
                 self._overview_due = False
             self._apply(data)
         else:
-            self._poll_again = True          # the view changed while reading: read the new one
+            self._poll_again = True  # the view changed while reading: read the new one
         if self._poll_again:
             self._poll_again = False
             self.poll(True)
@@ -231,7 +293,7 @@ class MainScreen(Screen[None]):
         if event.worker.group == "poll":
             self._polling = False
             self.notify(f"Reading the workspace failed: {error}. Retrying.", severity="error", markup=False)
-            if self._poll_again:                 # the view changed meanwhile: read it now, not at the next tick
+            if self._poll_again:  # the view changed meanwhile: read it now, not at the next tick
                 self._poll_again = False
                 self.poll(True)
             else:
@@ -260,22 +322,33 @@ class MainScreen(Screen[None]):
             if data.overview is not None:
                 self.query_one("#health", HealthPanel).show(data.overview)
             self._show_header()
-            self.query_one(ErrorDetail).show(data.detail, data.detail_attempts, data.now,
-                                             self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
-                                             self.app.readonly)  # type: ignore[attr-defined]
+            self.query_one(ErrorDetail).show(
+                data.detail,
+                data.detail_attempts,
+                data.now,
+                self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
+                self.app.readonly,
+            )  # type: ignore[attr-defined]
         self._report_follow_ups(data.follow_ups)
         self._report_stuck(data)
         if self._selected_detail_id() != data.detail_id:
-            self._changed_view(reset_clips=False)     # the cursor moved while reading: read its detail
+            self._changed_view(reset_clips=False)  # the cursor moved while reading: read its detail
         self._refresh_bindings_if_changed()
 
     def _refresh_bindings_if_changed(self) -> None:
         """Rebuilding the footer repaints it: do it only when what the verbs depend on has changed."""
+
         def state(row: dict | None) -> tuple:
             return tuple((row or {}).get(k) for k in ("id", "status", "stage", "next_stage"))
+
         overview = self.view.overview if self.view else None
-        key = (self.focused.id if self.focused else None, state(self.episodes.current_row),
-               state(self.clips.current_row), tuple(sorted(self.marked)), bool(overview and overview.paused))
+        key = (
+            self.focused.id if self.focused else None,
+            state(self.episodes.current_row),
+            state(self.clips.current_row),
+            tuple(sorted(self.marked)),
+            bool(overview and overview.paused),
+        )
         if key != self._bindings_key:
             self._bindings_key = key
             self.refresh_bindings()
@@ -287,23 +360,30 @@ class MainScreen(Screen[None]):
             self.clips.show_title(f"All clips {self.clips.position_label}  (a: this episode's)")
         else:
             episode = self.episodes.current_id
-            of = fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
+            of = (
+                fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34)
+                if episode
+                else "no episode"
+            )
             count = self.clips.position_label if self.clips.total else "none yet"
             self.clips.show_title(f"Clips of {of}: {count}")
 
     def _show_header(self) -> None:
         app = self.app
         engine = app.engine  # type: ignore[attr-defined]
-        self.query_one(EngineHeader).show(HeaderState(
-            workspace=str(app.ws.root),  # type: ignore[attr-defined]
-            overview=self.view.overview if self.view else None,
-            local_state=engine.state if engine else None,
-            local_workers=engine.workers if engine else 0,
-            local_busy=engine.busy() if engine else 0,
-            attached=engine is None,
-            readonly=app.readonly,  # type: ignore[attr-defined]
-            live=self.live,
-            marked=len(self.marked)))
+        self.query_one(EngineHeader).show(
+            HeaderState(
+                workspace=str(app.ws.root),  # type: ignore[attr-defined]
+                overview=self.view.overview if self.view else None,
+                local_state=engine.state if engine else None,
+                local_workers=engine.workers if engine else 0,
+                local_busy=engine.busy() if engine else 0,
+                attached=engine is None,
+                readonly=app.readonly,  # type: ignore[attr-defined]
+                live=self.live,
+                marked=len(self.marked),
+            )
+        )
 
     def _restyle(self) -> None:
         if self.view is not None:
@@ -314,7 +394,7 @@ class MainScreen(Screen[None]):
     def _changed_view(self, reset_clips: bool = True) -> None:
         self.generation += 1
         if self._polling and self._reader is not None:
-            self._reader.interrupt()      # the read in flight is for the view just left: not worth finishing
+            self._reader.interrupt()  # the read in flight is for the view just left: not worth finishing
         if reset_clips:
             self._want_offset["clips"] = 0
         self.poll(True)
@@ -325,16 +405,26 @@ class MainScreen(Screen[None]):
             if outcome == "succeeded":
                 self.notify(f"{item_id} succeeded after {verb.lower()}.", title="Recovered", markup=False)
             else:
-                self.notify(f"{item_id} failed again after {verb.lower()}; enter shows why.", title="Failed again",
-                            severity="error", markup=False, timeout=8)
+                self.notify(
+                    f"{item_id} failed again after {verb.lower()}; enter shows why.",
+                    title="Failed again",
+                    severity="error",
+                    markup=False,
+                    timeout=8,
+                )
 
     def _report_stuck(self, data: ViewData) -> None:
         if data.overview is None:
             return
         stuck = data.overview.stuck
         if stuck > self._known_stuck:
-            self.notify(f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck, "
-                        "then i to intervene.", title="Stuck work", severity="warning", markup=False)
+            self.notify(
+                f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck, "
+                "then i to intervene.",
+                title="Stuck work",
+                severity="warning",
+                markup=False,
+            )
         self._known_stuck = stuck
 
     # -- selection -----------------------------------------------------------------------
@@ -364,7 +454,7 @@ class MainScreen(Screen[None]):
             kind, table = pipeline.EPISODE, self.episodes
         else:
             kind, table = None, self._focused_table()
-        if spec is not None and spec.single:          # rollback and extend act on the cursor row only
+        if spec is not None and spec.single:  # rollback and extend act on the cursor row only
             row = table.current_row
             return [row] if row and (kind is None or row["kind"] == kind) else []
         if self.marked:
@@ -449,13 +539,23 @@ class MainScreen(Screen[None]):
                     enabled = self.check_action(spec.action, ()) is True
                     confirm = " (asks first)" if spec.confirm else ""
                     entries.append(HelpEntry(group, spec.key, f"{spec.title}: {spec.help}{confirm}", enabled))
-        entries += [HelpEntry("View", key_label(b.key), b.tooltip or b.description) for b in self._view_bindings()]
-        entries += [HelpEntry("Navigation", k, d) for k, d in (
-            ("j / k", "move down / up (↓ ↑ too)"), ("g / G", "first / last row (the window slides in SQL)"),
-            ("pgup/dn", "page up / down"), ("tab", "next pane: episodes, clips, error detail"),
-            ("1 2 3", "jump to episodes, clips, error detail"))]
-        entries += [HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
-                    HelpEntry("App", ": ctrl+p", "Command palette: every action by name")]
+        entries += [
+            HelpEntry("View", key_label(b.key), b.tooltip or b.description) for b in self._view_bindings()
+        ]
+        entries += [
+            HelpEntry("Navigation", k, d)
+            for k, d in (
+                ("j / k", "move down / up (↓ ↑ too)"),
+                ("g / G", "first / last row (the window slides in SQL)"),
+                ("pgup/dn", "page up / down"),
+                ("tab", "next pane: episodes, clips, error detail"),
+                ("1 2 3", "jump to episodes, clips, error detail"),
+            )
+        ]
+        entries += [
+            HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
+            HelpEntry("App", ": ctrl+p", "Command palette: every action by name"),
+        ]
         note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]
         self.app.push_screen(HelpScreen(entries, note))
 
@@ -465,8 +565,9 @@ class MainScreen(Screen[None]):
     def action_toggle_live(self) -> None:
         self.live = not self.live
         self._show_header()
-        self.notify("Live updates paused; p resumes." if self.live is False else "Live updates resumed.",
-                    markup=False)
+        self.notify(
+            "Live updates paused; p resumes." if self.live is False else "Live updates resumed.", markup=False
+        )
         if self.live:
             self.poll(True)
 
@@ -504,12 +605,19 @@ class MainScreen(Screen[None]):
     def action_intervene(self) -> None:
         row = self._focused_table().current_row
         if row is None or row["status"] != "running" or not row.get("verdict"):
-            self.notify("Intervene applies to running work the watchdog flagged (STALLED, TIMED OUT, SLOW).",
-                        severity="warning", markup=False)
+            self.notify(
+                "Intervene applies to running work the watchdog flagged (STALLED, TIMED OUT, SLOW).",
+                severity="warning",
+                markup=False,
+            )
             return
         stalled_for = ""
-        if self.view is not None and self.view.detail and self.view.detail.get("id") == row["id"] \
-                and self.view.detail.get("progress_at"):
+        if (
+            self.view is not None
+            and self.view.detail
+            and self.view.detail.get("id") == row["id"]
+            and self.view.detail.get("progress_at")
+        ):
             stalled_for = f", no progress for {fmt.duration(self.view.now - self.view.detail['progress_at'])}"
         title = f"{row['id']} is {row['verdict']} at {fmt.current_stage(row)}{stalled_for}"
         choices: list[tuple[object, str]] = [
@@ -530,6 +638,7 @@ class MainScreen(Screen[None]):
                 self.start_verb(VERBS_BY_ACTION["skip"])
             elif choice == "log":
                 self.app.push_screen(ItemDetailScreen(row["id"]))
+
         self.app.push_screen(ChoiceScreen(title, choices), chosen)
 
     def action_audit_log(self) -> None:
@@ -541,8 +650,11 @@ class MainScreen(Screen[None]):
             self.app.push_screen(ItemDetailScreen(item_id))
 
     def palette_commands(self) -> list[tuple[str, str, str]]:
-        commands = [(b.description, b.tooltip or b.description, b.action) for b in self._view_bindings()
-                    if b.action != "app.command_palette"]
+        commands = [
+            (b.description, b.tooltip or b.description, b.action)
+            for b in self._view_bindings()
+            if b.action != "app.command_palette"
+        ]
         for spec in VERBS:
             if self.check_action(spec.action, ()) is True:
                 commands.append((spec.title, f"{spec.help} [{spec.key}]", spec.action))
@@ -551,13 +663,19 @@ class MainScreen(Screen[None]):
     # -- verbs ---------------------------------------------------------------------------
     def start_verb(self, spec: VerbSpec) -> None:
         if self.app.readonly:  # type: ignore[attr-defined]
-            self.notify("Read-only console: verbs do not run here. Open ewg without --readonly to act.",
-                        severity="warning", markup=False)
+            self.notify(
+                "Read-only console: verbs do not run here. Open ewg without --readonly to act.",
+                severity="warning",
+                markup=False,
+            )
             return
         rows = self.selected_rows(spec)
         if spec.scope != GLOBAL and not rows:
-            self.notify(f"{spec.title}: select a {'clip' if spec.scope == CLIPS else 'row'} first.",
-                        severity="warning", markup=False)
+            self.notify(
+                f"{spec.title}: select a {'clip' if spec.scope == CLIPS else 'row'} first.",
+                severity="warning",
+                markup=False,
+            )
             return
         ids = [r["id"] for r in rows]
         request = VerbRequest(spec, ids)
@@ -571,7 +689,9 @@ class MainScreen(Screen[None]):
         elif spec.choose in ("reprocess_stage", "rollback_stage"):
             choices = stage_choices(spec, rows[0])
             if not choices:
-                self.notify(f"{ids[0]} has no earlier checkpoint to roll back to.", severity="warning", markup=False)
+                self.notify(
+                    f"{ids[0]} has no earlier checkpoint to roll back to.", severity="warning", markup=False
+                )
                 return
             what = ids[0] if len(ids) == 1 else f"{len(ids)} items"
             title = f"Force reprocess {what}" if spec.choose == "reprocess_stage" else f"Roll {what} back"
@@ -588,6 +708,7 @@ class MainScreen(Screen[None]):
                 return
             request.choice = value
             self._next_step(request)
+
         self.app.push_screen(screen, chosen)
 
     def _next_step(self, request: VerbRequest) -> None:
@@ -617,12 +738,16 @@ class MainScreen(Screen[None]):
                 return
             request.reason = reason
             self._run_verb(request, dry_run=False)
+
         self.app.push_screen(ConfirmVerbScreen(self._confirm_title(request, preview), preview), confirmed)
 
     def _confirm_title(self, request: VerbRequest, preview: Preview) -> str:
         count = len(preview.changes)
-        target = "the workspace" if request.spec.scope == GLOBAL and not count else \
-            (preview.changes[0].item_id if count == 1 else f"{count} items")
+        target = (
+            "the workspace"
+            if request.spec.scope == GLOBAL and not count
+            else (preview.changes[0].item_id if count == 1 else f"{count} items")
+        )
         return f"{request.spec.title}: {target}?"
 
     def _report_nothing(self, request: VerbRequest, preview: Preview) -> None:
@@ -638,7 +763,13 @@ class MainScreen(Screen[None]):
         if preview.skipped:
             text += ". " + "; ".join(f"{i} {w}" for i, w in preview.skipped[:3])
         self.notify(text[:1].upper() + text[1:] + ".", title=request.spec.title, markup=False)
-        if request.spec.action not in ("toggle_engine", "stop_processing", "deep_clean", "stop", "force_stop"):
+        if request.spec.action not in (
+            "toggle_engine",
+            "stop_processing",
+            "deep_clean",
+            "stop",
+            "force_stop",
+        ):
             for item_id in preview.item_ids:
                 self.followed[item_id] = (request.spec.title, request.since)
         engine = self.app.engine  # type: ignore[attr-defined]
@@ -649,7 +780,9 @@ class MainScreen(Screen[None]):
         self._changed_view(reset_clips=False)
 
     def on_verb_refused(self, message: VerbRefused) -> None:
-        self.notify(message.text, title=message.request.spec.title, severity="error", markup=False, timeout=10)
+        self.notify(
+            message.text, title=message.request.spec.title, severity="error", markup=False, timeout=10
+        )
 
     def on_engine_notice(self, message: EngineNotice) -> None:
         """The in-process engine reported an event (handed on by the app)."""
@@ -660,6 +793,7 @@ class MainScreen(Screen[None]):
 def _verb_action(spec: VerbSpec):
     def action(self: MainScreen) -> None:
         self.start_verb(spec)
+
     action.__name__ = f"action_{spec.action}"
     action.__doc__ = spec.help
     return action

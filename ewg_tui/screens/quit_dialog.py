@@ -1,4 +1,5 @@
 """Quitting while work is in flight: stop gracefully, or leave it to a headless engine."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -40,11 +41,14 @@ class QuitScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"{self.busy} item(s) are being processed by this console's engine.\n\n"
-                         "Stop gracefully: each stage stops at a safe point and its item is released; it "
-                         "resumes on the next start.\n"
-                         "Leave running: quit at once; a headless engine (`ewg run --headless`) on this host "
-                         "rescues the work immediately.", markup=False)
+            yield Static(
+                f"{self.busy} item(s) are being processed by this console's engine.\n\n"
+                "Stop gracefully: each stage stops at a safe point and its item is released; it "
+                "resumes on the next start.\n"
+                "Leave running: quit at once; a headless engine (`ewg run --headless`) on this host "
+                "rescues the work immediately.",
+                markup=False,
+            )
             with Horizontal():
                 yield Button("Stop gracefully", id="stop", variant="primary")
                 yield Button("Leave running", id="leave", variant="warning")

@@ -3,6 +3,7 @@
 Runs on a worker thread; touches no widget. The request is an immutable copy
 of the screen's view state taken on the event loop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,16 +45,37 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
     episodes: list[dict] = []
     if request.episode_limit and episode_total:
         # The count tells a free-text window how dense its matches are, so it can pick its plan.
-        episodes = queries.item_window(store, flt, request.sort, request.descending, episode_offset,
-                                       request.episode_limit, matches=episode_total if flt.text else None)
+        episodes = queries.item_window(
+            store,
+            flt,
+            request.sort,
+            request.descending,
+            episode_offset,
+            request.episode_limit,
+            matches=episode_total if flt.text else None,
+        )
     clip_total = queries.count_items(store, request.clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
-    clips = queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit) \
-        if request.clip_limit else []
+    clips = (
+        queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit)
+        if request.clip_limit
+        else []
+    )
     detail = queries.item(store, request.detail_id) if request.detail_id else None
     detail_attempts = queries.attempts(store, request.detail_id)[-DETAIL_ATTEMPTS:] if detail else []
-    data = ViewData(request.generation, now, episodes, episode_offset, episode_total, clips, clip_offset,
-                    clip_total, request.detail_id, detail, detail_attempts)
+    data = ViewData(
+        request.generation,
+        now,
+        episodes,
+        episode_offset,
+        episode_total,
+        clips,
+        clip_offset,
+        clip_total,
+        request.detail_id,
+        detail,
+        detail_attempts,
+    )
     if request.with_overview:
         data.overview = queries.overview(store, now)
         data.counts = queries.counts(store)

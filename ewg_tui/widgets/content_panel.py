@@ -1,4 +1,5 @@
 """A panel drawn from data: it repaints only when its content changed, and redraws on resize."""
+
 from __future__ import annotations
 
 from textual.content import Content
@@ -15,10 +16,10 @@ class ContentPanel(Static):
 
     def redraw(self) -> None:
         content = self.compose_content()
-        if content != self._shown:          # unchanged panels are not repainted (quiet over SSH)
+        if content != self._shown:  # unchanged panels are not repainted (quiet over SSH)
             self._shown = content
             self.update(content)
 
     def on_resize(self) -> None:
-        self._shown = None                  # the layout depends on the width
+        self._shown = None  # the layout depends on the width
         self.redraw()

@@ -1,4 +1,5 @@
 """The top line: what the engine is doing, how busy it is, and which workspace this is."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from engine.queries import Overview
 class HeaderState:
     workspace: str
     overview: Overview | None = None
-    local_state: str | None = None       # the in-process engine's state, None when attached
+    local_state: str | None = None  # the in-process engine's state, None when attached
     local_workers: int = 0
     local_busy: int = 0
     attached: bool = False
@@ -29,7 +30,10 @@ def engine_summary(state: HeaderState) -> tuple[str, str, int, int]:
     workers = sum(e["workers"] for e in engines)
     busy = sum(e["busy"] for e in engines)
     if state.local_state is not None:
-        workers, busy = max(workers, state.local_workers), max(busy, state.local_busy) if not engines else busy
+        workers, busy = (
+            max(workers, state.local_workers),
+            max(busy, state.local_busy) if not engines else busy,
+        )
     if state.local_state == "stopping" or any(e["state"] == "stopping" for e in engines):
         return "stopping", "warning", busy, workers
     if ov and ov.paused:
@@ -60,7 +64,11 @@ class EngineHeader(Static):
     def show(self, state: HeaderState) -> None:
         label, variable, busy, workers = engine_summary(state)
         ov = state.overview
-        parts: list[tuple[str, str] | str] = [("ewg ", "bold"), ("● ", f"${variable}"), (label, f"bold ${variable}")]
+        parts: list[tuple[str, str] | str] = [
+            ("ewg ", "bold"),
+            ("● ", f"${variable}"),
+            (label, f"bold ${variable}"),
+        ]
         parts.append(f"  workers {busy}/{workers}")
         if ov is not None:
             parts.append(f"  {ov.executions_per_minute}/min")
@@ -79,6 +87,6 @@ class EngineHeader(Static):
         room = self.size.width - content.cell_length - 2
         workspace = state.workspace if len(state.workspace) <= room else state.workspace.rsplit("/", 1)[-1]
         header = Content.assemble(content, ("  " + workspace, "$foreground-muted"))
-        if header != self._shown:           # repaint only what changed
+        if header != self._shown:  # repaint only what changed
             self._shown = header
             self.update(header)

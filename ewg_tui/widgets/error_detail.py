@@ -1,4 +1,5 @@
 """The selected item's error: class, message, when, attempt history, log tail and the key that fixes it."""
+
 from __future__ import annotations
 
 from textual.containers import VerticalScroll
@@ -41,25 +42,56 @@ def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
     return []
 
 
-def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: int, width: int = 80,
-             readonly: bool = False) -> Content:
+def describe(
+    item: dict | None,
+    attempts: list[dict],
+    now: float,
+    max_attempts: int,
+    width: int = 80,
+    readonly: bool = False,
+) -> Content:
     if item is None:
-        return Content.assemble(("Select an item to see its errors and how to recover it.", "$foreground-muted"))
+        return Content.assemble(
+            ("Select an item to see its errors and how to recover it.", "$foreground-muted")
+        )
     lines: list[Content] = []
-    head = [(item["id"], "bold"), "  ", (fmt.status_label(item, now, max_attempts),
-                                          f"${fmt.STATUS_VARIABLE.get(item['status'], 'foreground')}")]
+    head = [
+        (item["id"], "bold"),
+        "  ",
+        (
+            fmt.status_label(item, now, max_attempts),
+            f"${fmt.STATUS_VARIABLE.get(item['status'], 'foreground')}",
+        ),
+    ]
     if item.get("verdict"):
         head += ["  ", (item["verdict"], "bold $error")]
     lines.append(Content.assemble(*head))
     if item.get("error_class"):
-        lines.append(Content.assemble((item["error_class"], "bold $error"), " at ", fmt.current_stage(item),
-                                      ("  " + fmt.clock_time(item.get("error_at")) + " UTC, " + fmt.ago(item.get("error_at"), now)
-                                       if item.get("error_at") else "", "$foreground-muted")))
+        lines.append(
+            Content.assemble(
+                (item["error_class"], "bold $error"),
+                " at ",
+                fmt.current_stage(item),
+                (
+                    "  "
+                    + fmt.clock_time(item.get("error_at"))
+                    + " UTC, "
+                    + fmt.ago(item.get("error_at"), now)
+                    if item.get("error_at")
+                    else "",
+                    "$foreground-muted",
+                ),
+            )
+        )
         lines.append(Content(item.get("error_message") or ""))
     elif item["status"] == "running":
         message = item.get("progress_message") or "working"
-        lines.append(Content.assemble(f"{fmt.current_stage(item)}: {message}",
-                                      (f"  for {fmt.elapsed(item, now)}", "$foreground-muted")))
+        lines.append(
+            Content.assemble(
+                f"{fmt.current_stage(item)}: {message}",
+                (f"  for {fmt.elapsed(item, now)}", "$foreground-muted"),
+            )
+        )
     elif item.get("blocked_reason"):
         lines.append(Content(item["blocked_reason"]))
     hint = "" if readonly else recovery_hint(item)
@@ -71,11 +103,19 @@ def describe(item: dict | None, attempts: list[dict], now: float, max_attempts: 
         lines.append(Content.assemble(("attempts", "bold")))
         for a in attempts:
             outcome = a.get("outcome") or "running"
-            variable = "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
+            variable = (
+                "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
+            )
             when = f" {fmt.clock_time(a.get('started_at'))}" if width >= 50 else ""
-            lines.append(Content.assemble(f"#{a['number']} {a['stage']:<11} ", (f"{outcome:<9}", variable),
-                                          f" {fmt.duration(a.get('duration')):>5}", (when, "$foreground-muted"),
-                                          (f" {a.get('error_class') or ''}", "$error")))
+            lines.append(
+                Content.assemble(
+                    f"#{a['number']} {a['stage']:<11} ",
+                    (f"{outcome:<9}", variable),
+                    f" {fmt.duration(a.get('duration')):>5}",
+                    (when, "$foreground-muted"),
+                    (f" {a.get('error_class') or ''}", "$error"),
+                )
+            )
     tail = log_tail(attempts)
     if tail:
         lines.append(Content.assemble(("log tail", "bold")))
@@ -106,9 +146,10 @@ class ErrorDetail(VerticalScroll):
 
     _shown: Content | None = None
 
-    def show(self, item: dict | None, attempts: list[dict], now: float, max_attempts: int,
-             readonly: bool = False) -> None:
+    def show(
+        self, item: dict | None, attempts: list[dict], now: float, max_attempts: int, readonly: bool = False
+    ) -> None:
         content = describe(item, attempts, now, max_attempts, self.scrollable_content_region.width, readonly)
-        if content != self._shown:          # an unchanged pane is not repainted (idle SSH sessions stay quiet)
+        if content != self._shown:  # an unchanged pane is not repainted (idle SSH sessions stay quiet)
             self._shown = content
             self.query_one("#error-text", Static).update(content)

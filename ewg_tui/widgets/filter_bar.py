@@ -1,4 +1,5 @@
 """The `/` filter: `status:failed,retrying stage:enriched show:tech stuck free text`."""
+
 from __future__ import annotations
 
 import shlex
@@ -37,7 +38,9 @@ def parse_filter(text: str, kind: str = pipeline.EPISODE) -> ItemFilter:
             flt = replace(flt, statuses=statuses)
         elif sep and key in ("stage", "st"):
             if value not in pipeline.stages_of(kind):
-                raise FilterError(f"unknown stage {value!r}; {kind} stages: {', '.join(pipeline.stages_of(kind))}")
+                raise FilterError(
+                    f"unknown stage {value!r}; {kind} stages: {', '.join(pipeline.stages_of(kind))}"
+                )
             flt = replace(flt, stage=value)
         elif sep and key == "show":
             flt = replace(flt, show=value)

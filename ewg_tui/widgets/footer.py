@@ -1,4 +1,5 @@
 """Textual's footer, rebuilt only when the keys it shows change."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -8,9 +9,11 @@ from textual.widgets import Footer as TextualFooter
 
 def shown_bindings(screen: Screen) -> tuple:
     """What the footer draws from the screen's bindings: key, label, state and tooltip of each shown one."""
-    return tuple((binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
-                 for (_node, binding, enabled, tooltip) in screen.active_bindings.values()
-                 if binding.show or binding.action.endswith("command_palette"))
+    return tuple(
+        (binding.key, binding.action, binding.description, binding.group, enabled, tooltip)
+        for (_node, binding, enabled, tooltip) in screen.active_bindings.values()
+        if binding.show or binding.action.endswith("command_palette")
+    )
 
 
 class Footer(TextualFooter):
@@ -19,7 +22,7 @@ class Footer(TextualFooter):
     widget, then a layout pass) cost 20-60 ms of a key press with 100k episodes and a busy engine.
     """
 
-    _shown: tuple | None = None            # the keys the last rebuild drew
+    _shown: tuple | None = None  # the keys the last rebuild drew
 
     def compose(self) -> ComposeResult:
         if self._bindings_ready:

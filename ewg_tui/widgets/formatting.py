@@ -1,7 +1,8 @@
 """How the console writes numbers, times and states for people: short, fixed-width friendly."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.style import Style
 from rich.text import Text
@@ -59,7 +60,7 @@ def clock_time(ts: float | None) -> str:
     """HH:MM:SS UTC, the way the console shows when something happened."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S")
 
 
 def ago(ts: float | None, now: float) -> str:
@@ -96,7 +97,7 @@ def max_attempts(app: App) -> int:
 def attempt_label(row: dict, limit: int) -> str:
     n = row.get("attempts") or 0
     if row["status"] == "running":
-        n += 1                       # the attempt in progress
+        n += 1  # the attempt in progress
     return f"{n}/{limit}" if n else ""
 
 
@@ -143,7 +144,9 @@ def theme_style(app: App, variable: str, bold: bool = False) -> Style:
     except Exception:
         return Style(bold=bold)
     background = Color.parse(app.theme_variables.get("background", "#000000"))
-    return Style(color=background.blend(color, color.a).rich_color if color.a < 1 else color.rich_color, bold=bold)
+    return Style(
+        color=background.blend(color, color.a).rich_color if color.a < 1 else color.rich_color, bold=bold
+    )
 
 
 def plain(value: object) -> Text:

@@ -5,10 +5,11 @@ that leave the window are removed and new ones added, never a clear-and-rebuild.
 Moving the cursor past either edge asks the screen (WindowRequested) to slide
 the window, so 100k items cost the same as 100.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
@@ -25,7 +26,7 @@ CellRender = Callable[[dict, "RenderContext"], Text]
 class RenderContext:
     now: float
     max_attempts: int
-    styles: Callable[[str], object]      # theme variable -> Rich style
+    styles: Callable[[str], object]  # theme variable -> Rich style
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,12 @@ class Column:
 
 
 def _status(row: dict, ctx: RenderContext) -> Text:
-    return Text(fmt.status_label(row, ctx.now, ctx.max_attempts), style=ctx.styles(fmt.STATUS_VARIABLE.get(row["status"], "foreground")),
-                no_wrap=True, overflow="ellipsis")
+    return Text(
+        fmt.status_label(row, ctx.now, ctx.max_attempts),
+        style=ctx.styles(fmt.STATUS_VARIABLE.get(row["status"], "foreground")),
+        no_wrap=True,
+        overflow="ellipsis",
+    )
 
 
 def _verdict(row: dict, ctx: RenderContext) -> Text:
@@ -48,8 +53,12 @@ def _verdict(row: dict, ctx: RenderContext) -> Text:
 
 
 def _error(row: dict, ctx: RenderContext) -> Text:
-    return Text(row.get("error_class") or "", style=ctx.styles("error") if row["status"] == "failed" else "",
-                no_wrap=True, overflow="ellipsis")
+    return Text(
+        row.get("error_class") or "",
+        style=ctx.styles("error") if row["status"] == "failed" else "",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
 
 
 def _id(width: int) -> CellRender:
@@ -121,14 +130,14 @@ class ItemTable(DataTable):
     class WindowRequested(Message):
         """The cursor went past the window's edge: the screen should read `offset` next."""
 
-        def __init__(self, table: "ItemTable", offset: int, cursor: str) -> None:
+        def __init__(self, table: ItemTable, offset: int, cursor: str) -> None:
             super().__init__()
             self.table = table
             self.offset = offset
-            self.cursor = cursor          # keep | first | last
+            self.cursor = cursor  # keep | first | last
 
         @property
-        def control(self) -> "ItemTable":
+        def control(self) -> ItemTable:
             return self.table
 
     def __init__(self, columns: tuple[Column, ...], *, id: str | None = None) -> None:
@@ -139,7 +148,7 @@ class ItemTable(DataTable):
         self.rows_by_id: dict[str, dict] = {}
         self.order: list[str] = []
         self.pending_cursor: str | None = None
-        self.requested_offset: int | None = None   # a slide asked for but not read yet
+        self.requested_offset: int | None = None  # a slide asked for but not read yet
         self._cells: dict[str, list[tuple]] = {}
         self._title: str | None = None
 
@@ -178,7 +187,9 @@ class ItemTable(DataTable):
             self._title = text
             self.border_title = Content(text)
 
-    def show_window(self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]) -> None:
+    def show_window(
+        self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]
+    ) -> None:
         """Bring the table to exactly `rows`, changing only the cells that changed."""
         keep_id = self.current_id
         keep_index = self.cursor_row
@@ -191,7 +202,9 @@ class ItemTable(DataTable):
                 self._cells.pop(item_id, None)
             for row in rows:
                 item_id = row["id"]
-                cells = [RowMark(item_id, item_id in marked)] + [c.render(row, ctx) for c in self.item_columns]
+                cells = [RowMark(item_id, item_id in marked)] + [
+                    c.render(row, ctx) for c in self.item_columns
+                ]
                 signature = [_signature(cell) for cell in cells]
                 before = self._cells.get(item_id)
                 if before is None:
@@ -207,9 +220,10 @@ class ItemTable(DataTable):
                 self.sort("mark", key=lambda mark: position.get(mark.item_id, 0))
             self.rows_by_id = {r["id"]: r for r in rows}
             self.order = new_order
-            if self.requested_offset is not None and (offset == self.requested_offset
-                                                      or offset + len(rows) >= total):
-                self.requested_offset = None      # the slide arrived (or was clamped at an end)
+            if self.requested_offset is not None and (
+                offset == self.requested_offset or offset + len(rows) >= total
+            ):
+                self.requested_offset = None  # the slide arrived (or was clamped at an end)
             self.window_offset = offset
             self.total = total
             self._place_cursor(keep_id, keep_index)

@@ -1,4 +1,5 @@
 """Per-stage progress: one bar per stage with done / in flight / failed counts."""
+
 from __future__ import annotations
 
 from textual.content import Content
@@ -26,8 +27,13 @@ class StageProgress(ContentPanel):
         self.redraw()
 
     def compose_content(self) -> Content:
-        entry = self.counts or {"total": 0, "by_stage": {s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0}
-                                                          for s in pipeline.stages_of(self.kind)}}
+        entry = self.counts or {
+            "total": 0,
+            "by_stage": {
+                s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0}
+                for s in pipeline.stages_of(self.kind)
+            },
+        }
         total = entry["total"]
         label = "Episodes" if self.kind == pipeline.EPISODE else "Clips"
         width = max(20, self.size.width)
@@ -38,8 +44,14 @@ class StageProgress(ContentPanel):
         counts_width = 3 * (digits + 2)
         bar_width = max(3, width - name_width - counts_width - 1)
         for stage, c in entry["by_stage"].items():
-            lines.append(Content.assemble((f"{stage:<{name_width - 1}} ", ""), *self._bar(c, total, bar_width),
-                                          " ", *self._numbers(c, digits)))
+            lines.append(
+                Content.assemble(
+                    (f"{stage:<{name_width - 1}} ", ""),
+                    *self._bar(c, total, bar_width),
+                    " ",
+                    *self._numbers(c, digits),
+                )
+            )
         return Content("\n").join(lines)
 
     @staticmethod
@@ -48,7 +60,11 @@ class StageProgress(ContentPanel):
             return [("·" * width, "$foreground-muted")]
         cells = []
         remaining = width
-        for key, glyph, style in (("done", "█", "$success"), ("in_flight", "▓", "$accent"), ("failed", "█", "$error")):
+        for key, glyph, style in (
+            ("done", "█", "$success"),
+            ("in_flight", "▓", "$accent"),
+            ("failed", "█", "$error"),
+        ):
             n = c[key]
             size = round(n / total * width)
             if n and size == 0:
@@ -62,6 +78,8 @@ class StageProgress(ContentPanel):
 
     @staticmethod
     def _numbers(c: dict, digits: int) -> list[tuple[str, str]]:
-        return [(f"{c['done']:>{digits + 1}}✓", "$success" if c["done"] else "$foreground-muted"),
-                (f"{c['in_flight']:>{digits + 1}}▶", "$accent" if c["in_flight"] else "$foreground-muted"),
-                (f"{c['failed']:>{digits + 1}}✗", "bold $error" if c["failed"] else "$foreground-muted")]
+        return [
+            (f"{c['done']:>{digits + 1}}✓", "$success" if c["done"] else "$foreground-muted"),
+            (f"{c['in_flight']:>{digits + 1}}▶", "$accent" if c["in_flight"] else "$foreground-muted"),
+            (f"{c['failed']:>{digits + 1}}✗", "bold $error" if c["failed"] else "$foreground-muted"),
+        ]

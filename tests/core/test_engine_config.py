@@ -1,4 +1,5 @@
 """Configuration and workspace opening: every mistake is one clear message, exit 2 or 3, no traceback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,19 +19,25 @@ def test_default_file_is_the_defaults():
     assert config.parse(demo_config()).demo.faults
 
 
-@pytest.mark.parametrize("text, must_name", [
-    ("[retry]\nmax_attemps = 3\n", "[retry] max_attemps: unknown key"),
-    ("[retry]\nmax_attempts = 'three'\n", "[retry] max_attempts"),
-    ("[timeouts]\nepisode_processing = -5\n", "[timeouts] episode_processing"),
-    ("[stages.episode.transcribed]\nkind = 'command'\n", "needs command"),
-    ("[stages.episode.transcribed]\nkind = 'command'\ncommand = ['no-such-program-xyz']\n", "no-such-program-xyz"),
-    ("[stages.episode.translated]\nkind = 'demo'\n", "unknown stage"),
-    ("[retry]\nbase_delay = 30\nmax_delay = 10\n", "max_delay must be at least base_delay"),
-    ("[engine]\nheartbeat_interval = 5\ndead_after = 2\n", "dead_after"),
-    ("[retry\n", "not valid TOML"),
-    ("[stages.episode.enriched]\nservices = ['llm']\n", "[services.llm]"),
-    ("[recovery]\nmanual_intervention_required = ['oops']\n", "unknown error class"),
-])
+@pytest.mark.parametrize(
+    "text, must_name",
+    [
+        ("[retry]\nmax_attemps = 3\n", "[retry] max_attemps: unknown key"),
+        ("[retry]\nmax_attempts = 'three'\n", "[retry] max_attempts"),
+        ("[timeouts]\nepisode_processing = -5\n", "[timeouts] episode_processing"),
+        ("[stages.episode.transcribed]\nkind = 'command'\n", "needs command"),
+        (
+            "[stages.episode.transcribed]\nkind = 'command'\ncommand = ['no-such-program-xyz']\n",
+            "no-such-program-xyz",
+        ),
+        ("[stages.episode.translated]\nkind = 'demo'\n", "unknown stage"),
+        ("[retry]\nbase_delay = 30\nmax_delay = 10\n", "max_delay must be at least base_delay"),
+        ("[engine]\nheartbeat_interval = 5\ndead_after = 2\n", "dead_after"),
+        ("[retry\n", "not valid TOML"),
+        ("[stages.episode.enriched]\nservices = ['llm']\n", "[services.llm]"),
+        ("[recovery]\nmanual_intervention_required = ['oops']\n", "unknown error class"),
+    ],
+)
 def test_bad_config_names_the_key(text, must_name):
     with pytest.raises(ConfigError) as err:
         config.parse(text)
@@ -40,8 +47,11 @@ def test_bad_config_names_the_key(text, must_name):
 def test_cli_bad_config_exits_2_without_traceback(tmp_path):
     init_workspace(tmp_path).close()
     (tmp_path / "ewg.toml").write_text("[retry]\nmax_attempts = -1\n")
-    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "--workspace", str(tmp_path), "status"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(tmp_path), "status"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "[retry] max_attempts" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -53,8 +63,9 @@ def test_missing_database_is_never_recreated(tmp_path):
     with pytest.raises(DatabaseError, match="never recreated"):
         open_workspace(tmp_path)
     assert not (tmp_path / "ewg.db").exists()
-    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(tmp_path), "status"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(tmp_path), "status"], capture_output=True, text=True
+    )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
 
 
@@ -90,11 +101,13 @@ def test_database_is_owner_only(tmp_path):
 
 
 def test_engine_never_imports_textual():
-    code = ("import sys, pkgutil, importlib, engine\n"
-            "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
-            "    importlib.import_module(m.name)\n"
-            "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.') or m.startswith('ewg_tui')]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, pkgutil, importlib, engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.') or m.startswith('ewg_tui')]\n"
+        "assert not bad, bad\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -102,6 +115,7 @@ def test_engine_never_imports_textual():
 def test_import_linter_contract_holds():
     import shutil
     from pathlib import Path
+
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     proc = subprocess.run([exe], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -109,9 +123,10 @@ def test_import_linter_contract_holds():
 
 def test_an_older_schema_is_backed_up_then_migrated(tmp_path):
     from engine.store import SCHEMA_VERSION
+
     ws = init_workspace(tmp_path)
     conn = ws.store.connection()
-    conn.execute("DROP INDEX ix_items_counts")              # what a version-1 database lacks
+    conn.execute("DROP INDEX ix_items_counts")  # what a version-1 database lacks
     conn.execute("PRAGMA user_version=1")
     ws.close()
     ws = open_workspace(tmp_path)
@@ -127,52 +142,82 @@ def test_version_3_keeps_only_indexes_that_queries_read(tmp_path):
     ws = init_workspace(tmp_path)
     conn = ws.store.connection()
     conn.execute("DROP INDEX ix_items_stuck")
-    for col in ("updated_at", "error_class", "verdict"):           # what a version-2 database has
+    for col in ("updated_at", "error_class", "verdict"):  # what a version-2 database has
         conn.execute(f"CREATE INDEX ix_items_kind_{col} ON items (kind, {col}, id)")
     conn.execute("CREATE INDEX ix_attempts_item_id ON attempts (item_id)")
     conn.execute("PRAGMA user_version=2")
     ws.close()
     ws = open_workspace(tmp_path)
     names = {r[0] for r in ws.store.read("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert not names & {"ix_items_kind_updated_at", "ix_items_kind_error_class", "ix_items_kind_verdict",
-                        "ix_items_kind_stage", "ix_items_kind_show", "ix_attempts_item_id"}
+    assert not names & {
+        "ix_items_kind_updated_at",
+        "ix_items_kind_error_class",
+        "ix_items_kind_verdict",
+        "ix_items_kind_stage",
+        "ix_items_kind_show",
+        "ix_attempts_item_id",
+    }
     assert {"ix_items_stuck", "ix_items_counts", "ix_items_kind_status", "ix_attempts_item"} <= names
-    plan = " ".join(str(tuple(r)) for r in ws.store.read(
-        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' AND verdict IS NOT NULL ORDER BY id"))
-    assert "ix_items_stuck" in plan                                 # the stuck filter reads the partial index
+    plan = " ".join(
+        str(tuple(r))
+        for r in ws.store.read(
+            "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' AND verdict IS NOT NULL ORDER BY id"
+        )
+    )
+    assert "ix_items_stuck" in plan  # the stuck filter reads the partial index
     ws.close()
 
 
 def test_deep_windows_page_over_ids(tmp_path):
     from engine import queries
+
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:
-        conn.executemany("INSERT INTO items (id, kind, status, next_stage, next_attempt_at) VALUES (?,?,?,?,0)",
-                         [(f"ep{n:06d}", "episode", "failed" if n % 3 == 0 else "queued", "transcribed")
-                          for n in range(3000)])
+        conn.executemany(
+            "INSERT INTO items (id, kind, status, next_stage, next_attempt_at) VALUES (?,?,?,?,0)",
+            [
+                (f"ep{n:06d}", "episode", "failed" if n % 3 == 0 else "queued", "transcribed")
+                for n in range(3000)
+            ],
+        )
     flt = queries.ItemFilter(statuses=("failed",))
     rows = queries.item_window(ws.store, flt, offset=900, limit=5)
     assert [r["id"] for r in rows] == [f"ep{n:06d}" for n in range(2700, 2715, 3)]
     back = queries.item_window(ws.store, flt, sort="id", descending=True, offset=0, limit=2)
     assert [r["id"] for r in back] == ["ep002997", "ep002994"]
-    plan = " ".join(r[3] for r in ws.store.read(
-        "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' ORDER BY id LIMIT 10 OFFSET 100"))
-    assert "TEMP B-TREE" not in plan          # no sort of the whole table per window
+    plan = " ".join(
+        r[3]
+        for r in ws.store.read(
+            "EXPLAIN QUERY PLAN SELECT id FROM items WHERE kind='episode' ORDER BY id LIMIT 10 OFFSET 100"
+        )
+    )
+    assert "TEMP B-TREE" not in plan  # no sort of the whole table per window
     ws.close()
 
 
 def test_a_free_text_window_is_the_same_whether_it_walks_the_index_or_scans(tmp_path):
     from engine import queries
+
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:
-        conn.executemany("INSERT INTO items (id, kind, title, status, next_stage, next_attempt_at) VALUES (?,?,?,?,?,0)",
-                         [(f"ep{n:04d}", "episode", "budget vote" if n % 10 == 0 else "weather", "queued",
-                           "transcribed") for n in range(500)])
+        conn.executemany(
+            "INSERT INTO items (id, kind, title, status, next_stage, next_attempt_at) VALUES (?,?,?,?,?,0)",
+            [
+                (
+                    f"ep{n:04d}",
+                    "episode",
+                    "budget vote" if n % 10 == 0 else "weather",
+                    "queued",
+                    "transcribed",
+                )
+                for n in range(500)
+            ],
+        )
     flt = queries.ItemFilter(text="budget")
     total = queries.count_items(ws.store, flt)
     assert total == 50
     expected = [f"ep{n:04d}" for n in range(100, 150, 10)]
-    for matches in (None, total, 10_000):          # unknown, sparse (a scan), dense (an index walk)
+    for matches in (None, total, 10_000):  # unknown, sparse (a scan), dense (an index walk)
         rows = queries.item_window(ws.store, flt, offset=10, limit=5, matches=matches)
         assert [r["id"] for r in rows] == expected
         assert queries.item_window(ws.store, flt, offset=80, limit=5, matches=matches) == []

@@ -1,4 +1,5 @@
 """Error classification and the retry road: pure functions, deterministic."""
+
 from __future__ import annotations
 
 import errno
@@ -45,7 +46,7 @@ def test_roads():
     cfg, rng = Config(), random.Random(0)
     d = policy.after_failure(cfg, errors.TRANSIENT, 0, 100.0, rng)
     assert d.status == "retrying" and d.attempts == 1 and d.next_attempt_at > 100.0
-    assert policy.after_failure(cfg, errors.TRANSIENT, 2, 100.0, rng).status == "failed"   # 3rd of 3
+    assert policy.after_failure(cfg, errors.TRANSIENT, 2, 100.0, rng).status == "failed"  # 3rd of 3
     assert policy.after_failure(cfg, errors.PERSISTENT, 0, 100.0, rng).status == "failed"
     assert policy.after_failure(cfg, errors.MISSING_DEPENDENCY, 0, 100.0, rng).status == "failed"
     r = policy.after_failure(cfg, errors.RESOURCE, 1, 100.0, rng)

@@ -1,4 +1,5 @@
 """Several engine processes on one workspace, and the headless runner as a script would use it."""
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(*args, **kw):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    return subprocess.Popen([sys.executable, "-m", "ewg_tui.cli", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ewg_tui.cli", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def recording_stages(log: Path, seconds: float = 0.05) -> str:
     text = ""
-    for kind, stages in (("episode", ("discovered", "transcribed", "enriched", "editorial", "rendered")),
-                         ("clip", ("generated", "rendered"))):
+    for kind, stages in (
+        ("episode", ("discovered", "transcribed", "enriched", "editorial", "rendered")),
+        ("clip", ("generated", "rendered")),
+    ):
         for stage in stages:
-            text += (f'\n[stages.{kind}.{stage}]\nkind = "python"\ncallable = "stagelib:record"\n'
-                     f'[stages.{kind}.{stage}.options]\nlog = "{log}"\nseconds = {seconds}\n')
+            text += (
+                f'\n[stages.{kind}.{stage}]\nkind = "python"\ncallable = "stagelib:record"\n'
+                f'[stages.{kind}.{stage}.options]\nlog = "{log}"\nseconds = {seconds}\n'
+            )
     return text
 
 
@@ -39,13 +51,13 @@ def test_two_engine_processes_never_run_the_same_stage_at_once(make_demo, tmp_pa
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err
     runs = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len({r["pid"] for r in runs}) == 2            # both processes did work
+    assert len({r["pid"] for r in runs}) == 2  # both processes did work
     by_key: dict = {}
     for r in runs:
         by_key.setdefault((r["item"], r["stage"]), []).append(r)
     # each stage of each item ran exactly once: no overlap, no duplicate
     assert all(len(v) == 1 for v in by_key.values()), [k for k, v in by_key.items() if len(v) > 1]
-    assert len(by_key) == 12 * 5 + 12 * 0   # the recording editorial stage creates no clips
+    assert len(by_key) == 12 * 5 + 12 * 0  # the recording editorial stage creates no clips
     counts = queries.counts(ws.store)["episode"]["by_status"]
     assert counts["done"] == 12
 

@@ -1,4 +1,5 @@
 """Store.reader(): a connection of its own whose stale reads another thread may cancel."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,8 +11,10 @@ import pytest
 from engine.store import ReadInterrupted
 
 # Counts to a billion: minutes of work unless it is interrupted.
-ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
-           " SELECT max(x) FROM c")
+ENDLESS = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+    " SELECT max(x) FROM c"
+)
 
 
 def test_interrupt_cancels_the_read_in_flight_and_nothing_else(make_demo):
@@ -27,7 +30,7 @@ def test_interrupt_cancels_the_read_in_flight_and_nothing_else(make_demo):
 
     thread = threading.Thread(target=read)
     thread.start()
-    time.sleep(0.2)                      # the scan is running
+    time.sleep(0.2)  # the scan is running
     started = time.monotonic()
     reader.interrupt()
     thread.join(5)
@@ -37,7 +40,7 @@ def test_interrupt_cancels_the_read_in_flight_and_nothing_else(make_demo):
         reader.read_one("SELECT COUNT(*) FROM items")
     reader.resume()
     assert reader.read_one("SELECT COUNT(*) FROM items")[0] == 2
-    with ws.store.write() as conn:        # the store's own connections never saw the interrupt
+    with ws.store.write() as conn:  # the store's own connections never saw the interrupt
         conn.execute("UPDATE items SET title='still writable'")
 
 

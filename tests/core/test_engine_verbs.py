@@ -1,4 +1,5 @@
 """Operator verbs: preview changes nothing, applying is one transaction with one audit event."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def snapshot(ws):
 def finished_template(tmp_path_factory):
     """A demo with failures of several classes, run until idle once per module."""
     from ewgtest import fast_demo_text
+
     from engine.demo import seed_episodes
     from engine.workspace import init_workspace
+
     ws = init_workspace(tmp_path_factory.mktemp("template") / "ws", fast_demo_text(True, 0.05))
     seed_episodes(ws, 8)
     eng = Engine(ws, workers=3).start()
@@ -39,7 +42,9 @@ def finished_template(tmp_path_factory):
 def finished(finished_template, tmp_path):
     """A private copy of the finished demo for one test."""
     import shutil
+
     from engine.workspace import open_workspace
+
     shutil.copytree(finished_template, tmp_path / "ws")
     ws = open_workspace(tmp_path / "ws")
     yield ws
@@ -47,8 +52,10 @@ def finished(finished_template, tmp_path):
 
 
 def ids_with(ws, status, kind="episode"):
-    return [r["id"] for r in ws.store.read("SELECT id FROM items WHERE status=? AND kind=? ORDER BY id",
-                                           (status, kind))]
+    return [
+        r["id"]
+        for r in ws.store.read("SELECT id FROM items WHERE status=? AND kind=? ORDER BY id", (status, kind))
+    ]
 
 
 def test_dry_run_changes_nothing_for_every_verb(finished):
@@ -59,18 +66,33 @@ def test_dry_run_changes_nothing_for_every_verb(finished):
     clips = ids_with(ws, "done", kind="clip")
     before = snapshot(ws)
     previews = [
-        op.retry(failed, dry_run=True), op.retry(failed=True, dry_run=True), op.resume(failed, dry_run=True),
-        op.reprocess(done[:2], dry_run=True), op.reprocess(done[:1], from_stage="enriched", dry_run=True),
-        op.reset(done[:1], dry_run=True), op.reset(all_items=True, dry_run=True), op.skip(failed, dry_run=True),
-        op.rollback(done[0], "transcribed", dry_run=True), op.clear_cache(done, dry_run=True),
-        op.deep_clean(dry_run=True), op.stop(dry_run=True), op.pause(dry_run=True),
-        op.rerender_clips(clips[:1], dry_run=True), op.delete_and_retry_clips(clips[:1], dry_run=True),
-        op.retry_all_failed_clips(dry_run=True), op.regenerate_all_clips(dry_run=True),
+        op.retry(failed, dry_run=True),
+        op.retry(failed=True, dry_run=True),
+        op.resume(failed, dry_run=True),
+        op.reprocess(done[:2], dry_run=True),
+        op.reprocess(done[:1], from_stage="enriched", dry_run=True),
+        op.reset(done[:1], dry_run=True),
+        op.reset(all_items=True, dry_run=True),
+        op.skip(failed, dry_run=True),
+        op.rollback(done[0], "transcribed", dry_run=True),
+        op.clear_cache(done, dry_run=True),
+        op.deep_clean(dry_run=True),
+        op.stop(dry_run=True),
+        op.pause(dry_run=True),
+        op.rerender_clips(clips[:1], dry_run=True),
+        op.delete_and_retry_clips(clips[:1], dry_run=True),
+        op.retry_all_failed_clips(dry_run=True),
+        op.regenerate_all_clips(dry_run=True),
     ]
     assert snapshot(ws) == before
     assert all(not p.applied for p in previews)
     assert previews[0].changes and previews[3].changes[0].stages_rerun == [
-        "discovered", "transcribed", "enriched", "editorial", "rendered"]
+        "discovered",
+        "transcribed",
+        "enriched",
+        "editorial",
+        "rendered",
+    ]
 
 
 def test_retry_failed_requeues_with_fresh_budget_and_one_audit_event(finished):
@@ -80,7 +102,11 @@ def test_retry_failed_requeues_with_fresh_budget_and_one_audit_event(finished):
     result = Operator(ws, actor="alice").retry(failed=True, reason="service fixed")
     assert result.applied and set(result.item_ids) == set(failed)
     events = queries.events(ws.store)
-    assert events[0]["verb"] == "retry" and events[0]["actor"] == "alice" and events[0]["reason"] == "service fixed"
+    assert (
+        events[0]["verb"] == "retry"
+        and events[0]["actor"] == "alice"
+        and events[0]["reason"] == "service fixed"
+    )
     assert set(events[0]["affected"]) == set(failed)
     assert events[0]["before"][failed[0]]["status"] == "failed"
     for item_id in failed:
@@ -117,8 +143,10 @@ def test_reprocess_from_a_stage_marks_later_checkpoints_stale(finished):
     Operator(ws, actor="tester").reprocess([item_id], from_stage="enriched")
     row = queries.item(ws.store, item_id)
     assert row["stage"] == "transcribed" and row["next_stage"] == "enriched" and row["status"] == "queued"
-    stale = {r["stage"]: r["stale"] for r in ws.store.read("SELECT stage, stale FROM checkpoints WHERE item_id=?",
-                                                           (item_id,))}
+    stale = {
+        r["stage"]: r["stale"]
+        for r in ws.store.read("SELECT stage, stale FROM checkpoints WHERE item_id=?", (item_id,))
+    }
     assert stale == {"discovered": 0, "transcribed": 0, "enriched": 1, "editorial": 1, "rendered": 1}
 
 
@@ -144,7 +172,9 @@ def test_reset_and_skip(finished):
     op.skip([failed])
     after = queries.item(ws.store, failed)
     assert after["status"] == "queued" and after["stage"] == before["next_stage"]
-    cp = ws.store.read_one("SELECT manifest FROM checkpoints WHERE item_id=? AND stage=?", (failed, after["stage"]))
+    cp = ws.store.read_one(
+        "SELECT manifest FROM checkpoints WHERE item_id=? AND stage=?", (failed, after["stage"])
+    )
     assert json.loads(cp["manifest"])["skipped"] is True
     with pytest.raises(VerbError, match="Name the items to reset"):
         op.reset()
@@ -186,17 +216,23 @@ def test_verb_on_a_running_item_fences_the_worker_out(make_demo):
     assert preview.changes[0].interrupts_run
     row = queries.item(ws.store, item_id)
     assert row["lease_token"] == token + 1
-    assert ws.store.read_one("SELECT outcome FROM attempts WHERE lease_token=?", (token,))["outcome"] == "cancelled"
+    assert (
+        ws.store.read_one("SELECT outcome FROM attempts WHERE lease_token=?", (token,))["outcome"]
+        == "cancelled"
+    )
     assert eng.run_until_idle(timeout=120)
     eng.stop()
     # exactly one success per stage: the fenced-out worker's late completion was refused
-    dupes = ws.store.read("SELECT stage, COUNT(*) n FROM attempts WHERE item_id=? AND outcome='succeeded'"
-                          " GROUP BY stage HAVING n > 1", (item_id,))
+    dupes = ws.store.read(
+        "SELECT stage, COUNT(*) n FROM attempts WHERE item_id=? AND outcome='succeeded'"
+        " GROUP BY stage HAVING n > 1",
+        (item_id,),
+    )
     assert dupes == []
 
 
 def test_extend_clears_a_pending_timeout(make_demo):
-    extra = ('\n[stages.episode.discovered]\nkind = "python"\ncallable = "stagelib:hang_respecting_cancel"\n')
+    extra = '\n[stages.episode.discovered]\nkind = "python"\ncallable = "stagelib:hang_respecting_cancel"\n'
     ws = make_demo(count=1, extra=extra, stall_after="0.8", stall_policy='"warn"')
     eng = Engine(ws, workers=1).start()
     item_id = ws.store.read_one("SELECT id FROM items")["id"]
@@ -240,8 +276,9 @@ def test_cli_verbs_dry_run_json_and_audit(finished):
     assert out.returncode == 0 and "Audit event #" in out.stdout
     out = subprocess.run(base + ["rollback", "nope", "--to", "discovered"], capture_output=True, text=True)
     assert out.returncode == 2 and "Unknown item id" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run(base + ["reprocess", ids_with(ws, "done")[0], "--from", "translated"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        base + ["reprocess", ids_with(ws, "done")[0], "--from", "translated"], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "is not a stage" in out.stderr
     out = subprocess.run(base + ["--readonly", "pause"], capture_output=True, text=True)
     assert out.returncode == 2 and "--readonly" in out.stderr
@@ -250,11 +287,15 @@ def test_cli_verbs_dry_run_json_and_audit(finished):
 
 
 def test_status_json_shape(finished):
-    out = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(finished.root), "status", "--json"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(finished.root), "status", "--json"],
+        capture_output=True,
+        text=True,
+    )
     doc = json.loads(out.stdout)
     assert set(doc) == {"episodes", "clips", "counts"}
     assert {"id", "kind", "stage", "status", "attempts", "verdict", "error_class", "error_message"} <= set(
-        doc["episodes"][0])
+        doc["episodes"][0]
+    )
     assert set(doc["counts"]) == {"episode", "clip"}
     assert sum(doc["counts"]["episode"]["by_status"].values()) == len(doc["episodes"])

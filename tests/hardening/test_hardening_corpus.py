@@ -5,6 +5,7 @@ nothing lost or changed: the database is byte-for-byte the same after a refused 
 written outside the workspace. Source files with shell metacharacters in their names reach a command
 stage as one argument each, exactly as named, because no shell is ever involved.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,14 @@ from engine.workspace import init_workspace  # noqa: E402
 
 
 def ewg(*args, cwd=None, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -64,32 +71,63 @@ CONFIGS = {
     "absurd workers": ("[engine]\nworkers = 100000\n", "[engine] workers"),
     "absurd busy timeout": ("[engine]\nbusy_timeout_ms = 1000000000\n", "[engine] busy_timeout_ms"),
     "zero max attempts": ("[retry]\nmax_attempts = 0\n", "[retry] max_attempts"),
-    "max delay below base": ("[retry]\nbase_delay = 10.0\nmax_delay = 1.0\n", "max_delay must be at least base_delay"),
+    "max delay below base": (
+        "[retry]\nbase_delay = 10.0\nmax_delay = 1.0\n",
+        "max_delay must be at least base_delay",
+    ),
     "dead_after below heartbeat": ("[engine]\nheartbeat_interval = 5.0\ndead_after = 2.0\n", "dead_after"),
     "unknown policy": ('[watchdog]\nstall_policy = "sometimes"\n', "[watchdog] stall_policy"),
     "unknown synchronous": ('[engine]\nsynchronous = "MAYBE"\n', "[engine] synchronous"),
-    "disk floor above warning": ("[health]\ndisk_warn_free_mb = 10.0\ndisk_critical_free_mb = 20.0\n",
-                                 "disk_critical_free_mb must not exceed"),
-    "unknown error class in recovery": ('[recovery]\nmanual_intervention_required = ["bad_luck"]\n',
-                                        "unknown error class 'bad_luck'"),
-    "unknown stage name": ('[stages.episode.transcode]\nkind = "demo"\n', "[stages.episode.transcode]: unknown stage"),
-    "unknown item kind": ('[stages.podcast.discovered]\nkind = "demo"\n', "[stages.podcast]: unknown item kind"),
-    "unknown stage kind": ('[stages.episode.discovered]\nkind = "magic"\n', "[stages.episode.discovered] kind"),
-    "command stage without command": ('[stages.episode.discovered]\nkind = "command"\n', 'needs command = ['),
-    "command program not on PATH": ('[stages.episode.discovered]\nkind = "command"\n'
-                                    'command = ["no-such-whisper-xyz", "{source}"]\n', "'no-such-whisper-xyz' was not found"),
-    "python stage without callable": ('[stages.episode.discovered]\nkind = "python"\n', 'needs callable'),
-    "exit code to unknown class": ('[stages.episode.discovered]\nkind = "command"\ncommand = ["true"]\n'
-                                   'exit_codes = { "3" = "gremlins" }\n', "unknown class 'gremlins'"),
-    "exit code not a number": ('[stages.episode.discovered]\nkind = "command"\ncommand = ["true"]\n'
-                               'exit_codes = { "three" = "transient" }\n', "is not an exit code number"),
-    "bad error rule regex": ('[stages.episode.discovered]\nkind = "demo"\n'
-                             'error_rules = [{ pattern = "([", class = "transient" }]\n', "not a valid regular expression"),
+    "disk floor above warning": (
+        "[health]\ndisk_warn_free_mb = 10.0\ndisk_critical_free_mb = 20.0\n",
+        "disk_critical_free_mb must not exceed",
+    ),
+    "unknown error class in recovery": (
+        '[recovery]\nmanual_intervention_required = ["bad_luck"]\n',
+        "unknown error class 'bad_luck'",
+    ),
+    "unknown stage name": (
+        '[stages.episode.transcode]\nkind = "demo"\n',
+        "[stages.episode.transcode]: unknown stage",
+    ),
+    "unknown item kind": (
+        '[stages.podcast.discovered]\nkind = "demo"\n',
+        "[stages.podcast]: unknown item kind",
+    ),
+    "unknown stage kind": (
+        '[stages.episode.discovered]\nkind = "magic"\n',
+        "[stages.episode.discovered] kind",
+    ),
+    "command stage without command": ('[stages.episode.discovered]\nkind = "command"\n', "needs command = ["),
+    "command program not on PATH": (
+        '[stages.episode.discovered]\nkind = "command"\ncommand = ["no-such-whisper-xyz", "{source}"]\n',
+        "'no-such-whisper-xyz' was not found",
+    ),
+    "python stage without callable": ('[stages.episode.discovered]\nkind = "python"\n', "needs callable"),
+    "exit code to unknown class": (
+        '[stages.episode.discovered]\nkind = "command"\ncommand = ["true"]\n'
+        'exit_codes = { "3" = "gremlins" }\n',
+        "unknown class 'gremlins'",
+    ),
+    "exit code not a number": (
+        '[stages.episode.discovered]\nkind = "command"\ncommand = ["true"]\n'
+        'exit_codes = { "three" = "transient" }\n',
+        "is not an exit code number",
+    ),
+    "bad error rule regex": (
+        '[stages.episode.discovered]\nkind = "demo"\n'
+        'error_rules = [{ pattern = "([", class = "transient" }]\n',
+        "not a valid regular expression",
+    ),
     "service with a non-http url": ('[services.llm]\nurl = "ftp://example.org"\n', "[services.llm] url"),
-    "stage needs an undeclared service": ('[stages.episode.enriched]\nkind = "demo"\nservices = ["llm"]\n',
-                                          "'llm' is not declared"),
-    "demo fault on a missing stage": ('[[demo.faults]]\nitem = 1\nstage = "nowhere"\nfault = "transient"\n',
-                                      "'nowhere' is not a episode stage"),
+    "stage needs an undeclared service": (
+        '[stages.episode.enriched]\nkind = "demo"\nservices = ["llm"]\n',
+        "'llm' is not declared",
+    ),
+    "demo fault on a missing stage": (
+        '[[demo.faults]]\nitem = 1\nstage = "nowhere"\nfault = "transient"\n',
+        "'nowhere' is not a episode stage",
+    ),
 }
 
 
@@ -133,11 +171,18 @@ def _args(ids):
         "retry an id with shell syntax": (["retry", "$(touch PWNED)"], 2, "Unknown item id"),
         "retry a path-like id": (["retry", "../../etc/passwd"], 2, "Unknown item id"),
         "retry nothing": (["retry"], 2, "needs ID"),
-        "reprocess from a stage that does not exist": (["reprocess", first, "--from", "transcode"], 2,
-                                                        "'transcode' is not a stage"),
+        "reprocess from a stage that does not exist": (
+            ["reprocess", first, "--from", "transcode"],
+            2,
+            "'transcode' is not a stage",
+        ),
         "reprocess an unknown id": (["reprocess", "nobody"], 2, "Unknown item id"),
         "rollback forward": (["rollback", first, "--to", "rendered"], 2, "move forward"),
-        "rollback to a stage that does not exist": (["rollback", first, "--to", "transcode"], 0, "has no stage"),
+        "rollback to a stage that does not exist": (
+            ["rollback", first, "--to", "transcode"],
+            0,
+            "has no stage",
+        ),
         "rollback without --to": (["rollback", first], 2, "--to"),
         "skip an unknown id": (["skip", "ghost"], 2, "Unknown item id"),
         "reset without ids": (["reset"], 2, "--all"),
@@ -151,7 +196,11 @@ def _args(ids):
         "unknown command": (["frobnicate"], 2, "invalid choice"),
         "unknown option": (["status", "--colour"], 2, "unrecognized arguments"),
         "clip verb on an episode": (["clip", "retry", first], 2, "is not a clip"),
-        "retry a failure group that does not exist": (["retry", "--group", "x|y|z"], 2, "No failed items in group"),
+        "retry a failure group that does not exist": (
+            ["retry", "--group", "x|y|z"],
+            2,
+            "No failed items in group",
+        ),
     }
 
 
@@ -168,21 +217,23 @@ def test_bad_command_line_is_refused_with_a_clear_message(ws, case, tmp_path):
     assert "Traceback" not in err
     assert expected in (err if code else out), (out, err)
     if code:
-        assert sha(root / "ewg.db") == db_before          # a refused command changes nothing
+        assert sha(root / "ewg.db") == db_before  # a refused command changes nothing
     assert not any(tmp_path.iterdir()) and not (root / "PWNED").exists()
 
 
 def test_not_a_workspace(tmp_path):
     code, _out, err = ewg("--workspace", str(tmp_path / "nowhere"), "status")
     assert code == 2 and "is not an ewg workspace" in err and "ewg init" in err and "Traceback" not in err
-    assert not (tmp_path / "nowhere").exists()                       # nothing created
+    assert not (tmp_path / "nowhere").exists()  # nothing created
 
 
 # -- bad source files -----------------------------------------------------------------------------------
-ECHO = ("import json, os, sys\n"
-        "out = sys.argv[2]\n"
-        "open(os.path.join(out, 'argv.json'), 'w').write(json.dumps(sys.argv[1:]))\n"
-        "print('progress: 1.0 recorded')\n")
+ECHO = (
+    "import json, os, sys\n"
+    "out = sys.argv[2]\n"
+    "open(os.path.join(out, 'argv.json'), 'w').write(json.dumps(sys.argv[1:]))\n"
+    "print('progress: 1.0 recorded')\n"
+)
 
 HOSTILE_NAMES = {
     "semicolon": "ep11; touch PWNED; echo.mp4",
@@ -215,9 +266,11 @@ def scanned(tmp_path_factory):
     (show / "ep20 escape.mp4").symlink_to(outside / "secret.mp4")
     (show / "ep21 dangling.mp4").symlink_to(base / "does-not-exist.mp4")
     (base / "echo.py").write_text(ECHO)
-    extra = (f'\n[sources]\nroot = "sources"\nstable_seconds = 0.0\nscan_interval = 0.0\n'
-             f'\n[stages.episode.discovered]\nkind = "command"\n'
-             f'command = [{json.dumps(sys.executable)}, {json.dumps(str(base / "echo.py"))}, "{{source}}", "{{output_dir}}"]\n')
+    extra = (
+        f'\n[sources]\nroot = "sources"\nstable_seconds = 0.0\nscan_interval = 0.0\n'
+        f'\n[stages.episode.discovered]\nkind = "command"\n'
+        f'command = [{json.dumps(sys.executable)}, {json.dumps(str(base / "echo.py"))}, "{{source}}", "{{output_dir}}"]\n'
+    )
     w = init_workspace(root, fast_demo_text(faults=False, speed=0.01, extra=extra))
     w.close()
     before = sorted(str(p) for p in base.rglob("*") if not str(p).startswith(str(root)))
@@ -225,8 +278,18 @@ def scanned(tmp_path_factory):
     run = ewg("--workspace", str(root), "run", "--until-idle", "--quiet", cwd=base, timeout=300)
     status = ewg("--workspace", str(root), "status", "--json", cwd=base)
     after = sorted(str(p) for p in base.rglob("*") if not str(p).startswith(str(root)))
-    return {"root": root, "show": show, "base": base, "outside": outside, "scan": scan, "run": run,
-            "status": status, "before": before, "after": after, "long_file": long_file}
+    return {
+        "root": root,
+        "show": show,
+        "base": base,
+        "outside": outside,
+        "scan": scan,
+        "run": run,
+        "status": status,
+        "before": before,
+        "after": after,
+        "long_file": long_file,
+    }
 
 
 def test_scan_and_run_of_hostile_names_succeed_without_tracebacks(scanned):
@@ -266,9 +329,9 @@ def test_a_very_long_path_and_symlinks_are_handled(scanned):
     doc = json.loads(scanned["status"][1])
     ids = {e["id"] for e in doc["episodes"]}
     assert len(str(scanned["long_file"])) > 1000
-    assert any("ep019" in i for i in ids)                     # a 1000+ character path is an ordinary episode
-    assert all(len(i) <= 200 for i in ids)                     # and ids stay short and safe
-    assert not any("ep021" in i for i in ids)                  # a dangling link is not a file: ignored
+    assert any("ep019" in i for i in ids)  # a 1000+ character path is an ordinary episode
+    assert all(len(i) <= 200 for i in ids)  # and ids stay short and safe
+    assert not any("ep021" in i for i in ids)  # a dangling link is not a file: ignored
     conn = sqlite3.connect(f"file:{scanned['root'] / 'ewg.db'}?mode=ro", uri=True)
     escaped = conn.execute("SELECT source FROM items WHERE kind='episode' AND id LIKE '%ep020%'").fetchall()
     conn.close()
@@ -285,7 +348,9 @@ def test_zero_byte_and_random_byte_videos_fail_persistent_with_a_clear_message(t
     (show / "empty ep1.mp4").write_bytes(b"")
     (show / "noise ep2.mp4").write_bytes(os.urandom(200_000))
     text = fast_demo_text(faults=False).split("\n# The demo pipeline")[0]
-    w = init_workspace(root, text + '\n[sources]\nroot = "sources"\nstable_seconds = 0.0\nscan_interval = 0.0\n')
+    w = init_workspace(
+        root, text + '\n[sources]\nroot = "sources"\nstable_seconds = 0.0\nscan_interval = 0.0\n'
+    )
     w.close()
     assert ewg("--workspace", str(root), "scan")[0] == 0
     code, out, err = ewg("--workspace", str(root), "run", "--until-idle", "--quiet", timeout=300)

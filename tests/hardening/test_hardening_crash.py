@@ -3,6 +3,7 @@
 bench/torture.py is the harness (its default is 200 kills); this runs it small enough for the suite
 and then proves its checks can fail, by damaging the workspace it left behind.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _load_torture():
     spec = importlib.util.spec_from_file_location("ewg_bench_torture", ROOT / "bench" / "torture.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up while it loads
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -59,12 +60,13 @@ def test_the_checks_catch_damage(tortured):
     harness, _ = tortured
     conn = sqlite3.connect(harness.db)
     item_id, stage, manifest = conn.execute(
-        "SELECT item_id, stage, manifest FROM checkpoints WHERE stale=0 ORDER BY item_id LIMIT 1").fetchone()
+        "SELECT item_id, stage, manifest FROM checkpoints WHERE stale=0 ORDER BY item_id LIMIT 1"
+    ).fetchone()
     conn.close()
     first = json.loads(manifest)["files"][0]["path"]
     target = harness.items_root / item_id / stage / first
     data = target.read_bytes()
-    target.write_bytes(bytes([data[0] ^ 1]) + data[1:])          # same size, other content
+    target.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # same size, other content
     leftover = harness.items_root / item_id / ".tmp-rendered-99999"
     leftover.mkdir()
     partial = harness.items_root / item_id / "enriched-partial"

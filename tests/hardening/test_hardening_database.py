@@ -1,6 +1,7 @@
 """A damaged, truncated, empty, missing or too-new database: a clear message and exit code 3 from every
 command, never a silently recreated database, the file left exactly as it was, and `ewg doctor` explains
 the way back from the newest backup (exit 1) without crashing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def ewg(*args, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -93,7 +100,7 @@ def test_damaged_database_is_refused_and_doctor_shows_the_way_back(ws_with_backu
         assert "Traceback" not in err and err.startswith("ewg: "), err
         assert expected in err
         assert "backup" in err or "Upgrade ewg" in err
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before       # never rewritten, never recreated
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # never rewritten, never recreated
     report = diagnose(root)
     assert not report.healthy
     critical = [f for f in report.findings if f.severity == CRITICAL]
@@ -104,7 +111,7 @@ def test_damaged_database_is_refused_and_doctor_shows_the_way_back(ws_with_backu
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     code, out, err = ewg("--workspace", str(root), "doctor", "--repair")
     assert code == 1 and "Traceback" not in err
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before       # --repair does not touch it either
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # --repair does not touch it either
 
 
 def test_missing_database_is_not_recreated(ws_with_backup):
@@ -140,4 +147,6 @@ def test_a_backup_cut_short_is_flagged(ws_with_backup):
     report = diagnose(root)
     broken = [f for f in report.findings if f.check == "backups" and f.severity == "warning"]
     assert broken and half.name in broken[0].what
-    assert str(backup) in [f for f in report.findings if f.check == "backups"][0].what   # the good one is offered
+    assert (
+        str(backup) in [f for f in report.findings if f.check == "backups"][0].what
+    )  # the good one is offered

@@ -1,5 +1,6 @@
 """`ewg doctor [--repair]`: every check finds what it is for, repairs are safe and audited, and a database
 that cannot be opened is diagnosed (with the way back from a backup) without being touched."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,17 +15,21 @@ import psutil
 import pytest
 
 from engine import checkpoints, queries
-from engine.doctor import CRITICAL, ERROR, OK, WARNING, diagnose
+from engine.doctor import ERROR, OK, WARNING, diagnose
 from engine.runtime import Engine
-from engine.store import SCHEMA_VERSION
-from engine.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def ewg(*args, cwd=None, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -63,8 +68,11 @@ def test_repair_sweeps_rescues_and_reruns_damaged_checkpoints(done_ws):
     episode = ws.store.read_one("SELECT id FROM items WHERE kind='episode' ORDER BY id")["id"]
     other = ws.store.read("SELECT id FROM items WHERE kind='episode' ORDER BY id")[1]["id"]
     # damage: a checksum that no longer matches (same size), a missing file, an orphan temp folder
-    manifest = json.loads(ws.store.read_one("SELECT manifest FROM checkpoints WHERE item_id=? AND stage='enriched'",
-                                            (episode,))["manifest"])
+    manifest = json.loads(
+        ws.store.read_one(
+            "SELECT manifest FROM checkpoints WHERE item_id=? AND stage='enriched'", (episode,)
+        )["manifest"]
+    )
     target = ws.item_dir(episode) / "enriched" / manifest["files"][0]["path"]
     data = target.read_bytes()
     target.write_bytes(bytes([data[0] ^ 1]) + data[1:])
@@ -76,8 +84,11 @@ def test_repair_sweeps_rescues_and_reruns_damaged_checkpoints(done_ws):
     proc.wait()
     dead_owner = f"{os.uname().nodename}:{proc.pid}:{int(time.time()) - 1000}"
     with ws.store.write() as conn:
-        conn.execute("UPDATE items SET stage='editorial', next_stage='rendered', status='queued', next_attempt_at=0"
-                     " WHERE id=?", (other,))
+        conn.execute(
+            "UPDATE items SET stage='editorial', next_stage='rendered', status='queued', next_attempt_at=0"
+            " WHERE id=?",
+            (other,),
+        )
     claim = ws.store.claim(dead_owner, time.time(), 3600)
     assert claim is not None and claim.item_id == other
 
@@ -89,15 +100,18 @@ def test_repair_sweeps_rescues_and_reruns_damaged_checkpoints(done_ws):
     assert findings(report, "temp", WARNING) and "1 orphan" in findings(report, "temp")[0].what
     lease = findings(report, "leases", ERROR)
     assert lease and dead_owner in lease[0].what and lease[0].items == [other]
-    assert junk.exists()                                      # diagnosis alone changes nothing
+    assert junk.exists()  # diagnosis alone changes nothing
     assert queries.item(ws.store, episode)["stage"] == "rendered"
 
     fixed = diagnose(ws.root, repair=True, actor="doc-tester")
     assert fixed.healthy, fixed.text()
     assert not junk.exists()
     row = queries.item(ws.store, episode)
-    assert row["stage"] == "transcribed" and row["status"] == "queued"   # back to before the earliest damage
-    stale = {r["stage"] for r in ws.store.read("SELECT stage FROM checkpoints WHERE item_id=? AND stale=1", (episode,))}
+    assert row["stage"] == "transcribed" and row["status"] == "queued"  # back to before the earliest damage
+    stale = {
+        r["stage"]
+        for r in ws.store.read("SELECT stage FROM checkpoints WHERE item_id=? AND stale=1", (episode,))
+    }
     assert stale == {"enriched", "editorial", "rendered"}
     verbs = {(e["actor"], e["verb"]) for e in queries.events(ws.store, limit=50)}
     assert ("doc-tester", "doctor_repair") in verbs and ("doc-tester", "rescue") in verbs

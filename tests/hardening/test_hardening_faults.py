@@ -1,6 +1,7 @@
 """Fault injection: disk full (checkpoint and database), I/O errors, a database locked by another process,
 the items folder vanishing, a flapping service. Each: the engine keeps going, says why, loses nothing and
 duplicates nothing."""
+
 from __future__ import annotations
 
 import errno
@@ -13,14 +14,13 @@ import sys
 import threading
 import time
 
-import pytest
+from ewgtest import HealthService
 
 from engine import checkpoints, queries
 from engine.doctor import diagnose
 from engine.runtime import Engine
 from engine.store import Store
 from engine.verbs import Operator
-from ewgtest import HealthService
 
 
 def wait_for(predicate, timeout=30.0, step=0.05):
@@ -42,11 +42,19 @@ def assert_nothing_lost(ws, episodes: int, reruns_allowed: bool = False) -> None
     counts = queries.counts(ws.store)
     assert counts["episode"]["total"] == episodes
     assert counts["clip"]["total"] == 2 * episodes
-    dup = [] if reruns_allowed else ws.store.read("SELECT item_id, stage, COUNT(*) n FROM attempts WHERE outcome='succeeded'"
-                        " GROUP BY item_id, stage HAVING n > 1")
+    dup = (
+        []
+        if reruns_allowed
+        else ws.store.read(
+            "SELECT item_id, stage, COUNT(*) n FROM attempts WHERE outcome='succeeded'"
+            " GROUP BY item_id, stage HAVING n > 1"
+        )
+    )
     assert [tuple(r) for r in dup] == []
     for row in ws.store.read("SELECT item_id, stage, manifest FROM checkpoints WHERE stale=0"):
-        assert checkpoints.verify(ws.item_dir(row["item_id"]) / row["stage"], json.loads(row["manifest"])) == []
+        assert (
+            checkpoints.verify(ws.item_dir(row["item_id"]) / row["stage"], json.loads(row["manifest"])) == []
+        )
     assert checkpoints.leftovers(ws.items_root) == []
     assert ws.store.integrity_check() == "ok"
 
@@ -86,10 +94,10 @@ def test_disk_full_while_writing_a_checkpoint_pauses_and_resumes(make_demo, monk
     assert len(failed) == 1 and failed[0]["error_class"] == "resource" and failed[0]["spent"] == 0
     assert "No space left" in failed[0]["error_message"]
     events = [e["verb"] for e in queries.events(ws.store, limit=100)]
-    assert "resource_pause" in events and "resource_resume" in events            # said why, and resumed
+    assert "resource_pause" in events and "resource_resume" in events  # said why, and resumed
     pause = ws.store.read_one("SELECT reason FROM events WHERE verb='resource_pause'")
     assert "No space left" in pause["reason"]
-    assert not any(p.exists() for p in failing.partials)                          # the partial output is gone
+    assert not any(p.exists() for p in failing.partials)  # the partial output is gone
 
 
 def test_io_error_on_a_checkpoint_write_is_transient_and_cleaned_up(make_demo, monkeypatch):
@@ -121,9 +129,10 @@ class DiskFullDatabase:
         def execute(store, conn, sql):
             if me.full and sql == "COMMIT":
                 me.refused += 1
-                conn.execute("ROLLBACK")          # SQLite rolls the transaction back on SQLITE_FULL
+                conn.execute("ROLLBACK")  # SQLite rolls the transaction back on SQLITE_FULL
                 raise sqlite3.OperationalError("database or disk is full")
             return me.real(store, conn, sql)
+
         monkeypatch.setattr(Store, "_execute_busy_safe", execute)
 
 
@@ -143,17 +152,21 @@ def test_disk_full_while_writing_the_database_loses_nothing(make_demo, monkeypat
     assert alive, "a worker thread died on the failed database write"
     assert all_done(ws)
     assert_nothing_lost(ws, 3)
-    spent = ws.store.read("SELECT stage, error_class, error_message FROM attempts WHERE spent=1 AND outcome!='succeeded'")
-    assert [tuple(r) for r in spent] == []          # a full disk is a resource: no attempt spent
+    spent = ws.store.read(
+        "SELECT stage, error_class, error_message FROM attempts WHERE spent=1 AND outcome!='succeeded'"
+    )
+    assert [tuple(r) for r in spent] == []  # a full disk is a resource: no attempt spent
 
 
 def _hold_exclusive(db, seconds: float) -> subprocess.Popen:
-    code = ("import sqlite3, sys, time\n"
-            f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-            "c.execute('BEGIN EXCLUSIVE')\n"
-            "print('locked', flush=True)\n"
-            f"time.sleep({seconds})\n"
-            "c.execute('COMMIT')\n")
+    code = (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "c.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        f"time.sleep({seconds})\n"
+        "c.execute('COMMIT')\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -163,13 +176,13 @@ def test_database_locked_by_another_process_is_waited_out(make_demo):
     ws = make_demo(count=3, speed=0.3, busy_timeout_ms="200", dead_after="10.0")
     eng = Engine(ws, workers=2).start()
     wait_for(lambda: eng.busy() >= 1)
-    holder = _hold_exclusive(ws.store.path, 2.5)        # >10x busy_timeout
+    holder = _hold_exclusive(ws.store.path, 2.5)  # >10x busy_timeout
     holder.wait(timeout=30)
     assert eng.run_until_idle(timeout=90)
     alive = workers_alive(eng)
     eng.stop()
     assert alive
-    assert ws.store.busy_waits > 0 and ws.store.last_busy_at is not None    # visible to the UI/CLI
+    assert ws.store.busy_waits > 0 and ws.store.last_busy_at is not None  # visible to the UI/CLI
     assert all_done(ws)
     assert_nothing_lost(ws, 3)
     assert ws.store.read("SELECT * FROM attempts WHERE error_message LIKE '%locked%'") == []
@@ -204,13 +217,15 @@ def test_items_folder_replaced_by_a_file_mid_run(make_demo):
     alive = workers_alive(eng)
     eng.stop()
     assert alive
-    assert queries.counts(ws.store)["episode"]["total"] == 4                         # nothing lost from the db
+    assert queries.counts(ws.store)["episode"]["total"] == 4  # nothing lost from the db
     assert ws.store.integrity_check() == "ok"
     failed = ws.store.read("SELECT id, error_class, error_message FROM items WHERE status='failed'")
     assert failed
     for row in failed:
         assert str(ws.items_root) in row["error_message"], row["error_message"]
-        assert row["error_class"] in ("transient", "resource", "persistent", "config_error"), row["error_class"]
+        assert row["error_class"] in ("transient", "resource", "persistent", "config_error"), row[
+            "error_class"
+        ]
     # the way back: put the folder back, let doctor find the lost checkpoints and rerun them, retry
     ws.items_root.unlink()
     ws.items_root.mkdir()
@@ -221,7 +236,7 @@ def test_items_folder_replaced_by_a_file_mid_run(make_demo):
     assert eng.run_until_idle(timeout=90)
     eng.stop()
     assert all_done(ws)
-    assert_nothing_lost(ws, 4, reruns_allowed=True)        # the stages whose checkpoints were deleted ran again
+    assert_nothing_lost(ws, 4, reruns_allowed=True)  # the stages whose checkpoints were deleted ran again
 
 
 def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
@@ -231,15 +246,18 @@ def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
     def flap():
         while not stop.wait(0.7):
             server.up = not server.up
+
     flapper = threading.Thread(target=flap, daemon=True)
     url = server.url
-    extra = (f'\n[services.llm]\nurl = "{url}"\ninterval = 0.2\ntimeout = 1.0\n'
-             '\n[stages.episode.enriched]\nkind = "demo"\nduration = 0.3\nservices = ["llm"]\n')
+    extra = (
+        f'\n[services.llm]\nurl = "{url}"\ninterval = 0.2\ntimeout = 1.0\n'
+        '\n[stages.episode.enriched]\nkind = "demo"\nduration = 0.3\nservices = ["llm"]\n'
+    )
     ws = make_demo(count=4, speed=0.2, extra=extra)
     try:
         flapper.start()
         eng = Engine(ws, workers=2).start()
-        wait_for(lambda: all_done(ws), timeout=120)     # service-blocked items wait for the service, not idle
+        wait_for(lambda: all_done(ws), timeout=120)  # service-blocked items wait for the service, not idle
         eng.stop()
     finally:
         stop.set()
@@ -247,9 +265,14 @@ def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
     downs = ws.store.read("SELECT COUNT(*) FROM events WHERE verb='service_down'")[0][0]
     assert downs >= 1
     assert_nothing_lost(ws, 4)
-    burned = ws.store.read("SELECT * FROM attempts WHERE stage='enriched' AND spent=1 AND outcome!='succeeded'")
+    burned = ws.store.read(
+        "SELECT * FROM attempts WHERE stage='enriched' AND spent=1 AND outcome!='succeeded'"
+    )
     assert burned == []
-    assert ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE stage='enriched' AND outcome='succeeded'")[0] == 4
+    assert (
+        ws.store.read_one("SELECT COUNT(*) FROM attempts WHERE stage='enriched' AND outcome='succeeded'")[0]
+        == 4
+    )
 
 
 def test_a_database_lock_held_elsewhere_is_visible_to_status(make_demo):
@@ -259,6 +282,7 @@ def test_a_database_lock_held_elsewhere_is_visible_to_status(make_demo):
     _hold_exclusive(ws.store.path, 1.5).wait(timeout=30)
     wait_for(lambda: queries.overview(ws.store, time.time()).db_busy_at is not None, timeout=15)
     eng.stop()
-    out = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"], capture_output=True, text=True
+    )
     assert "waited for a lock held by another process" in out.stdout

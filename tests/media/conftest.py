@@ -1,4 +1,5 @@
 """One set of tiny generated media for the whole media suite (generated once: seconds)."""
+
 from __future__ import annotations
 
 import sys
@@ -8,10 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from media_helpers import EDITORIAL, by_expectation, episode_item, run_stage  # noqa: E402
+
 from engine.media.demo_media import generate_demo_media  # noqa: E402
 from engine.stages import ItemInfo  # noqa: E402
 
-from media_helpers import EDITORIAL, by_expectation, episode_item, run_stage  # noqa: E402
 
 @pytest.fixture(scope="session")
 def demo_media(tmp_path_factory) -> dict:
@@ -29,12 +31,21 @@ def processed(demo_media, tmp_path_factory) -> dict:
     checkpoints: dict[str, Path] = {}
     contexts = {}
     for stage in ("discovered", "transcribed", "enriched", "editorial", "rendered"):
-        contexts[stage] = run_stage(item, stage, root, checkpoints,
-                                    options=EDITORIAL if stage == "editorial" else None)
+        contexts[stage] = run_stage(
+            item, stage, root, checkpoints, options=EDITORIAL if stage == "editorial" else None
+        )
     clips = {}
     for spec in contexts["editorial"].clips:
-        clip = ItemInfo(f"{item.id}__{spec.key}", "clip", item.source, item.show, spec.title, item.id,
-                        spec.start, spec.end)
+        clip = ItemInfo(
+            f"{item.id}__{spec.key}",
+            "clip",
+            item.source,
+            item.show,
+            spec.title,
+            item.id,
+            spec.start,
+            spec.end,
+        )
         clip_checkpoints: dict[str, Path] = {}
         run_stage(clip, "generated", root, clip_checkpoints)
         run_stage(clip, "rendered", root, clip_checkpoints, parent_inputs=checkpoints)

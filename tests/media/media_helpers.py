@@ -1,4 +1,5 @@
 """Build StageContexts by hand and run the media stages the way the engine does."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,6 @@ from engine import stages
 from engine.config import Config, StageConfig
 from engine.stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 
-
 EDITORIAL = {"min_clip_seconds": 1.0, "max_clip_seconds": 2.5, "max_clips": 2}
 
 
@@ -23,10 +23,17 @@ def episode_item(entry: dict) -> ItemInfo:
     return ItemInfo(entry["id"], "episode", entry["source"], entry["show"], entry["title"])
 
 
-def make_ctx(item: ItemInfo, stage: str, out_root: Path, inputs: dict[str, Path] | None = None,
-             parent_inputs: dict[str, Path] | None = None, options: dict[str, Any] | None = None,
-             config: Config | None = None, services: list[str] | None = None,
-             progress: list | None = None) -> StageContext:
+def make_ctx(
+    item: ItemInfo,
+    stage: str,
+    out_root: Path,
+    inputs: dict[str, Path] | None = None,
+    parent_inputs: dict[str, Path] | None = None,
+    options: dict[str, Any] | None = None,
+    config: Config | None = None,
+    services: list[str] | None = None,
+    progress: list | None = None,
+) -> StageContext:
     out = out_root / f"{item.id}.{stage}.tmp"
     if out.exists():
         shutil.rmtree(out)
@@ -35,17 +42,28 @@ def make_ctx(item: ItemInfo, stage: str, out_root: Path, inputs: dict[str, Path]
     logger = logging.Logger(f"test.{item.id}.{stage}")
     logger.addHandler(tail)
     ctx = StageContext(
-        item=item, stage=stage, attempt=1, earlier=Earlier(inputs=inputs, parent_inputs=parent_inputs),
-        output_path=out, cache_dir=out_root / "cache",
-        item_dir=out_root, workspace=out_root, stage_config=StageConfig(kind="builtin", options=options or {},
-                                                                        services=services or []),
-        config=config or Config(), cancel=CancelToken(), logger=logger, log_tail=tail)
+        item=item,
+        stage=stage,
+        attempt=1,
+        earlier=Earlier(inputs=inputs, parent_inputs=parent_inputs),
+        output_path=out,
+        cache_dir=out_root / "cache",
+        item_dir=out_root,
+        workspace=out_root,
+        stage_config=StageConfig(kind="builtin", options=options or {}, services=services or []),
+        config=config or Config(),
+        cancel=CancelToken(),
+        logger=logger,
+        log_tail=tail,
+    )
     if progress is not None:
         ctx._progress = lambda f, m: progress.append((f, m))
     return ctx
 
 
-def run_stage(item: ItemInfo, stage: str, out_root: Path, checkpoints: dict[str, Path], **kw: Any) -> StageContext:
+def run_stage(
+    item: ItemInfo, stage: str, out_root: Path, checkpoints: dict[str, Path], **kw: Any
+) -> StageContext:
     """Resolve like the engine, run, and publish the output as `<out_root>/<item>/<stage>` (a checkpoint)."""
     ctx = make_ctx(item, stage, out_root, inputs=checkpoints, **kw)
     impl = stages.resolve(item.kind, stage, ctx.stage_config)

@@ -1,4 +1,5 @@
 """The source-folder scanner: stability window, ids, collisions, cheap fingerprints."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 from engine.media import discovery
 from engine.media.discovery import ScanConfigError, episode_number, scan, scan_sources
 
-NOW = 1_790_000_000.0          # 2026-09-21 UTC
+NOW = 1_790_000_000.0  # 2026-09-21 UTC
 
 
 def _file(path: Path, data: bytes = b"x" * 1000, mtime: float = NOW - 3600) -> Path:
@@ -20,10 +21,18 @@ def _file(path: Path, data: bytes = b"x" * 1000, mtime: float = NOW - 3600) -> P
     return path
 
 
-@pytest.mark.parametrize("name, number", [
-    ("Episode 012 - Agents.mp4", 12), ("show_ep7.mp4", 7), ("E05 pilot.mkv", 5), ("talk #31.mov", 31),
-    ("2026-01-05 interview 44.mp4", 44), ("20260105_part3.mp4", 3), ("no number.mp4", 0),
-])
+@pytest.mark.parametrize(
+    "name, number",
+    [
+        ("Episode 012 - Agents.mp4", 12),
+        ("show_ep7.mp4", 7),
+        ("E05 pilot.mkv", 5),
+        ("talk #31.mov", 31),
+        ("2026-01-05 interview 44.mp4", 44),
+        ("20260105_part3.mp4", 3),
+        ("no number.mp4", 0),
+    ],
+)
 def test_episode_number_from_the_file_name(name, number):
     assert episode_number(name) == number
 
@@ -31,8 +40,14 @@ def test_episode_number_from_the_file_name(name, number):
 def test_ids_follow_the_ai_ewg_scheme_and_titles_are_readable(tmp_path):
     _file(tmp_path / "src" / "AI Weekly" / "Episode 012 - Agents.mp4", mtime=NOW - 86400)
     found = scan_sources(tmp_path, {"root": "src", "stable_seconds": 30}, NOW)
-    assert found == [("ai-weekly_ep012_2026-09-20", str(tmp_path / "src" / "AI Weekly" / "Episode 012 - Agents.mp4"),
-                      "AI Weekly", "Episode 012 - Agents")]
+    assert found == [
+        (
+            "ai-weekly_ep012_2026-09-20",
+            str(tmp_path / "src" / "AI Weekly" / "Episode 012 - Agents.mp4"),
+            "AI Weekly",
+            "Episode 012 - Agents",
+        )
+    ]
 
 
 def test_a_file_still_being_copied_waits_for_the_stability_window(tmp_path):
@@ -45,8 +60,8 @@ def test_a_file_still_being_copied_waits_for_the_stability_window(tmp_path):
     # It grows: the window starts again from the scan that saw the change.
     _file(growing, b"a" * 200, mtime=NOW + 20)
     assert scan_sources(tmp_path, cfg, NOW + 25) == []
-    assert scan_sources(tmp_path, cfg, NOW + 40) == []      # 15 s since the change was seen: not yet
-    ready = scan_sources(tmp_path, cfg, NOW + 56)           # 31 s of stable size and mtime
+    assert scan_sources(tmp_path, cfg, NOW + 40) == []  # 15 s since the change was seen: not yet
+    ready = scan_sources(tmp_path, cfg, NOW + 56)  # 31 s of stable size and mtime
     assert [r[1] for r in ready] == [str(growing)]
 
 
@@ -65,7 +80,12 @@ def test_include_and_exclude_globs(tmp_path):
     _file(base / ".ep3.mp4")
     _file(base / "raw" / "ep4.mov")
     _file(base / "raw" / "ep5.mkv")
-    cfg = {"root": "s", "stable_seconds": 0, "include": ["*.mp4", "*.mov", "*.mkv"], "exclude": [".*", "raw/*.mkv"]}
+    cfg = {
+        "root": "s",
+        "stable_seconds": 0,
+        "include": ["*.mp4", "*.mov", "*.mkv"],
+        "exclude": [".*", "raw/*.mkv"],
+    }
     names = sorted(Path(r[1]).name for r in scan_sources(tmp_path, cfg, NOW))
     assert names == ["ep1.mp4", "ep4.mov"]
 
@@ -76,8 +96,11 @@ def test_id_collisions_get_numbered_suffixes_in_path_order_and_are_never_dropped
         _file(base / name, mtime=NOW - 7200)
     cfg = {"root": "s", "stable_seconds": 0}
     found = {Path(r[1]).name: r[0] for r in scan_sources(tmp_path, cfg, NOW)}
-    assert found == {"a ep1.mp4": "show_ep001_2026-09-21", "b ep1.mp4": "show_ep001_2026-09-21-2",
-                     "c ep001.mkv": "show_ep001_2026-09-21-3"}
+    assert found == {
+        "a ep1.mp4": "show_ep001_2026-09-21",
+        "b ep1.mp4": "show_ep001_2026-09-21-2",
+        "c ep001.mkv": "show_ep001_2026-09-21-3",
+    }
     # A new file that sorts first must not steal an id that is already given out.
     _file(base / "0 ep1.mp4", mtime=NOW - 7200)
     again = {Path(r[1]).name: r[0] for r in scan_sources(tmp_path, cfg, NOW + 10)}
@@ -102,7 +125,7 @@ def test_rescans_reuse_the_sampled_hash_until_size_or_mtime_change(tmp_path, mon
     assert scan(tmp_path, cfg, NOW + 1).ready[0].fingerprint == first
     assert len(calls) == 1
     data = bytearray(path.read_bytes())
-    data[-5:] = b"ZZZZZ"                       # same size; the end sample sees the change
+    data[-5:] = b"ZZZZZ"  # same size; the end sample sees the change
     _file(path, bytes(data), mtime=NOW - 3600 + 1)
     changed = scan(tmp_path, {**cfg}, NOW + 2).ready[0].fingerprint
     assert changed != first and len(calls) == 2
@@ -114,7 +137,7 @@ def test_sampled_hash_reads_at_most_three_samples(tmp_path):
     path = tmp_path / "big.bin"
     path.write_bytes(os.urandom(1_000_000))
     digest = discovery.sampled_hash(path, path.stat().st_size)
-    with open(path, "r+b") as fh:                 # change a byte no sample covers
+    with open(path, "r+b") as fh:  # change a byte no sample covers
         fh.seek(300_000)
         fh.write(b"\x00" if fh.read(1) != b"\x00" else b"\x01")
     assert discovery.sampled_hash(path, path.stat().st_size) == digest
@@ -134,8 +157,14 @@ def test_bad_settings_name_the_key(tmp_path):
 
 
 def test_demo_media_ids_match_the_scanner(demo_media, tmp_path):
-    ready = {r[0]: r[1] for r in scan_sources(tmp_path, {"root": str(demo_media["folder"]), "stable_seconds": 30},
-                                              max(os.path.getmtime(d["source"]) for d in demo_media["items"]) + 1)}
+    ready = {
+        r[0]: r[1]
+        for r in scan_sources(
+            tmp_path,
+            {"root": str(demo_media["folder"]), "stable_seconds": 30},
+            max(os.path.getmtime(d["source"]) for d in demo_media["items"]) + 1,
+        )
+    }
     for entry in demo_media["items"]:
         if entry["expectation"] == "waiting":
             assert entry["id"] not in ready

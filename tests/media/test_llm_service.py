@@ -1,4 +1,5 @@
 """Enrichment through an Ollama-compatible service on loopback: answers, retries, and blocking while down."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from media_helpers import by_expectation, run_stage
 
 from engine import errors
 from engine.config import Config, Service
 from engine.errors import StageError
 from engine.media import llm
-
-from media_helpers import by_expectation, run_stage
 
 
 class FakeOllama:
@@ -27,7 +27,7 @@ class FakeOllama:
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
-                return None                       # keep the test output clean
+                return None  # keep the test output clean
 
             def _send(self, code: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -78,15 +78,26 @@ def _config(url: str) -> Config:
 
 def _enrich(processed, tmp_path: Path, config: Config, **options):
     checkpoints = {s: processed["checkpoints"][s] for s in ("discovered", "transcribed")}
-    opts = {"llm_service": "llm", "llm_model": "tiny-llm", "llm_timeout": 2.0, "llm_retry_wait": 0.01, **options}
-    return run_stage(processed["item"], "enriched", tmp_path, checkpoints, options=opts, config=config,
-                     services=["llm"]), checkpoints
+    opts = {
+        "llm_service": "llm",
+        "llm_model": "tiny-llm",
+        "llm_timeout": 2.0,
+        "llm_retry_wait": 0.01,
+        **options,
+    }
+    return run_stage(
+        processed["item"], "enriched", tmp_path, checkpoints, options=opts, config=config, services=["llm"]
+    ), checkpoints
 
 
 def test_llm_summary_is_added_to_the_enrichment(processed, tmp_path, ollama):
     _ctx, checkpoints = _enrich(processed, tmp_path, _config(ollama.url))
     enrichment = json.loads((checkpoints["enriched"] / "enrichment.json").read_text())
-    assert enrichment["llm"] == {"service": "llm", "model": "tiny-llm", "summary": "An episode about models and chips."}
+    assert enrichment["llm"] == {
+        "service": "llm",
+        "model": "tiny-llm",
+        "summary": "An episode about models and chips.",
+    }
     assert enrichment["keywords"], "the extractive results stay"
     request = ollama.requests[0]
     assert request["stream"] is False and request["options"]["temperature"] == 0
@@ -107,14 +118,16 @@ def test_busy_service_is_retried_in_process(processed, tmp_path):
 def test_service_down_is_transient_and_names_the_service(processed, tmp_path):
     server = FakeOllama()
     url = server.url
-    server.stop()                                    # the port is now closed: connection refused
+    server.stop()  # the port is now closed: connection refused
     started = time.monotonic()
     with pytest.raises(StageError) as info:
         _enrich(processed, tmp_path, _config(url), llm_attempts=2)
     assert time.monotonic() - started < 5
     exc = info.value
     assert exc.error_class == errors.TRANSIENT
-    assert "LLM service llm" in exc.message and "unavailable" in exc.message and "after 2 tries" in exc.message
+    assert (
+        "LLM service llm" in exc.message and "unavailable" in exc.message and "after 2 tries" in exc.message
+    )
     assert "[services.llm]" in exc.suggestion
     assert errors.classify(exc).error_class == errors.TRANSIENT
 
@@ -143,7 +156,7 @@ def test_engine_blocks_enrichment_while_the_service_is_down_and_resumes_when_it_
 
     server = FakeOllama()
     port = server.port
-    server.stop()                                          # down from the start
+    server.stop()  # down from the start
     toml = f"""
 [engine]
 workers = 1
@@ -183,8 +196,9 @@ kind = "builtin"
         deadline = time.monotonic() + 20
         row = None
         while time.monotonic() < deadline:
-            row = ws.store.read_one("SELECT status, stage, blocked_reason, attempts FROM items WHERE id=?",
-                                    (entry["id"],))
+            row = ws.store.read_one(
+                "SELECT status, stage, blocked_reason, attempts FROM items WHERE id=?", (entry["id"],)
+            )
             if row["status"] == "blocked":
                 break
             time.sleep(0.05)

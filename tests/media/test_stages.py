@@ -1,4 +1,5 @@
 """Each built-in stage on generated media: valid outputs, idempotency, error classes."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,13 @@ from pathlib import Path
 
 import av
 import pytest
+from media_helpers import EDITORIAL, by_expectation, episode_item, make_ctx, run_stage
 
 import engine.media
 from engine import errors, stages
-from engine.errors import Cancelled, StageError
 from engine.config import StageConfig
+from engine.errors import Cancelled, StageError
 from engine.stages import ItemInfo
-
-from media_helpers import EDITORIAL, by_expectation, episode_item, make_ctx, run_stage
 
 
 def test_importing_the_package_registers_all_seven_stages():
@@ -49,7 +49,9 @@ def test_enrichment_has_keywords_topics_and_a_summary_from_the_transcript(proces
     assert len(enrichment["keywords"]) >= 5
     assert all(kw["phrase"].lower() in transcript for kw in enrichment["keywords"])
     assert enrichment["topics"]
-    assert enrichment["summary_sentences"] and all(s.lower() in transcript for s in enrichment["summary_sentences"])
+    assert enrichment["summary_sentences"] and all(
+        s.lower() in transcript for s in enrichment["summary_sentences"]
+    )
     assert enrichment["llm"] is None
 
 
@@ -72,7 +74,7 @@ def test_episode_page_contains_transcript_summary_keywords_and_clips(processed):
     assert f"<h1>{item.title}</h1>" in html and item.show in html and "2026-01-" in html
     for seg in segments:
         assert seg["text"] in html
-    assert "0:00:01" in html                          # timestamps in the transcript
+    assert "0:00:01" in html  # timestamps in the transcript
     assert enrichment["keywords"][0]["phrase"] in html
     assert enrichment["summary_sentences"][0] in html
     for clip in processed["contexts"]["editorial"].clips:
@@ -120,8 +122,14 @@ def test_rendered_clip_variants_captions_and_thumbnail(processed):
 def test_jpeg_thumbnail_and_scaled_variants(processed, tmp_path):
     clip, checkpoints = next(iter(processed["clips"].values()))
     inputs = {"generated": checkpoints["generated"]}
-    ctx = make_ctx(clip, "rendered", tmp_path, inputs=inputs, parent_inputs=processed["checkpoints"],
-                   options={"thumbnail_format": "jpg", "landscape_size": "320x180", "portrait_size": "90x160"})
+    ctx = make_ctx(
+        clip,
+        "rendered",
+        tmp_path,
+        inputs=inputs,
+        parent_inputs=processed["checkpoints"],
+        options={"thumbnail_format": "jpg", "landscape_size": "320x180", "portrait_size": "90x160"},
+    )
     stages.resolve("clip", "rendered", ctx.stage_config)(ctx)
     assert (ctx.output_dir / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert _video_duration(ctx.output_dir / "landscape.mp4")[2:] == (320, 180)
@@ -138,15 +146,25 @@ def _video_facts(path: Path) -> tuple:
             frames = sum(1 for _ in container.decode(stream))
             container.seek(0)
             duration = float(stream.duration * stream.time_base) if stream.duration else None
-            facts.append((stream.type, stream.codec_context.name, getattr(stream.codec_context, "width", None),
-                          getattr(stream.codec_context, "height", None), frames,
-                          None if duration is None else round(duration, 2)))
+            facts.append(
+                (
+                    stream.type,
+                    stream.codec_context.name,
+                    getattr(stream.codec_context, "width", None),
+                    getattr(stream.codec_context, "height", None),
+                    frames,
+                    None if duration is None else round(duration, 2),
+                )
+            )
         return tuple(facts)
 
 
 def _tree(folder: Path) -> dict[str, object]:
-    return {p.relative_to(folder).as_posix(): _video_facts(p) if p.suffix == ".mp4" else p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): _video_facts(p) if p.suffix == ".mp4" else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_every_stage_is_idempotent(processed, tmp_path):
@@ -156,7 +174,9 @@ def test_every_stage_is_idempotent(processed, tmp_path):
     episode_checkpoints = processed["checkpoints"]
     for stage, first in episode_checkpoints.items():
         inputs = {s: p for s, p in episode_checkpoints.items() if s != stage}
-        again = run_stage(item, stage, tmp_path, dict(inputs), options=EDITORIAL if stage == "editorial" else None)
+        again = run_stage(
+            item, stage, tmp_path, dict(inputs), options=EDITORIAL if stage == "editorial" else None
+        )
         assert _tree(tmp_path / item.id / stage) == _tree(first), stage
         if stage == "editorial":
             assert again.clips == processed["contexts"]["editorial"].clips
@@ -181,7 +201,7 @@ def test_editorial_rerun_on_the_same_context_does_not_duplicate_clips(processed,
 @pytest.mark.parametrize("expectation", ["corrupt source"])
 def test_corrupt_sources_fail_persistent_naming_the_file(demo_media, tmp_path, expectation):
     bad = [d for d in demo_media["items"] if d["expectation"] == expectation]
-    assert len(bad) == 2                               # the truncated upload and the zero-byte file
+    assert len(bad) == 2  # the truncated upload and the zero-byte file
     for entry in bad:
         with pytest.raises(StageError) as info:
             run_stage(episode_item(entry), "discovered", tmp_path, {})
@@ -232,8 +252,11 @@ def _discovered(entry: dict, tmp_path: Path) -> dict[str, Path]:
     return checkpoints
 
 
-def test_no_captions_and_no_whisper_is_a_missing_dependency_that_says_what_to_do(demo_media, tmp_path, monkeypatch):
+def test_no_captions_and_no_whisper_is_a_missing_dependency_that_says_what_to_do(
+    demo_media, tmp_path, monkeypatch
+):
     from engine.media import transcribe
+
     monkeypatch.setattr(transcribe, "whisper_available", lambda: False)
     entry = by_expectation(demo_media, "missing dependency")
     checkpoints = _discovered(entry, tmp_path)
@@ -245,11 +268,14 @@ def test_no_captions_and_no_whisper_is_a_missing_dependency_that_says_what_to_do
     assert "pip install faster-whisper" in exc.suggestion and "options.whisper_model" in exc.suggestion
     assert "options.command" in exc.suggestion
     with pytest.raises(StageError, match="whisper_model is set but faster-whisper is not installed"):
-        run_stage(episode_item(entry), "transcribed", tmp_path, checkpoints, options={"whisper_model": "tiny"})
+        run_stage(
+            episode_item(entry), "transcribed", tmp_path, checkpoints, options={"whisper_model": "tiny"}
+        )
 
 
 def test_transcription_command_is_used_when_there_are_no_captions(demo_media, tmp_path, monkeypatch):
     from engine.media import transcribe
+
     monkeypatch.setattr(transcribe, "whisper_available", lambda: False)
     entry = by_expectation(demo_media, "missing dependency")
     checkpoints = _discovered(entry, tmp_path)
@@ -258,10 +284,17 @@ def test_transcription_command_is_used_when_there_are_no_captions(demo_media, tm
         "import sys, pathlib\n"
         "print('progress: 0.5 listening')\n"
         "pathlib.Path(sys.argv[2], 'transcript.srt').write_text("
-        "'1\\n00:00:00,000 --> 00:00:02,000\\nhello from the site script\\n')\n")
+        "'1\\n00:00:00,000 --> 00:00:02,000\\nhello from the site script\\n')\n"
+    )
     import sys
-    run_stage(episode_item(entry), "transcribed", tmp_path, checkpoints,
-              options={"command": [sys.executable, str(script), "{source}", "{output_dir}"]})
+
+    run_stage(
+        episode_item(entry),
+        "transcribed",
+        tmp_path,
+        checkpoints,
+        options={"command": [sys.executable, str(script), "{source}", "{output_dir}"]},
+    )
     data = json.loads((checkpoints["transcribed"] / "segments.json").read_text())
     assert data["source"] == "command"
     assert data["segments"] == [{"start": 0.0, "end": 2.0, "text": "hello from the site script"}]
@@ -270,13 +303,20 @@ def test_transcription_command_is_used_when_there_are_no_captions(demo_media, tm
 
 def test_failing_transcription_command_keeps_its_exit_code_class(demo_media, tmp_path, monkeypatch):
     from engine.media import transcribe
+
     monkeypatch.setattr(transcribe, "whisper_available", lambda: False)
     entry = by_expectation(demo_media, "missing dependency")
     checkpoints = _discovered(entry, tmp_path)
     import sys
+
     with pytest.raises(StageError) as info:
-        run_stage(episode_item(entry), "transcribed", tmp_path, checkpoints,
-                  options={"command": [sys.executable, "-c", "import sys; sys.exit(75)"]})
+        run_stage(
+            episode_item(entry),
+            "transcribed",
+            tmp_path,
+            checkpoints,
+            options={"command": [sys.executable, "-c", "import sys; sys.exit(75)"]},
+        )
     assert info.value.error_class == errors.TRANSIENT
 
 
@@ -287,13 +327,16 @@ def test_vtt_captions_are_read(demo_media, tmp_path):
     shutil.copy(entry["source"], video)
     (video.parent / "Episode 009.en.vtt").write_text(
         "WEBVTT\n\n00:00.500 --> 00:01.750 align:start\n<v Host>Welcome to the <b>show</b>\n\n"
-        "00:02.000 --> 00:03.000\nSecond line\n")
+        "00:02.000 --> 00:03.000\nSecond line\n"
+    )
     entry["source"] = str(video)
     checkpoints = _discovered(entry, tmp_path)
     run_stage(episode_item(entry), "transcribed", tmp_path, checkpoints)
     data = json.loads((checkpoints["transcribed"] / "segments.json").read_text())
-    assert data["segments"] == [{"start": 0.5, "end": 1.75, "text": "Welcome to the show"},
-                                {"start": 2.0, "end": 3.0, "text": "Second line"}]
+    assert data["segments"] == [
+        {"start": 0.5, "end": 1.75, "text": "Welcome to the show"},
+        {"start": 2.0, "end": 3.0, "text": "Second line"},
+    ]
 
 
 def test_clip_generation_stops_at_its_cancel_token(processed, tmp_path):
@@ -318,14 +361,22 @@ def test_bad_option_is_a_config_error_naming_the_key(processed, tmp_path):
         run_stage(processed["item"], "editorial", tmp_path, checkpoints, options={"min_clip_seconds": "long"})
     assert info.value.error_class == errors.CONFIG_ERROR and "options.min_clip_seconds" in info.value.message
     with pytest.raises(StageError, match="must be above 0 and not above max_clip_seconds"):
-        run_stage(processed["item"], "editorial", tmp_path, checkpoints,
-                  options={"min_clip_seconds": 5, "max_clip_seconds": 2})
+        run_stage(
+            processed["item"],
+            "editorial",
+            tmp_path,
+            checkpoints,
+            options={"min_clip_seconds": 5, "max_clip_seconds": 2},
+        )
 
 
 def test_missing_input_checkpoint_is_reported_not_retried(processed, tmp_path):
     with pytest.raises(StageError) as info:
         run_stage(processed["item"], "enriched", tmp_path, {})
-    assert info.value.error_class == errors.PERSISTENT and "transcribed checkpoint is missing" in info.value.message
+    assert (
+        info.value.error_class == errors.PERSISTENT
+        and "transcribed checkpoint is missing" in info.value.message
+    )
 
 
 def test_demo_media_is_quick_and_describes_every_file(demo_media):

@@ -4,6 +4,7 @@ Plain `def` tests (snap_compare runs the app itself), a fixed clock, seeded data
 a fixed workspace path and no cursor blink. Review a changed snapshot by looking
 at it (`pytest --snapshot-update`, then open the SVG), never by regenerating blindly.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,7 +27,7 @@ def console(name: str, **kw):
 
 async def settled(pilot):
     screen = await ready(pilot)
-    for toast in list(pilot.app._notifications):        # the "stuck work" toast has its own snapshot test
+    for toast in list(pilot.app._notifications):  # the "stuck work" toast has its own snapshot test
         pilot.app._unnotify(toast)
     await pilot.pause(0.1)
     return screen
@@ -36,7 +37,7 @@ async def settled(pilot):
 def test_main_screen(snap_compare, size):
     async def run_before(pilot):
         screen = await settled(pilot)
-        await move_to(pilot, screen.episodes, EP[3])     # a waiting retry with its history
+        await move_to(pilot, screen.episodes, EP[3])  # a waiting retry with its history
 
     assert snap_compare(console(f"main-{size[0]}"), terminal_size=size, run_before=run_before)
 
@@ -71,7 +72,9 @@ def test_confirmation(snap_compare, size):
         await pilot.press("R")
         await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="choice")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ConfirmVerbScreen", what="confirm")
+        await wait_for(
+            pilot, lambda: pilot.app.screen.__class__.__name__ == "ConfirmVerbScreen", what="confirm"
+        )
         await pilot.pause(0.1)
 
     assert snap_compare(console(f"confirm-{size[0]}"), terminal_size=size, run_before=run_before)
@@ -104,8 +107,14 @@ def test_item_detail(snap_compare, size):
         screen = await settled(pilot)
         await move_to(pilot, screen.episodes, EP[1])
         await pilot.press("enter")
-        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ItemDetailScreen"
-                       and pilot.app.screen.query_one("#detail-checkpoints").row_count == 5, what="detail")
+        await wait_for(
+            pilot,
+            lambda: (
+                pilot.app.screen.__class__.__name__ == "ItemDetailScreen"
+                and pilot.app.screen.query_one("#detail-checkpoints").row_count == 5
+            ),
+            what="detail",
+        )
 
     assert snap_compare(console(f"detail-{size[0]}"), terminal_size=size, run_before=run_before)
 
@@ -115,12 +124,15 @@ def test_readonly_main_screen(snap_compare, size):
     async def run_before(pilot):
         await settled(pilot)
 
-    assert snap_compare(console(f"readonly-{size[0]}", readonly=True), terminal_size=size, run_before=run_before)
+    assert snap_compare(
+        console(f"readonly-{size[0]}", readonly=True), terminal_size=size, run_before=run_before
+    )
 
 
 @pytest.mark.parametrize("theme", ["ansi-dark", "textual-light"])
 def test_main_screen_in_other_themes(snap_compare, theme):
     """Operators' terminals vary: the ansi theme uses their own 16-colour palette; light terminals exist."""
+
     async def run_before(pilot):
         pilot.app.theme = theme
         screen = await settled(pilot)
@@ -146,7 +158,9 @@ def test_stuck_intervention(snap_compare, size):
         screen = await settled(pilot)
         await move_to(pilot, screen.episodes, EP[4])
         await pilot.press("i")
-        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="intervention")
+        await wait_for(
+            pilot, lambda: pilot.app.screen.__class__.__name__ == "ChoiceScreen", what="intervention"
+        )
 
     assert snap_compare(console(f"intervene-{size[0]}"), terminal_size=size, run_before=run_before)
 
@@ -155,12 +169,19 @@ def test_stuck_intervention(snap_compare, size):
 def test_audit_log(snap_compare, size):
     async def run_before(pilot):
         from engine.verbs import Operator
+
         ws = pilot.app.ws
         Operator(ws, actor="alice").retry([EP[7]], reason="source replaced")
         Operator(ws, actor="bob").stop([EP[10]], reason="maintenance window")
         await settled(pilot)
         await pilot.press("l")
-        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "AuditLogScreen"
-                       and pilot.app.screen.query_one("DataTable").row_count == 2, what="audit log")
+        await wait_for(
+            pilot,
+            lambda: (
+                pilot.app.screen.__class__.__name__ == "AuditLogScreen"
+                and pilot.app.screen.query_one("DataTable").row_count == 2
+            ),
+            what="audit log",
+        )
 
     assert snap_compare(console(f"audit-{size[0]}"), terminal_size=size, run_before=run_before)

@@ -1,8 +1,8 @@
 """Console tests: each gets a freshly seeded workspace on a fixed clock and no engine."""
+
 from __future__ import annotations
 
 import pytest
-
 from console_fixtures import seeded_workspace
 
 

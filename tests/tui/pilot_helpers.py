@@ -1,9 +1,10 @@
 """Pilot helpers: build the app, wait for the first read, drive the tables, wait for conditions."""
+
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from engine import queries
 from ewg_tui.app import EwgApp
@@ -37,8 +38,14 @@ def main_screen(app) -> MainScreen:
 
 async def ready(pilot) -> MainScreen:
     """Wait until the main screen has shown its first full read."""
-    await wait_for(pilot, lambda: any(isinstance(s, MainScreen) and s.view is not None and s.view.overview
-                                      for s in pilot.app.screen_stack), what="first read")
+    await wait_for(
+        pilot,
+        lambda: any(
+            isinstance(s, MainScreen) and s.view is not None and s.view.overview
+            for s in pilot.app.screen_stack
+        ),
+        what="first read",
+    )
     await pilot.pause(0.05)
     return main_screen(pilot.app)
 
@@ -52,12 +59,21 @@ async def move_to(pilot, table: ItemTable, item_id: str) -> None:
             break
         before = (table.window_offset, table.cursor_row)
         await pilot.press("j")
-        await wait_for(pilot, lambda: (table.window_offset, table.cursor_row) != before, what="the cursor to move")
+        await wait_for(
+            pilot,
+            lambda before=before: (table.window_offset, table.cursor_row) != before,
+            what="the cursor to move",
+        )
     table.move_cursor(row=table.order.index(item_id), animate=False)
     await pilot.pause(0.05)
     screen = main_screen(pilot.app)
-    await wait_for(pilot, lambda: screen.view is not None and screen.view.detail is not None
-                   and screen.view.detail["id"] == item_id, what=f"{item_id} selected")
+    await wait_for(
+        pilot,
+        lambda: (
+            screen.view is not None and screen.view.detail is not None and screen.view.detail["id"] == item_id
+        ),
+        what=f"{item_id} selected",
+    )
 
 
 def row_text(table: ItemTable, item_id: str, column: str) -> str:

@@ -1,12 +1,14 @@
 """The console with an in-process engine: engine events reach the UI, quitting asks what to do with work."""
+
 from __future__ import annotations
 
 import re
 
+from pilot_helpers import ready, wait_for
+
 from engine.runtime import Engine, EngineEvent
 from ewg_tui.app import EwgApp
 from ewg_tui.screens.quit_dialog import QuitScreen
-from pilot_helpers import ready, wait_for
 
 
 def engine_app(make_demo, count: int = 1, workers: int = 1, speed: float = 0.05):
@@ -19,7 +21,9 @@ def engine_app(make_demo, count: int = 1, workers: int = 1, speed: float = 0.05)
 
 
 def busy_engine_app(make_demo):
-    return engine_app(make_demo, count=3, workers=2, speed=40.0)   # stages take tens of seconds: work stays in flight
+    return engine_app(
+        make_demo, count=3, workers=2, speed=40.0
+    )  # stages take tens of seconds: work stays in flight
 
 
 async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
@@ -29,8 +33,12 @@ async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await ready(pilot)
             await wait_for(pilot, lambda: engine.busy() >= 1, timeout=20, what="work in flight")
-            await wait_for(pilot, lambda: re.search(r"workers [12]/2", str(screen.query_one("#engine-header").render())),
-                           timeout=20, what="the header to count the busy workers")
+            await wait_for(
+                pilot,
+                lambda: re.search(r"workers [12]/2", str(screen.query_one("#engine-header").render())),
+                timeout=20,
+                what="the header to count the busy workers",
+            )
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
             assert app.focused.id == "stop"
@@ -38,7 +46,7 @@ async def test_quit_while_busy_asks_and_stops_gracefully(make_demo):
             await wait_for(pilot, lambda: engine.state == "stopped", timeout=30, what="a graceful stop")
         assert not app.leave_running
         running = ws.store.read_one("SELECT COUNT(*) FROM items WHERE status='running'")[0]
-        assert running == 0                              # released where they were, to resume next start
+        assert running == 0  # released where they were, to resume next start
     finally:
         engine.stop(force=True)
 
@@ -52,9 +60,9 @@ async def test_quit_can_leave_work_to_a_headless_engine(make_demo):
             await wait_for(pilot, lambda: engine.busy() > 0, timeout=20, what="work in flight")
             await pilot.press("q")
             await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
-            await pilot.press("tab", "enter")            # "Leave running"
+            await pilot.press("tab", "enter")  # "Leave running"
             await wait_for(pilot, lambda: app.leave_running, what="the leave choice")
-        assert engine.state == "running"                 # run_console skips the stop; the process just ends
+        assert engine.state == "running"  # run_console skips the stop; the process just ends
     finally:
         engine.stop(force=True)
 
@@ -68,8 +76,12 @@ async def test_engine_state_events_reach_the_header(make_demo):
             header = screen.query_one("#engine-header")
             await wait_for(pilot, lambda: "running" in str(header.render()), what="running")
             app.run_worker(lambda: engine.stop(), thread=True)
-            await wait_for(pilot, lambda: any(w in str(header.render()) for w in ("stopping", "stopped")),
-                           timeout=15, what="the stopping state")
+            await wait_for(
+                pilot,
+                lambda: any(w in str(header.render()) for w in ("stopping", "stopped")),
+                timeout=15,
+                what="the stopping state",
+            )
     finally:
         engine.stop(force=True)
 
@@ -77,11 +89,15 @@ async def test_engine_state_events_reach_the_header(make_demo):
 async def test_an_engine_event_reaches_the_main_screen_once(make_demo, monkeypatch):
     """The app hands engine events to the main screen; nothing may hand them back (a busy loop)."""
     from ewg_tui.screens.main import MainScreen
+
     seen: list[EngineEvent] = []
     handler = MainScreen.on_engine_notice
-    monkeypatch.setattr(MainScreen, "on_engine_notice",
-                        lambda screen, message: (seen.append(message.event), handler(screen, message)))
-    _ws, _engine, app = engine_app(make_demo)        # never started: the test sends the events itself
+    monkeypatch.setattr(
+        MainScreen,
+        "on_engine_notice",
+        lambda screen, message: (seen.append(message.event), handler(screen, message)),
+    )
+    _ws, _engine, app = engine_app(make_demo)  # never started: the test sends the events itself
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         app.engine_event(EngineEvent("state", text="running"))
@@ -94,14 +110,16 @@ async def test_engine_events_during_start_up_and_tear_down_do_not_crash_the_cons
     """Events come from engine threads at any moment: before the main screen has its widgets (run_console
     starts the engine first) and while the app tears it down (a `stopped` after a second q)."""
     import threading
-    _ws, _engine, app = engine_app(make_demo)        # never started: the test sends the events itself
+
+    _ws, _engine, app = engine_app(make_demo)  # never started: the test sends the events itself
     done = threading.Event()
 
     def chatter() -> None:
         while not done.is_set():
             app.engine_event(EngineEvent("state", text="running"))
             done.wait(0.0005)
-    app.engine_event(EngineEvent("state", text="running"))       # as engine.start() does, before app.run()
+
+    app.engine_event(EngineEvent("state", text="running"))  # as engine.start() does, before app.run()
     thread = threading.Thread(target=chatter, daemon=True)
     thread.start()
     try:

@@ -1,4 +1,5 @@
 """The footer is rebuilt when the keys it shows change, and only then."""
+
 from __future__ import annotations
 
 from textual.app import App, ComposeResult
@@ -39,11 +40,11 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change():
         await pilot.pause(0.1)
         built = CountingFooter.builds
         assert built >= 1
-        for _ in range(3):                         # nothing it shows changed
+        for _ in range(3):  # nothing it shows changed
             app.screen.refresh_bindings()
             await pilot.pause(0.05)
         assert CountingFooter.builds == built
-        app.retry_allowed = False                  # Retry is greyed out now: rebuild
+        app.retry_allowed = False  # Retry is greyed out now: rebuild
         app.screen.refresh_bindings()
         await pilot.pause(0.1)
         assert CountingFooter.builds == built + 1

@@ -1,4 +1,5 @@
 """How the console writes states and numbers."""
+
 from __future__ import annotations
 
 from ewg_tui.screens.verb_catalog import VERBS, VERBS_BY_ACTION, stage_choices
@@ -28,7 +29,24 @@ def test_sparkline_scales_into_blocks():
 def test_every_verb_has_a_distinct_key_and_title():
     keys = [v.key for v in VERBS]
     assert len(keys) == len(set(keys))
-    reserved = {"q", "p", "a", "i", "l", "j", "k", "g", "G", "space", "slash", "question_mark", "colon", "1", "2", "3"}
+    reserved = {
+        "q",
+        "p",
+        "a",
+        "i",
+        "l",
+        "j",
+        "k",
+        "g",
+        "G",
+        "space",
+        "slash",
+        "question_mark",
+        "colon",
+        "1",
+        "2",
+        "3",
+    }
     assert not reserved & set(keys)
 
 

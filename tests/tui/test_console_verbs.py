@@ -1,15 +1,16 @@
 """Every verb path: key -> (choice) -> confirmation -> engine state changed -> the table shows it."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from console_fixtures import EP
+from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
+
 from engine import queries
 from ewg_tui.screens.choice import ChoiceScreen
 from ewg_tui.screens.confirm_verb import ConfirmVerbScreen
-from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
 
 CLIP1, CLIP2, CLIP3 = (f"{EP[1]}__c0{n}" for n in (1, 2, 3))
 
@@ -20,14 +21,15 @@ def last_event(ws) -> dict:
 
 async def confirm_yes(pilot, reason: str = "") -> ConfirmVerbScreen:
     app = pilot.app
-    screen = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen,
-                            what="the confirmation")
+    screen = await wait_for(
+        pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="the confirmation"
+    )
     await pilot.pause(0.05)
     assert app.focused is not None and app.focused.id == "no", "No must be focused"
     if reason:
         app.screen.query_one("#reason").focus()
         await pilot.press(*reason)
-        await pilot.press("enter")                # submitting the reason moves focus to Yes
+        await pilot.press("enter")  # submitting the reason moves focus to Yes
     else:
         await pilot.press("tab")
     assert app.focused.id == "yes"
@@ -39,25 +41,90 @@ async def confirm_yes(pilot, reason: str = "") -> ConfirmVerbScreen:
 ITEM_VERBS = [
     ("r", "episodes", EP[7], None, False, lambda r: r["status"] == "queued" and r["attempts"] == 0, "queued"),
     ("u", "episodes", EP[6], None, False, lambda r: r["status"] == "queued", "queued"),
-    ("R", "episodes", EP[8], ["enter"], True, lambda r: r["stage"] is None and r["status"] == "queued", "queued"),
-    ("R", "episodes", EP[10], ["down", "down", "enter"], True,
-     lambda r: r["stage"] == "transcribed" and r["next_stage"] == "enriched", "queued"),
-    ("Z", "episodes", EP[6], None, True, lambda r: r["stage"] == "discovered" and r["status"] == "queued", "queued"),
-    ("s", "episodes", EP[7], None, True, lambda r: r["stage"] == "discovered" and r["status"] == "queued", "queued"),
+    (
+        "R",
+        "episodes",
+        EP[8],
+        ["enter"],
+        True,
+        lambda r: r["stage"] is None and r["status"] == "queued",
+        "queued",
+    ),
+    (
+        "R",
+        "episodes",
+        EP[10],
+        ["down", "down", "enter"],
+        True,
+        lambda r: r["stage"] == "transcribed" and r["next_stage"] == "enriched",
+        "queued",
+    ),
+    (
+        "Z",
+        "episodes",
+        EP[6],
+        None,
+        True,
+        lambda r: r["stage"] == "discovered" and r["status"] == "queued",
+        "queued",
+    ),
+    (
+        "s",
+        "episodes",
+        EP[7],
+        None,
+        True,
+        lambda r: r["stage"] == "discovered" and r["status"] == "queued",
+        "queued",
+    ),
     ("B", "episodes", EP[10], ["enter"], True, lambda r: r["stage"] == "discovered", "queued"),
     ("x", "episodes", EP[10], None, False, lambda r: r["status"] == "stopped", "stopped"),
     ("X", "episodes", EP[2], None, True, lambda r: r["cancel_requested"] == "force", "running"),
-    ("e", "episodes", EP[4], ["enter"], False, lambda r: r["deadline_extension"] == 300 and r["verdict"] is None,
-     "running"),
-    ("E", "clips", CLIP1, None, True, lambda r: r["stage"] == "generated" and r["status"] == "queued", "queued"),
-    ("ctrl+d", "clips", CLIP2, None, True, lambda r: r["stage"] == "discovered" and r["status"] == "queued", "queued"),
-    ("ctrl+k", "clips", CLIP2, None, True, lambda r: r["stage"] == "discovered" and r["status"] == "queued", "queued"),
+    (
+        "e",
+        "episodes",
+        EP[4],
+        ["enter"],
+        False,
+        lambda r: r["deadline_extension"] == 300 and r["verdict"] is None,
+        "running",
+    ),
+    (
+        "E",
+        "clips",
+        CLIP1,
+        None,
+        True,
+        lambda r: r["stage"] == "generated" and r["status"] == "queued",
+        "queued",
+    ),
+    (
+        "ctrl+d",
+        "clips",
+        CLIP2,
+        None,
+        True,
+        lambda r: r["stage"] == "discovered" and r["status"] == "queued",
+        "queued",
+    ),
+    (
+        "ctrl+k",
+        "clips",
+        CLIP2,
+        None,
+        True,
+        lambda r: r["stage"] == "discovered" and r["status"] == "queued",
+        "queued",
+    ),
     ("r", "clips", CLIP2, None, False, lambda r: r["status"] == "queued", "queued"),
 ]
 
 
-@pytest.mark.parametrize("key,table_id,item_id,choices,confirm,check,shown", ITEM_VERBS,
-                         ids=[f"{v[0]}-{v[2][-9:]}" for v in ITEM_VERBS])
+@pytest.mark.parametrize(
+    "key,table_id,item_id,choices,confirm,check,shown",
+    ITEM_VERBS,
+    ids=[f"{v[0]}-{v[2][-9:]}" for v in ITEM_VERBS],
+)
 async def test_item_verb_path(seeded, key, table_id, item_id, choices, confirm, check, shown):
     ws, clock = seeded
     app = make_app(ws, clock)
@@ -77,8 +144,11 @@ async def test_item_verb_path(seeded, key, table_id, item_id, choices, confirm, 
             await confirm_yes(pilot, reason="because test")
         await wait_for(pilot, lambda: check(item(ws, item_id)), what=f"{key} to change {item_id}")
         assert item(ws, item_id) != before
-        await wait_for(pilot, lambda: row_text(table, item_id, "status").startswith(shown),
-                       what=f"the table to show {shown}")
+        await wait_for(
+            pilot,
+            lambda: row_text(table, item_id, "status").startswith(shown),
+            what=f"the table to show {shown}",
+        )
         event = last_event(ws)
         assert event["actor"] == "tester" and item_id in (event["affected"] or [])
         if confirm:
@@ -87,6 +157,7 @@ async def test_item_verb_path(seeded, key, table_id, item_id, choices, confirm, 
 
 def screen_action(key: str) -> str:
     from ewg_tui.screens.verb_catalog import VERBS
+
     return next(v.action for v in VERBS if v.key == key)
 
 
@@ -100,20 +171,35 @@ async def test_confirmation_defaults_to_no(seeded):
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmVerbScreen), what="the confirmation")
         preview_text = str(app.screen.query_one("#confirm-preview Static").render())
         assert EP[7] in preview_text
-        await pilot.press("enter")                 # No is focused: enter declines
-        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmVerbScreen), what="the modal to close")
+        await pilot.press("enter")  # No is focused: enter declines
+        await wait_for(
+            pilot, lambda: not isinstance(app.screen, ConfirmVerbScreen), what="the modal to close"
+        )
         await pilot.pause(0.2)
         assert item(ws, EP[7])["stage"] is None and item(ws, EP[7])["status"] == "failed"
         assert not [e for e in queries.events(ws.store) if e["verb"] == "skip"]
 
 
-@pytest.mark.parametrize("key,verb,check", [
-    ("A", "retry", lambda ws: item(ws, EP[7])["status"] == item(ws, EP[8])["status"] == "queued"),
-    ("ctrl+a", "retry", lambda ws: item(ws, CLIP2)["status"] == "queued" and item(ws, EP[7])["status"] == "failed"),
-    ("S", "stop", lambda ws: item(ws, EP[2])["cancel_requested"] == "release"
-     and ws.store.read_one("SELECT value FROM engine_state WHERE key='paused'")["value"] == "1"),
-    ("D", "deep_clean", lambda ws: any(e["verb"] == "deep_clean" for e in queries.events(ws.store))),
-])
+@pytest.mark.parametrize(
+    "key,verb,check",
+    [
+        ("A", "retry", lambda ws: item(ws, EP[7])["status"] == item(ws, EP[8])["status"] == "queued"),
+        (
+            "ctrl+a",
+            "retry",
+            lambda ws: item(ws, CLIP2)["status"] == "queued" and item(ws, EP[7])["status"] == "failed",
+        ),
+        (
+            "S",
+            "stop",
+            lambda ws: (
+                item(ws, EP[2])["cancel_requested"] == "release"
+                and ws.store.read_one("SELECT value FROM engine_state WHERE key='paused'")["value"] == "1"
+            ),
+        ),
+        ("D", "deep_clean", lambda ws: any(e["verb"] == "deep_clean" for e in queries.events(ws.store))),
+    ],
+)
 async def test_workspace_verb_path(seeded, key, verb, check):
     ws, clock = seeded
     app = make_app(ws, clock)
@@ -134,8 +220,11 @@ async def test_regenerate_all_clips_of_selected_episode(seeded):
         await pilot.press("ctrl+g")
         modal = await confirm_yes(pilot)
         assert {c.item_id for c in modal.preview.changes} == {CLIP1, CLIP2, CLIP3}
-        await wait_for(pilot, lambda: all(item(ws, c)["stage"] == "discovered" for c in (CLIP1, CLIP2, CLIP3)),
-                       what="all clips reset to generation")
+        await wait_for(
+            pilot,
+            lambda: all(item(ws, c)["stage"] == "discovered" for c in (CLIP1, CLIP2, CLIP3)),
+            what="all clips reset to generation",
+        )
         await wait_for(pilot, lambda: row_text(screen.clips, CLIP1, "status") == "queued", what="clip table")
 
 
@@ -148,6 +237,7 @@ async def test_pause_and_resume_engine(seeded):
         def paused():
             row = ws.store.read_one("SELECT value FROM engine_state WHERE key='paused'")
             return bool(row and row["value"])
+
         await pilot.press("P")
         await wait_for(pilot, paused, what="the engine to pause")
         await wait_for(pilot, lambda: screen.view.overview.paused is not None, what="the header to see it")
@@ -162,10 +252,10 @@ async def test_verb_that_does_not_apply_is_greyed_and_refused(seeded):
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
-        await move_to(pilot, screen.episodes, EP[1])          # done: nothing to retry, stop or extend
+        await move_to(pilot, screen.episodes, EP[1])  # done: nothing to retry, stop or extend
         for action in ("retry", "resume", "stop", "extend", "skip"):
             assert screen.check_action(action, ()) is None, action
-        await pilot.press("r")                                # a greyed binding does not run
+        await pilot.press("r")  # a greyed binding does not run
         await pilot.pause(0.2)
         assert not queries.events(ws.store)
 
@@ -179,10 +269,12 @@ async def test_follow_up_reports_success_after_retry(seeded):
         await pilot.press("r")
         await wait_for(pilot, lambda: EP[7] in screen.followed, what="the item to be followed")
         clock.advance(5)
-        with ws.store.write() as conn:             # another worker runs the stage and succeeds
-            conn.execute("INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at,"
-                         " outcome, duration, spent) VALUES (?,?,?,?,?,?,?,?,?,1)",
-                         (EP[7], "discovered", 1, "w", 9, clock.now() - 2, clock.now(), "succeeded", 2.0))
+        with ws.store.write() as conn:  # another worker runs the stage and succeeds
+            conn.execute(
+                "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at,"
+                " outcome, duration, spent) VALUES (?,?,?,?,?,?,?,?,?,1)",
+                (EP[7], "discovered", 1, "w", 9, clock.now() - 2, clock.now(), "succeeded", 2.0),
+            )
         await wait_for(pilot, lambda: EP[7] not in screen.followed, what="the follow-up")
         assert any("succeeded after retry" in n.message for n in app._notifications)
 
@@ -192,8 +284,10 @@ async def test_verb_error_is_shown_as_a_sentence(seeded):
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
-        await move_to(pilot, screen.episodes, EP[9])           # never discovered: no clips to regenerate
-        screen.start_verb(__import__("ewg_tui.screens.verb_catalog", fromlist=["x"]).VERBS_BY_ACTION["regenerate_clips"])
+        await move_to(pilot, screen.episodes, EP[9])  # never discovered: no clips to regenerate
+        screen.start_verb(
+            __import__("ewg_tui.screens.verb_catalog", fromlist=["x"]).VERBS_BY_ACTION["regenerate_clips"]
+        )
         await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="an error")
         message = next(n.message for n in app._notifications if n.severity == "error")
         assert "no clips to regenerate" in message
@@ -213,13 +307,17 @@ async def test_audit_event_records_selection(seeded):
 
 async def test_retry_a_failure_group_from_the_groups_screen(seeded):
     from ewg_tui.screens.failure_groups import FailureGroupsScreen
+
     ws, clock = seeded
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await pilot.press("f")
-        groups = await wait_for(pilot, lambda: isinstance(app.screen, FailureGroupsScreen) and app.screen.groups
-                                and app.screen, what="the failure groups")
+        groups = await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, FailureGroupsScreen) and app.screen.groups and app.screen,
+            what="the failure groups",
+        )
         assert [g["count"] for g in groups.groups] == [1, 1, 1]
         target = next(g for g in groups.groups if g["error_class"] == "missing_dependency")
         table = groups.query_one("DataTable")
@@ -238,17 +336,20 @@ async def test_intervene_on_stuck_work_terminates_and_retries(seeded):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
         await move_to(pilot, screen.episodes, EP[7])
-        assert screen.check_action("intervene", ()) is None        # not running: nothing to intervene in
+        assert screen.check_action("intervene", ()) is None  # not running: nothing to intervene in
         await move_to(pilot, screen.episodes, EP[4])
         assert screen.check_action("intervene", ()) is True
         await pilot.press("i")
-        choice = await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen) and app.screen,
-                                what="the intervention dialog")
+        choice = await wait_for(
+            pilot, lambda: isinstance(app.screen, ChoiceScreen) and app.screen, what="the intervention dialog"
+        )
         assert "STALLED" in choice.title_text and "no progress for 5m10s" in choice.title_text
-        await pilot.press("down", "enter")                         # terminate and retry
+        await pilot.press("down", "enter")  # terminate and retry
         modal = await confirm_yes(pilot)
         assert modal.preview.changes[0].interrupts_run
-        await wait_for(pilot, lambda: item(ws, EP[4])["status"] == "queued", what="the stuck run to be replaced")
+        await wait_for(
+            pilot, lambda: item(ws, EP[4])["status"] == "queued", what="the stuck run to be replaced"
+        )
         row = item(ws, EP[4])
         assert row["stage"] == "enriched" and row["next_stage"] == "editorial" and row["verdict"] is None
         await wait_for(pilot, lambda: row_text(screen.episodes, EP[4], "verdict") == "", what="the table")

@@ -1,9 +1,13 @@
 """Filter, multi-select, read-only, attach mode, windowing, help, palette, detail and quit."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from console_fixtures import EP
+from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
+
 from engine import queries
 from engine.demo import seed_episodes
 from engine.verbs import Operator
@@ -12,9 +16,6 @@ from ewg_tui.screens.help import HelpScreen
 from ewg_tui.screens.item_detail import ItemDetailScreen
 from ewg_tui.screens.verb_catalog import VERBS
 from ewg_tui.widgets.filter_bar import FilterBar, FilterError, parse_filter
-from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
-
-import pytest
 
 
 def test_parse_filter_understands_every_part():
@@ -39,10 +40,10 @@ async def test_filter_narrows_in_sql_and_escape_leaves_it(seeded):
         await wait_for(pilot, lambda: screen.episodes.total == 2, what="the filter to apply")
         assert set(screen.episodes.order) == {EP[7], EP[8]}
         assert "filter: status:failed" in str(screen.episodes.border_title)
-        await pilot.press("enter")                       # keep the filter, back to the table
+        await pilot.press("enter")  # keep the filter, back to the table
         assert app.focused is screen.episodes and screen.episodes.total == 2
         await pilot.press("slash")
-        await pilot.press("escape")                      # esc leaves the filter
+        await pilot.press("escape")  # esc leaves the filter
         await wait_for(pilot, lambda: screen.episodes.total == 10, what="the filter to clear")
         await pilot.press("slash", *"stuck")
         await wait_for(pilot, lambda: screen.episodes.order == [EP[4]], what="stuck filter")
@@ -73,10 +74,13 @@ async def test_space_marks_rows_for_a_bulk_verb(seeded):
         await pilot.press("space")
         assert set(screen.marked) == {EP[6], EP[7]}
         assert row_text(screen.episodes, EP[7], "mark") == "●"
-        await move_to(pilot, screen.episodes, EP[1])   # the cursor elsewhere: the marks still decide
+        await move_to(pilot, screen.episodes, EP[1])  # the cursor elsewhere: the marks still decide
         await pilot.press("r")
-        await wait_for(pilot, lambda: item(ws, EP[6])["status"] == item(ws, EP[7])["status"] == "queued",
-                       what="both marked items to be retried")
+        await wait_for(
+            pilot,
+            lambda: item(ws, EP[6])["status"] == item(ws, EP[7])["status"] == "queued",
+            what="both marked items to be retried",
+        )
         assert item(ws, EP[1])["status"] == "done"
         assert screen.marked == {}
         await wait_for(pilot, lambda: row_text(screen.episodes, EP[7], "mark") == " ", what="marks cleared")
@@ -104,10 +108,10 @@ async def test_readonly_shows_everything_and_runs_nothing(seeded):
             assert screen.check_action(spec.action, ()) is None, spec.action
         await pilot.press("r", "R", "s", "A", "P", "D")
         await pilot.pause(0.2)
-        assert screen.app.screen is screen              # no choice or confirmation opened
+        assert screen.app.screen is screen  # no choice or confirmation opened
         palette_actions = {action for _t, _h, action in screen.palette_commands()}
         assert not palette_actions & {spec.action for spec in VERBS}
-        await screen.run_action("retry")                 # the palette path runs actions like this
+        await screen.run_action("retry")  # the palette path runs actions like this
         await pilot.pause(0.2)
         assert queries.events(ws.store) == []
         assert item(ws, EP[7])["status"] == "failed"
@@ -119,14 +123,19 @@ async def test_attach_mode_shows_changes_by_another_writer(seeded):
     assert app.engine is None
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
-        await wait_for(pilot, lambda: row_text(screen.episodes, EP[8], "status") == "failed", what="failed row")
-        other = open_workspace(Path(ws.root), clock=clock)      # a second process' connection
+        await wait_for(
+            pilot, lambda: row_text(screen.episodes, EP[8], "status") == "failed", what="failed row"
+        )
+        other = open_workspace(Path(ws.root), clock=clock)  # a second process' connection
         try:
             Operator(other, actor="headless").retry([EP[8]], reason="from the CLI")
         finally:
             other.close()
-        await wait_for(pilot, lambda: row_text(screen.episodes, EP[8], "status") == "queued",
-                       what="the other writer's change to show")
+        await wait_for(
+            pilot,
+            lambda: row_text(screen.episodes, EP[8], "status") == "queued",
+            what="the other writer's change to show",
+        )
         header = str(screen.query_one("#engine-header").render())
         assert "attached" in header and "workers 2/2" in header
 
@@ -165,8 +174,10 @@ async def test_rows_update_in_place_without_rebuilding(seeded):
         table.clear = lambda *a, **k: (removed.append("clear"), original_clear(*a, **k))[1]
         Operator(ws).stop([EP[10]])
         await wait_for(pilot, lambda: row_text(table, EP[10], "status") == "stopped", what="the change")
-        clock.advance(3)                                  # countdowns and elapsed times move
-        await wait_for(pilot, lambda: row_text(table, EP[3], "status") == "retry 2/3 in 11 s", what="countdown")
+        clock.advance(3)  # countdowns and elapsed times move
+        await wait_for(
+            pilot, lambda: row_text(table, EP[3], "status") == "retry 2/3 in 11 s", what="countdown"
+        )
         assert removed == []
 
 
@@ -191,8 +202,9 @@ async def test_error_detail_follows_the_cursor_and_names_the_key(seeded):
         assert "persistent" in text and "no readable video stream [demo]" in text
         assert "R force reprocess" in text and "error: no video stream found" in text
         await move_to(pilot, screen.episodes, EP[4])
-        await wait_for(pilot, lambda: "e extend" in str(screen.query_one("#error-text").render()),
-                       what="stuck hint")
+        await wait_for(
+            pilot, lambda: "e extend" in str(screen.query_one("#error-text").render()), what="stuck hint"
+        )
 
 
 async def test_clip_table_follows_the_selected_episode_and_a_shows_all(seeded):
@@ -205,8 +217,11 @@ async def test_clip_table_follows_the_selected_episode_and_a_shows_all(seeded):
         await move_to(pilot, screen.episodes, EP[7])
         await wait_for(pilot, lambda: screen.clips.total == 0, what="no clips")
         await pilot.press("a")
-        await wait_for(pilot, lambda: screen.clips.total == 3 and "All clips" in str(screen.clips.border_title),
-                       what="all clips")
+        await wait_for(
+            pilot,
+            lambda: screen.clips.total == 3 and "All clips" in str(screen.clips.border_title),
+            what="all clips",
+        )
 
 
 async def test_tab_switches_panes(seeded):
@@ -259,14 +274,17 @@ async def test_palette_offers_the_verbs_that_apply(seeded):
         await move_to(pilot, screen.episodes, EP[7])
         titles = {title for title, _h, _a in screen.palette_commands()}
         assert {"Retry", "Force reprocess", "Skip stage", "Retry all failed", "Filter", "Help"} <= titles
-        assert "Extend timeout" not in titles              # EP7 is not running
+        assert "Extend timeout" not in titles  # EP7 is not running
         await pilot.press("colon")
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette", what="the palette")
         await pilot.press(*"retry all failed")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        confirm = await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmVerbScreen" and app.screen,
-                                 what="the confirmation from the palette")
+        confirm = await wait_for(
+            pilot,
+            lambda: app.screen.__class__.__name__ == "ConfirmVerbScreen" and app.screen,
+            what="the confirmation from the palette",
+        )
         assert {c.item_id for c in confirm.preview.changes} == {EP[7], EP[8], f"{EP[1]}__c02"}
 
 
@@ -277,9 +295,12 @@ async def test_enter_opens_item_detail(seeded):
         screen = await ready(pilot)
         await move_to(pilot, screen.episodes, EP[1])
         await pilot.press("enter")
-        detail = await wait_for(pilot, lambda: isinstance(app.screen, ItemDetailScreen) and app.screen,
-                                what="the detail screen")
-        await wait_for(pilot, lambda: detail.query_one("#detail-checkpoints").row_count == 5, what="checkpoints")
+        detail = await wait_for(
+            pilot, lambda: isinstance(app.screen, ItemDetailScreen) and app.screen, what="the detail screen"
+        )
+        await wait_for(
+            pilot, lambda: detail.query_one("#detail-checkpoints").row_count == 5, what="checkpoints"
+        )
         assert detail.query_one("#detail-clips").row_count == 3
         assert "2.0 KB" in str(detail.query_one("#detail-checkpoints").get_row_at(0))
         await pilot.press("escape")
@@ -298,14 +319,16 @@ async def test_q_quits_at_once_without_an_engine(seeded):
 
 async def test_audit_log_shows_verbs_and_metrics(seeded):
     from ewg_tui.screens.audit_log import AuditLogScreen
+
     ws, clock = seeded
     Operator(ws, actor="alice").retry([EP[7]], reason="source replaced")
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         await pilot.press("l")
-        audit = await wait_for(pilot, lambda: isinstance(app.screen, AuditLogScreen) and app.screen,
-                               what="the audit log")
+        audit = await wait_for(
+            pilot, lambda: isinstance(app.screen, AuditLogScreen) and app.screen, what="the audit log"
+        )
         table = audit.query_one("DataTable")
         await wait_for(pilot, lambda: table.row_count == 1, what="the event")
         row = [getattr(c, "plain", c) for c in table.get_row_at(0)]
@@ -314,7 +337,7 @@ async def test_audit_log_shows_verbs_and_metrics(seeded):
         assert "retry: 0 ok, 0 failed again, 1 pending" in metrics
         Operator(ws, actor="bob").stop([EP[10]])
         await wait_for(pilot, lambda: table.row_count == 2, what="a new event to appear")
-        assert [getattr(c, "plain", c) for c in table.get_row_at(0)][2] == "bob"     # newest first
+        assert [getattr(c, "plain", c) for c in table.get_row_at(0)][2] == "bob"  # newest first
         await pilot.press("escape")
         assert not isinstance(app.screen, AuditLogScreen)
 
@@ -330,7 +353,7 @@ async def test_fast_key_presses_at_the_window_edge_all_count(seeded):
         table.move_cursor(row=len(table.order) - 1)
         await pilot.pause(0.1)
         start = table.window_offset
-        for _ in range(5):                    # five slides requested before any read comes back
+        for _ in range(5):  # five slides requested before any read comes back
             table.action_cursor_down()
         await wait_for(pilot, lambda: table.window_offset == start + 5, what="all five slides")
 
@@ -345,10 +368,12 @@ async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, 
     interrupted: list[str] = []
 
     def read_view(reader, request, now):
-        if request.episode_filter.text == "slow":        # the stale view: a scan that takes minutes
+        if request.episode_filter.text == "slow":  # the stale view: a scan that takes minutes
             try:
-                reader.read("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
-                            " WHERE x < 1000000000) SELECT max(x) FROM c")
+                reader.read(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                    " WHERE x < 1000000000) SELECT max(x) FROM c"
+                )
             except ReadInterrupted:
                 interrupted.append(request.episode_filter.text)
                 raise
@@ -359,12 +384,17 @@ async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, 
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
         await pilot.press("slash", *"slow")
-        await wait_for(pilot, lambda: screen._polling and screen.episode_filter.text == "slow", what="the slow read")
+        await wait_for(
+            pilot, lambda: screen._polling and screen.episode_filter.text == "slow", what="the slow read"
+        )
         await pilot.pause(0.2)
         await pilot.press(*["backspace"] * 4, *"budget")
         await wait_for(pilot, lambda: interrupted == ["slow"], what="the stale read to be interrupted")
-        await wait_for(pilot, lambda: "filter: budget" in str(screen.episodes.border_title),
-                       what="the newer view to be shown")
+        await wait_for(
+            pilot,
+            lambda: "filter: budget" in str(screen.episodes.border_title),
+            what="the newer view to be shown",
+        )
         assert not any(n.message.startswith("Reading the workspace failed") for n in app._notifications)
 
 
@@ -378,8 +408,11 @@ async def test_an_idle_console_repaints_no_table(seeded):
         repaints: list[str] = []
         for table in (screen.episodes, screen.clips):
             real = table.refresh
-            table.refresh = lambda *a, _real=real, _id=table.id, **kw: (repaints.append(_id), _real(*a, **kw))[1]
+            table.refresh = lambda *a, _real=real, _id=table.id, **kw: (
+                repaints.append(_id),
+                _real(*a, **kw),
+            )[1]
         polls = screen.polls
         await pilot.pause(1.0)
-        assert screen.polls - polls >= 5              # it kept reading the workspace...
-        assert repaints == []                         # ...and found nothing to redraw
+        assert screen.polls - polls >= 5  # it kept reading the workspace...
+        assert repaints == []  # ...and found nothing to redraw
