@@ -1,4 +1,4 @@
-"""Atomic checkpoints (DESIGN.md contract 7).
+"""Atomic checkpoints (ARCHITECTURE.md contract 7).
 
 A stage writes into a temporary directory inside its item's folder. To commit,
 the engine fsyncs every file and the directory, renames it to

@@ -1,4 +1,4 @@
-"""Injected time and randomness (DESIGN.md contract 10).
+"""Injected time and randomness (ARCHITECTURE.md contract 10).
 
 All engine timestamps are float seconds since the Unix epoch, which is UTC by
 definition; `iso()` renders one for people. Tests pass a `FakeClock` and a

@@ -2,7 +2,7 @@
 
 Every mistake becomes one `ConfigError` whose message names the key, the
 problem and the fix; the CLI prints it and exits 2. Defaults follow the AI-EWG
-numbers (DESIGN.md, Configuration).
+numbers (docs/ARCHITECTURE.md, Configuration).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Error classes and the rule-based classifier (DESIGN.md contract 4).
+"""Error classes and the rule-based classifier (ARCHITECTURE.md contract 4).
 
 A stage fails by raising. `classify()` turns the exception into one of the
 error classes below and records *why* it chose it (the matching rule), so an
 operator can see the reasoning and a site can override it per stage in
-`[stages.NAME] error_rules`.
+`[stages.KIND.NAME] error_rules`.
 """
 
 from __future__ import annotations

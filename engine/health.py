@@ -1,4 +1,4 @@
-"""Health (DESIGN.md contract 9): CPU, memory, disk and external services.
+"""Health (ARCHITECTURE.md contract 9): CPU, memory, disk and external services.
 
 Below the critical disk floor, or after a stage hit ENOSPC/ENOMEM, the engine
 stops claiming work and says why until the resource returns; items blocked by

@@ -1,10 +1,11 @@
-"""The schema, declared with SQLModel (DESIGN.md contract 1).
+"""The schema, declared with SQLModel (ARCHITECTURE.md contract 1).
 
 Episodes and clips share one `items` table (`kind` tells them apart, clips
 point at their episode with `parent_id`): the claim query, the watchdog and the
 verbs then treat every unit of work the same way. Times are UTC epoch seconds.
 The hot path reads and writes these tables through `engine.store` with the
-sqlite3 driver; this module is the single declaration of their shape.
+sqlite3 driver; this module declares their shape, and tests/core/test_engine_schema.py checks
+that the frozen migrations in engine/store.py build it.
 """
 
 from __future__ import annotations

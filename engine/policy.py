@@ -1,4 +1,4 @@
-"""What happens after an attempt ends: the retry road (DESIGN.md contracts 3 and 4).
+"""What happens after an attempt ends: the retry road (ARCHITECTURE.md contracts 3 and 4).
 
 A pure function of the configuration, the error class and the attempt count,
 so the worker, the watchdog and the tests all decide the same way. Backoff is

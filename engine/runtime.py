@@ -4,7 +4,7 @@ Workers claim items with a lease and a fencing token (engine.store), run the
 stage in a temporary directory, and commit the checkpoint and the new state in
 one transaction that first checks the token (engine.checkpoints). Anything
 that goes wrong takes the road engine.policy decides. Several engine processes
-(and attached consoles) may share one workspace: every write is fenced.
+(and attached consoles) may share one workspace: every worker write is fenced.
 """
 
 from __future__ import annotations
@@ -386,8 +386,8 @@ class Engine:
 
     # -- workers and the dispatcher ------------------------------------------------------
     # Workers only run stages. One dispatcher thread does the hot-path writes: in a single
-    # transaction it commits every finished attempt (each fenced by its token, each in a
-    # savepoint so one bad outcome cannot spoil the others) and claims work for idle workers.
+    # transaction it commits every finished attempt (each fenced by its token; one that renames
+    # files in a savepoint, so its failure cannot spoil the others) and claims work for idle workers.
     # Batching is what makes the engine faster than a one-commit-per-task queue.
     def claiming_allowed(self) -> bool:
         return self._claiming.is_set() and self.health.resource_pause is None

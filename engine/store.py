@@ -1,8 +1,9 @@
 """The database: connections, pragmas, migrations and the hot-path SQL.
 
-Everything SQLite-specific lives here (WAL, busy_timeout, BEGIN IMMEDIATE,
-RETURNING, PRAGMA user_version) so a PostgreSQL backend can replace this module
-(`SELECT ... FOR UPDATE SKIP LOCKED`) without touching the runtime. The hot
+The connection settings (WAL, busy_timeout, BEGIN IMMEDIATE, PRAGMA user_version)
+live here. Other modules still write their own SQL through `Store.write()`, so a
+PostgreSQL backend needs the planned repository of named operations
+(docs/ARCHITECTURE.md, "The database"). The hot
 path (claim, heartbeat, fenced updates) uses the sqlite3 driver directly: an
 ORM session per state change would cost about 1 ms.
 """

@@ -1,8 +1,8 @@
 """The SQL that ends an attempt, shared by the worker, the watchdog and the verbs.
 
-Every function runs inside the caller's write transaction and is fenced by
-the lease token: it changes nothing (and returns False) when the token no
-longer holds the item.
+Every function runs inside the caller's write transaction. Those that end an
+attempt are fenced by the lease token: they change nothing (settle_failure and
+release return False) when the token no longer holds the item.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Operator verbs (DESIGN.md contract 8): the only way people change work.
+"""Operator verbs (ARCHITECTURE.md contract 8): the only way people change work.
 
 Every verb takes a selection, can return a preview (which items change, which
 stages rerun, which caches go) without changing anything, and when applied

@@ -1,4 +1,4 @@
-"""Liveness is not progress (DESIGN.md contract 5).
+"""Liveness is not progress (ARCHITECTURE.md contract 5).
 
 Every check looks at all running items in the database, whoever owns them:
 DEAD (heartbeat stale: rescued at once), TIMED OUT (past the stage timeout),

@@ -1,6 +1,6 @@
 """The main screen: header, health, per-stage progress, episode and clip tables, error detail.
 
-Data flow (DESIGN.md "UI data flow"): a thread worker reads only what is
+Data flow (docs/ARCHITECTURE.md, "UI <-> engine"): a thread worker reads only what is
 visible and posts one ViewRead; the next read is scheduled by a one-shot timer
 after the previous one is applied, so reads never overlap. Periodic reads are
 skipped while a modal is open or live updates are paused (`p`); a change of
