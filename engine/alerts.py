@@ -40,6 +40,7 @@ class AlertEvent(StrEnum):
     NEEDS_OPERATOR = "needs_operator"  # failed on a road that waits for a person
     STUCK = "stuck"  # STALLED or TIMED OUT
     RESOURCE_PAUSE = "resource_pause"  # claiming paused: disk, memory
+    SERVICE_DOWN = "service_down"  # a stage's service stopped answering; its stages wait
     EARLY_WARNING = "early_warning"  # trouble predicted before it lands
     ENGINE_STOP = "engine_stop"
     TEST = "test"  # `ewg alerts test`

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import errors, pipeline
+from . import alerts, errors, pipeline
 
 Policy = Literal["off", "warn", "enforce"]
 
@@ -127,6 +127,32 @@ class Service(_Section):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/api/tags")
         return v
+
+
+class Alerts(_Section):
+    """Where alerts go (engine.alerts): a webhook, a command, or both; neither means no alerts."""
+
+    webhook: str = ""
+    command: list[str] = Field(default_factory=list)
+    dedupe_window: float = Field(600.0, ge=0, le=7 * 86400)
+    per_minute: int = Field(10, ge=1, le=10_000)
+    max_tries: int = Field(5, ge=1, le=100)
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://hooks.example.org/ewg")
+        return v
+
+    def settings(self) -> alerts.AlertsSettings:
+        return alerts.AlertsSettings(
+            webhook=self.webhook,
+            command=list(self.command),
+            policy=alerts.AlertPolicy(
+                dedupe_window=self.dedupe_window, per_minute=self.per_minute, max_tries=self.max_tries
+            ),
+        )
 
 
 class ErrorRuleConfig(_Section):
@@ -254,6 +280,7 @@ class Config(_Section):
     stages: dict[str, dict[str, StageConfig]] = Field(default_factory=dict)
     demo: Demo = Field(default_factory=Demo)
     sources: Sources = Field(default_factory=Sources)
+    alerts: Alerts = Field(default_factory=Alerts)
 
     @model_validator(mode="after")
     def _known_stages(self) -> Config:

@@ -396,3 +396,44 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
     return ov
+
+
+ALERT_VERBS = ("attempt_failed", "verdict", "resource_pause", "service_down")
+
+
+def last_event_id(store: Readable) -> int:
+    row = store.read_one("SELECT COALESCE(MAX(id), 0) FROM events")
+    return int(row[0])
+
+
+def alert_feed(store: Readable, after_id: int, limit: int = 500) -> list[dict]:
+    """The events after `after_id` that may become alerts, each with its item's state now."""
+    rows = _rows(
+        store,
+        "SELECT id, at, verb, selection, reason, affected, result FROM events"
+        f" WHERE id > ? AND verb IN ({','.join('?' * len(ALERT_VERBS))}) ORDER BY id LIMIT ?",
+        (after_id, *ALERT_VERBS, limit),
+    )
+    if not rows:
+        return rows
+    for row in rows:
+        row["affected"] = json.loads(row["affected"] or "[]")
+    ids = sorted({i for r in rows if r["verb"] == "attempt_failed" for i in r["affected"]})
+    states: dict[str, dict] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for item in _rows(
+            store,
+            "SELECT id, kind, status, error_class, error_suggestion FROM items"
+            f" WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            states[item["id"]] = item
+    for row in rows:
+        if row["verb"] == "attempt_failed" and row["affected"]:
+            item = states.get(row["affected"][0], {})
+            row["item_kind"] = item.get("kind")
+            row["item_status"] = item.get("status")
+            row["item_error_class"] = item.get("error_class")
+            row["item_suggestion"] = item.get("error_suggestion")
+    return rows

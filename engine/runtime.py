@@ -9,6 +9,7 @@ that goes wrong takes the road engine.policy decides. Several engine processes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import psutil
 
 from . import checkpoints, errors, pipeline, policy, stages, transitions
+from .alert_watch import AlertWatch
+from .alerts import Alerter
 from .clock import Clock
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
@@ -132,11 +135,20 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
+        alerting = self.config.alerts.settings()
+        self.alerts = AlertWatch(
+            self.store,
+            Alerter(alerting.sinks(), alerting.policy, clock=self.clock),
+            self.clock,
+            host=self.owner.split(":", 1)[0],
+            owner=self.owner,
+        )
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> Engine:
         self.recover()
         self._register()
+        self.alerts.prime()
         self.state = "running"
         self._claiming.set()
         self.health.sample()
@@ -146,12 +158,14 @@ class Engine:
             ("heartbeat", self._heartbeat_loop),
             ("watchdog", self.watchdog.loop),
             ("health", self.health.loop),
+            *([("alerts", self._alert_loop)] if self.alerts.alerter.enabled else []),
         ):
             t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
             t.start()
             self._threads.append(t)
         for slot in range(self.workers):
             self._spawn(slot)
+        self.alerts.alerter.start()
         self._emit(EngineEvent("state", text="running"))
         return self
 
@@ -322,6 +336,18 @@ class Engine:
             )
         self.state = "stopped"
         self._emit(EngineEvent("state", text="stopped"))
+        if self.alerts.alerter.enabled:  # the last events, then the stop itself, then flush
+            with contextlib.suppress(Exception):
+                self.alerts.tick()
+            self.alerts.engine_stopped("force stop" if self._force.is_set() else "graceful stop")
+            self.alerts.alerter.stop(timeout=5)
+
+    def _alert_loop(self) -> None:
+        while not self._halt.wait(self.config.engine.check_interval):
+            try:
+                self.alerts.tick()
+            except Exception:  # a broken alert path must never stop the engine
+                log.exception("alert check failed; will retry")
 
     def _join_runs(self, seconds: float) -> None:
         deadline = self.clock.now() + seconds

@@ -334,6 +334,26 @@ class Store:
         return self.connection().execute(sql, params).fetchone()
 
     # -- schema ---------------------------------------------------------------------------
+    def read_cursor(self, name: str) -> int | None:
+        """A feed position kept in engine_state (None until it is first set)."""
+        row = self.read_one("SELECT value FROM engine_state WHERE key = ?", (name,))
+        return int(row[0]) if row is not None and row[0] != "" else None
+
+    def advance_cursor(self, name: str, expected: int | None, new: int, now: float) -> bool:
+        """Compare-and-swap a feed position: True when this caller moved it from `expected` to `new`."""
+        with self.write() as conn:
+            if expected is None:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO engine_state (key, value, at) VALUES (?, ?, ?)",
+                    (name, str(new), now),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE engine_state SET value = ?, at = ? WHERE key = ? AND value = ?",
+                    (str(new), now, name, str(expected)),
+                )
+            return cur.rowcount == 1
+
     def identity(self) -> str:
         """This database's random identity (schema 5), which the items root's ownership marker names."""
         row = self.read_one("SELECT value FROM workspace WHERE key = 'identity'")

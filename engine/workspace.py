@@ -74,6 +74,15 @@ memory_warn_percent = 90.0
 disk_warn_free_mb = 5120.0
 disk_critical_free_mb = 1024.0   # below this the engine stops claiming work until space returns
 
+# Alerts: a JSON POST to a webhook and/or a command run with the JSON on stdin, for work that
+# needs an operator, stuck work, resource pauses, services down and engine stops. `ewg alerts test`.
+[alerts]
+webhook = ""             # e.g. "https://hooks.example.org/ewg"; empty: no webhook
+command = []             # e.g. ["/usr/local/bin/page-oncall"]; empty: no command
+dedupe_window = 600.0    # the same alert (event, items, class) is sent once in this window
+per_minute = 10          # at most this many alerts a minute; the next one says how many were held back
+max_tries = 5            # deliveries are retried with exponential backoff, off the engine's threads
+
 # External services a stage needs; while one is down its stages wait as blocked.
 # [services.llm]
 # url = "http://127.0.0.1:11434/api/tags"

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("id", nargs="?")
     lg.add_argument("--limit", type=_positive_int, default=50)
     lg.add_argument("--json", action="store_true")
+
+    al = sub.add_parser("alerts", help="alerts ([alerts] in ewg.toml): `ewg alerts test` sends one now")
+    al_sub = al.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=_Parser, required=True)
+    al_sub.add_parser("test", help="send a test alert to every configured sink and say how each went")
 
     v = verb_parser("retry", "retry failed, waiting, blocked or stopped items now (fresh attempt budget)")
     v.add_argument("ids", nargs="*", metavar="ID")
@@ -490,6 +495,34 @@ def _cmd_run(ws: Workspace, args) -> int:
     return EXIT_OK
 
 
+def _cmd_alerts(ws: Workspace, args) -> int:
+    from engine.alerts import Alert, Alerter, AlertEvent
+
+    settings = ws.config.alerts.settings()
+    alerter = Alerter(settings.sinks(), settings.policy, clock=ws.clock)
+    if not alerter.enabled:
+        raise UsageError(
+            "no alerts are configured: set `webhook` or `command` under [alerts] in ewg.toml "
+            "(`ewg init --print-config` shows the keys)."
+        )
+    host = socket.gethostname()
+    test = Alert(
+        event=AlertEvent.TEST,
+        message=f"test alert from ewg on {host}",
+        host=host,
+        at=ws.clock.now(),
+        suggestion="Nothing to do: this checks that alerts reach you.",
+    )
+    failed = 0
+    for result in alerter.send_now(test):
+        if result.ok:
+            print(f"{result.sink}: delivered ({result.tries} {'try' if result.tries == 1 else 'tries'})")
+        else:
+            failed += 1
+            print(f"{result.sink}: NOT delivered after {result.tries} tries: {result.error}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _cmd_init(args) -> int:
     if args.print_config:
         print(DEFAULT_TOML, end="")
@@ -660,6 +693,7 @@ def _dispatch(args) -> int:
             "metrics": _cmd_metrics,
             "log": _cmd_log,
             "scan": _cmd_scan,
+            "alerts": _cmd_alerts,
         }.get(args.command, _cmd_verb)
         return handler(ws, args)
     finally:

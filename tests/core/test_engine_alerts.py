@@ -162,3 +162,93 @@ def test_no_sinks_means_no_thread_and_nothing_queued():
     alerter = Alerter([], clock=clock).start()
     assert not alerter.enabled and not alerter.notify(alert(clock))
     alerter.stop()
+
+
+# -- from the engine's audit trail to a person ------------------------------------------------------
+PERSISTENT_FIRST = '\n[[demo.faults]]\nitem = 1\nstage = "discovered"\nfault = "persistent"\n'
+
+
+def test_an_engine_alerts_on_work_that_needs_an_operator_and_on_its_stop(make_demo):
+    from engine.runtime import Engine
+
+    hook = Receiver()
+    try:
+        ws = make_demo(count=2, extra=PERSISTENT_FIRST, webhook=f'"{hook.url}"')
+        eng = Engine(ws, workers=2).start()
+        try:
+            assert eng.run_until_idle(timeout=60)
+            wait_for(lambda: any(b["event"] == "needs_operator" for b in hook.bodies))
+        finally:
+            eng.stop()
+        wait_for(lambda: any(b["event"] == "engine_stop" for b in hook.bodies))
+    finally:
+        hook.close()
+    [failed] = [b for b in hook.bodies if b["event"] == "needs_operator"]
+    assert len(failed["items"]) == 1
+    assert failed["error_class"] == "persistent" and "discovered" in failed["message"]
+    assert failed["suggestion"]
+
+
+def test_engines_sharing_a_database_send_each_alert_once(make_demo):
+    from engine import transitions
+    from engine.alert_watch import AlertWatch
+
+    ws = make_demo(count=1)
+    clock = FakeClock()
+    got: list[list[Alert]] = [[], []]
+
+    class Recorder:
+        def __init__(self, box):
+            self.box = box
+            self.enabled = True
+
+        def notify(self, alert):
+            self.box.append(alert)
+            return True
+
+    watches = [
+        AlertWatch(ws.store, Recorder(box), clock, host="h", owner=f"h:{n}:0") for n, box in enumerate(got)
+    ]
+    assert [w.tick() for w in watches] == [0, 0]  # first look: the cursor starts at now, not at history
+    with ws.store.write() as conn:
+        transitions.record_event(conn, clock.now(), "engine", "resource_pause", reason="disk below the floor")
+    assert sorted(w.tick() for w in watches) == [0, 1]
+    assert len(got[0]) + len(got[1]) == 1
+    [alert] = got[0] + got[1]
+    assert alert.event == AlertEvent.RESOURCE_PAUSE and "disk below the floor" in alert.message
+
+
+def test_ewg_alerts_test_reports_each_sink(make_demo, tmp_path):
+    import subprocess
+
+    hook = Receiver()
+    try:
+        ws = make_demo(count=1, webhook=f'"{hook.url}"')
+        root = ws.root
+        ws.close()
+        proc = subprocess.run(
+            [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(root), "alerts", "test"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        hook.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "webhook: delivered" in proc.stdout
+    assert hook.bodies[0]["event"] == "test"
+
+
+def test_ewg_alerts_test_without_sinks_says_how_to_configure_them(make_demo):
+    import subprocess
+
+    ws = make_demo(count=1)
+    root = ws.root
+    ws.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(root), "alerts", "test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "[alerts]" in proc.stderr and "Traceback" not in proc.stderr
