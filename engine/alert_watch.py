@@ -91,6 +91,16 @@ class AlertWatch:
                         suggestion="Free space or memory; claiming resumes by itself when it returns.",
                     )
                 )
+            elif verb == "early_warning":
+                alerts.append(
+                    Alert(
+                        event=AlertEvent.EARLY_WARNING,
+                        message=row["reason"],
+                        host=self.host,
+                        at=row["at"],
+                        suggestion=row["result"],
+                    )
+                )
             elif verb == "service_down":
                 alerts.append(
                     Alert(

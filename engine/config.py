@@ -107,6 +107,7 @@ class Health(_Section):
     memory_warn_percent: float = Field(90.0, gt=0, le=100)
     disk_warn_free_mb: float = Field(5120.0, ge=0)
     disk_critical_free_mb: float = Field(1024.0, ge=0)
+    forecast_interval: float = Field(30.0, ge=0, le=3600)  # early warnings (engine.forecast); 0 = off
 
     @model_validator(mode="after")
     def _floor_below_warning(self) -> Health:

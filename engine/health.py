@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from . import transitions
+from .forecast import Forecaster
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -76,16 +77,26 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self.latest: dict = {}
         self.scan_error = ""
+        cfg = engine.config.health
+        self.forecaster = Forecaster(
+            engine.store,
+            memory_limit_percent=cfg.memory_warn_percent,
+            disk_floor_mb=cfg.disk_critical_free_mb,
+        )
 
     def loop(self) -> None:
         eng = self.engine
         last_backup = eng.clock.now()
-        last_scan = -1e18
+        last_scan = last_forecast = -1e18
         while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
                 if now - self.latest.get("at", 0) >= eng.config.health.interval:
                     self.sample()
+                every = eng.config.health.forecast_interval
+                if every and now - last_forecast >= every:
+                    last_forecast = now
+                    self.forecast(now)
                 self.check_services()
                 sources = eng.config.sources
                 if sources.configured and sources.scan_interval and now - last_scan >= sources.scan_interval:
@@ -97,6 +108,19 @@ class HealthMonitor:
                     last_backup = now
             except Exception:
                 log.exception("health check failed; will retry")
+
+    def forecast(self, now: float) -> None:
+        """Early warnings (engine.forecast); a disk forecast also holds claims of the heaviest stages."""
+        free = self.latest.get("disk_free_mb")
+        db_free = self.latest.get("db_disk_free_mb")
+        low = min(free, db_free) if free is not None and db_free is not None else free
+        for warning in self.forecaster.run(now, low):
+            log.warning("early warning: %s (%s). %s", warning.message, warning.evidence, warning.suggestion)
+
+    @property
+    def held_stages(self) -> set[tuple[str, str]]:
+        """Stages not to claim now: their service is down, or the disk forecast throttles them."""
+        return self.blocked_stages | self.forecaster.throttled
 
     def _scan(self) -> None:
         from .config import ConfigError

@@ -373,6 +373,7 @@ class Overview:
     executions_per_minute: int = 0
     stuck: int = 0
     db_busy_at: float | None = None  # last time a write waited past busy_timeout (a lock held elsewhere)
+    warnings: list[dict] = field(default_factory=list)  # engine.forecast's early warnings
 
 
 def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
@@ -395,10 +396,11 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     )[0]  # kind first: the (kind, status) index serves it
     busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
+    ov.warnings = early_warnings(store)
     return ov
 
 
-ALERT_VERBS = ("attempt_failed", "verdict", "resource_pause", "service_down")
+ALERT_VERBS = ("attempt_failed", "verdict", "resource_pause", "service_down", "early_warning")
 
 
 def last_event_id(store: Readable) -> int:
@@ -437,3 +439,78 @@ def alert_feed(store: Readable, after_id: int, limit: int = 500) -> list[dict]:
             row["item_error_class"] = item.get("error_class")
             row["item_suggestion"] = item.get("error_suggestion")
     return rows
+
+
+@dataclass
+class ForecastHistory:
+    """The history engine.forecast reads, aggregated in SQL and shaped as plain mappings."""
+
+    queued: dict[tuple[str, str], int] = field(default_factory=dict)
+    output_mb: dict[tuple[str, str], float] = field(default_factory=dict)  # median checkpoint size
+    outcomes: dict[tuple[str, str], list[bool]] = field(default_factory=dict)  # True = failed, oldest first
+    service_downs: dict[str, int] = field(default_factory=dict)
+    memory: list[tuple[float, float]] = field(default_factory=list)
+    durations: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)  # by host
+
+
+FAILED_OUTCOMES = ("failed", "timed_out", "stalled", "abandoned", "crashed")
+
+
+def forecast_history(store: Readable, since: float, per_stage: int = 100) -> ForecastHistory:
+    h = ForecastHistory()
+    for r in store.read(
+        "SELECT kind, next_stage, COUNT(*) FROM items WHERE status IN ('queued','retrying','blocked')"
+        " AND next_stage IS NOT NULL GROUP BY kind, next_stage"
+    ):
+        h.queued[(r[0], r[1])] = int(r[2])
+    for kind, stage in h.queued:
+        sizes = []
+        for (manifest,) in store.read(
+            "SELECT c.manifest FROM checkpoints c JOIN items i ON i.id = c.item_id"
+            " WHERE i.kind = ? AND c.stage = ? AND c.stale = 0 ORDER BY c.created_at DESC LIMIT ?",
+            (kind, stage, per_stage),
+        ):
+            try:
+                files = json.loads(manifest).get("files", [])
+                sizes.append(sum(int(f.get("size", 0)) for f in files) / 2**20)
+            except (ValueError, TypeError, AttributeError):
+                continue  # a damaged manifest is doctor's to report; it only narrows the forecast
+        if sizes:
+            h.output_mb[(kind, stage)] = statistics.median(sizes)
+    rows = store.read(
+        "SELECT i.kind, a.stage, a.outcome, a.worker, a.duration FROM attempts a JOIN items i ON i.id = a.item_id"
+        " WHERE a.ended_at >= ? ORDER BY a.id",
+        (since,),
+    )
+    for kind, stage, outcome, worker, duration in rows:
+        key = (kind, stage)
+        if outcome in FAILED_OUTCOMES or outcome == "succeeded":
+            h.outcomes.setdefault(key, []).append(outcome in FAILED_OUTCOMES)
+        if outcome == "succeeded" and duration is not None:
+            host = (worker or "").split(":", 1)[0]
+            h.durations.setdefault(key, {}).setdefault(host, []).append(float(duration))
+    for stage, outcomes in h.outcomes.items():
+        h.outcomes[stage] = outcomes[-per_stage:]
+    for name, n in store.read(
+        "SELECT selection, COUNT(*) FROM events WHERE verb = 'service_down' AND at >= ? GROUP BY selection",
+        (since,),
+    ):
+        h.service_downs[name] = int(n)
+    h.memory = [
+        (float(t), float(m))
+        for t, m in store.read(
+            "SELECT at, memory_percent FROM health WHERE at >= ? ORDER BY at", (since + 1800,)
+        )
+    ]
+    return h
+
+
+def early_warnings(store: Readable) -> list[dict]:
+    """The engine's current early warnings (engine.forecast), newest assessment."""
+    row = store.read_one("SELECT value FROM engine_state WHERE key = 'warnings'")
+    if row is None or not row[0]:
+        return []
+    try:
+        return list(json.loads(row[0]))
+    except ValueError:
+        return []

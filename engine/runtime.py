@@ -504,7 +504,7 @@ class Engine:
                         self.owner,
                         now,
                         self.config.engine.lease_duration,
-                        sorted(self.health.blocked_stages),
+                        sorted(self.health.held_stages),
                         want,
                     )
         except Exception as exc:

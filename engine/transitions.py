@@ -174,3 +174,15 @@ def record_event(
         ),
     )
     return int(cur.lastrowid)
+
+
+def set_switch(
+    conn: sqlite3.Connection, key: str, value: str, *, reason: str, actor: str, now: float
+) -> None:
+    """Write one engine_state switch (pause, resource pause, warnings...), whoever holds it."""
+    conn.execute(
+        "INSERT INTO engine_state (key, value, reason, actor, at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+        " actor=excluded.actor, at=excluded.at",
+        (key, value, reason, actor, now),
+    )

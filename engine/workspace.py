@@ -73,6 +73,8 @@ cpu_warn_percent = 90.0
 memory_warn_percent = 90.0
 disk_warn_free_mb = 5120.0
 disk_critical_free_mb = 1024.0   # below this the engine stops claiming work until space returns
+forecast_interval = 30.0 # early warnings from history (disk for the queued work, failure rates,
+                         # flapping services, memory climbing, slow hosts); 0 = off
 
 # Alerts: a JSON POST to a webhook and/or a command run with the JSON on stdin, for work that
 # needs an operator, stuck work, resource pauses, services down and engine stops. `ewg alerts test`.

@@ -272,6 +272,8 @@ def _cmd_status(ws: Workspace, args) -> int:
                 f"service {svc['name']} is DOWN since {iso(svc['since'])} ({svc['message']}); "
                 "the stages that need it wait as blocked, spending no attempts"
             )
+    for w in ov.warnings:
+        print(f"early warning: {w['message']} ({w['evidence']}). {w['suggestion']}")
     if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
         print(
             f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "

@@ -75,6 +75,10 @@ class EngineHeader(Static):
             if ov.stuck:
                 parts.append(("  ", ""))
                 parts.append((f"⚠ {ov.stuck} stuck", "bold $error"))
+            if ov.warnings:
+                first = ov.warnings[0]["kind"].replace("_", " ")
+                more = f" +{len(ov.warnings) - 1}" if len(ov.warnings) > 1 else ""
+                parts.append((f"  ▲ early warning: {first}{more}", "bold $warning"))
         if state.attached:
             parts.append(("  attached", "$foreground-muted"))
         if state.readonly:
