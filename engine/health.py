@@ -196,13 +196,10 @@ class HealthMonitor:
         with eng.store.write() as conn:
             row = conn.execute("SELECT value FROM engine_state WHERE key='resource_pause'").fetchone()
             value = self.resource_pause or ""
-            if (row["value"] if row else "") != value:
-                conn.execute(
-                    "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('resource_pause',?,?,"
-                    "'engine',?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                    " at=excluded.at",
-                    (value, value, now),
-                )
+            before = row["value"] if row else ""
+            if before != value:  # the figures in the reason move with every sample
+                transitions.set_switch(conn, "resource_pause", value, reason=value, actor="engine", now=now)
+            if bool(before) != bool(value):  # one event when a pause begins, one when it ends
                 transitions.record_event(
                     conn,
                     now,

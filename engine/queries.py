@@ -392,8 +392,8 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     )[0]
     ov.stuck = store.read_one(
         "SELECT COUNT(*) FROM items WHERE kind IN ('episode','clip') AND status='running'"
-        " AND verdict IS NOT NULL"
-    )[0]  # kind first: the (kind, status) index serves it
+        " AND verdict IN ('STALLED', 'TIMED OUT')"
+    )[0]  # kind first: the (kind, status) index serves it; SLOW work moves, DEAD work is being rescued
     busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
     ov.warnings = early_warnings(store)
