@@ -156,6 +156,14 @@ class Alerts(_Section):
         )
 
 
+class Retention(_Section):
+    """How much history the database keeps (engine.retention)."""
+
+    days: float = Field(90.0, ge=0, le=36500)  # 0 = keep everything
+    keep_attempts_per_item: int = Field(5, ge=1, le=10_000)
+    interval: float = Field(3600.0, ge=60, le=7 * 86400)
+
+
 class ErrorRuleConfig(_Section):
     pattern: str
     error_class: str = Field(alias="class")
@@ -282,6 +290,7 @@ class Config(_Section):
     demo: Demo = Field(default_factory=Demo)
     sources: Sources = Field(default_factory=Sources)
     alerts: Alerts = Field(default_factory=Alerts)
+    retention: Retention = Field(default_factory=Retention)
 
     @model_validator(mode="after")
     def _known_stages(self) -> Config:

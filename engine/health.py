@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from . import transitions
+from . import retention, transitions
 from .forecast import Forecaster
 
 if TYPE_CHECKING:
@@ -87,12 +87,22 @@ class HealthMonitor:
     def loop(self) -> None:
         eng = self.engine
         last_backup = eng.clock.now()
-        last_scan = last_forecast = -1e18
+        last_scan = last_forecast = last_prune = -1e18
         while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
                 if now - self.latest.get("at", 0) >= eng.config.health.interval:
                     self.sample()
+                keep = eng.config.retention
+                if keep.days and now - last_prune >= keep.interval:
+                    last_prune = now
+                    retention.prune(
+                        eng.store,
+                        days=keep.days,
+                        keep_attempts_per_item=keep.keep_attempts_per_item,
+                        now=now,
+                        dry_run=False,
+                    )
                 every = eng.config.health.forecast_interval
                 if every and now - last_forecast >= every:
                     last_forecast = now

@@ -85,6 +85,11 @@ dedupe_window = 600.0    # the same alert (event, items, class) is sent once in 
 per_minute = 10          # at most this many alerts a minute; the next one says how many were held back
 max_tries = 5            # deliveries are retried with exponential backoff, off the engine's threads
 
+[retention]              # the database stays bounded: `ewg prune --dry-run` shows what goes
+days = 90.0              # finished attempts, engine events and health samples older than this go (0 = never)
+keep_attempts_per_item = 5   # each item keeps its newest attempts whatever their age
+interval = 3600.0        # how often the engine prunes; people's verbs in the audit log are never pruned
+
 # External services a stage needs; while one is down its stages wait as blocked.
 # [services.llm]
 # url = "http://127.0.0.1:11434/api/tags"

@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--limit", type=_positive_int, default=50)
     lg.add_argument("--json", action="store_true")
 
+    pr = sub.add_parser(
+        "prune", help="delete history older than [retention] days (people's verbs in the audit log stay)"
+    )
+    pr.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    pr.add_argument("--days", type=_days, metavar="N", help="override [retention] days for this run")
+    pr.add_argument("--json", action="store_true")
+
     al = sub.add_parser("alerts", help="alerts ([alerts] in ewg.toml): `ewg alerts test` sends one now")
     al_sub = al.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=_Parser, required=True)
     al_sub.add_parser("test", help="send a test alert to every configured sink and say how each went")
@@ -497,6 +504,43 @@ def _cmd_run(ws: Workspace, args) -> int:
     return EXIT_OK
 
 
+def _cmd_prune(ws: Workspace, args) -> int:
+    from engine.retention import prune
+    from engine.verbs import _os_user
+
+    keep = ws.config.retention
+    days = keep.days if args.days is None else args.days
+    if not days:
+        raise UsageError("[retention] days is 0 (keep everything); pass --days N to prune once.")
+    report = prune(
+        ws.store,
+        days=days,
+        keep_attempts_per_item=keep.keep_attempts_per_item,
+        now=ws.clock.now(),
+        dry_run=args.dry_run,
+        actor=_os_user(),
+    )
+    if args.json:
+        print(json.dumps({**report.to_dict(), "cutoff": iso(report.cutoff)}, indent=1))
+        return EXIT_OK
+    what = (
+        f"{report.attempts} finished attempts, {report.events} engine events, {report.health} health samples"
+        f" older than {iso(report.cutoff)}"
+    )
+    print(("Deleted " if report.applied else "Dry run, nothing deleted: would delete ") + what + ".")
+    return EXIT_OK
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not 0 < value <= 36500:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 36500 days")
+    return value
+
+
 def _cmd_alerts(ws: Workspace, args) -> int:
     from engine.alerts import Alert, Alerter, AlertEvent
 
@@ -642,6 +686,7 @@ WRITES = {
     "clip",
     "run",
     "scan",
+    "prune",
 }
 
 
@@ -696,6 +741,7 @@ def _dispatch(args) -> int:
             "log": _cmd_log,
             "scan": _cmd_scan,
             "alerts": _cmd_alerts,
+            "prune": _cmd_prune,
         }.get(args.command, _cmd_verb)
         return handler(ws, args)
     finally:
