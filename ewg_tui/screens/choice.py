@@ -36,7 +36,11 @@ class ChoiceScreen(ModalScreen[object]):
         border: none;
     }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="choice.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="choice.cancel"),
+        Binding("j", "move(1)", "Down", show=False, id="choice.down"),  # like every list in ewg
+        Binding("k", "move(-1)", "Up", show=False, id="choice.up"),
+    ]
 
     def __init__(self, title: str, choices: list[tuple[object, str]]) -> None:
         super().__init__()
@@ -51,6 +55,13 @@ class ChoiceScreen(ModalScreen[object]):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         self.dismiss(self.choices[int(event.option.id or 0)][0])
+
+    def action_move(self, step: int) -> None:
+        options = self.query_one(OptionList)
+        if step > 0:
+            options.action_cursor_down()
+        else:
+            options.action_cursor_up()
 
     def action_cancel(self) -> None:
         self.dismiss(None)

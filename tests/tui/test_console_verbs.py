@@ -353,3 +353,29 @@ async def test_intervene_on_stuck_work_terminates_and_retries(seeded):
         row = item(ws, EP[4])
         assert row["stage"] == "enriched" and row["next_stage"] == "editorial" and row["verdict"] is None
         await wait_for(pilot, lambda: row_text(screen.episodes, EP[4], "verdict") == "", what="the table")
+
+
+async def test_choice_menus_move_with_j_and_k_and_only_undoable_choices_skip_the_question(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[4])
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen), what="the intervention dialog")
+        await pilot.press("j", "j", "k", "enter")  # down twice, up once: terminate and retry
+        modal = await wait_for(
+            pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="the question"
+        )
+        assert modal.preview.changes[0].interrupts_run  # not undoable: it asks
+        await pilot.press("escape")
+        await wait_for(
+            pilot, lambda: not isinstance(app.screen, ConfirmVerbScreen), what="the dialog to close"
+        )
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen), what="the intervention dialog")
+        await pilot.press("enter")  # wait longer
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen), what="how long")
+        await pilot.press("j", "enter")  # the second duration; extending is undoable: no question
+        await wait_for(pilot, lambda: item(ws, EP[4])["deadline_extension"] == 900, what="the extension")
+        assert not isinstance(app.screen, ConfirmVerbScreen)
