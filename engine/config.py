@@ -20,6 +20,11 @@ from . import alerts, errors, pipeline
 Policy = Literal["off", "warn", "enforce"]
 
 
+# Built-in stages that only read and check files (the probe demuxes the source, no decoding):
+# a hung network mount should be noticed in minutes, not after the hour an episode may take.
+FILE_OPERATION_STAGES = {(pipeline.EPISODE, "discovered")}
+
+
 class ConfigError(Exception):
     """A configuration problem a person must fix; the message says how."""
 
@@ -321,9 +326,11 @@ class Config(_Section):
         return self.stages.get(kind, {}).get(stage) or StageConfig()
 
     def timeout_for(self, kind: str, stage: str) -> float:
-        own = self.stage(kind, stage).timeout
-        if own is not None:
-            return own
+        own = self.stage(kind, stage)
+        if own.timeout is not None:
+            return own.timeout
+        if own.kind == "builtin" and (kind, stage) in FILE_OPERATION_STAGES:
+            return self.timeouts.file_operations
         return self.timeouts.episode_processing if kind == pipeline.EPISODE else self.timeouts.clip_generation
 
     def stall_after_for(self, kind: str, stage: str) -> float:

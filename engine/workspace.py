@@ -44,7 +44,7 @@ backup_interval = 3600.0 # online database backup every N seconds (0 = never)
 episode_processing = 3600.0
 clip_generation = 1800.0
 api_requests = 300.0
-file_operations = 120.0
+file_operations = 120.0  # the built-in probe (episode `discovered`): it only reads the file
 
 [retry]                  # exponential backoff with jitter: base * exponential_base^(n-1), capped
 max_attempts = 3

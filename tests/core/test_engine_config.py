@@ -224,3 +224,16 @@ def test_a_free_text_window_is_the_same_whether_it_walks_the_index_or_scans(tmp_
     descending = queries.item_window(ws.store, flt, descending=True, offset=0, limit=2, matches=10_000)
     assert [r["id"] for r in descending] == ["ep0490", "ep0480"]
     ws.close()
+
+
+def test_file_operations_is_the_probes_timeout_unless_the_stage_sets_its_own():
+    from engine.config import parse
+
+    cfg = parse("[timeouts]\nfile_operations = 42.0\n")
+    assert cfg.timeout_for("episode", "discovered") == 42.0  # the built-in probe only reads the file
+    assert cfg.timeout_for("episode", "transcribed") == cfg.timeouts.episode_processing
+    assert cfg.timeout_for("clip", "generated") == cfg.timeouts.clip_generation
+    own = parse('[stages.episode.discovered]\nkind = "builtin"\ntimeout = 7.0\n')
+    assert own.timeout_for("episode", "discovered") == 7.0
+    demo = parse('[stages.episode.discovered]\nkind = "demo"\n')
+    assert demo.timeout_for("episode", "discovered") == demo.timeouts.episode_processing
