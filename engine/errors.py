@@ -90,6 +90,8 @@ _TRANSIENT_ERRNOS = {
     errno.ENETUNREACH,
 }
 
+RESOURCE_TEXT = re.compile(r"no space left|disk (is )?full|out of memory|cannot allocate", re.IGNORECASE)
+
 # Text rules used after the type-based ones; sites add their own per stage.
 DEFAULT_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(
@@ -99,7 +101,7 @@ DEFAULT_RULES: tuple[ErrorRule, ...] = (
         r"timed? ?out|temporar|unavailable|connection (reset|refused|aborted)|database is (locked|busy)",
         TRANSIENT,
     ),
-    ErrorRule(r"no space left|disk (is )?full|out of memory|cannot allocate", RESOURCE),
+    ErrorRule(RESOURCE_TEXT.pattern, RESOURCE),
     ErrorRule(r"checksum mismatch|cache (corrupt|mismatch|stale)|corrupt(ed)? cache", CACHE_RELATED),
     ErrorRule(r"corrupt|truncated|invalid data|unsupported format|moov atom", PERSISTENT),
     ErrorRule(r"not installed|command not found|no module named", MISSING_DEPENDENCY),

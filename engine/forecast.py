@@ -186,6 +186,7 @@ class Forecaster:
         self.memory_limit_percent = memory_limit_percent
         self.disk_floor_mb = disk_floor_mb
         self.current: dict[str, EarlyWarning] = {}
+        self.output_mb: dict[tuple[str, str], float] = {}  # each queued stage's median output, last look
 
     @property
     def throttled(self) -> set[tuple[str, str]]:
@@ -193,6 +194,7 @@ class Forecaster:
 
     def assess(self, now: float, free_mb: float | None) -> list[EarlyWarning]:
         h = queries.forecast_history(self.store, since=now - 3600)
+        self.output_mb = h.output_mb
         found: list[EarlyWarning] = []
         if free_mb is not None:
             w = disk_forecast(free_mb, self.disk_floor_mb, h.queued, h.output_mb)

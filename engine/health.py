@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import deque
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from . import retention, transitions
+from . import errors, retention, transitions
 from .forecast import Forecaster
+from .loop_failures import LoopFailures
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -27,11 +29,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("ewg.health")
 
 RESOURCE_PREFIX = "resource: "
+MIN_WRITABLE_MB = 16.0  # below this a WAL commit or checkpoint may fail, whatever the configured floor
+ROOM_CHECK_EVERY = 0.1  # seconds between claim-time disk checks (two statvfs calls each)
 SERVICE_PREFIX = "service "
 
 
 def disk_free_mb(path: str) -> float:
     return shutil.disk_usage(path).free / 2**20
+
+
+def floor_breach(folders: list[str], floor_mb: float, free_mb=disk_free_mb) -> str:
+    """Why claiming must pause, read off the disks themselves ("" when there is room).
+
+    `ewg status` and an attached console ask the disks directly: when the database's own volume is
+    the one that filled, the engine cannot record its pause there for them to read.
+    """
+    for folder in folders:
+        try:
+            free = free_mb(folder)
+        except OSError:
+            continue
+        if free < floor_mb:
+            return (
+                f"{RESOURCE_PREFIX}disk free {free:.0f} MB at {folder} is below the critical floor "
+                f"{floor_mb:.0f} MB"
+            )
+        if free < MIN_WRITABLE_MB:  # whatever the floor says: SQLite cannot commit here (SQLITE_FULL)
+            return f"{RESOURCE_PREFIX}disk at {folder} is full ({free:.1f} MB free): database writes fail"
+    return ""
 
 
 def time_to_full(samples: list[tuple[float, float]]) -> float | None:
@@ -77,6 +102,8 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self.latest: dict = {}
         self.scan_error = ""
+        self._room_checked = -1e18
+        self._room_mb = float("inf")  # room above the floor at the last claim-time check
         cfg = engine.config.health
         self.forecaster = Forecaster(
             engine.store,
@@ -88,6 +115,7 @@ class HealthMonitor:
         eng = self.engine
         last_backup = eng.clock.now()
         last_scan = last_forecast = last_prune = -1e18
+        failures = LoopFailures("health check", log)
         while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
@@ -116,8 +144,10 @@ class HealthMonitor:
                 if interval and now - last_backup >= interval:
                     eng.store.backup(eng.ws.backups)
                     last_backup = now
-            except Exception:
-                log.exception("health check failed; will retry")
+                failures.ok()
+            except Exception as exc:
+                if failures.failed(exc) == errors.RESOURCE:
+                    self.hold(f"health check failed: {exc}")
 
     def forecast(self, now: float) -> None:
         """Early warnings (engine.forecast); a disk forecast also holds claims of the heaviest stages."""
@@ -129,8 +159,36 @@ class HealthMonitor:
 
     @property
     def held_stages(self) -> set[tuple[str, str]]:
-        """Stages not to claim now: their service is down, or the disk forecast throttles them."""
-        return self.blocked_stages | self.forecaster.throttled
+        """Stages not to claim now: their service is down, the disk forecast throttles them, or their
+        typical output would not fit in the room left above the floor at the last claim check."""
+        too_big = {stage for stage, mb in self.forecaster.output_mb.items() if mb > self._room_mb}
+        return self.blocked_stages | self.forecaster.throttled | too_big
+
+    def room_to_claim(self) -> bool:
+        """Checked at claim time, not only every sample, so a burst of claims cannot run the disk
+        through the floor: free space, less what the running stages are expected to write."""
+        mono = time.monotonic()
+        if mono - self._room_checked < ROOM_CHECK_EVERY:
+            return self._room_mb > 0
+        self._room_checked = mono
+        eng = self.engine
+        floor = eng.config.health.disk_critical_free_mb
+        try:
+            free = min(
+                self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root)),
+                self.disk_free_mb(str(eng.store.path.parent)),
+            )
+        except OSError:
+            return True  # the health sample reports an unreadable disk; do not stall on it here
+        expected = self.forecaster.output_mb
+        reserved = sum(expected.get(stage, 0.0) for stage in eng.running_stages())
+        self._room_mb = free - reserved - floor
+        if self._room_mb <= 0 and self.resource_pause is None:
+            self.hold(
+                f"disk free {free:.0f} MB, {reserved:.0f} MB of it expected from running stages, "
+                f"is at the critical floor {floor:.0f} MB"
+            )
+        return self._room_mb > 0
 
     def _scan(self) -> None:
         from .config import ConfigError

@@ -31,6 +31,7 @@ from .alerts import Alerter
 from .clock import Clock
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
+from .loop_failures import LoopFailures
 from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 from .store import Claim, Completion
 from .watchdog import Watchdog
@@ -132,6 +133,7 @@ class Engine:
         self._outbox: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._waiting = 0  # workers waiting for a claim
         self._busy_reported = 0
+        self._dispatch_failures = LoopFailures("dispatch", log)
         self._threads: list[threading.Thread] = []
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
@@ -329,11 +331,15 @@ class Engine:
         for t in self._threads + workers:  # no claim may land after stop() returns
             if t is not threading.current_thread():
                 t.join(timeout=5)
-        self.dispatch_once()  # record what finished during the last moments
-        with self.store.write() as conn:
-            conn.execute(
-                "UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?", (now, self.owner)
-            )
+        try:
+            self.dispatch_once()  # record what finished during the last moments
+            with self.store.write() as conn:
+                conn.execute(
+                    "UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
+                    (now, self.owner),
+                )
+        except sqlite3.Error as exc:  # e.g. its disk is full: what is unrecorded is fenced and rescued later
+            log.error("could not record the engine's stop (%s); a later start rescues its work", exc)
         self.state = "stopped"
         self._emit(EngineEvent("state", text="stopped"))
         if self.alerts.alerter.enabled:  # the last events, then the stop itself, then flush
@@ -343,11 +349,13 @@ class Engine:
             self.alerts.alerter.stop(timeout=5)
 
     def _alert_loop(self) -> None:
+        failures = LoopFailures("alert check", log)
         while not self._halt.wait(self.config.engine.check_interval):
             try:
                 self.alerts.tick()
-            except Exception:  # a broken alert path must never stop the engine
-                log.exception("alert check failed; will retry")
+                failures.ok()
+            except Exception as exc:  # a broken alert path must never stop the engine
+                failures.failed(exc)
 
     def _join_runs(self, seconds: float) -> None:
         deadline = self.clock.now() + seconds
@@ -416,7 +424,11 @@ class Engine:
     # files in a savepoint, so its failure cannot spoil the others) and claims work for idle workers.
     # Batching is what makes the engine faster than a one-commit-per-task queue.
     def claiming_allowed(self) -> bool:
-        return self._claiming.is_set() and self.health.resource_pause is None
+        return self._claiming.is_set() and self.health.resource_pause is None and self.health.room_to_claim()
+
+    def running_stages(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(run.claim.kind, run.claim.stage) for run in self._runs.values()]
 
     def _worker_loop(self, slot: int) -> None:
         me = threading.current_thread()
@@ -453,9 +465,11 @@ class Engine:
                 first = None
             try:
                 self.dispatch_once(first)
-            except Exception:
-                log.exception("dispatch failed; will retry")
-                self._halt.wait(poll)
+                self._dispatch_failures.ok()
+            except Exception as exc:
+                resource = self._dispatch_failures.failed(exc) == errors.RESOURCE
+                # A full disk does not empty in a poll interval: wait for the next health sample.
+                self._halt.wait(self.config.health.interval if resource else poll)
 
     def dispatch_once(self, first: Outcome | None = None) -> int:
         """Commit finished attempts and claim work for idle workers, in one transaction."""
@@ -871,11 +885,13 @@ class Engine:
 
     # -- heartbeats ------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
+        failures = LoopFailures("heartbeat", log)
         while not self._halt.wait(self.config.engine.heartbeat_interval):
             try:
                 self.beat()
-            except Exception:
-                log.exception("heartbeat failed; will retry")
+                failures.ok()
+            except Exception as exc:
+                failures.failed(exc)
 
     def beat(self) -> None:
         """Extend every lease this process holds in one transaction and pick up cancel requests."""

@@ -14,6 +14,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from . import errors, policy, transitions
+from .loop_failures import LoopFailures
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -30,11 +31,13 @@ class Watchdog:
 
     def loop(self) -> None:
         eng = self.engine
+        failures = LoopFailures("watchdog check", log)
         while not eng._halt.wait(eng.config.engine.check_interval):
             try:
                 self.check()
-            except Exception:
-                log.exception("watchdog check failed; will retry")
+                failures.ok()
+            except Exception as exc:
+                failures.failed(exc)
 
     def check(self, now: float | None = None) -> dict[str, str]:
         """One pass; returns {item_id: verdict} for the items that have one."""

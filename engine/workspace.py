@@ -126,6 +126,16 @@ class Workspace:
     def item_dir(self, item_id: str) -> Path:
         return self.items_root / item_id
 
+    def disk_floor_breach(self) -> str:
+        """Why claiming pauses, read off the items' and the database's disks ("" when there is room)."""
+        from .health import floor_breach
+
+        folders = [
+            str(self.items_root if self.items_root.exists() else self.root),
+            str(self.store.path.parent),
+        ]
+        return floor_breach(folders, self.config.health.disk_critical_free_mb)
+
     def close(self) -> None:
         self.store.close()
 

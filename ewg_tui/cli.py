@@ -269,6 +269,7 @@ def _cmd_status(ws: Workspace, args) -> int:
         by = ", ".join(f"{n} {s}" for s, n in c["by_status"].items() if n)
         print(f"{key}: {c['total']}" + (f" ({by})" if by else ""))
     ov = queries.overview(ws.store, time.time())
+    ov.resource_pause = ov.resource_pause or ws.disk_floor_breach()
     if ov.paused:
         print(f"engine: PAUSED ({ov.paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
     if ov.resource_pause:

@@ -140,6 +140,8 @@ def run(ctx: StageContext) -> None:
     message = f"{argv[0]} exited with code {code}" + (f": {last}" if last else "")
     mapped = {int(k): v for k, v in ctx.stage_config.exit_codes.items()}
     error_class = mapped.get(code) or DEFAULT_EXIT_CODES.get(code)
+    if errors.RESOURCE_TEXT.search(tail):  # a full disk is a full disk, whatever exit code it became
+        error_class = errors.RESOURCE
     if error_class is None:
         if code < 0:  # killed by a signal we did not send
             error_class = errors.TRANSIENT

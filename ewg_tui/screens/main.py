@@ -267,6 +267,8 @@ class MainScreen(Screen[None]):
             reader = self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
         try:
             data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
+            if data.overview is not None and not data.overview.resource_pause:
+                data.overview.resource_pause = self.app.ws.disk_floor_breach()  # type: ignore[attr-defined]
         except ReadInterrupted:
             data = None  # stale: the view changed while reading (see _changed_view)
         self.post_message(ViewRead(data))
