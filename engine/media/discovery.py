@@ -379,7 +379,10 @@ def scan(
     # (path, why) reported before; a damaged list only costs reporting them again.
     reported = {tuple(p) for p in state.get("reported") or [] if isinstance(p, list) and len(p) == 2}
     taken = set(ids.values())
-    by_content = {f["content"]: ids[k] for k, f in sorted(files.items()) if f.get("content") and k in ids}
+    by_content: dict[str, str] = {}  # content fingerprint -> id, the first path's
+    for k, f in sorted(files.items()):
+        if f.get("content") and k in ids:
+            by_content.setdefault(f["content"], ids[k])
     result = ScanResult()
     slugs, renamed = show_slugs(list(cfg.shows))
     result.problems.extend(Problem(cfg.shows[name], why) for name, why in renamed)

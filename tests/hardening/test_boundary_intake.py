@@ -341,3 +341,16 @@ def test_scan_without_a_registry_still_numbers_collisions_by_path(tmp_path):
     put(tmp_path / "s" / "Show" / "b ep1.mp4")
     ids = sorted(e.item_id for e in scan(tmp_path, {"root": "s", "stable_seconds": 0}, NOW).ready)
     assert ids == ["show_ep001_2026-09-18", "show_ep001_2026-09-18-2"]
+
+
+def test_a_damaged_reported_list_in_the_state_file_does_not_stop_the_scan(tmp_path):
+    ws = workspace(tmp_path / "ws")
+    show = ws.root / "sources" / "Show"
+    put(show / "ep1.mp4")
+    with open(os.fsencode(show) + b"/bad \xff.mp4", "wb") as fh:
+        fh.write(b"x")
+    state = ws.root / ".ewg-scan.json"
+    state.write_text(json.dumps({"version": 1, "files": {}, "ids": {}, "reported": [7, "x", [1, 2, 3]]}))
+    intake = scan_once(ws)
+    assert intake.added == ["show_ep001_2026-09-18"] and len(intake.new_problems) == 1
+    ws.close()
