@@ -45,25 +45,33 @@ class EpisodeRegistry:
         return self.store.read_one("SELECT 1 FROM items WHERE id=?", (item_id,)) is not None
 
 
-def _repoint(ws: Workspace, entry: ScanEntry, folders: SourceFolders, now: float) -> str | None:
-    """Give a matched episode the file just found when its recorded source is gone or is not in the
-    source folders (a moved file, a copied workspace). One transaction; the old source, or None when
-    nothing changed."""
-    with ws.store.write() as conn:
-        row = conn.execute(
-            "SELECT source FROM items WHERE id=? AND kind=?", (entry.item_id, pipeline.EPISODE)
-        ).fetchone()
-        if row is None or row[0] == str(entry.source):
-            return None
-        old = Path(row[0])
-        inside = any(old.is_relative_to(folder) for folder in folders.shows.values())
-        if inside and old.exists():
-            return None  # a second copy of a source that is still in place: the episode keeps its own
-        conn.execute(
-            "UPDATE items SET source=?, updated_at=? WHERE id=? AND kind=?",
-            (str(entry.source), now, entry.item_id, pipeline.EPISODE),
+def _lost_sources(
+    ws: Workspace, ready: list[ScanEntry], folders: SourceFolders
+) -> dict[str, tuple[str, str]]:
+    """Episodes found in the sources at a path other than their recorded source, when that source is
+    gone or lies outside the source folders (a moved file, a copied workspace, a deleted original):
+    id -> (recorded source, the path to read from now, the first found)."""
+    found: dict[str, set[str]] = {}
+    for entry in ready:
+        found.setdefault(entry.item_id, set()).add(str(entry.source))
+    ids = sorted(found)
+    recorded: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = ws.store.read(
+            f"SELECT id, source FROM items WHERE kind=? AND id IN ({','.join('?' * len(chunk))})",
+            (pipeline.EPISODE, *chunk),
         )
-        return str(old)
+        recorded.update((str(r[0]), str(r[1])) for r in rows)
+    lost: dict[str, tuple[str, str]] = {}
+    for item_id, old in recorded.items():
+        if old in found[item_id]:
+            continue
+        old_path = Path(old)
+        inside = any(old_path.is_relative_to(folder) for folder in folders.shows.values())
+        if not inside or not old_path.exists():
+            lost[item_id] = (old, min(found[item_id]))
+    return lost
 
 
 def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
@@ -86,31 +94,33 @@ def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
         problems=list(result.problems),
         new_problems=list(result.new_problems),
     )
-    before: dict[str, dict] = {}
-    after: dict[str, dict] = {}
     for entry in result.ready:
-        old = _repoint(ws, entry, folders, now) if entry.matched else None
-        if old is not None:
-            intake.moved.append(entry.item_id)
-            before[entry.item_id] = {"source": old}
-            after[entry.item_id] = {"source": str(entry.source)}
         if add_episode(
             ws, entry.item_id, str(entry.source), entry.show, entry.title, fingerprint=entry.fingerprint
         ):
             intake.added.append(entry.item_id)
         else:
             intake.known += 1
-    if intake.added or intake.moved:
-        with ws.store.write() as conn:
-            transitions.record_event(
-                conn,
-                now,
-                actor,
-                "scan",
-                affected=intake.added + intake.moved,
-                before=before,
-                after=after,
-                result=f"{len(intake.added)} new episode(s), {len(intake.moved)} source(s) moved, "
-                f"{len(intake.waiting)} waiting, {len(intake.problems)} problem(s)",
+    lost = _lost_sources(ws, result.ready, folders)
+    if not intake.added and not lost:
+        return intake
+    with ws.store.write() as conn:  # the re-points and their audit event: one transaction
+        for item_id, (old, new) in sorted(lost.items()):
+            cur = conn.execute(  # only from the source read above: a concurrent change is not undone
+                "UPDATE items SET source=?, updated_at=? WHERE id=? AND kind=? AND source=?",
+                (new, now, item_id, pipeline.EPISODE, old),
             )
+            if cur.rowcount == 1:
+                intake.moved.append(item_id)
+        transitions.record_event(
+            conn,
+            now,
+            actor,
+            "scan",
+            affected=intake.added + intake.moved,
+            before={i: {"source": lost[i][0]} for i in intake.moved},
+            after={i: {"source": lost[i][1]} for i in intake.moved},
+            result=f"{len(intake.added)} new episode(s), {len(intake.moved)} source(s) moved, "
+            f"{len(intake.waiting)} waiting, {len(intake.problems)} problem(s)",
+        )
     return intake

@@ -278,8 +278,7 @@ class ScanEntry:
     show: str
     title: str
     fingerprint: str | None  # content fingerprint; None for an empty file (no content to name it)
-    new: bool  # a new id was given to this file in this scan
-    matched: bool = False  # the path had no id, its content did: the same episode, found elsewhere
+    new: bool  # a new id was given to this file in this scan (False: known path, or known content)
 
     def as_tuple(self) -> tuple[str, str, str, str]:
         return (self.item_id, str(self.source), self.show, self.title)
@@ -447,8 +446,8 @@ def scan(
         item_id = by_content.get(identity) if identity else None
         if item_id is None and identity and registry is not None:
             item_id = registry.episode_for(identity)
-        matched = item_id is not None
-        if item_id is None:
+        new = item_id is None
+        if new:
             base = make_item_id(slugs[show], episode_number(path.name), mtime, file_name=path.name)
             item_id = _free_id(base, taken, registry)
         taken.add(item_id)
@@ -456,7 +455,7 @@ def scan(
         if identity:
             by_content.setdefault(identity, item_id)
         title = humanise_title(path.stem)
-        result.ready.append(ScanEntry(item_id, path, show, title, identity, new=not matched, matched=matched))
+        result.ready.append(ScanEntry(item_id, path, show, title, identity, new=new))
     for key in list(files):
         if key not in seen:
             del files[key]  # ids stay: a file that comes back gets its old id

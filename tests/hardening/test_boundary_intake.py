@@ -284,9 +284,19 @@ def test_a_renamed_or_moved_source_stays_the_same_episode(tmp_path):
     event = ws.store.read_one("SELECT * FROM events WHERE verb='scan' ORDER BY id DESC LIMIT 1")
     assert json.loads(event["before"])["lab_ep007_2026-09-18"] == {"source": ep7}
     # A second copy of a source that is still in place is the same episode too, and moves nothing.
-    shutil.copyfile(renamed, src / "Lab" / "ep7 copy.mp4")
+    put(src / "Lab" / "ep7 copy.mp4", renamed.read_bytes())
     again = scan_once(ws)
-    assert again.added == [] and again.moved == [] and episodes(ws)["lab_ep007_2026-09-18"] == str(renamed)
+    assert (
+        again.added == []
+        and again.known == 4
+        and again.moved == []
+        and episodes(ws)["lab_ep007_2026-09-18"] == str(renamed)
+    )
+    renamed.unlink()  # ... until the file it reads is deleted: then it reads the copy
+    last = scan_once(ws)
+    assert last.moved == ["lab_ep007_2026-09-18"]
+    assert episodes(ws)["lab_ep007_2026-09-18"] == str(src / "Lab" / "ep7 copy.mp4")
+    assert scan_once(ws).moved == []
     ws.close()
 
 
