@@ -247,7 +247,11 @@ def humanise_title(stem: str) -> str:
 def printable(text: str) -> str:
     """A file name as inert text: bytes that are not UTF-8 as \\xNN, control and format characters
     (escapes, newlines, bidi overrides) as Python escapes. Lossy for display only: paths are kept raw."""
-    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file system decoding makes (from a hand-edited file)
+        raw = text.encode("utf-8", "backslashreplace")
+    decoded = raw.decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in decoded)
 
 

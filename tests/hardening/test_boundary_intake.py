@@ -28,7 +28,7 @@ from ewgtest import fast_demo_text  # noqa: E402
 from engine.clock import FakeClock  # noqa: E402
 from engine.health import HealthMonitor  # noqa: E402
 from engine.intake import scan_once  # noqa: E402
-from engine.media.discovery import SLUG_MAX, scan, show_slug  # noqa: E402
+from engine.media.discovery import SLUG_MAX, printable, scan, show_slug  # noqa: E402
 from engine.store import SCHEMA_VERSION, Store  # noqa: E402
 from engine.workspace import ITEM_ID_RE, check_item_id, init_workspace, open_workspace  # noqa: E402
 
@@ -364,3 +364,18 @@ def test_a_damaged_reported_list_in_the_state_file_does_not_stop_the_scan(tmp_pa
     intake = scan_once(ws)
     assert intake.added == ["show_ep001_2026-09-18"] and len(intake.new_problems) == 1
     ws.close()
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("plain é 日本", "plain é 日本"),
+        ("esc\x1b[2Jbell\x07", "esc\\x1b[2Jbell\\x07"),
+        ("new\nline", "new\\nline"),
+        ("bidi\u202eevil", "bidi\\u202eevil"),
+        (os.fsdecode(b"latin \xe9"), "latin \\xe9"),
+        ("lone \ud800", "lone \\ud800"),
+    ],
+)
+def test_printable_makes_any_name_inert(text, shown):
+    assert printable(text) == shown and printable(text).isprintable()

@@ -230,3 +230,17 @@ def test_the_episode_date_is_the_one_in_the_name_else_the_mtime(tmp_path):
 def test_long_digit_runs_are_not_episode_numbers(tmp_path):
     assert episode_number("upload 1699999999123 part 4.mp4") == 4
     assert episode_number("1699999999123.mp4") == 0
+
+
+def test_a_state_file_from_before_content_fingerprints_keeps_its_ids(tmp_path):
+    path = _file(tmp_path / "s" / "Show" / "ep1.mp4", b"old" * 100, mtime=NOW - 86400 * 9)
+    st = path.stat()
+    old_state = {
+        "version": 1,
+        "files": {str(path): {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "since": 0.0, "hash": "ab"}},
+        "ids": {str(path): "show_ep001_2020-01-01"},  # given under older rules: it stays
+    }
+    (tmp_path / ".ewg-scan.json").write_text(json.dumps(old_state))
+    [entry] = scan(tmp_path, {"root": "s", "stable_seconds": 30}, NOW).ready
+    assert entry.item_id == "show_ep001_2020-01-01" and not entry.new
+    assert entry.fingerprint == discovery.content_fingerprint(path, st.st_size)
