@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -26,9 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from ewgtest import fast_demo_text  # noqa: E402
 
 from engine.clock import FakeClock  # noqa: E402
-from engine.health import HealthMonitor  # noqa: E402
 from engine.intake import scan_once  # noqa: E402
 from engine.media.discovery import SLUG_MAX, printable, scan, show_slug  # noqa: E402
+from engine.runtime import Engine  # noqa: E402
 from engine.store import SCHEMA_VERSION, Store  # noqa: E402
 from engine.workspace import ITEM_ID_RE, check_item_id, init_workspace, open_workspace  # noqa: E402
 
@@ -175,11 +174,12 @@ def test_the_scheduled_scan_reports_a_bad_entry_once_not_every_interval(tmp_path
     put(show / "ep1.mp4")
     with open(os.fsencode(show) + b"/bad \xff ep2.mp4", "wb") as fh:
         fh.write(b"x")
+    eng = Engine(ws, workers=1)  # not started: its health monitor's scan is what runs every interval
     woken = []
-    monitor = HealthMonitor(SimpleNamespace(ws=ws, wake=lambda: woken.append(1)))
+    eng.wake = lambda: woken.append(1)
     with caplog.at_level(logging.WARNING, logger="ewg.health"):
         for _ in range(3):
-            monitor._scan()
+            eng.health._scan()
             ws.clock.advance(30)
     warnings = [r.getMessage() for r in caplog.records if r.name == "ewg.health"]
     assert warnings == [
