@@ -195,7 +195,11 @@ class HealthMonitor:
         from .intake import scan_once
 
         try:
-            if scan_once(self.engine.ws).added:
+            intake = scan_once(self.engine.ws)
+            # Each bad entry once, not every interval: the scan state remembers what was reported.
+            for problem in intake.new_problems:
+                log.warning("scan: %s: %s", problem.shown, problem.why)
+            if intake.added or intake.moved:
                 self.engine.wake()
         except ConfigError as exc:
             if str(exc) != self.scan_error:

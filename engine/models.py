@@ -55,6 +55,7 @@ class Item(SQLModel, table=True):
     deadline_extension: float = D(0.0)
     stage_pid: int | None = None  # the running command stage's process (schema 5)
     stage_pgid: int | None = None  # ... and its process group, killed on rescue
+    fingerprint: str | None = None  # an episode source's content fingerprint (schema 6): its identity
     clip_start: float | None = None
     clip_end: float | None = None
     created_at: float = D(0.0)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 ITEM_COLUMNS = (
@@ -775,7 +775,28 @@ def _migration_5(store: Store) -> None:
             conn.execute(f"ALTER TABLE items ADD COLUMN {column} INTEGER")
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+def _migration_6(store: Store) -> None:
+    """Intake identity: `items.fingerprint` names an episode's source by content (size and sampled
+    SHA-256, engine.media.discovery), so a copied workspace, a lost scan-state file or a moved source
+    never makes the same source a second episode. Looked up once per new file: a partial index that
+    clips and older episodes (NULL) never touch."""
+    conn = store.connection()
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    if "fingerprint" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN fingerprint VARCHAR")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS ix_items_fingerprint ON items (fingerprint) WHERE fingerprint IS NOT NULL"
+    )
+
+
+MIGRATIONS = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+    4: _migration_4,
+    5: _migration_5,
+    6: _migration_6,
+}
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:

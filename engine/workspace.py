@@ -240,9 +240,16 @@ def check_item_id(item_id: str) -> str:
 
 
 def add_episode(
-    ws: Workspace, item_id: str, source: str, show: str = "", title: str = "", stage: str | None = None
+    ws: Workspace,
+    item_id: str,
+    source: str,
+    show: str = "",
+    title: str = "",
+    stage: str | None = None,
+    fingerprint: str | None = None,
 ) -> bool:
-    """Insert a new episode (ready to run its next stage); an existing id is left untouched (False)."""
+    """Insert a new episode (ready to run its next stage); an existing id is left untouched (False),
+    except that an episode without a content fingerprint (from before schema 6) is given this one."""
     check_item_id(item_id)
     if stage is not None:
         pipeline.check_stage(pipeline.EPISODE, stage)
@@ -251,7 +258,7 @@ def add_episode(
     with ws.store.write() as conn:
         cur = conn.execute(
             "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
-            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " next_attempt_at, created_at, updated_at, fingerprint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO NOTHING",
             (
                 item_id,
@@ -266,6 +273,14 @@ def add_episode(
                 now,
                 now,
                 now,
+                fingerprint,
             ),
         )
-        return cur.rowcount == 1
+        if cur.rowcount == 1:
+            return True
+        if fingerprint is not None:
+            conn.execute(
+                "UPDATE items SET fingerprint=? WHERE id=? AND kind=? AND fingerprint IS NULL",
+                (fingerprint, item_id, pipeline.EPISODE),
+            )
+        return False

@@ -598,7 +598,10 @@ def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
 
 
 def _cmd_scan(ws: Workspace, args) -> int:
+    """Exit 0 when the scan ran, even with entries skipped: the rest was taken, and each problem is a
+    warning line (and in --json `problems`), not a failed command."""
     from engine.intake import scan_once
+    from engine.media.discovery import printable
 
     intake = scan_once(ws, actor=Operator(ws).actor)
     if args.json:
@@ -607,20 +610,31 @@ def _cmd_scan(ws: Workspace, args) -> int:
                 {
                     "added": intake.added,
                     "known": intake.known,
-                    "waiting": [{"file": str(p), "why": w} for p, w in intake.waiting],
-                    "missing_folders": [{"show": s, "folder": str(p)} for s, p in intake.missing_folders],
+                    "moved": intake.moved,
+                    "waiting": [{"file": printable(str(p)), "why": w} for p, w in intake.waiting],
+                    "missing_folders": [
+                        {"show": printable(s), "folder": printable(str(p))} for s, p in intake.missing_folders
+                    ],
+                    "problems": [{"file": p.shown, "why": p.why} for p in intake.problems],
                 },
                 indent=1,
             )
         )
         return EXIT_OK
-    print(f"{len(intake.added)} new episode(s), {intake.known} already known, {len(intake.waiting)} waiting.")
+    print(
+        f"{len(intake.added)} new episode(s), {intake.known} already known, {len(intake.waiting)} waiting"
+        + (f", {len(intake.problems)} problem(s)." if intake.problems else ".")
+    )
     for item_id in intake.added:
         print(f"  added {item_id}")
+    for item_id in intake.moved:
+        print(f"  source moved: {item_id} now reads its file from its new place")
     for path, why in intake.waiting:
-        print(f"  waiting: {path}: {why}")
+        print(f"  waiting: {printable(str(path))}: {why}")
     for show, path in intake.missing_folders:
-        print(f"  missing folder for show {show!r}: {path}")
+        print(f"  missing folder for show {printable(show)!r}: {printable(str(path))}")
+    for problem in intake.problems:
+        print(f"  warning: {problem.shown}: {problem.why}")
     return EXIT_OK
 
 
