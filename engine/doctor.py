@@ -379,7 +379,7 @@ class Doctor:
 
     # engines and leases ---------------------------------------------------------------------------
     def _engines(self) -> None:
-        from .runtime import owner_alive
+        from .owners import owner_alive
 
         rows = self.ws.store.read("SELECT owner, state, heartbeat_at FROM engines")
         alive = [r["owner"] for r in rows if owner_alive(r["owner"]) and r["state"] != "stopped"]
@@ -415,7 +415,8 @@ class Doctor:
             )
 
     def _leases(self) -> None:
-        from .runtime import Engine, owner_alive
+        from .owners import owner_alive
+        from .runtime import Engine
 
         now = time.time()
         cfg = self.ws.config
@@ -483,7 +484,7 @@ class Doctor:
 
     # files ------------------------------------------------------------------------------------------
     def _leftovers(self) -> None:
-        from .runtime import owner_alive
+        from .owners import owner_alive
 
         live = {
             (r["id"], r["lease_token"])

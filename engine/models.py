@@ -132,7 +132,7 @@ class EngineProcess(SQLModel, table=True):
     heartbeat_at: float
     workers: int
     busy: int = D(0)
-    state: str = D("running")  # running | stopping | stopped
+    state: str = D("running")  # running | stopping | stopped | gone (its process died)
     executions: int = D(0)  # stage executions finished since start
 
 

@@ -16,14 +16,11 @@ import os
 import queue
 import random
 import shutil
-import socket
 import sqlite3
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import psutil
 
 from . import checkpoints, errors, pipeline, policy, stages, transitions
 from .alert_watch import AlertWatch
@@ -32,6 +29,7 @@ from .clock import Clock
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
 from .loop_failures import LoopFailures
+from .owners import owner_alive, owner_id
 from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 from .store import Claim, Completion
 from .watchdog import Watchdog
@@ -77,26 +75,6 @@ class Outcome:
     apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None
     touches_files: bool = False  # renames files: run inside a savepoint of its own
     completion: Completion | None = None
-
-
-def owner_id() -> str:
-    me = psutil.Process()
-    return f"{socket.gethostname()}:{os.getpid()}:{int(me.create_time())}"
-
-
-def owner_alive(owner: str) -> bool | None:
-    """True/False for an owner on this host, None when it runs elsewhere (only its lease can tell)."""
-    try:
-        host, pid, started = owner.rsplit(":", 2)
-        pid_n, started_n = int(pid), int(started)
-    except ValueError:
-        return None
-    if host != socket.gethostname():
-        return None
-    try:
-        return abs(int(psutil.Process(pid_n).create_time()) - started_n) <= 1
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
 
 
 class Engine:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoints, errors, pipeline, transitions
-from .runtime import owner_alive
+from .owners import owner_alive
 from .workspace import Workspace
 
 ACTIVE = ("queued", "retrying", "blocked", "running")

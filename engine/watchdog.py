@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import errors, policy, transitions
 from .loop_failures import LoopFailures
+from .owners import owner_alive
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -50,28 +51,39 @@ class Watchdog:
             " progress_at, started_at, deadline_extension, cancel_requested, cancel_requested_at, verdict, rescues"
             " FROM items WHERE status='running'"
         )
+        alive: dict[str, bool | None] = {}  # per owner, once per pass
+        # Heartbeats land every heartbeat_interval; one older than three of them (but not yet past
+        # dead_after) means the owner may be dying: judge it DEAD or alive, never STALLED meanwhile.
+        fresh_after = now - min(3 * cfg.engine.heartbeat_interval, cfg.engine.dead_after)
         for r in rows:
             kind, stage, token = r["kind"], r["next_stage"], r["lease_token"]
+            owner = r["lease_owner"] or ""
             with eng._lock:
-                mine = r["lease_owner"] == eng.owner and r["id"] in eng._runs
-            if mine and (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after:
+                mine = owner == eng.owner and r["id"] in eng._runs
+            beat = r["heartbeat_at"] or 0
+            if not mine and owner not in alive:
+                alive[owner] = owner_alive(owner)
+            if mine and beat < now - cfg.engine.dead_after:
                 log.warning(
                     "heartbeat of %s is %.0f s old but this engine runs it (database slow or locked?)",
                     r["id"],
-                    now - (r["heartbeat_at"] or 0),
+                    now - beat,
                 )
-            elif (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (r["lease_expires_at"] or 0) < now:
-                if eng.rescue(
-                    r["id"],
-                    token,
-                    r["rescues"],
-                    "dead",
-                    f"heartbeat of {r['lease_owner']} is {now - (r['heartbeat_at'] or 0):.0f} s old",
-                    now,
-                    actor="watchdog",
-                ):
+            elif not mine and (
+                alive[owner] is False
+                or beat < now - cfg.engine.dead_after
+                or (r["lease_expires_at"] or 0) < now
+            ):
+                why = (
+                    f"owner {owner} is gone (its process on this host has exited)"
+                    if alive[owner] is False
+                    else f"heartbeat of {owner} is {now - beat:.0f} s old"
+                )
+                if eng.rescue(r["id"], token, r["rescues"], "dead", why, now, actor="watchdog"):
                     verdicts[r["id"]] = DEAD
                 continue
+            if not mine and beat < fresh_after:
+                continue  # a late heartbeat: DEAD soon or alive again, not stuck
             if r["cancel_requested"] and r["cancel_requested_at"] is not None:
                 grace = cfg.engine.force_grace if r["cancel_requested"] == "force" else cfg.engine.stop_grace
                 if now > r["cancel_requested_at"] + grace:
@@ -95,7 +107,31 @@ class Watchdog:
                 self._set_verdict(r["id"], token, verdict, now)
             if setting == "enforce" and verdict in (TIMED_OUT, STALLED) and not r["cancel_requested"]:
                 self.request_cancel(r["id"], token, "timeout" if verdict == TIMED_OUT else "stall", now)
+        self._mark_gone_engines(now, alive)
         return verdicts
+
+    def _mark_gone_engines(self, now: float, alive: dict[str, bool | None]) -> None:
+        """An engine whose process is gone (this host) or whose heartbeat is past dead_after is `gone`."""
+        eng = self.engine
+        dead_after = eng.config.engine.dead_after
+        for row in eng.store.read(
+            "SELECT owner, heartbeat_at FROM engines WHERE state IN ('running', 'stopping')"
+        ):
+            owner = row["owner"]
+            if owner == eng.owner:
+                continue
+            if owner not in alive:
+                alive[owner] = owner_alive(owner)
+            if alive[owner] is False or row["heartbeat_at"] < now - dead_after:
+                with eng.store.write() as conn:
+                    cur = conn.execute(
+                        "UPDATE engines SET state='gone' WHERE owner=? AND state IN ('running', 'stopping')",
+                        (owner,),
+                    )
+                    if cur.rowcount:
+                        transitions.record_event(
+                            conn, now, "watchdog", "engine_gone", selection=owner, result="marked gone"
+                        )
 
     def _set_verdict(self, item_id: str, token: int, verdict: str | None, now: float) -> None:
         with self.engine.store.write() as conn:

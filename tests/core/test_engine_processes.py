@@ -96,3 +96,35 @@ def test_sigterm_stops_gracefully_and_work_resumes(make_demo):
     p = cli("-w", str(ws.root), "run", "--until-idle", "-q")
     p.communicate(timeout=120)
     assert queries.counts(ws.store)["episode"]["by_status"]["done"] == 3
+
+
+def test_a_killed_engines_work_is_rescued_dead_by_a_live_one_without_spending_an_attempt(make_demo, tmp_path):
+    """stall_after (1 s) is shorter than dead_after (5 s): the killed engine's frozen work must be
+    judged by its owner's death, not as STALLED work (which would be abandoned with an attempt spent)."""
+    from engine.runtime import Engine
+
+    ws = make_demo(count=1, speed=40.0, dead_after="5.0", stall_after="1.0", lease_duration="60")
+    root = str(ws.root)
+    victim = cli("-w", root, "--workers", "1", "run")
+    deadline = time.time() + 30
+    while not ws.store.read("SELECT 1 FROM items WHERE status='running'"):
+        assert time.time() < deadline, "the victim never started its stage"
+        time.sleep(0.05)
+    live = Engine(ws, workers=0).start()  # watches only: a live second engine on the workspace
+    try:
+        victim.kill()
+        victim.wait(timeout=10)
+        deadline = time.time() + 10
+        while ws.store.read("SELECT 1 FROM items WHERE status='running'"):
+            assert time.time() < deadline, "the dead engine's work was not rescued"
+            time.sleep(0.05)
+        rescued = time.time() - (deadline - 10)
+    finally:
+        live.stop()
+    [row] = ws.store.read("SELECT attempts, rescues, verdict, status FROM items")
+    assert row["attempts"] == 0 and row["rescues"] == 1 and row["status"] == "queued"
+    outcomes = [r["outcome"] for r in ws.store.read("SELECT outcome FROM attempts")]
+    assert outcomes == ["dead"], outcomes  # never `stalled` or `abandoned`
+    assert rescued < 4.0  # at once, well before dead_after: the PID on this host is gone
+    states = {r["owner"]: r["state"] for r in ws.store.read("SELECT owner, state FROM engines")}
+    assert "gone" in states.values()
