@@ -30,7 +30,9 @@ def small_volume(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
     try:
@@ -39,26 +41,29 @@ def small_volume(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def fill(folder: Path, leave_kb: int) -> Path:
-    filler = folder / f"filler-{uuid.uuid4().hex}"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
+def fill(filler: Path, leave_kb: int) -> Path:
+    """Grow `filler` (made before the workspace, so making it cannot itself meet a full disk) until
+    `leave_kb` remain; a write refused by the full volume ends the filling, it is not an error."""
+    folder = filler.parent
+    with contextlib.suppress(OSError), open(filler, "ab", buffering=0) as f:
         while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave_kb * 1024:
             f.write(b"\0" * 65536)
-            f.flush()
     return filler
 
 
 def test_a_full_database_disk_pauses_claiming_says_so_and_loses_nothing(small_volume, caplog):
+    filler = small_volume / f"filler-{uuid.uuid4().hex}"
+    filler.touch()
     root = small_volume / "ws"
     text = fast_demo_text(faults=False, disk_critical_free_mb="0", disk_warn_free_mb="0", interval="0.2")
     ws = init_workspace(root, text)
     from engine.demo import seed_episodes
 
     seed_episodes(ws, 6)
-    filler = fill(small_volume, leave_kb=16)
     caplog.set_level(logging.ERROR)
     eng = Engine(ws, workers=2).start()
     try:
+        fill(filler, leave_kb=16)  # the engine runs when the disk fills up under it
         time.sleep(4)  # the disk is full: every write fails for these seconds
         tracebacks = sum(1 for r in caplog.records if r.exc_info)
         assert tracebacks <= 5, f"{tracebacks} tracebacks in 4 s"
