@@ -51,6 +51,7 @@ class Engine(_Section):
     synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
     busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
     backup_interval: float = Field(3600.0, ge=0)
+    worker_nice: int = Field(10, ge=0, le=19)  # CPU priority of isolated (heavy) stages' subprocesses
 
     @model_validator(mode="after")
     def _dead_after_beats(self) -> Engine:
@@ -206,6 +207,7 @@ class StageConfig(_Section):
     error_rules: list[ErrorRuleConfig] = Field(default_factory=list)
     duration: float = Field(2.0, ge=0, le=86400)
     options: dict[str, Any] = Field(default_factory=dict)
+    isolate: bool | None = None  # run in a worker subprocess; unset: heavy built-in stages only
 
     @model_validator(mode="after")
     def _kind_needs(self) -> StageConfig:

@@ -47,6 +47,9 @@ class StageError(Exception):
         self.detail = detail
         self.suggestion = suggestion
 
+    def __reduce__(self):  # pickled whole (a worker subprocess reports it): class, detail and suggestion
+        return (type(self), (self.error_class, self.message, self.detail, self.suggestion))
+
 
 class Cancelled(Exception):
     """Raised inside a stage when its cancel token is set (stop, timeout, stall, shutdown)."""

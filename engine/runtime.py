@@ -568,7 +568,9 @@ class Engine:
         try:
             try:
                 ctx = self._context(claim, run)
-                impl = stages.resolve(claim.kind, claim.stage, ctx.stage_config)
+                impl = stages.resolve(
+                    claim.kind, claim.stage, ctx.stage_config, nice=self.config.engine.worker_nice
+                )
                 if ctx.stage_config.kind != "demo" and (
                     self.config.demo.faults or self.config.demo.pace or self.config.demo.transient_probability
                 ):

@@ -39,6 +39,7 @@ force_grace = 3.0        # force stop: SIGTERM to SIGKILL, and when a Python sta
 synchronous = "NORMAL"   # SQLite synchronous: NORMAL survives process crashes, FULL also power loss
 busy_timeout_ms = 5000   # wait this long for a database lock before backing off and retrying
 backup_interval = 3600.0 # online database backup every N seconds (0 = never)
+worker_nice = 10         # CPU priority of heavy stages (media, transcription), run in worker subprocesses
 
 [timeouts]               # AI-EWG defaults; [stages.KIND.NAME] timeout overrides per stage
 episode_processing = 3600.0

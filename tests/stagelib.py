@@ -49,3 +49,32 @@ def fail_transient(ctx) -> None:
 def spawn_children(ctx) -> None:
     """A stage that starts a grandchild and hangs: force stop must kill the whole group."""
     subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
+def where_am_i(ctx) -> None:
+    """Write the process it runs in (pid, nice) and report progress and a log line on the way."""
+    ctx.progress(0.5, "halfway")
+    ctx.logger.info("working in %d", os.getpid())
+    info = {"pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0), "inputs": sorted(ctx.inputs)}
+    (ctx.output_dir / "where.json").write_text(json.dumps(info))
+    ctx.cancel.wait(float(ctx.options.get("seconds", 0)))
+
+
+def die_hard(ctx) -> None:
+    """The worker process itself dies (a segfault in a codec, the OOM killer)."""
+    ctx.progress(0.2, "about to die")
+    os.kill(os.getpid(), 9)
+
+
+def fail_with(ctx) -> None:
+    kind = ctx.options.get("error", "stage")
+    if kind == "stage":
+        raise StageError("persistent", "the source is unreadable", suggestion="Replace the source file.")
+    if kind == "enospc":
+        raise OSError(28, "No space left on device")
+    raise ValueError("bad value in the data")
+
+
+def clips_in_worker(ctx) -> None:
+    ctx.create_clip("c1", 1.0, 2.5, "first")
+    ctx.create_clip("c2", 3.0, 4.0, "second")

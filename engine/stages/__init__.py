@@ -221,8 +221,8 @@ def import_callable(path: str) -> StageFn:
     return obj
 
 
-def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
-    """The implementation for a configured stage."""
+def resolve(kind: str, stage: str, stage_config: StageConfig, *, nice: int = 10) -> StageFn:
+    """The implementation for a configured stage; heavy ones run in a worker subprocess at `nice`."""
     if stage_config.kind == "noop":
         return noop
     from . import command, demo
@@ -231,8 +231,14 @@ def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
         return demo.run
     if stage_config.kind == "command":
         return command.run
+    from .isolated import isolated, wants_isolation
+
     if stage_config.kind == "python":
-        return import_callable(stage_config.callable or "")
+        target = stage_config.callable or ""
+        import_callable(target)  # a bad path is a config error here, not in the worker
+        return (
+            isolated(target, nice) if wants_isolation(kind, stage, stage_config) else import_callable(target)
+        )
     from .. import media  # noqa: F401  (registers the built-in AI-EWG stages)
 
     target = BUILTIN.get((kind, stage))
@@ -242,6 +248,8 @@ def resolve(kind: str, stage: str, stage_config: StageConfig) -> StageFn:
             f"there is no built-in {kind} stage {stage!r}",
             suggestion='Use kind = "command" or "python" for this stage in ewg.toml.',
         )
+    if wants_isolation(kind, stage, stage_config):
+        return isolated(target, nice)
     return import_callable(target)
 
 
