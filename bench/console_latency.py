@@ -19,6 +19,14 @@ committing while the console reads. Its executions during the run are reported.
 With `--engine console` the engine runs inside the console instead (2 workers,
 as plain `ewg` runs it): its threads then share the console's interpreter, and
 the idle CPU figure includes the engine's own work.
+With `--media N` the engine works on N real episodes instead of demo stages: a
+720p H.264 source with captions (generated, then remuxed N times so each copy is
+its own content), run through the built-in stages (probe, captions transcript,
+enrichment, editorial, page, and two clips an episode cut and rendered in 16:9
+and 9:16). The 100k filler episodes are then not claimable (their queued share
+is stopped), so every core goes to real media work, as on a box that renders
+clips. The machine's load average is sampled through the run and printed
+beside the figures.
 
 What is measured.
 
@@ -111,9 +119,12 @@ MESSAGES = {
 
 
 # -- the workspace ----------------------------------------------------------------------------
-def build_workspace(root: Path, episodes: int, seed: int = 7) -> dict:
-    """A workspace with `episodes` episodes in a realistic mix of states; returns counts by status."""
-    ws = init_workspace(root, demo_config(faults=False, speed=0.05))
+def build_workspace(root: Path, episodes: int, seed: int = 7, media: int = 0) -> dict:
+    """A workspace with `episodes` episodes in a realistic mix of states; returns counts by status.
+
+    With `media`, the stages are the built-in ones and the queued fillers are stopped instead (their
+    `demo://` sources are not files): the engine's work is the real episodes `add_media` adds."""
+    ws = init_workspace(root, media_config() if media else demo_config(faults=False, speed=0.05))
     now = time.time()
     rng = random.Random(seed)
     stages = list(pipeline.EPISODE_STAGES)
@@ -160,7 +171,8 @@ def build_workspace(root: Path, episodes: int, seed: int = 7) -> dict:
         if roll < 0.55:
             row.update(status="done", stage=stages[-1], next_stage=None, progress=1.0)
         elif roll < 0.80:
-            pass  # queued
+            if media:
+                row.update(status="stopped")
         elif roll < 0.94:
             failed = roll < 0.88
             cls = rng.choice(list(MESSAGES)) if failed else errors.TRANSIENT
@@ -209,8 +221,8 @@ def build_workspace(root: Path, episodes: int, seed: int = 7) -> dict:
                 lease_expires_at=now + 3600,
                 verdict="STALLED" if rng.random() < 0.1 else None,
             )
-        else:
-            pass  # the last 0.9%: queued as well
+        elif media:
+            row.update(status="stopped")
         by_status[row["status"]] += 1
         items.append(row)
     columns = list(items[0])
@@ -227,6 +239,77 @@ def build_workspace(root: Path, episodes: int, seed: int = 7) -> dict:
         )
     ws.close()
     return dict(by_status)
+
+
+def media_config() -> str:
+    from engine.demo import media_demo_config
+
+    text = media_demo_config([], faults=False, pace=0.0)
+    text = text.replace("stable_seconds = 20.0", "stable_seconds = 0.0")
+    text = text.replace("min_clip_seconds = 1.0", "min_clip_seconds = 8.0")
+    text = text.replace("max_clip_seconds = 2.5", "max_clip_seconds = 20.0")
+    return text
+
+
+def add_media(root: Path, count: int, seconds: float) -> float:
+    """`count` real 720p episodes with captions, scanned in; returns the seconds it took."""
+    import av
+
+    from engine.intake import scan_once
+    from engine.media.demo_media import write_test_video
+
+    t = time.perf_counter()
+    folder = root / "sources" / SHOWS[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    template = root / "template.mp4"
+    write_test_video(template, seconds, seed=11, width=1280, height=720)
+    from engine.media.demo_media import speech_segments, to_srt
+
+    captions = to_srt(speech_segments(seconds, random.Random(11)))
+    for n in range(1, count + 1):
+        target = folder / f"Episode {n:03d} - Rendering Under Load.mp4"
+        with av.open(str(template)) as src, av.open(str(target), "w", format="mp4") as out:
+            out.metadata["title"] = f"bench copy {n}"  # its own bytes: the intake dedups by content
+            streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        target.with_suffix(".srt").write_text(captions, encoding="utf-8")
+        past = time.time() - 3600
+        os.utime(target, (past, past))
+    template.unlink()
+    ws = open_workspace(root)
+    try:
+        scan_once(ws)
+    finally:
+        ws.close()
+    return time.perf_counter() - t
+
+
+class LoadSampler:
+    """The 1-minute load average, sampled every 2 s while the benchmark runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(2.0):
+            self.samples.append(os.getloadavg()[0])
+
+    def start(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join(5)
+        if not self.samples:
+            return f"{os.getloadavg()[0]:.1f}"
+        return f"{sum(self.samples) / len(self.samples):.1f} mean, {max(self.samples):.1f} max"
 
 
 def start_engine(root: Path, log: Path) -> subprocess.Popen:
@@ -488,9 +571,28 @@ async def headless(root: Path, args, total: int) -> dict:
     return out
 
 
+async def heavy_work_started(root: Path, timeout: float = 180.0) -> float:
+    """Wait until a clip is being cut or rendered (the heaviest stages): the presses then meet them."""
+    t = time.perf_counter()
+    db = sqlite3.connect(f"file:{root / 'ewg.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        while time.perf_counter() - t < timeout:
+            running = db.execute(
+                "SELECT COUNT(*) FROM items WHERE kind='clip' AND status='running'"
+            ).fetchone()
+            if running[0]:
+                return time.perf_counter() - t
+            await asyncio.sleep(0.25)
+    finally:
+        db.close()
+    raise SystemExit(f"no clip stage started within {timeout:.0f} s: the media work is not running")
+
+
 async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> None:
     screen = app.screen
     driver = app._driver
+    if args.media:
+        out["waited_for_media"] = await heavy_work_started(app.ws.root)
     for key in press_script(args.presses):
         await asyncio.sleep(args.gap)
         expected = expectation(screen, key, total)
@@ -652,6 +754,14 @@ def main() -> int:
         help="where the busy engine runs: its own process (the console attached, as `ewg --attach`), "
         "or inside the console (as plain `ewg`); default: process",
     )
+    ap.add_argument(
+        "--media",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the engine renders N real 720p episodes (built-in stages) instead of demo stages; 0: off",
+    )
+    ap.add_argument("--media-seconds", type=float, default=60.0, help="length of each real episode (s)")
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -662,8 +772,11 @@ def main() -> int:
     engine = None
     try:
         t = time.perf_counter()
-        mix = build_workspace(root, args.episodes)
+        mix = build_workspace(root, args.episodes, media=args.media)
         build_s = time.perf_counter() - t
+        if args.media:
+            made = add_media(root, args.media, args.media_seconds)
+            print(f"media: {args.media} real 720p episodes of {args.media_seconds:.0f} s in {made:.1f} s")
         print(
             f"workspace: {args.episodes} episodes in {build_s:.1f} s at {root}  "
             + ", ".join(f"{k} {v}" for k, v in sorted(mix.items(), key=lambda kv: -kv[1])),
@@ -679,9 +792,11 @@ def main() -> int:
 
         reads = ReadTimes()
         reads.install()
-        head = asyncio.run(headless(root, args, args.episodes))
+        load = LoadSampler().start()
+        head = asyncio.run(headless(root, args, args.episodes + args.media))
         print("headless part done", flush=True)
         term = pty_console(root, args.idle, attach=args.engine == "process")
+        load_text = load.stop()
         executions = engine_executions(root) - executions0
         engine_s = time.perf_counter() - t_engine
         if engine is not None and engine.poll() is not None:
@@ -734,9 +849,10 @@ def main() -> int:
     cpu = psutil.cpu_count()
     print()
     where = "in another process" if args.engine == "process" else "inside the console"
+    work = f"real media stages on {args.media} 720p episodes" if args.media else "demo stages"
     print(
-        f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy {where} "
-        f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {os.getloadavg()[0]:.1f}, "
+        f"ewg console latency: {args.episodes} episodes, {SIZE[0]}x{SIZE[1]}, engine busy {where} on {work} "
+        f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {load_text}, "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     )
     print(f"{'figure'.ljust(width)}  {'result':>10}  {'target':<18}  verdict")
@@ -786,6 +902,8 @@ def main() -> int:
                     "reads": {k: v for k, v in reads.times.items()},
                     "idle_cpu_percent": term["idle_cpu_percent"],
                     "engine_executions": executions,
+                    "media_episodes": args.media,
+                    "load": load_text,
                 }
             )
         )

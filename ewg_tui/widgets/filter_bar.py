@@ -119,6 +119,7 @@ class FilterBar(Input):
         self.post_message(self.FilterLeft(keep=True))
 
     def action_leave(self) -> None:
-        self.value = ""
+        with self.prevent(Input.Changed):  # FilterLeft below reads the unfiltered view once, not twice
+            self.value = ""
         self.remove_class("-active", "-invalid")
         self.post_message(self.FilterLeft(keep=False))

@@ -33,6 +33,9 @@ class Keys(App[None]):
     def action_skip(self) -> None:
         """Nothing: the test only looks at the footer."""
 
+    def action_extra(self) -> None:
+        """Nothing: the test only looks at the footer."""
+
 
 async def test_the_footer_is_rebuilt_only_when_its_keys_change():
     app = Keys()
@@ -44,9 +47,18 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change():
             app.screen.refresh_bindings()
             await pilot.pause(0.05)
         assert CountingFooter.builds == built
-        app.retry_allowed = False  # Retry is greyed out now: rebuild
+        app.retry_allowed = False  # Retry is greyed out now: toggled in place, no rebuild
         app.screen.refresh_bindings()
         await pilot.pause(0.1)
-        assert CountingFooter.builds == built + 1
+        assert CountingFooter.builds == built
         retry = [k for k in app.query(FooterKey) if k.action == "retry"]
-        assert retry and retry[0].has_class("-disabled")
+        assert retry and retry[0].has_class("-disabled") and retry[0]._disabled
+        app.retry_allowed = True
+        app.screen.refresh_bindings()
+        await pilot.pause(0.1)
+        assert CountingFooter.builds == built and not retry[0].has_class("-disabled")
+        app.bind("x", "extra", description="Extra")  # a new key shown: rebuild
+        app.screen.refresh_bindings()
+        await pilot.pause(0.3)
+        assert CountingFooter.builds == built + 1
+        assert "x" in {k.key for k in app.query(FooterKey)}
