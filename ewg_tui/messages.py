@@ -30,6 +30,7 @@ class ViewData:
     overview: Overview | None = None
     counts: dict | None = None
     follow_ups: dict[str, str] = field(default_factory=dict)  # item id -> succeeded | failed_again
+    episode_id: str | None = None  # the episode whose clips were read (None: all clips)
 
 
 class ViewRead(Message):

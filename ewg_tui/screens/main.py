@@ -245,7 +245,9 @@ class MainScreen(Screen[None]):
         self._timer = self.set_timer(interval, self.poll)
 
     def _request(self, with_overview: bool) -> ViewRequest:
-        episode_id = self.episodes.current_id
+        table = self.episodes
+        episode_id = table.current_id
+        follows = self._focused_table() is table  # the detail follows the episode cursor
         return ViewRequest(
             generation=self.generation,
             episode_filter=self.episode_filter,
@@ -258,6 +260,8 @@ class MainScreen(Screen[None]):
             detail_id=self._selected_detail_id(),
             with_overview=with_overview,
             followed=tuple((i, since) for i, (_verb, since) in list(self.followed.items())[:FOLLOW_LIMIT]),
+            episode_cursor=(table.pending_cursor, episode_id, table.cursor_row) if follows else None,
+            all_clips=self.all_clips,
         )
 
     @work(thread=True, group="poll", exit_on_error=False)
@@ -492,6 +496,15 @@ class MainScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        view = self.view
+        if (
+            event.data_table is self.episodes
+            and view is not None
+            and view.episode_id is not None
+            and self.episodes.current_id == view.episode_id == view.detail_id
+            and self._focused_table() is self.episodes
+        ):
+            return  # the cursor landed where the last read expected: its detail and clips are shown
         if event.data_table is self.episodes and not self.all_clips:
             self._changed_view(reset_clips=True)
         else:

@@ -13,6 +13,7 @@ from engine.queries import ItemFilter
 from engine.store import Readable
 
 from ..messages import ViewData
+from ..widgets.item_table import cursor_target
 
 DETAIL_ATTEMPTS = 8
 
@@ -32,6 +33,10 @@ class ViewRequest:
     descending: bool = False
     with_overview: bool = True
     followed: tuple[tuple[str, float], ...] = field(default=())
+    # Where the episode cursor will land (pending, keep_id, keep_index) when the detail and clips follow
+    # it; the read then resolves episode_id and detail_id itself from the rows it reads.
+    episode_cursor: tuple[str | None, str | None, int] | None = None
+    all_clips: bool = False
 
 
 def clamp_offset(offset: int, limit: int, total: int) -> int:
@@ -54,15 +59,21 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
             request.episode_limit,
             matches=episode_total if flt.text else None,
         )
-    clip_total = queries.count_items(store, request.clip_filter)
+    clip_filter, detail_id, episode_id = request.clip_filter, request.detail_id, request.episode_id
+    if request.episode_cursor is not None and episodes:
+        pending, keep_id, keep_index = request.episode_cursor
+        episode_id = episodes[cursor_target([r["id"] for r in episodes], pending, keep_id, keep_index)]["id"]
+        detail_id = episode_id
+        clip_filter = clip_filter_for(episode_id, request.all_clips)
+    clip_total = queries.count_items(store, clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
     clips = (
-        queries.item_window(store, request.clip_filter, "id", False, clip_offset, request.clip_limit)
+        queries.item_window(store, clip_filter, "id", False, clip_offset, request.clip_limit)
         if request.clip_limit
         else []
     )
-    detail = queries.item(store, request.detail_id) if request.detail_id else None
-    detail_attempts = queries.attempts(store, request.detail_id)[-DETAIL_ATTEMPTS:] if detail else []
+    detail = queries.item(store, detail_id) if detail_id else None
+    detail_attempts = queries.attempts(store, detail_id)[-DETAIL_ATTEMPTS:] if detail else []
     data = ViewData(
         request.generation,
         now,
@@ -72,9 +83,10 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
         clips,
         clip_offset,
         clip_total,
-        request.detail_id,
+        detail_id,
         detail,
         detail_attempts,
+        episode_id=episode_id,
     )
     if request.with_overview:
         data.overview = queries.overview(store, now)

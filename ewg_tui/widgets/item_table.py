@@ -101,6 +101,18 @@ CLIP_COLUMNS = (
 MARK = "●"
 
 
+def cursor_target(order: list[str], pending: str | None, keep_id: str | None, keep_index: int) -> int:
+    """Where the cursor lands when a window of `order` arrives: the poll worker uses the same rule to
+    read the detail and clips of the row it will land on in the same read, not in a second one."""
+    if pending == "first":
+        return 0
+    if pending == "last":
+        return len(order) - 1
+    if pending == "keep" or keep_id not in order:
+        return min(max(keep_index, 0), len(order) - 1)
+    return order.index(keep_id)
+
+
 class ItemTable(DataTable):
     """One window of episodes or clips, keyed by item id."""
 
@@ -231,14 +243,7 @@ class ItemTable(DataTable):
     def _place_cursor(self, keep_id: str | None, keep_index: int) -> None:
         if not self.order:
             return
-        if self.pending_cursor == "first":
-            target = 0
-        elif self.pending_cursor == "last":
-            target = len(self.order) - 1
-        elif self.pending_cursor == "keep" or keep_id not in self.order:
-            target = min(max(keep_index, 0), len(self.order) - 1)
-        else:
-            target = self.order.index(keep_id)
+        target = cursor_target(self.order, self.pending_cursor, keep_id, keep_index)
         self.pending_cursor = None
         if target != self.cursor_row:
             self.move_cursor(row=target, animate=False, scroll=False)
