@@ -514,3 +514,42 @@ def early_warnings(store: Readable) -> list[dict]:
         return list(json.loads(row[0]))
     except ValueError:
         return []
+
+
+FAILED_OUTCOMES = ("failed", "timed_out", "stalled", "crashed")
+
+
+@dataclass
+class PerMinute:
+    """The console's time view: counts per minute over the last `minutes`, oldest minute first."""
+
+    start: float  # the first minute's start (UTC seconds)
+    completed: list[int]  # stage runs that succeeded
+    failed: list[int]  # stage runs that failed (failed, timed out, stalled, crashed)
+    retries: list[int]  # stage runs that were a retry (attempt number > 1), whatever their outcome
+    rescued: list[int]  # runs ended by a rescue (dead owner, abandoned)
+
+
+def per_minute(store: Readable, now: float, minutes: int = 60) -> PerMinute:
+    """One grouped read over the attempts that ended in the window (ix_attempts_ended)."""
+    end = (int(now) // 60 + 1) * 60  # the current minute is the last bucket
+    start = end - minutes * 60
+    out = PerMinute(start, [0] * minutes, [0] * minutes, [0] * minutes, [0] * minutes)
+    rows = store.read(
+        "SELECT CAST((ended_at - ?) / 60 AS INTEGER) AS minute, outcome, number > 1 AS retry, COUNT(*) AS n"
+        " FROM attempts WHERE ended_at >= ? AND ended_at < ? GROUP BY minute, outcome, retry",
+        (start, start, end),
+    )
+    for row in rows:
+        minute = row["minute"]
+        if not 0 <= minute < minutes:
+            continue
+        if row["outcome"] == "succeeded":
+            out.completed[minute] += row["n"]
+        elif row["outcome"] in FAILED_OUTCOMES:
+            out.failed[minute] += row["n"]
+        elif row["outcome"] in ("dead", "abandoned"):
+            out.rescued[minute] += row["n"]
+        if row["retry"]:
+            out.retries[minute] += row["n"]
+    return out

@@ -40,6 +40,7 @@ from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
 from .help import HelpEntry, HelpScreen, key_label
 from .item_detail import ItemDetailScreen
+from .time_view import TimeViewScreen
 from .verb_catalog import (
     CLIPS,
     EPISODES,
@@ -132,6 +133,14 @@ class MainScreen(Screen[None]):
             show=False,
             id="main.audit",
             tooltip="Audit log (who did what, when, to what) and recovery metrics",
+        ),
+        Binding(
+            "t",
+            "time_view",
+            "Trends",
+            show=False,
+            id="main.time_view",
+            tooltip="Time view: throughput, failures, retries and rescues per minute over the last hour",
         ),
         Binding(
             "p",
@@ -658,6 +667,9 @@ class MainScreen(Screen[None]):
 
     def action_audit_log(self) -> None:
         self.app.push_screen(AuditLogScreen())
+
+    def action_time_view(self) -> None:
+        self.app.push_screen(TimeViewScreen())
 
     def action_open_detail(self) -> None:
         item_id = self._focused_table().current_id
