@@ -651,6 +651,8 @@ def _cmd_doctor(root: Path, args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    if not args.headless:
+        _need_terminal()  # before anything is written: a demo nobody can see is no use
     root = Path(args.dir or "demo-workspace").resolve()
     if root.exists() and any(root.iterdir()):
         marker = root / "ewg.toml"
@@ -675,7 +677,20 @@ def _cmd_demo(args) -> int:
     return _console(root, args)
 
 
+def _need_terminal() -> None:
+    """The console draws with escape codes and reads keys: into a file or a pipe it would write them
+    forever and never be answered."""
+    for name, stream in (("output", sys.stdout), ("input", sys.stdin)):
+        if not stream.isatty():
+            raise UsageError(
+                f"The console needs a terminal, and its {name} is not one (a pipe or a file). "
+                "For text, use `ewg status` (or `ewg status --json`); to run the engine without the "
+                "console, `ewg run`."
+            )
+
+
 def _console(root: Path, args) -> int:
+    _need_terminal()
     ws = open_workspace(
         root, readonly=args.readonly
     )  # validate before the screen takes over: errors print plainly
