@@ -743,12 +743,11 @@ class Engine:
             )
             return
         classification = errors.classify(exc, self.config.error_rules_for(claim.kind, claim.stage))
-        if isinstance(exc, StageError):
-            message, detail = exc.message, exc.detail
-        else:
+        if isinstance(exc, StageError):  # expected: its message says it all, a traceback would only bury it
+            message, detail = exc.message, exc.detail or exc.message
+        else:  # unexpected: keep where it came from
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            detail = ""
-        detail = detail or "".join(traceback.format_exception(exc)[-6:])
+            detail = "".join(traceback.format_exception(exc)[-6:])
         service_down = None
         if classification.error_class == errors.TRANSIENT:
             service_down = self.health.down_service_for(claim.kind, claim.stage, recheck=True)

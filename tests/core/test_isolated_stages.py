@@ -171,3 +171,20 @@ def test_force_stop_kills_a_worker_that_ignores_the_cancel(make_demo):
         wait_for(lambda: not (pids & worker_pids()), timeout=5)
     finally:
         eng.stop()
+
+
+@pytest.mark.parametrize(("isolate", "fn"), [(True, "fail_with"), (False, "fail_with")])
+def test_an_expected_stage_error_is_shown_by_its_message_not_a_traceback(make_demo, isolate, fn):
+    extra = isolated_stage("episode", "discovered", fn, error="stage")
+    if not isolate:
+        extra = extra.replace("isolate = true", "isolate = false")
+    ws = make_demo(count=1, extra=extra, max_attempts="1")
+    item_id = first_id(ws)
+    eng = Engine(ws, workers=1).start()
+    try:
+        wait_for(lambda: queries.item(ws.store, item_id)["status"] == "failed")
+    finally:
+        eng.stop()
+    attempt = queries.attempts(ws.store, item_id)[-1]
+    shown = attempt["log_tail"] or attempt["error_detail"]  # what the console's detail pane shows
+    assert "the source is unreadable" in shown and "Traceback" not in shown
