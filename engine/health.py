@@ -59,15 +59,32 @@ def floor_breach(folders: list[str], floor_mb: float, free_mb=disk_free_mb) -> s
     return ""
 
 
-def time_to_full(samples: list[tuple[float, float]]) -> float | None:
-    """Seconds until free space reaches zero at the recent fill rate, None when not filling."""
+FILL_WINDOW_S = 30 * 60  # the fill rate is fitted over this much history: long enough to ride out bursts
+
+
+def time_to_full(samples: list[tuple[float, float]], window: float = FILL_WINDOW_S) -> float | None:
+    """Seconds until free space reaches zero at the fill rate of the last `window` seconds, None when
+    not filling.
+
+    The rate is the least-squares slope of free space over the window, not the difference of two
+    samples: one checkpoint published or one cache cleared moved the old figure from 15 h to 6 days
+    within minutes. A fit over half an hour moves only as fast as the trend does."""
     if len(samples) < 2:
         return None
-    (t0, f0), (t1, f1) = samples[0], samples[-1]
-    if t1 <= t0 or f1 >= f0:
+    recent = [(t, f) for t, f in samples if t >= samples[-1][0] - window]
+    if len(recent) < 3:
         return None
-    rate = (f0 - f1) / (t1 - t0)  # MB per second being consumed
-    return f1 / rate if rate > 0 else None
+    n = len(recent)
+    mean_t = sum(t for t, _ in recent) / n
+    mean_f = sum(f for _, f in recent) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in recent)
+    if spread <= 0:
+        return None
+    slope = sum((t - mean_t) * (f - mean_f) for t, f in recent) / spread  # MB per second (negative: filling)
+    if slope >= 0:
+        return None
+    free_now = mean_f + slope * (recent[-1][0] - mean_t)  # the fitted value now, not the last noisy sample
+    return max(0.0, free_now) / -slope
 
 
 def check_service(url: str, timeout: float, expect_status: int = 200) -> tuple[bool, str]:
@@ -97,7 +114,7 @@ class HealthMonitor:
         self.down: dict[str, str] = {}
         self._hold_until = 0.0
         self._hold_reason = ""
-        self._fill: deque[tuple[float, float]] = deque(maxlen=60)
+        self._fill: deque[tuple[float, float]] = deque(maxlen=2000)  # time-windowed in time_to_full
         self._last_service_check: dict[str, float] = {}
         self._lock = threading.Lock()
         self.latest: dict = {}
@@ -226,7 +243,7 @@ class HealthMonitor:
         free = self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root))
         db_free = self.disk_free_mb(str(eng.store.path.parent))
         self._fill.append((now, min(free, db_free)))
-        ttf = time_to_full(list(self._fill)[-12:])
+        ttf = time_to_full(list(self._fill))
         sample = {
             "at": now,
             "cpu_percent": psutil.cpu_percent(None),

@@ -41,6 +41,7 @@ class HealthPanel(ContentPanel):
         compact = self.size.height < 4
         cpu = [s["cpu_percent"] for s in samples]
         mem = [s["memory_percent"] for s in samples]
+        # from zero: 0.4 GB used of 78 GB free is a flat line, not a cliff
         disk = [min(s["disk_free_mb"], s["db_disk_free_mb"]) for s in samples]
 
         def level(value: float, warn: float) -> str:
@@ -82,7 +83,7 @@ class HealthPanel(ContentPanel):
             ttf_text = f" full {fmt.duration(ttf)}" if filling else ""
             tail = Content.assemble((ttf_text, ttf_style), "  " if services.cell_length else "", services)
             room = width - 2 - len("disk ") - len(disk_value[0]) - tail.cell_length
-            disk_spark = (" " + fmt.sparkline(disk, room - 1)) if room >= 4 else ""
+            disk_spark = (" " + fmt.sparkline(disk, room - 1, 0, max(disk))) if room >= 4 else ""
             line2 = Content.assemble("disk ", disk_value, (disk_spark, "$accent"), tail)
             return Content("\n").join([line1, line2])
         spark = max(4, min(40, width - 15))
@@ -90,7 +91,10 @@ class HealthPanel(ContentPanel):
             Content.assemble("cpu  ", cpu_value, "  ", (fmt.sparkline(cpu, spark, 0, 100), "$accent")),
             Content.assemble("mem  ", mem_value, "  ", (fmt.sparkline(mem, spark, 0, 100), "$accent")),
             Content.assemble(
-                "disk ", disk_value, " free  ", (fmt.sparkline(disk, max(4, spark - 8)), "$accent")
+                "disk ",
+                disk_value,
+                " free  ",
+                (fmt.sparkline(disk, max(4, spark - 8), 0, max(disk)), "$accent"),
             ),
         ]
         detail = f"full in {fmt.duration(ttf)}" if filling else "not filling"
