@@ -553,3 +553,9 @@ def per_minute(store: Readable, now: float, minutes: int = 60) -> PerMinute:
         if row["retry"]:
             out.retries[minute] += row["n"]
     return out
+
+
+def shows(store: Readable, kind: str = "episode", limit: int = 500) -> tuple[str, ...]:
+    """The shows items of `kind` belong to, for the filter's suggestions (ix_items_kind_show)."""
+    rows = store.read("SELECT DISTINCT show FROM items WHERE kind=? ORDER BY show LIMIT ?", (kind, limit))
+    return tuple(r["show"] for r in rows if r["show"])

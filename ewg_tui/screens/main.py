@@ -20,7 +20,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
-from engine import pipeline
+from engine import pipeline, queries
 from engine.queries import ItemFilter
 from engine.store import Reader, ReadInterrupted
 from engine.verbs import Operator, Preview, VerbError
@@ -534,6 +534,12 @@ class MainScreen(Screen[None]):
         bar = self.query_one(FilterBar)
         bar.value = self.filter_text
         bar.open()
+        self._read_shows(bar)
+
+    @work(thread=True, group="shows", exclusive=True, exit_on_error=False)
+    def _read_shows(self, bar: FilterBar) -> None:
+        """Show names for the bar's suggestions: database work, so not on the event loop."""
+        bar.suggestions.shows = queries.shows(self.app.ws.store)  # type: ignore[attr-defined]
 
     @on(FilterBar.FilterChanged)
     def _filter_changed(self, event: FilterBar.FilterChanged) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from textual.binding import Binding
 from textual.message import Message
+from textual.suggester import Suggester
 from textual.widgets import Input
 
 from engine import pipeline
@@ -14,6 +15,62 @@ from engine.queries import STATUSES, ItemFilter
 
 HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, esc clears)"
 KEYS_HINT = "enter keeps · esc clears"
+
+
+FIELDS = ("status:", "stage:", "show:", "stuck")
+SHOWN_CANDIDATES = 6
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"' if any(c.isspace() for c in name) else name
+
+
+def candidates(token: str, kind: str, shows: tuple[str, ...]) -> list[str]:
+    """Whole-token completions of the word being typed: a field name, or a value of the field."""
+    key, sep, rest = token.partition(":")
+    if not sep:
+        low = token.lower()
+        return [f for f in FIELDS if f.startswith(low) and f != low] if token else []
+    key = key.lower()
+    if key in ("status", "s"):
+        done, _, last = rest.rpartition(",")
+        prefix = f"{token[: len(token) - len(last)]}"
+        chosen = set(done.lower().split(","))
+        return [prefix + v for v in STATUSES if v.startswith(last.lower()) and v != last and v not in chosen]
+    if key in ("stage", "st"):
+        values: tuple[str, ...] = pipeline.stages_of(kind)
+    elif key == "show":
+        values = tuple(_quoted(name) for name in shows)
+    else:
+        return []
+    low = rest.lower().lstrip('"')
+    head = token[: len(token) - len(rest)]
+    return [f"{head}{v}" for v in values if v.lower().lstrip('"').startswith(low) and v != rest]
+
+
+def complete(value: str, kind: str, shows: tuple[str, ...]) -> str | None:
+    """The whole text with the word being typed completed by its first candidate (typed case kept)."""
+    if not value or value[-1].isspace():
+        return None
+    head = value[: len(value) - len(value.split()[-1])]
+    token = value[len(head) :]
+    for option in candidates(token, kind, shows):
+        if option.startswith(token):  # inline, it can only add to what was typed
+            return head + option
+    return None
+
+
+class FilterSuggester(Suggester):
+    """Inline completion of fields and values (right arrow or tab takes it); show names come from the
+    workspace, read on a worker thread when the bar opens."""
+
+    def __init__(self, kind: str = pipeline.EPISODE) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.kind = kind
+        self.shows: tuple[str, ...] = ()
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete(value, self.kind, self.shows)
 
 
 class FilterError(ValueError):
@@ -91,7 +148,8 @@ class FilterBar(Input):
             self.keep = keep
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(placeholder=HELP, id=id)
+        self.suggestions = FilterSuggester()
+        super().__init__(placeholder=HELP, id=id, suggester=self.suggestions)
         self.border_title = "filter episodes"
 
     def on_mount(self) -> None:
@@ -113,8 +171,22 @@ class FilterBar(Input):
             self.post_message(self.FilterChanged(None, event.value, str(exc)))
             return
         self.remove_class("-invalid")
-        self.border_subtitle = KEYS_HINT
+        self.border_subtitle = self._hint(event.value)
         self.post_message(self.FilterChanged(flt, event.value))
+
+    def _hint(self, value: str) -> str:
+        """Several ways to go on from the word being typed: list them where the keys hint is."""
+        words = value.split()
+        token = words[-1] if words and not value[-1:].isspace() else ""
+        options = candidates(token, self.suggestions.kind, self.suggestions.shows) if token else []
+        if len(options) < 2:
+            return KEYS_HINT
+        cut = (
+            max(token.rfind(":"), token.rfind(",")) + 1
+        )  # show what each option adds: the value, or the field
+        shown = [o[cut:] for o in options[:SHOWN_CANDIDATES]]
+        more = " …" if len(options) > SHOWN_CANDIDATES else ""
+        return " · ".join(shown) + more + "   → takes the first"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -416,3 +416,28 @@ async def test_an_idle_console_repaints_no_table(seeded):
         await pilot.pause(1.0)
         assert screen.polls - polls >= 5  # it kept reading the workspace...
         assert repaints == []  # ...and found nothing to redraw
+
+
+async def test_the_filter_suggests_fields_and_values_as_you_type(seeded):
+    from engine.demo import SHOWS
+
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await pilot.press("slash", *"sta")
+        bar = screen.query_one(FilterBar)
+        await wait_for(pilot, lambda: bar._suggestion == "status:", what="a field suggestion")
+        assert "status:" in str(bar.border_subtitle) and "stage:" in str(bar.border_subtitle)
+        await pilot.press("right")  # takes it
+        assert bar.value == "status:"
+        await pilot.press("f")
+        await wait_for(pilot, lambda: bar._suggestion == "status:failed", what="a value suggestion")
+        await pilot.press("right", "space", *"show:")
+        await wait_for(pilot, lambda: bar.suggestions.shows, what="the show names, read off the loop")
+        assert "Tech Talk Weekly" in bar.suggestions.shows and set(bar.suggestions.shows) <= set(SHOWS)
+        await pilot.press(*'"Te')  # names with spaces are quoted, as the filter reads them
+        want = 'status:failed show:"Tech Talk Weekly"'
+        await wait_for(pilot, lambda: bar._suggestion == want, what="a show suggestion")
+        await pilot.press("right")
+        await wait_for(pilot, lambda: screen.filter_text == want, what="the suggested filter to apply")
