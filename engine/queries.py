@@ -51,6 +51,7 @@ SORTABLE = {
     "error_class",
     "verdict",
     "started_at",
+    "parent_id",
 }
 STATUSES = ("queued", "running", "retrying", "blocked", "failed", "stopped", "done")
 
@@ -516,7 +517,7 @@ def early_warnings(store: Readable) -> list[dict]:
         return []
 
 
-FAILED_OUTCOMES = ("failed", "timed_out", "stalled", "crashed")
+RESCUE_OUTCOMES = ("dead", "crashed")  # the owner died: the run is rescued and spends no attempt
 
 
 @dataclass
@@ -525,9 +526,9 @@ class PerMinute:
 
     start: float  # the first minute's start (UTC seconds)
     completed: list[int]  # stage runs that succeeded
-    failed: list[int]  # stage runs that failed (failed, timed out, stalled, crashed)
+    failed: list[int]  # stage runs that failed: failed, timed out, stalled, abandoned (fenced out)
     retries: list[int]  # stage runs that were a retry (attempt number > 1), whatever their outcome
-    rescued: list[int]  # runs ended by a rescue (dead owner, abandoned)
+    rescued: list[int]  # runs ended by a rescue (RESCUE_OUTCOMES: the owner died)
 
 
 def per_minute(store: Readable, now: float, minutes: int = 60) -> PerMinute:
@@ -546,10 +547,10 @@ def per_minute(store: Readable, now: float, minutes: int = 60) -> PerMinute:
             continue
         if row["outcome"] == "succeeded":
             out.completed[minute] += row["n"]
+        elif row["outcome"] in RESCUE_OUTCOMES:
+            out.rescued[minute] += row["n"]
         elif row["outcome"] in FAILED_OUTCOMES:
             out.failed[minute] += row["n"]
-        elif row["outcome"] in ("dead", "abandoned"):
-            out.rescued[minute] += row["n"]
         if row["retry"]:
             out.retries[minute] += row["n"]
     return out

@@ -9,6 +9,7 @@ view (scrolling the window, a new filter) reads at once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual import on, work
@@ -54,6 +55,7 @@ from .verb_catalog import (
 from .view_reader import ViewRequest, clip_filter_for, read_view
 
 OVERVIEW_EVERY = 4  # health, counts and header are read every 4th poll (about once a second)
+SLOW_READ_CAP = 5.0  # the longest a slow read may stretch the refresh, in seconds
 FOLLOW_LIMIT = 500  # items followed after a verb, for the "succeeded / failed again" notice
 
 
@@ -168,6 +170,7 @@ class MainScreen(Screen[None]):
         self.polls = 0
         self._polling = False
         self._poll_again = False
+        self._read_seconds = 0.0  # how long the last view read took (it paces the refresh)
         self._overview_due = True  # health, counts and header: read with the next periodic poll
         self._reader: Reader | None = None  # the poll's own connection: a newer view interrupts a stale read
         self._timer: Timer | None = None
@@ -250,7 +253,9 @@ class MainScreen(Screen[None]):
         self._read(request)
 
     def _schedule(self) -> None:
-        interval = self.app.poll_interval  # type: ignore[attr-defined]
+        # A slow read (a sort by a column no index covers, over 100k rows) is not repeated at the poll
+        # rate: the refresh waits three times as long as the read took, so it never takes a core.
+        interval = max(self.app.poll_interval, min(SLOW_READ_CAP, 3 * self._read_seconds))  # type: ignore[attr-defined]
         self._timer = self.set_timer(interval, self.poll)
 
     def _request(self, with_overview: bool) -> ViewRequest:
@@ -270,6 +275,10 @@ class MainScreen(Screen[None]):
             with_overview=with_overview,
             followed=tuple((i, since) for i, (_verb, since) in list(self.followed.items())[:FOLLOW_LIMIT]),
             episode_cursor=(table.pending_cursor, episode_id, table.cursor_row) if follows else None,
+            sort=table.sort_by,
+            descending=table.sort_descending,
+            clip_sort=self.clips.sort_by,
+            clip_descending=self.clips.sort_descending,
             all_clips=self.all_clips,
         )
 
@@ -278,8 +287,10 @@ class MainScreen(Screen[None]):
         reader = self._reader
         if reader is None:  # opened here: connecting is database work, not the event loop's
             reader = self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
+        started = time.perf_counter()
         try:
             data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
+            self._read_seconds = time.perf_counter() - started
             if data.overview is not None and not data.overview.resource_pause:
                 data.overview.resource_pause = self.app.ws.disk_floor_breach()  # type: ignore[attr-defined]
         except ReadInterrupted:
@@ -370,9 +381,11 @@ class MainScreen(Screen[None]):
 
     def _titles(self) -> None:
         filt = f"  filter: {self.filter_text}" if self.filter_text else ""
-        self.episodes.show_title(f"Episodes {self.episodes.position_label}{filt}")
+        order = f"  {self.episodes.sort_label}" if self.episodes.sort_label else ""
+        self.episodes.show_title(f"Episodes {self.episodes.position_label}{order}{filt}")
+        clip_order = f"  {self.clips.sort_label}" if self.clips.sort_label else ""
         if self.all_clips:
-            self.clips.show_title(f"All clips {self.clips.position_label}  (a: this episode's)")
+            self.clips.show_title(f"All clips {self.clips.position_label}{clip_order}  (a: this episode's)")
         else:
             episode = self.episodes.current_id
             of = (
@@ -381,7 +394,7 @@ class MainScreen(Screen[None]):
                 else "no episode"
             )
             count = self.clips.position_label if self.clips.total else "none yet"
-            self.clips.show_title(f"Clips of {of}: {count}")
+            self.clips.show_title(f"Clips of {of}: {count}{clip_order}")
 
     def _show_header(self) -> None:
         app = self.app
@@ -503,6 +516,13 @@ class MainScreen(Screen[None]):
         self._want_offset[name] = event.offset
         self._changed_view(reset_clips=name == "episodes")
 
+    @on(ItemTable.SortRequested)
+    def _sorted(self, event: ItemTable.SortRequested) -> None:
+        name = "episodes" if event.table is self.episodes else "clips"
+        self._want_offset[name] = 0
+        self._titles()
+        self._changed_view(reset_clips=name == "episodes")
+
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         view = self.view
@@ -580,6 +600,7 @@ class MainScreen(Screen[None]):
                 ("pgup/dn", "page up / down"),
                 ("tab", "next pane: episodes, clips, error detail"),
                 ("1 2 3", "jump to episodes, clips, error detail"),
+                ("o / O", "sort by the next column / reverse (a header click sorts by that column)"),
             )
         ]
         entries += [

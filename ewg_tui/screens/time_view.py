@@ -28,7 +28,7 @@ SERIES = (  # attribute of queries.PerMinute, title, meaning (colours: the CSS b
     ("completed", "Throughput", "stage runs completed"),
     ("failed", "Failures", "stage runs failed"),
     ("retries", "Retries", "stage runs that were a retry"),
-    ("rescued", "Rescues", "runs ended by a rescue (dead owner, abandoned)"),
+    ("rescued", "Rescues", "runs rescued from an engine that died"),
 )
 
 

@@ -31,6 +31,8 @@ class ViewRequest:
     detail_id: str | None
     sort: str = "id"
     descending: bool = False
+    clip_sort: str = "id"
+    clip_descending: bool = False
     with_overview: bool = True
     followed: tuple[tuple[str, float], ...] = field(default=())
     # Where the episode cursor will land (pending, keep_id, keep_index) when the detail and clips follow
@@ -68,7 +70,9 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
     clip_total = queries.count_items(store, clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
     clips = (
-        queries.item_window(store, clip_filter, "id", False, clip_offset, request.clip_limit)
+        queries.item_window(
+            store, clip_filter, request.clip_sort, request.clip_descending, clip_offset, request.clip_limit
+        )
         if request.clip_limit
         else []
     )

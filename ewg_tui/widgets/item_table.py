@@ -35,6 +35,7 @@ class Column:
     label: str
     width: int
     render: CellRender
+    sort: str | None = None  # the items column this one sorts by, in SQL (queries.SORTABLE)
 
 
 def _status(row: dict, ctx: RenderContext) -> Text:
@@ -71,31 +72,37 @@ def _clip_id(row: dict, ctx: RenderContext) -> Text:
 
 def episode_columns(id_width: int) -> tuple[Column, ...]:
     """The episode table's columns; the id column gets wider when the terminal has room."""
-    return (Column("id", "episode", id_width, _id(id_width)),) + EPISODE_COLUMNS[1:]
+    return (Column("id", "episode", id_width, _id(id_width), sort="id"),) + EPISODE_COLUMNS[1:]
 
 
 EPISODE_COLUMNS = (
-    Column("id", "episode", 20, _id(20)),
-    Column("status", "status", 17, _status),
-    Column("stage", "stage", 11, lambda r, c: fmt.plain(fmt.current_stage(r))),
-    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right")),
-    Column("verdict", "verdict", 9, _verdict),
-    Column("attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts))),
-    Column("elapsed", "elapsed", 7, lambda r, c: Text(fmt.elapsed(r, c.now), justify="right")),
-    Column("error", "error", 18, _error),
-    Column("show", "show", 17, lambda r, c: fmt.plain(r.get("show"))),
-    Column("title", "title", 28, lambda r, c: fmt.plain(r.get("title"))),
+    Column("id", "episode", 20, _id(20), sort="id"),
+    Column("status", "status", 17, _status, sort="status"),
+    Column("stage", "stage", 11, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage"),
+    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right"), sort="progress"),
+    Column("verdict", "verdict", 9, _verdict, sort="verdict"),
+    Column(
+        "attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)), sort="attempts"
+    ),
+    Column(
+        "elapsed", "elapsed", 7, lambda r, c: Text(fmt.elapsed(r, c.now), justify="right"), sort="started_at"
+    ),
+    Column("error", "error", 18, _error, sort="error_class"),
+    Column("show", "show", 17, lambda r, c: fmt.plain(r.get("show")), sort="show"),
+    Column("title", "title", 28, lambda r, c: fmt.plain(r.get("title")), sort="title"),
 )
 
 CLIP_COLUMNS = (
-    Column("id", "clip", 7, _clip_id),
-    Column("status", "status", 17, _status),
-    Column("stage", "stage", 10, lambda r, c: fmt.plain(fmt.current_stage(r))),
-    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right")),
-    Column("attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts))),
-    Column("verdict", "verdict", 9, _verdict),
-    Column("error", "error", 18, _error),
-    Column("parent", "episode", 34, lambda r, c: fmt.plain(r.get("parent_id"))),
+    Column("id", "clip", 7, _clip_id, sort="id"),
+    Column("status", "status", 17, _status, sort="status"),
+    Column("stage", "stage", 10, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage"),
+    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right"), sort="progress"),
+    Column(
+        "attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)), sort="attempts"
+    ),
+    Column("verdict", "verdict", 9, _verdict, sort="verdict"),
+    Column("error", "error", 18, _error, sort="error_class"),
+    Column("parent", "episode", 34, lambda r, c: fmt.plain(r.get("parent_id")), sort="parent_id"),
 )
 
 MARK = "●"
@@ -137,7 +144,27 @@ class ItemTable(DataTable):
         Binding("k", "cursor_up", "Up", show=False, id="table.up"),
         Binding("g,home", "first", "First row", show=False, id="table.first"),
         Binding("G,end", "last", "Last row", show=False, id="table.last"),
+        Binding("o", "sort_next", "Sort", show=False, id="table.sort", tooltip="Sort by the next column"),
+        Binding(
+            "O",
+            "sort_reverse",
+            "Reverse sort",
+            show=False,
+            id="table.sort_reverse",
+            tooltip="Reverse the sort",
+        ),
     ]
+
+    class SortRequested(Message):
+        """The sort changed (a key or a header click): the screen reads the window from the top."""
+
+        def __init__(self, table: ItemTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> ItemTable:
+            return self.table
 
     class WindowRequested(Message):
         """The cursor went past the window's edge: the screen should read `offset` next."""
@@ -163,11 +190,48 @@ class ItemTable(DataTable):
         self.requested_offset: int | None = None  # a slide asked for but not read yet
         self._cells: dict[str, list[tuple]] = {}
         self._title: str | None = None
+        self.sort_by = "id"  # kept in the view, done in SQL: 100k rows are never in memory
+        self.sort_descending = False
 
     def on_mount(self) -> None:
         self.add_column(" ", width=1, key="mark")
         for column in self.item_columns:
             self.add_column(column.label, width=column.width, key=column.key)
+
+    @property
+    def sort_columns(self) -> list[Column]:
+        return [c for c in self.item_columns if c.sort]
+
+    @property
+    def sort_label(self) -> str:
+        """'' for the natural order (id ascending), else what the title says: 'by show ↓'."""
+        if self.sort_by == "id" and not self.sort_descending:
+            return ""
+        column = next((c for c in self.sort_columns if c.sort == self.sort_by), None)
+        return f"by {column.label if column else self.sort_by} {'↓' if self.sort_descending else '↑'}"
+
+    def sort_on(self, sort: str, descending: bool) -> None:
+        if (sort, descending) == (self.sort_by, self.sort_descending):
+            return
+        self.sort_by, self.sort_descending = sort, descending
+        self.pending_cursor = "first"
+        self.post_message(self.SortRequested(self))
+
+    def action_sort_next(self) -> None:
+        keys = [c.sort for c in self.sort_columns]
+        following = keys[(keys.index(self.sort_by) + 1) % len(keys)] if self.sort_by in keys else keys[0]
+        self.sort_on(following, False)
+
+    def action_sort_reverse(self) -> None:
+        self.sort_on(self.sort_by, not self.sort_descending)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts by it; a second click reverses."""
+        event.stop()
+        column = next((c for c in self.item_columns if c.key == event.column_key.value), None)
+        if column is None or not column.sort:
+            return
+        self.sort_on(column.sort, not self.sort_descending if column.sort == self.sort_by else False)
 
     @property
     def window_size(self) -> int:

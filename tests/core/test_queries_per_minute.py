@@ -24,10 +24,12 @@ def test_attempts_land_in_the_minute_they_ended_and_old_ones_are_left_out(make_d
     add_attempt(ws, "ep1", 2, "failed", now - 65)  # the minute before, a retry that failed
     add_attempt(ws, "ep1", 3, "timed_out", now - 65)
     add_attempt(ws, "ep1", 1, "dead", now - 600)
+    add_attempt(ws, "ep1", 1, "crashed", now - 600)  # found dead at start-up: a rescue too
+    add_attempt(ws, "ep1", 4, "abandoned", now - 65)  # fenced out after a stall: a failure
     add_attempt(ws, "ep1", 1, "succeeded", now - 3700)  # more than an hour ago: not shown
     data = queries.per_minute(ws.store, now, minutes=60)
     assert len(data.completed) == 60 and data.start == 1_800_000_060.0 - 3600
     assert data.completed[-1] == 2 and sum(data.completed) == 2
-    assert data.failed[-2] == 2 and sum(data.failed) == 2
-    assert data.retries[-2] == 2 and sum(data.retries) == 2
-    assert data.rescued[-11] == 1 and sum(data.rescued) == 1
+    assert data.failed[-2] == 3 and sum(data.failed) == 3
+    assert data.retries[-2] == 3 and sum(data.retries) == 3
+    assert data.rescued[-11] == 2 and sum(data.rescued) == 2

@@ -441,3 +441,40 @@ async def test_the_filter_suggests_fields_and_values_as_you_type(seeded):
         await wait_for(pilot, lambda: bar._suggestion == want, what="a show suggestion")
         await pilot.press("right")
         await wait_for(pilot, lambda: screen.filter_text == want, what="the suggested filter to apply")
+
+
+async def test_sort_by_key_and_header_click_is_done_in_sql_and_kept(seeded):
+    from textual.widgets import DataTable
+
+    from engine.queries import ItemFilter
+
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(160, 40)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        natural = list(table.order)
+        await pilot.press("o")  # the next column after id: status
+        want = [
+            r["id"] for r in queries.item_window(ws.store, ItemFilter(kind="episode"), "status", False, 0, 50)
+        ]
+        await wait_for(pilot, lambda: table.order == want[: len(table.order)], what="rows sorted by status")
+        assert table.order != natural and "by status ↑" in str(table.border_title)
+        await pilot.press("O")
+        want = [
+            r["id"] for r in queries.item_window(ws.store, ItemFilter(kind="episode"), "status", True, 0, 50)
+        ]
+        await wait_for(pilot, lambda: table.order == want[: len(table.order)], what="reversed")
+        assert "by status ↓" in str(table.border_title)
+        key = next(k for k in table.columns if k.value == "show")
+        table.post_message(DataTable.HeaderSelected(table, key, list(table.columns).index(key), label=None))
+        want = [
+            r["id"] for r in queries.item_window(ws.store, ItemFilter(kind="episode"), "show", False, 0, 50)
+        ]
+        await wait_for(
+            pilot, lambda: table.order == want[: len(table.order)], what="sorted by the clicked column"
+        )
+        assert "by show ↑" in str(table.border_title)
+        screen.poll(True)  # a refresh keeps the sort
+        await pilot.pause(0.3)
+        assert table.order == want[: len(table.order)] and table.sort_by == "show"
