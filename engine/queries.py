@@ -779,3 +779,31 @@ def recovery_cost(store: Readable, since: float | None, now: float) -> dict:
             "runs_lost": None if rate is None else rate * paused,
         },
     }
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} m {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} m"
+
+
+def recovery_cost_summary(cost: dict) -> str:
+    """One sentence of `recovery_cost`: what `ewg metrics` and the console's audit screen print."""
+    t, p = cost["totals"], cost["paused"]
+    share = "" if t["wasted_share"] is None else f" ({100 * t['wasted_share']:.0f}% of stage time)"
+    parts = [
+        f"{t['failed_runs']} failed run(s) took {_span(t['failed_seconds'])}",
+        f"{t['retries']} retry run(s) took {_span(t['retry_seconds'])}",
+        f"{t['rescues']} rescue(s) threw away {_span(t['rescue_seconds'])}",
+    ]
+    text = ", ".join(parts) + share
+    if p["seconds"]:
+        lost = "" if p["runs_lost"] is None else f", about {p['runs_lost']:.0f} stage run(s) not done"
+        text += f"; paused {_span(p['seconds'])} in {p['periods']} period(s){lost}"
+    else:
+        text += "; never paused"
+    return text
