@@ -6,8 +6,11 @@ one that restarted, tell the same story, and a stage run costs nothing extra. `E
 through `engine.queries.metrics_snapshot` on a query-only Reader of its own, so a scrape never
 blocks the engine's writes (WAL), and two scrapes at once take turns on it.
 
-Counters are totals over the attempts the database still holds: `ewg prune` ([retention]) lowers
-them, which Prometheus reads as a counter reset (rate() and increase() handle it).
+The collector keeps its totals between scrapes and reads only the attempt rows written since the
+last one (queries.metrics_snapshot says why), so counters only grow: history that `ewg prune`
+([retention]) deletes later stays counted. A new exporter (an `ewg run` restarted) counts the rows
+the database still holds, which Prometheus reads as a counter reset (rate() and increase() handle
+it). Every exporter on one database serves the same totals: scrape one, or aggregate with max().
 The series are listed, with example PromQL, in README.md ("Metrics").
 """
 
@@ -19,7 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -73,6 +76,27 @@ def parse_address(text: str) -> Address:
     return Address(host or "0.0.0.0", port)
 
 
+@dataclass
+class Totals:
+    """What the collector has counted so far: attempts by labels, and every (item, stage) that failed.
+
+    Kept between scrapes so each scrape reads only the attempt rows written since the last one."""
+
+    after_id: int = 0
+    attempts: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)  # [count, seconds]
+    recoveries: dict[tuple[str, str], dict] = field(default_factory=dict)  # (item, stage) -> kind, times
+
+    def add(self, snap: queries.MetricsSnapshot) -> None:
+        for a in snap.attempts:
+            key = (a["kind"], a["stage"], a["outcome"], a["error_class"])
+            entry = self.attempts.setdefault(key, [0, 0.0])
+            entry[0] += a["count"]
+            entry[1] += a["seconds"]
+        for r in snap.recoveries:  # each pair is recomputed whole by the read: replace it
+            self.recoveries[(r["item_id"], r["stage"])] = r
+        self.after_id = snap.last_id
+
+
 class EwgCollector:
     """A custom collector: each `collect()` is one database read, shaped into metric families."""
 
@@ -81,21 +105,29 @@ class EwgCollector:
         self._clock = clock or SystemClock()
         self._reader = None
         self._lock = threading.Lock()
+        self._totals = Totals()
 
     def close(self) -> None:
         with self._lock:
             self._reader = None  # its connection is the Store's, closed with it
 
-    def snapshot(self) -> queries.MetricsSnapshot:
+    def read(self) -> tuple[queries.MetricsSnapshot, Totals]:
         with self._lock:
             if self._reader is None:
                 self._reader = self._store.reader()
-            return queries.metrics_snapshot(self._reader, self._clock.now())
+            snap = queries.metrics_snapshot(self._reader, self._clock.now(), after_id=self._totals.after_id)
+            if (
+                snap.last_id < self._totals.after_id
+            ):  # the newest rows were deleted: count again from the start
+                self._totals = Totals()
+                snap = queries.metrics_snapshot(self._reader, self._clock.now())
+            self._totals.add(snap)
+            return snap, self._totals
 
     def collect(self) -> Iterator[Metric]:
         began = time.perf_counter()
-        snap = self.snapshot()
-        yield from families(snap)
+        snap, totals = self.read()
+        yield from families(snap, totals)
         took = GaugeMetricFamily(
             f"{PREFIX}_metrics_read_seconds", "Time the last scrape spent reading the database."
         )
@@ -103,8 +135,8 @@ class EwgCollector:
         yield took
 
 
-def families(snap: queries.MetricsSnapshot) -> Iterator[Metric]:
-    """The metric families of one snapshot (README.md "Metrics" lists them)."""
+def families(snap: queries.MetricsSnapshot, totals: Totals) -> Iterator[Metric]:
+    """The metric families of one scrape (README.md "Metrics" lists them)."""
     labels = ["kind", "stage", "outcome", "error_class"]
     attempts = CounterMetricFamily(
         f"{PREFIX}_attempts", "Finished stage attempts, by stage, outcome and error class.", labels=labels
@@ -120,14 +152,13 @@ def families(snap: queries.MetricsSnapshot) -> Iterator[Metric]:
         labels=["kind", "stage"],
     )
     rescue_counts: dict[tuple[str, str], int] = defaultdict(int)
-    for a in snap.attempts:
-        values = [a["kind"], a["stage"], a["outcome"], a["error_class"]]
-        attempts.add_metric(values, a["count"])
-        seconds.add_metric(values, a["seconds"])
-        if a["outcome"] in queries.RESCUE_OUTCOMES:
-            rescue_counts[(a["kind"], a["stage"])] += a["count"]
-    for (kind, stage), n in sorted(rescue_counts.items()):
-        rescues.add_metric([kind, stage], n)
+    for key, (count, spent) in sorted(totals.attempts.items()):
+        attempts.add_metric(list(key), count)
+        seconds.add_metric(list(key), spent)
+        if key[2] in queries.RESCUE_OUTCOMES:
+            rescue_counts[key[:2]] += count
+    for key, n in sorted(rescue_counts.items()):
+        rescues.add_metric(list(key), n)
     yield from (attempts, seconds, rescues)
 
     items = GaugeMetricFamily(
@@ -151,7 +182,7 @@ def families(snap: queries.MetricsSnapshot) -> Iterator[Metric]:
     )
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     failed_counts: dict[tuple[str, str], int] = defaultdict(int)
-    for r in snap.recoveries:
+    for r in totals.recoveries.values():
         key = (r["kind"], r["stage"])
         failed_counts[key] += 1
         if r["recovered_at"] is not None:

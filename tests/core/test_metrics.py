@@ -50,22 +50,10 @@ def _value(families, name, sample=None, **labels):
     return None
 
 
-def test_a_scrape_of_a_running_engine_agrees_with_the_database(make_demo):
-    ws = make_demo(count=3, extra=TRANSIENT_TWICE)
-    server = MetricsServer(ws.store, parse_address("127.0.0.1:0")).start()
-    engine = Engine(ws, workers=2).start()
-    try:
-        during = _scrape(server.url)  # mid-run: the engine is live and work is pending
-        assert _value(during, "ewg_engines") == 1
-        pending = sum(v for _n, labels, v in during["ewg_items"] if labels["status"] != "done")
-        assert pending > 0
-        assert engine.run_until_idle(timeout=60)
-        time.sleep(ws.config.health.interval * 2)  # one health sample at least
-        after = _scrape(server.url)
-    finally:
-        engine.stop()
-        server.stop()
+TRANSIENT_TWICE_ON_3 = TRANSIENT_TWICE.replace("item = 1", "item = 3")
 
+
+def _agrees_with_the_database(ws, got) -> None:
     # every finished attempt, counted here in Python from the raw rows
     rows = ws.store.read(
         "SELECT i.kind, a.stage, a.outcome, a.error_class, a.duration FROM attempts a"
@@ -74,49 +62,100 @@ def test_a_scrape_of_a_running_engine_agrees_with_the_database(make_demo):
     expected = Counter((r[0], r[1], r[2], r[3] or "") for r in rows)
     scraped = {
         (lb["kind"], lb["stage"], lb["outcome"], lb["error_class"]): v
-        for name, lb, v in after["ewg_attempts"]
+        for name, lb, v in got["ewg_attempts"]
         if name == "ewg_attempts_total"
     }
     assert scraped == expected
-    assert scraped[("episode", "transcribed", "failed", "transient")] == 2
-    seconds = _value(
-        after,
-        "ewg_attempt_seconds",
-        "ewg_attempt_seconds_total",
-        kind="episode",
-        stage="transcribed",
-        outcome="failed",
-        error_class="transient",
-    )
-    wanted = sum(
-        r[4] for r in rows if (r[0], r[1], r[2], r[3]) == ("episode", "transcribed", "failed", "transient")
-    )
-    assert seconds == pytest.approx(wanted)
+    spent = Counter()
+    for r in rows:
+        spent[(r[0], r[1], r[2], r[3] or "")] += r[4]
+    for name, lb, v in got["ewg_attempt_seconds"]:
+        if name == "ewg_attempt_seconds_total":
+            assert v == pytest.approx(spent[(lb["kind"], lb["stage"], lb["outcome"], lb["error_class"])])
 
-    # items by kind, stage and status: all done now
     counts = queries.counts(ws.store)
-    assert _value(after, "ewg_items", kind="episode", stage="", status="done") == 3
-    assert sum(v for _n, _lb, v in after["ewg_items"]) == counts["episode"]["total"] + counts["clip"]["total"]
+    for kind in ("episode", "clip"):
+        for status, n in counts[kind]["by_status"].items():
+            got_n = sum(v for _n, lb, v in got["ewg_items"] if lb["kind"] == kind and lb["status"] == status)
+            assert got_n == n, (kind, status)
 
     # recovery success and time to recovery match `ewg metrics`
     m = queries.metrics(ws.store)
-    assert m["failures"] == 1 and m["recovered"] == 1
     key = {"kind": "episode", "stage": "transcribed"}
-    assert _value(after, "ewg_recovery_failed_stages", "ewg_recovery_failed_stages_total", **key) == 1
-    assert _value(after, "ewg_recovery_recovered_stages", "ewg_recovery_recovered_stages_total", **key) == 1
-    assert _value(after, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_count", **key) == 1
-    ttr = _value(after, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_sum", **key)
-    assert ttr == pytest.approx(m["time_to_recovery_s"]["max"])
     assert (
-        _value(after, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_bucket", le="+Inf", **key)
-        == 1
+        _value(got, "ewg_recovery_failed_stages", "ewg_recovery_failed_stages_total", **key) == m["failures"]
     )
+    assert (
+        _value(got, "ewg_recovery_recovered_stages", "ewg_recovery_recovered_stages_total", **key)
+        == m["recovered"]
+    )
+    assert (
+        _value(got, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_count", **key)
+        == m["recovered"]
+    )
+    ttr = _value(got, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_sum", **key)
+    assert ttr == pytest.approx(m["time_to_recovery_s"]["mean"] * m["recovered"])
+    inf = _value(got, "ewg_time_to_recovery_seconds", "ewg_time_to_recovery_seconds_bucket", le="+Inf", **key)
+    assert inf == m["recovered"]
+
+
+def test_a_scrape_of_a_running_engine_agrees_with_the_database(make_demo):
+    ws = make_demo(count=2, extra=TRANSIENT_TWICE + TRANSIENT_TWICE_ON_3)
+    server = MetricsServer(ws.store, parse_address("127.0.0.1:0")).start()
+    engine = Engine(ws, workers=2).start()
+    try:
+        during = _scrape(server.url)  # mid-run: the engine is live and work is pending
+        assert _value(during, "ewg_engines") == 1
+        assert sum(v for _n, labels, v in during["ewg_items"] if labels["status"] != "done") > 0
+        assert engine.run_until_idle(timeout=60)
+        first = _scrape(server.url)
+        _agrees_with_the_database(ws, first)
+        assert _value(first, "ewg_attempts", "ewg_attempts_total", **FAILED_TRANSCRIBED) == 2
+
+        seed_episodes(ws, 2, start=3)  # more work: the next scrape reads only the new attempt rows
+        engine.wake()
+        assert engine.run_until_idle(timeout=60)
+        time.sleep(ws.config.health.interval * 2)  # one health sample at least
+        after = _scrape(server.url)
+    finally:
+        engine.stop()
+        server.stop()
+    _agrees_with_the_database(ws, after)
+    assert _value(after, "ewg_attempts", "ewg_attempts_total", **FAILED_TRANSCRIBED) == 4
+    key = {"kind": "episode", "stage": "transcribed"}
+    assert _value(after, "ewg_recovery_recovered_stages", "ewg_recovery_recovered_stages_total", **key) == 2
+    assert _value(after, "ewg_items", kind="episode", stage="", status="done") == 4
 
     # health gauges are the newest sample
     sample = ws.store.read_one("SELECT disk_free_mb, memory_percent FROM health ORDER BY at DESC LIMIT 1")
     assert _value(after, "ewg_disk_free_bytes") == pytest.approx(sample["disk_free_mb"] * 2**20)
     assert _value(after, "ewg_memory_used_percent") == pytest.approx(sample["memory_percent"])
     assert _value(after, "ewg_paused") == 0 and _value(after, "ewg_rescues") is None  # no rescue happened
+
+
+FAILED_TRANSCRIBED = {
+    "kind": "episode",
+    "stage": "transcribed",
+    "outcome": "failed",
+    "error_class": "transient",
+}
+
+
+def test_counters_never_fall_when_history_is_pruned(make_demo):
+    ws = make_demo(count=1, extra=TRANSIENT_TWICE)
+    engine = Engine(ws, workers=1).start()
+    assert engine.run_until_idle(timeout=60)
+    engine.stop()
+    server = MetricsServer(ws.store, parse_address("127.0.0.1:0")).start()
+    try:
+        before = _scrape(server.url)
+        with ws.store.write() as conn:  # what [retention] does to old failed runs
+            conn.execute("DELETE FROM attempts WHERE outcome = 'failed'")
+        after = _scrape(server.url)
+    finally:
+        server.stop()
+    assert _value(before, "ewg_attempts", "ewg_attempts_total", **FAILED_TRANSCRIBED) == 2
+    assert _value(after, "ewg_attempts", "ewg_attempts_total", **FAILED_TRANSCRIBED) == 2
 
 
 def test_services_and_rescues_are_exported(make_demo):
