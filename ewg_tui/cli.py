@@ -606,6 +606,7 @@ def _cmd_run(ws: Workspace, args) -> int:
 
 def _metrics_server(ws: Workspace, address: str | None):
     """The /metrics endpoint of `ewg run`, bound now; None when neither --metrics nor [engine] metrics asks."""
+    where = "--metrics" if address else "[engine] metrics in ewg.toml"
     address = address or ws.config.engine.metrics
     if not address:
         return None
@@ -614,7 +615,7 @@ def _metrics_server(ws: Workspace, address: str | None):
     try:
         return MetricsServer(ws.store, parse_address(address), clock=ws.clock).start()
     except MetricsAddressError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _cmd_prune(ws: Workspace, args) -> int:

@@ -3,6 +3,8 @@ works and what it costs (ARCHITECTURE.md contract 3: the attempts rows are the r
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -19,6 +21,7 @@ from ..widgets.footer import Footer
 
 EVENTS_SHOWN = 500
 REFRESH_SECONDS = 2.0
+COST_REFRESH_SECONDS = 30.0
 
 
 class AuditRead(Message):
@@ -115,6 +118,9 @@ class AuditLogScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._shown: tuple | None = None
+        self._cost: dict | None = None  # read by the load worker only (exclusive)
+        self._cost_event = -1
+        self._cost_read = 0.0
 
     def compose(self) -> ComposeResult:
         yield Label("Audit log and recovery metrics", id="audit-head")
@@ -132,14 +138,14 @@ class AuditLogScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="audit", exit_on_error=False)
     def load(self) -> None:
         store = self.app.ws.store  # type: ignore[attr-defined]
-        now = self.app.clock.now()  # type: ignore[attr-defined]
-        self.post_message(
-            AuditRead(
-                queries.events(store, limit=EVENTS_SHOWN),
-                queries.metrics(store),
-                queries.recovery_cost(store, None, now),
-            )
-        )
+        events = queries.events(store, limit=EVENTS_SHOWN)
+        newest = events[0]["id"] if events else 0
+        # The cost reads every attempt (a second at 100k items): again only when an event came (a
+        # pause, a verb, a failed attempt) or the last one is COST_REFRESH_SECONDS old.
+        if newest != self._cost_event or time.monotonic() - self._cost_read > COST_REFRESH_SECONDS:
+            self._cost = queries.recovery_cost(store, None, self.app.clock.now())  # type: ignore[attr-defined]
+            self._cost_event, self._cost_read = newest, time.monotonic()
+        self.post_message(AuditRead(events, queries.metrics(store), self._cost))
 
     def on_audit_read(self, message: AuditRead) -> None:
         newest = message.events[0]["id"] if message.events else 0
