@@ -52,6 +52,9 @@ class Engine(_Section):
     busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
     backup_interval: float = Field(3600.0, ge=0)
     worker_nice: int = Field(10, ge=0, le=19)  # CPU priority of isolated (heavy) stages' subprocesses
+    metrics: str = (
+        ""  # HOST:PORT where `ewg run` serves Prometheus /metrics (engine.metrics_export); "" = off
+    )
 
     @model_validator(mode="after")
     def _dead_after_beats(self) -> Engine:

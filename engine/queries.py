@@ -217,14 +217,15 @@ def failure_groups(store: Readable) -> list[dict]:
     return sorted(groups.values(), key=lambda g: (-g["count"], g["fingerprint"]))
 
 
-def metrics(store: Readable) -> dict:
-    """Recovery metrics (the original description's section 8)."""
+def metrics(store: Readable, since: float | None = None) -> dict:
+    """Recovery metrics (the original description's section 8), over attempts ended since `since`."""
     attempts = store.read(
         "SELECT a.item_id, a.stage, a.outcome, a.error_class, a.started_at, a.ended_at,"
         " i.kind FROM attempts a JOIN items i ON i.id = a.item_id"
-        " WHERE a.ended_at IS NOT NULL ORDER BY a.id"
+        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? ORDER BY a.id",
+        (float("-inf") if since is None else since,),
     )
-    bad = {"failed", "timed_out", "stalled", "abandoned"}
+    bad = set(RECOVERY_FAILURES)
     first_failure: dict[tuple[str, str], float] = {}
     recovered: dict[tuple[str, str], float] = {}
     points: Counter = Counter()
@@ -237,7 +238,7 @@ def metrics(store: Readable) -> dict:
             recovered[key] = a["ended_at"] - first_failure[key]
     times = list(recovered.values())
     failed_keys = len(first_failure)
-    effectiveness = action_effectiveness(store)
+    effectiveness = action_effectiveness(store, since)
     return {
         "failures": failed_keys,
         "recovered": len(recovered),
@@ -270,12 +271,12 @@ RECOVERY_VERBS = (
 )
 
 
-def action_effectiveness(store: Readable) -> list[dict]:
-    """Per verb: how many affected items then succeeded, failed again, or are still pending."""
+def action_effectiveness(store: Readable, since: float | None = None) -> list[dict]:
+    """Per verb (used since `since`): how many affected items then succeeded, failed again, or are pending."""
     events = store.read(
         f"SELECT id, at, verb, affected FROM events WHERE verb IN "
-        f"({','.join('?' * len(RECOVERY_VERBS))}) ORDER BY id",
-        RECOVERY_VERBS,
+        f"({','.join('?' * len(RECOVERY_VERBS))}) AND at >= ? ORDER BY id",
+        (*RECOVERY_VERBS, float("-inf") if since is None else since),
     )
     per_verb: dict[str, Counter] = defaultdict(Counter)
     for e in events:
@@ -560,3 +561,277 @@ def shows(store: Readable, kind: str = "episode", limit: int = 500) -> tuple[str
     """The shows items of `kind` belong to, for the filter's suggestions (ix_items_kind_show)."""
     rows = store.read("SELECT DISTINCT show FROM items WHERE kind=? ORDER BY show LIMIT ?", (kind, limit))
     return tuple(r["show"] for r in rows if r["show"])
+
+
+# -- metrics export and the cost of recovery -------------------------------------------------------
+RECOVERY_FAILURES = (
+    "failed",
+    "timed_out",
+    "stalled",
+    "abandoned",
+)  # a run that failed; the stage may recover
+RESCUE_OUTCOMES = ("dead", "crashed")  # the worker died: the run's work was thrown away, no attempt spent
+
+
+@dataclass
+class MetricsSnapshot:
+    """What `/metrics` serves (engine.metrics_export), read in grouped SQL.
+
+    `attempts` and `recoveries` cover only the attempt rows after `after_id` up to `last_id`, so
+    a scraper that keeps totals reads each finished attempt once (see metrics_snapshot)."""
+
+    after_id: int = 0
+    last_id: int = 0  # the newest attempt row this read covers
+    attempts: list[dict] = field(default_factory=list)  # kind, stage, outcome, error_class, count, seconds
+    # (item_id, stage) pairs touched by those rows that ever failed: kind, failed_at, recovered_at (or None)
+    recoveries: list[dict] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)  # kind, stage (next stage; "" when done), status, count
+    health: dict | None = None  # the newest health sample
+    services: list[dict] = field(default_factory=list)
+    engines: int = 0
+    paused: bool = False
+    resource_pause: bool = False
+    warnings: int = 0
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ",".join("?" * len(values))
+
+
+def metrics_snapshot(
+    store: Readable, now: float, after_id: int = 0, live_after: float = 15.0
+) -> MetricsSnapshot:
+    """Every series of the Prometheus export: attempts ended in rows (after_id, last_id], the rest now.
+
+    Why incremental: grouping all 275k attempts of a 100k-item workspace costs ~0.7 s (the sort of
+    the GROUP BY, join or not); the rows after the last scrape cost a millisecond. The recovery
+    read visits only the (item, stage) pairs those rows touch, through ix_attempts_item, and
+    recomputes each pair whole (its first failure, its first success after it). Attempt rows are
+    written once, when the attempt ends (contract 3), so a row read is never read again. A caller
+    whose `after_id` is above the newest row (rows deleted at the top) should start again from 0."""
+    snap = MetricsSnapshot(after_id=after_id)
+    snap.last_id = int(store.read_one("SELECT COALESCE(MAX(id), 0) FROM attempts")[0])
+    window = (after_id, snap.last_id)
+    snap.attempts = [
+        {"kind": r[0], "stage": r[1], "outcome": r[2], "error_class": r[3], "count": r[4], "seconds": r[5]}
+        for r in store.read(
+            "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), COUNT(*),"
+            " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
+            " WHERE a.id > ? AND a.id <= ? AND a.ended_at IS NOT NULL GROUP BY 1, 2, 3, 4",
+            window,
+        )
+    ]
+    failures = _in(RECOVERY_FAILURES)
+    if after_id:  # only the pairs the new rows touch, each read whole
+        pairs = (
+            "WITH touched AS (SELECT DISTINCT item_id, stage FROM attempts WHERE id > ? AND id <= ?"
+            f" AND outcome IN ('succeeded', {failures})),"
+            " f AS (SELECT a.item_id, a.stage, MIN(a.ended_at) AS failed_at FROM touched t"
+            " JOIN attempts a ON a.item_id = t.item_id AND a.stage = t.stage"
+        )
+        params: tuple = (*window, *RECOVERY_FAILURES)
+    else:  # the first read: every pair (a join with `touched` would only slow it down)
+        pairs, params = (
+            "WITH f AS (SELECT a.item_id, a.stage, MIN(a.ended_at) AS failed_at FROM attempts a",
+            (),
+        )
+    snap.recoveries = [
+        {"item_id": r[0], "kind": r[1], "stage": r[2], "failed_at": r[3], "recovered_at": r[4]}
+        for r in store.read(
+            pairs + f" WHERE a.id <= ? AND a.outcome IN ({failures}) AND a.ended_at IS NOT NULL"
+            " GROUP BY a.item_id, a.stage)"
+            " SELECT f.item_id, i.kind, f.stage, f.failed_at, (SELECT MIN(s.ended_at) FROM attempts s"
+            " WHERE s.item_id = f.item_id AND s.stage = f.stage AND s.outcome = 'succeeded'"
+            " AND s.id <= ? AND s.ended_at >= f.failed_at) FROM f JOIN items i ON i.id = f.item_id",
+            (*params, snap.last_id, *RECOVERY_FAILURES, snap.last_id),
+        )
+    ]
+    snap.items = [
+        {"kind": r[0], "stage": r[1] or "", "status": r[2], "count": r[3]}
+        for r in store.read("SELECT kind, next_stage, status, COUNT(*) FROM items GROUP BY 1, 2, 3")
+    ]
+    row = store.read_one(
+        "SELECT at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb, time_to_full_s"
+        " FROM health ORDER BY at DESC LIMIT 1"
+    )
+    snap.health = dict(row) if row else None
+    snap.services = _rows(store, "SELECT name, ok, checked_at FROM services ORDER BY name")
+    snap.engines = store.read_one(
+        "SELECT COUNT(*) FROM engines WHERE state NOT IN ('stopped', 'gone') AND heartbeat_at > ?",
+        (now - live_after,),
+    )[0]
+    switches = {
+        r[0]: r[1]
+        for r in store.read("SELECT key, value FROM engine_state WHERE key IN ('paused', 'resource_pause')")
+    }
+    snap.paused = bool(switches.get("paused"))
+    snap.resource_pause = bool(switches.get("resource_pause"))
+    snap.warnings = len(early_warnings(store))
+    return snap
+
+
+PAUSE_VERBS = {"pause": ("operator", True), "unpause": ("operator", False)}
+PAUSE_VERBS |= {"resource_pause": ("resource", True), "resource_resume": ("resource", False)}
+
+
+def _pause_periods(store: Readable, since: float, now: float) -> dict[str, list[tuple[float, float]]]:
+    """{"operator": [(start, end)], "resource": [...]} clipped to [since, now], from the switch events."""
+    periods: dict[str, list[tuple[float, float]]] = {"operator": [], "resource": []}
+    began: dict[str, float | None] = {"operator": None, "resource": None}
+    for at, verb in store.read(
+        f"SELECT at, verb FROM events WHERE verb IN ({_in(tuple(PAUSE_VERBS))}) AND at <= ? ORDER BY at, id",
+        (*PAUSE_VERBS, now),
+    ):
+        cause, on = PAUSE_VERBS[verb]
+        if on and began[cause] is None:
+            began[cause] = at
+        elif not on and began[cause] is not None:
+            periods[cause].append((began[cause], at))
+            began[cause] = None
+    for cause, start in began.items():
+        if start is not None:
+            periods[cause].append((start, now))  # still paused
+    return {
+        cause: [(max(a, since), b) for a, b in spans if b > since and b > a]
+        for cause, spans in periods.items()
+    }
+
+
+def _union_seconds(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def recovery_cost(store: Readable, since: float | None, now: float) -> dict:
+    """The performance impact of recovery since `since` (None: all history kept).
+
+    Wasted runs are attempts that failed (any RECOVERY_FAILURES outcome) and rescued runs (the
+    worker died, RESCUE_OUTCOMES): their time bought nothing. Retries are attempts numbered 2 and
+    up, whatever their outcome: the extra runs recovery cost. Paused time comes from the pause and
+    resource-pause events; the throughput lost is the succeeded runs per second seen while not
+    paused, times the paused seconds.
+    """
+    start = since if since is not None else float("-inf")
+    rows = store.read(
+        "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), a.number > 1, COUNT(*),"
+        " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
+        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? AND a.ended_at <= ? GROUP BY 1, 2, 3, 4, 5",
+        (start, now),
+    )
+    stages: dict[tuple[str, str], dict] = {}
+    by_class: dict[tuple[str, str, str], dict] = {}
+    succeeded, first_end = 0, None
+    for kind, stage, outcome, error_class, retry, n, seconds in rows:
+        s = stages.setdefault(
+            (kind, stage),
+            {
+                "kind": kind,
+                "stage": stage,
+                "runs": 0,
+                "seconds": 0.0,
+                "failed_runs": 0,
+                "failed_seconds": 0.0,
+                "retries": 0,
+                "retry_seconds": 0.0,
+                "rescues": 0,
+                "rescue_seconds": 0.0,
+            },
+        )
+        s["runs"] += n
+        s["seconds"] += seconds
+        if retry:
+            s["retries"] += n
+            s["retry_seconds"] += seconds
+        if outcome == "succeeded":
+            succeeded += n
+        wasted = outcome in RECOVERY_FAILURES or outcome in RESCUE_OUTCOMES
+        if outcome in RECOVERY_FAILURES:
+            s["failed_runs"] += n
+            s["failed_seconds"] += seconds
+        elif outcome in RESCUE_OUTCOMES:
+            s["rescues"] += n
+            s["rescue_seconds"] += seconds
+        if wasted:
+            cls = error_class or outcome
+            c = by_class.setdefault(
+                (kind, stage, cls),
+                {"kind": kind, "stage": stage, "error_class": cls, "runs": 0, "seconds": 0.0},
+            )
+            c["runs"] += n
+            c["seconds"] += seconds
+    if since is None:
+        row = store.read_one("SELECT MIN(ended_at) FROM attempts WHERE ended_at IS NOT NULL")
+        first_end = row[0] if row and row[0] is not None else now
+    window_start = since if since is not None else first_end
+    periods = _pause_periods(store, window_start, now)
+    paused = _union_seconds(periods["operator"] + periods["resource"])
+    running = max(0.0, now - window_start - paused)
+    rate = succeeded / running if running > 0 else None  # succeeded stage runs per second while claiming
+    totals = {
+        key: sum(s[key] for s in stages.values())
+        for key in (
+            "runs",
+            "seconds",
+            "failed_runs",
+            "failed_seconds",
+            "retries",
+            "retry_seconds",
+            "rescues",
+            "rescue_seconds",
+        )
+    }
+    wasted_seconds = totals["failed_seconds"] + totals["rescue_seconds"]
+    totals["wasted_share"] = wasted_seconds / totals["seconds"] if totals["seconds"] else None
+    return {
+        "since": since,
+        "until": now,
+        "totals": totals,
+        "stages": sorted(
+            stages.values(),
+            key=lambda s: (-(s["failed_seconds"] + s["rescue_seconds"]), s["kind"], s["stage"]),
+        ),
+        "by_error_class": sorted(
+            by_class.values(), key=lambda c: (-c["seconds"], -c["runs"], c["error_class"])
+        ),
+        "paused": {
+            "seconds": paused,
+            "operator_seconds": _union_seconds(periods["operator"]),
+            "resource_seconds": _union_seconds(periods["resource"]),
+            "periods": len(periods["operator"]) + len(periods["resource"]),
+            "runs_per_hour": None if rate is None else rate * 3600,
+            "runs_lost": None if rate is None else rate * paused,
+        },
+    }
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} m {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} m"
+
+
+def recovery_cost_summary(cost: dict) -> str:
+    """One sentence of `recovery_cost`: what `ewg metrics` and the console's audit screen print."""
+    t, p = cost["totals"], cost["paused"]
+    share = "" if t["wasted_share"] is None else f" ({100 * t['wasted_share']:.0f}% of stage time)"
+    parts = [
+        f"{t['failed_runs']} failed run(s) took {_span(t['failed_seconds'])}",
+        f"{t['retries']} retry run(s) took {_span(t['retry_seconds'])}",
+        f"{t['rescues']} rescue(s) threw away {_span(t['rescue_seconds'])}",
+    ]
+    text = ", ".join(parts) + share
+    if p["seconds"]:
+        lost = "" if p["runs_lost"] is None else f", about {p['runs_lost']:.0f} stage run(s) not done"
+        text += f"; paused {_span(p['seconds'])} in {p['periods']} period(s){lost}"
+    else:
+        text += "; never paused"
+    return text

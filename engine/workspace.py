@@ -40,6 +40,8 @@ synchronous = "NORMAL"   # SQLite synchronous: NORMAL survives process crashes, 
 busy_timeout_ms = 5000   # wait this long for a database lock before backing off and retrying
 backup_interval = 3600.0 # online database backup every N seconds (0 = never)
 worker_nice = 10         # CPU priority of heavy stages (media, transcription), run in worker subprocesses
+metrics = ""             # HOST:PORT: `ewg run` serves Prometheus text at /metrics there (e.g. "127.0.0.1:9464");
+                         # "" = off; `ewg run --metrics HOST:PORT` overrides it
 
 [timeouts]               # AI-EWG defaults; [stages.KIND.NAME] timeout overrides per stage
 episode_processing = 3600.0

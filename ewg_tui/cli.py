@@ -54,6 +54,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def _since(text: str) -> tuple[str, float]:
+    """`--since`: ("ago", seconds) for a duration like 90m or 1h30m, ("at", epoch) for an ISO time (UTC)."""
+    import re
+    from datetime import UTC, datetime
+
+    value = text.strip().lower()
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", value)
+    if parts and "".join(n + u for n, u in parts) == value:
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        if 0 < seconds <= 36500 * 86400:
+            return ("ago", seconds)
+    else:
+        try:
+            at = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return ("at", (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a duration (90m, 6h, 7d, 1h30m) nor a UTC time (2026-12-01T08:00)"
+    )
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -130,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker threads (default from ewg.toml)",
     )
+    r.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus text at http://HOST:PORT/metrics (default: [engine] metrics; port 0 picks one)",
+    )
 
     sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
     sc.add_argument("--json", action="store_true")
@@ -154,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics", help="recovery success rate, time to recovery, failure points, verb effectiveness"
     )
     m.add_argument("--json", action="store_true")
+    m.add_argument(
+        "--since",
+        type=_since,
+        metavar="DURATION|ISO",
+        help="only what ended since then: a duration back from now (90m, 6h, 7d, 1h30m) or a UTC time "
+        "(2026-12-01 or 2026-12-01T08:00)",
+    )
     lg = sub.add_parser("log", help="the audit/engine log, or one item's attempt history and log tail")
     lg.add_argument("id", nargs="?")
     lg.add_argument("--limit", type=_positive_int, default=50)
@@ -336,10 +374,16 @@ def _secs(x: float | None) -> str:
 
 
 def _cmd_metrics(ws: Workspace, args) -> int:
-    m = queries.metrics(ws.store)
+    now = ws.clock.now()
+    since = None if args.since is None else (now - args.since[1] if args.since[0] == "ago" else args.since[1])
+    m = queries.metrics(ws.store, since=since)
+    m["since"] = None if since is None else iso(since)
+    m["recovery_cost"] = cost = queries.recovery_cost(ws.store, since, now)
     if args.json:
         print(json.dumps(m, indent=1))
         return EXIT_OK
+    if since is not None:
+        print(f"since {iso(since)}:")
     print(
         f"recovery success rate: {_pct(m['recovery_success_rate'])} "
         f"({m['recovered']} of {m['failures']} failed stages recovered)"
@@ -372,7 +416,55 @@ def _cmd_metrics(ws: Workspace, args) -> int:
                 ["VERB", "ITEMS", "SUCCEEDED", "FAILED AGAIN", "PENDING", "RE-FAILURE RATE"],
             )
         )
+    _print_recovery_cost(cost)
     return EXIT_OK
+
+
+def _print_recovery_cost(cost: dict) -> None:
+    print("\ncost of recovery: " + queries.recovery_cost_summary(cost))
+    rows = [
+        [
+            s["kind"],
+            s["stage"],
+            s["runs"],
+            s["failed_runs"],
+            _secs(s["failed_seconds"]),
+            s["retries"],
+            _secs(s["retry_seconds"]),
+            s["rescues"],
+            _secs(s["rescue_seconds"]),
+        ]
+        for s in cost["stages"]
+        if s["failed_runs"] or s["retries"] or s["rescues"]
+    ]
+    if rows:
+        print(
+            _table(
+                rows,
+                [
+                    "KIND",
+                    "STAGE",
+                    "RUNS",
+                    "FAILED",
+                    "FAILED TIME",
+                    "RETRIES",
+                    "RETRY TIME",
+                    "RESCUES",
+                    "LOST",
+                ],
+            )
+        )
+    if cost["by_error_class"]:
+        print("\ntime lost by error class:")
+        print(
+            _table(
+                [
+                    [c["kind"], c["stage"], c["error_class"], c["runs"], _secs(c["seconds"])]
+                    for c in cost["by_error_class"]
+                ],
+                ["KIND", "STAGE", "CLASS", "RUNS", "TIME"],
+            )
+        )
 
 
 def _cmd_log(ws: Workspace, args) -> int:
@@ -472,6 +564,9 @@ def _cmd_run(ws: Workspace, args) -> int:
             print("second signal: forcing stop", file=sys.stderr, flush=True)
             threading.Thread(target=engine.stop, kwargs={"force": True}, daemon=True).start()
 
+    exporter = _metrics_server(
+        ws, getattr(args, "metrics", None)
+    )  # binds first: a bad address starts nothing
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     engine.start()
     print(
@@ -479,6 +574,8 @@ def _cmd_run(ws: Workspace, args) -> int:
         + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"),
         flush=True,
     )
+    if exporter is not None:
+        print(f"Prometheus metrics at {exporter.url}", flush=True)
     try:
         while not wake.wait(0.25):
             if args.until_idle and engine.idle():
@@ -493,6 +590,8 @@ def _cmd_run(ws: Workspace, args) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if exporter is not None:
+            exporter.stop()
     counts = queries.counts(ws.store)
     for kind in pipeline.KINDS:
         by = {s: n for s, n in counts[kind]["by_status"].items() if n}
@@ -503,6 +602,20 @@ def _cmd_run(ws: Workspace, args) -> int:
             f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them."
         )
     return EXIT_OK
+
+
+def _metrics_server(ws: Workspace, address: str | None):
+    """The /metrics endpoint of `ewg run`, bound now; None when neither --metrics nor [engine] metrics asks."""
+    where = "--metrics" if address else "[engine] metrics in ewg.toml"
+    address = address or ws.config.engine.metrics
+    if not address:
+        return None
+    from engine.metrics_export import MetricsAddressError, MetricsServer, parse_address
+
+    try:
+        return MetricsServer(ws.store, parse_address(address), clock=ws.clock).start()
+    except MetricsAddressError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _cmd_prune(ws: Workspace, args) -> int:
