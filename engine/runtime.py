@@ -18,6 +18,7 @@ import random
 import shutil
 import sqlite3
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class Engine:
         self._busy_reported = 0
         self._dispatch_failures = LoopFailures("dispatch", log)
         self._threads: list[threading.Thread] = []
+        self._heartbeat_tick = time.monotonic()  # the heartbeat loop's last round (Engine.alive)
         self.health = HealthMonitor(self, disk_free_mb=disk_free_mb)
         self.watchdog = Watchdog(self)
         alerting = self.config.alerts.settings()
@@ -863,9 +865,17 @@ class Engine:
         self._submit(run, ctx, apply)
 
     # -- heartbeats ------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """The engine is running and its loops turn: every loop thread is alive and the heartbeat loop
+        went round within three intervals (a frozen process fails this; a full disk does not)."""
+        if self.state != "running" or not all(t.is_alive() for t in self._threads):
+            return False
+        return time.monotonic() - self._heartbeat_tick < 3 * self.config.engine.heartbeat_interval + 1
+
     def _heartbeat_loop(self) -> None:
         failures = LoopFailures("heartbeat", log)
         while not self._halt.wait(self.config.engine.heartbeat_interval):
+            self._heartbeat_tick = time.monotonic()
             try:
                 self.beat()
                 failures.ok()

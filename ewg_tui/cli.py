@@ -568,12 +568,17 @@ def _cmd_run(ws: Workspace, args) -> int:
         ws, getattr(args, "metrics", None)
     )  # binds first: a bad address starts nothing
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    from engine.sd_notify import Notifier
+
+    systemd = Notifier()
     engine.start()
     print(
         f"engine {engine.owner} running with {engine.workers} worker(s) on {ws.root}"
         + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"),
         flush=True,
     )
+    systemd.ready(f"running with {engine.workers} worker(s) on {ws.root}")
+    systemd.start_watchdog(engine.alive)
     if exporter is not None:
         print(f"Prometheus metrics at {exporter.url}", flush=True)
     try:
@@ -586,8 +591,10 @@ def _cmd_run(ws: Workspace, args) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        systemd.stopping()
         engine.stop()
     finally:
+        systemd.close()
         for s, h in old.items():
             signal.signal(s, h)
         if exporter is not None:
