@@ -552,7 +552,7 @@ class Doctor:
                         result=f"deleted {len(orphan)} folder(s)",
                     )
                 f.repaired = f"deleted {len(orphan)} folder(s)"
-        strays = [p.name for p in root.iterdir() if p.is_dir() and p.name not in known]
+        strays = [p.name for p in root.iterdir() if p.name not in known and ownership.looks_like_item_dir(p)]
         if strays:
             self.report.add(
                 "items",
@@ -576,7 +576,8 @@ class Doctor:
             return "no identity"
         why = ownership.problem(root, identity, lambda: known, workspace=self.root)
         if why:
-            self.report.add("ownership", ERROR, why.split("; ")[0], why)
+            what, _, fix = why.partition("; nothing was deleted. ")
+            self.report.add("ownership", ERROR, what, (fix or what) + " Until then nothing is deleted there.")
         elif ownership.read_marker(root / ownership.ITEMS_MARKER) is None:
             self.report.add(
                 "ownership",

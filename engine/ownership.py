@@ -164,8 +164,8 @@ def problem(root: Path, identity: str, known: Known, *, workspace: Path | None =
         return None  # nothing to delete in
     if root.is_symlink() or not root.is_dir():
         return (
-            f"The items folder {root} is {'a symlink' if root.is_symlink() else 'not a folder'}; "
-            "ewg deletes nothing through it. Point [paths] items at a real folder of its own; nothing was deleted."
+            f"The items folder {root} is {'a symlink' if root.is_symlink() else 'not a folder'}, and ewg "
+            "deletes nothing through it; nothing was deleted. Point [paths] items at a real folder of its own."
         )
     marker = read_marker(root / ITEMS_MARKER)
     if marker == identity:
@@ -174,8 +174,8 @@ def problem(root: Path, identity: str, known: Known, *, workspace: Path | None =
         return _mismatch(root, marker, identity)
     if marker == "":
         return (
-            f"{root / ITEMS_MARKER} is not a marker ewg wrote (a symlink, a folder or too long); ewg deletes "
-            f"nothing in {root}. Remove it and run the command again; nothing was deleted."
+            f"{root / ITEMS_MARKER} is not a marker ewg wrote (a symlink, a folder or too long), so ewg deletes "
+            f"nothing in {root}; nothing was deleted. Remove it and run the command again."
         )
     foreign = foreign_entries(root, known())
     if not foreign:

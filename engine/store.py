@@ -833,9 +833,14 @@ def _backup_label(path: Path) -> str | None:
 
 
 def _backup_order(path: Path) -> tuple[str, int]:
-    """Oldest first: the time stamp, then the number of a second backup in the same second."""
+    """Oldest first: the time stamp in the name, then, within one second (whose names are reused once
+    rotated away), the file's modification time."""
     m = _BACKUP_RE.match(path.name)
-    return (m["stamp"], int(m["n"] or 1)) if m else ("", 0)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = 0
+    return (m["stamp"] if m else "", mtime)
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -247,7 +247,7 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
         raise DatabaseError(
             f"{path} already exists; refusing to overwrite it. Move it away or choose another folder."
         )
-    items = root / config.paths.items
+    items = Path(os.path.normpath(root / config.paths.items))  # "../shared" even before root exists
     if ownership.read_marker(items / ownership.ITEMS_MARKER) is not None:
         raise ownership.OwnershipError(
             f"The items folder {items} already belongs to another ewg workspace ({ownership.ITEMS_MARKER} "
