@@ -1,4 +1,4 @@
-"""Deletes are confined to what ewg owns (ARCHITECTURE.md, "The boundary"; contracts 7 and 8).
+"""Deletes are confined to what ewg owns (ARCHITECTURE.md contracts 7 and 8, and "The boundary").
 
 The items root carries an ownership marker, `<items>/.ewg-items`, holding the identity of the
 database it belongs to (`Store.identity()`, schema 5). It is written when a workspace is created and
