@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import checkpoints, errors, ownership, pipeline, transitions
 from .owners import owner_alive, owner_id
@@ -260,14 +262,19 @@ class Operator:
                 f"UPDATE checkpoints SET stale=1 WHERE item_id=? AND stage IN ({marks})",
                 (row["id"], *change.stages_rerun),
             )
+        # Only what is there: an item with nothing to lose is neither held from claims nor refused.
+        item_dir = self.ws.item_dir(row["id"])
         names: list[str] = []
         if change.files_deleted:
             conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (row["id"],))
-            names.append("")
+            if os.path.lexists(item_dir):
+                names.append("")
         elif change.cache_dropped:
-            names += ["cache", FAILED_OUTPUTS]
+            if os.path.lexists(item_dir / "cache"):
+                names.append("cache")
+            names += _failed_outputs(item_dir)
         if values.get("status") == "queued" and self.ws.config.recovery.auto_cleanup_failed_files:
-            names.append(FAILED_OUTPUTS)
+            names += _failed_outputs(item_dir)
         if plan.skipped_stage:
             conn.execute(
                 "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
@@ -752,6 +759,10 @@ def _at_stage(kind: str, completed: str | None) -> dict:
 FAILED_OUTPUTS = ".failed-*"  # partial outputs kept by auto_cleanup_failed_files = false
 
 
+def _failed_outputs(item_dir: Path) -> list[str]:
+    return [FAILED_OUTPUTS] if next(item_dir.glob(FAILED_OUTPUTS), None) is not None else []
+
+
 def _hold_files(conn: sqlite3.Connection, work: FileWork, actor: str, now: float) -> None:
     """Inside the verb's transaction: mark each item's files pending removal, so no claim starts the
     item before `_remove_files` has run (a crash in between is finished by `finish_pending_removals`)."""
@@ -833,6 +844,4 @@ def _os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
-        import os
-
         return f"uid{os.getuid()}"

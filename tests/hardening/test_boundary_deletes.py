@@ -223,6 +223,9 @@ def test_two_workspaces_sharing_one_items_folder_keep_each_others_checkpoints(tm
     second.close()
     toml = tmp_path / "b" / "ewg.toml"
     toml.write_text(set_key(toml.read_text(), "items", '"../shared"'))
+    item = json.loads(ewg("--workspace", str(tmp_path / "b"), "status", "--json")[1])["episodes"][0]["id"]
+    (tmp_path / "shared" / item / "cache").mkdir()  # the first workspace's item of the same id has a cache
+    (tmp_path / "shared" / item / "cache" / "model.bin").write_bytes(b"theirs")
     before = tree(tmp_path / "shared")
     code, _out, err = ewg("--workspace", str(tmp_path / "b"), "deep-clean")
     assert code == 2 and "two workspaces share one items folder" in err and "nothing was deleted" in err, err
@@ -230,7 +233,6 @@ def test_two_workspaces_sharing_one_items_folder_keep_each_others_checkpoints(tm
     assert code == 2 and "another ewg database" in err, err
     code, out, _err = ewg("--workspace", str(tmp_path / "b"), "doctor", "--repair")
     assert "another ewg database" in out
-    item = json.loads(ewg("--workspace", str(tmp_path / "b"), "status", "--json")[1])["episodes"][0]["id"]
     code, _out, err = ewg("--workspace", str(tmp_path / "b"), "clear-cache", item)
     assert code == 2 and "another ewg database" in err, err
     assert tree(tmp_path / "shared") == before and leftover.exists()
