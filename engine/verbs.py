@@ -770,8 +770,8 @@ def _hold_files(conn: sqlite3.Connection, work: FileWork, actor: str, now: float
     for item_id, names in work.items():
         key = PENDING_FILES + item_id
         row = conn.execute("SELECT value FROM engine_state WHERE key=?", (key,)).fetchone()
-        if row is not None:  # an earlier removal that has not run yet: do both
-            names = list(dict.fromkeys([*_pending_names(row["value"]), *names]))
+        if row is not None:  # an earlier removal that has not run yet: this one does both
+            names = work[item_id] = list(dict.fromkeys([*_pending_names(row["value"]), *names]))
         conn.execute(
             "INSERT INTO engine_state (key, value, reason, actor, at) VALUES (?,?,?,?,?)"
             " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
