@@ -552,6 +552,7 @@ class Doctor:
                         result=f"deleted {len(orphan)} folder(s)",
                     )
                 f.repaired = f"deleted {len(orphan)} folder(s)"
+        self._pending_removals(why)
         strays = [p.name for p in root.iterdir() if p.name not in known and ownership.looks_like_item_dir(p)]
         if strays:
             self.report.add(
@@ -560,6 +561,23 @@ class Doctor:
                 f"{len(strays)} folder(s) in {root.name}/ belong to no item: " + ", ".join(strays[:3]),
                 "`ewg deep-clean` removes them after a look.",
             )
+
+    def _pending_removals(self, not_owned: str | None) -> None:
+        from .verbs import finish_pending_removals, orphaned_removals
+
+        held = orphaned_removals(self.ws)
+        if not held:
+            return
+        f = self.report.add(
+            "items",
+            WARNING,
+            f"{len(held)} item(s) wait for the file removal of a verb whose process died after its commit: "
+            + ", ".join(held[:3]),
+            "`ewg doctor --repair` (or a running or starting engine) finishes it; until then they are not claimed.",
+            items=held,
+        )
+        if self.repair and not not_owned:
+            f.repaired = f"finished the removal for {finish_pending_removals(self.ws)} item(s)"
 
     def _ownership(self, root: Path, known: set[str]) -> str | None:
         """Whether the items root is this database's (its marker, engine/ownership.py); the reason if not."""

@@ -803,22 +803,36 @@ def _remove_files(ws: Workspace, work: FileWork) -> None:
             )
 
 
-def finish_pending_removals(ws: Workspace) -> int:
-    """Finish the file removals of verbs whose process died after their commit (or, on another host,
-    stopped for longer than a lease); the items they hold become claimable again."""
-    rows = ws.store.read(
+def _pending_rows(ws: Workspace) -> list[sqlite3.Row]:
+    return ws.store.read(
         "SELECT key, value, at FROM engine_state WHERE key >= ? AND key < ?",
         (PENDING_FILES, PENDING_FILES[:-1] + chr(ord(PENDING_FILES[-1]) + 1)),
     )
+
+
+def _orphaned(ws: Workspace, row: sqlite3.Row, now: float) -> bool:
+    """The verb process that holds this removal is gone (or, on another host, silent for a lease)."""
+    try:
+        owner = str(json.loads(row["value"]).get("owner", ""))
+    except (ValueError, AttributeError):
+        owner = ""
+    alive = owner_alive(owner)
+    return not alive and (alive is False or now - row["at"] >= ws.config.engine.lease_duration)
+
+
+def orphaned_removals(ws: Workspace) -> list[str]:
+    """Items held from claims by the file removal of a verb process that died after its commit."""
+    now = ws.clock.now()
+    return [r["key"][len(PENDING_FILES) :] for r in _pending_rows(ws) if _orphaned(ws, r, now)]
+
+
+def finish_pending_removals(ws: Workspace) -> int:
+    """Finish the file removals of verbs whose process died after their commit (or, on another host,
+    stopped for longer than a lease); the items they hold become claimable again."""
     now = ws.clock.now()
     done = 0
-    for row in rows:
-        try:
-            owner = str(json.loads(row["value"]).get("owner", ""))
-        except (ValueError, AttributeError):
-            owner = ""
-        alive = owner_alive(owner)
-        if alive or (alive is None and now - row["at"] < ws.config.engine.lease_duration):
+    for row in _pending_rows(ws):
+        if not _orphaned(ws, row, now):
             continue  # its own process is still at it
         ws.confirm_owned()
         ownership.remove_in_item(ws.item_dir(row["key"][len(PENDING_FILES) :]), _pending_names(row["value"]))

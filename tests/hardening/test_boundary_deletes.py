@@ -364,11 +364,34 @@ def test_removals_of_a_verb_that_died_after_its_commit_are_finished_at_start(tmp
     assert ws.store.read_one("SELECT status FROM items WHERE id=?", (clip,))["status"] == "queued"
     assert ws.item_dir(clip).exists()
     assert ws.store.claim("test:1:1", time.time() + 1, 30.0) is None  # held while its files wait
+    _code, out, _err = ewg("--workspace", str(tmp_path / "ws"), "doctor")
+    assert "wait for the file removal of a verb whose process died" in out and clip in out
     assert Engine(ws, workers=0).recover()
     assert not ws.item_dir(clip).exists()
     assert ws.store.read("SELECT key FROM engine_state WHERE key LIKE 'files:%'") == []
     claim = ws.store.claim("test:1:1", time.time() + 1, 30.0)
     assert claim is not None and claim.item_id == clip
+    ws.close()
+
+
+def test_a_running_engine_finishes_the_removals_of_a_verb_that_died(tmp_path):
+    ws = finished_workspace(tmp_path / "ws", count=1)
+    clip = ws.store.read_one("SELECT id FROM items WHERE kind='clip'")["id"]
+    eng = Engine(ws, workers=1).start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", DIES_AFTER_COMMIT, str(tmp_path / "ws"), clip],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=60,
+        )
+        assert proc.returncode == 9
+        assert eng.run_until_idle(timeout=60)
+    finally:
+        eng.stop()
+    row = ws.store.read_one("SELECT status FROM items WHERE id=?", (clip,))
+    assert row["status"] == "done"  # rerun from `generated` once its old files were gone
+    assert ws.store.read("SELECT key FROM engine_state WHERE key LIKE 'files:%'") == []
     ws.close()
 
 
