@@ -11,10 +11,16 @@ with configurable durations, for tests and for machines without media.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from pathlib import Path
 
+from . import ownership
 from .clock import Clock
-from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace
+from .config import ConfigError
+from .queries import overview
+from .store import DatabaseError
+from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace, open_workspace
 
 SHOWS = ("Tech Talk Weekly", "Morning Brief", "Founders Hour", "Data Night", "City Council Live")
 TOPICS = (
@@ -140,6 +146,7 @@ def create_demo(
     root: Path, count: int = 10, faults: bool = True, speed: float = 1.0, clock: Clock | None = None
 ) -> Workspace:
     ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock)
+    ownership.mark_demo(ws.root, ws.store.identity())
     seed_episodes(ws, count)
     return ws
 
@@ -197,5 +204,33 @@ def create_media_demo(
     root = Path(root)
     episodes = generate_demo_media(root / "sources", count, seed=7)
     ws = init_workspace(root, media_demo_config(episodes, faults=faults, pace=pace), clock=clock)
+    ownership.mark_demo(ws.root, ws.store.identity())
     scan_once(ws)
     return ws
+
+
+def why_not_replaceable(root: Path) -> str | None:
+    """Why `ewg demo` may not replace the folder `root` (None: ewg made it as a demo, and its marker
+    `.ewg-demo` names the database that is there now, and no engine runs on it). Reads only; what is in
+    ewg.toml proves nothing."""
+    marker = ownership.demo_marker(root)
+    if marker is None:
+        return f"it has no {ownership.DEMO_MARKER} marker, which `ewg demo` writes into the folders it makes"
+    if not marker:
+        return f"its {ownership.DEMO_MARKER} is not a marker ewg wrote"
+    try:
+        ws = open_workspace(root, readonly=True)
+    except (ConfigError, DatabaseError) as exc:
+        return f"its database cannot be read to check the marker ({str(exc).split('. ')[0]})"
+    try:
+        identity = ws.store.identity()
+        engines = overview(ws.store, time.time()).engines
+    except (DatabaseError, sqlite3.Error):
+        identity, engines = "", []
+    finally:
+        ws.close()
+    if identity != marker:
+        return f"its {ownership.DEMO_MARKER} marker names another database than the one in it"
+    if engines:
+        return f"an engine is running on it (pid {engines[0]['pid']}); stop it first"
+    return None

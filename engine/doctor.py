@@ -12,13 +12,15 @@ attempts are swept, leases of dead processes on this host are rescued (the
 item goes back to the queue, no attempt spent), damaged checkpoints are marked
 stale and their items rolled back to before the damage (through the rollback
 and reprocess verbs, so the audit log has them), owner-only permissions are
-restored. Each repair writes an audit event (actor: the OS user). A database
+restored. Nothing is deleted in an items folder whose ownership marker does not name this
+database (engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor: the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -31,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import checkpoints, pipeline, transitions
+from . import checkpoints, ownership, pipeline, transitions
 from .config import Config, ConfigError
 from .config import load as load_config
 from .health import check_service, disk_free_mb
-from .store import SCHEMA_VERSION, SQLITE_HEADER, Store
+from .store import SCHEMA_VERSION, SQLITE_HEADER, DatabaseError, Store
 from .workspace import CONFIG_NAME, Workspace
 
 OK, INFO, WARNING, ERROR, CRITICAL = "ok", "info", "warning", "error", "critical"
@@ -504,6 +506,8 @@ class Doctor:
             )
             if self.repair:
                 root.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(DatabaseError, sqlite3.Error):  # an older schema: marked when opened
+                    ownership.claim_new(root, self.ws.store.identity())
                 self.report.findings[-1].repaired = f"created {root}"
             return
         if not root.is_dir():
@@ -511,10 +515,14 @@ class Doctor:
                 "items", CRITICAL, f"{root} is not a folder", f"Move it away and create the folder {root}."
             )
             return
+        known = {r["id"] for r in self.ws.store.read("SELECT id FROM items")}
+        why = self._ownership(root, known)
         orphan = [
             p
             for p, item_id, _s, token in checkpoints.leftovers(root)
-            if not (p.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live)
+            if item_id in known
+            and not p.parent.is_symlink()
+            and not (p.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live)
         ]
         if not orphan:
             self.report.add("temp", OK, "no orphan temporary folders")
@@ -527,9 +535,12 @@ class Doctor:
                 f"({size / 2**20:.1f} MB): " + ", ".join(str(p.relative_to(root)) for p in orphan[:3]),
                 "`ewg doctor --repair` deletes them (the engine also does at start).",
             )
-            if self.repair:
+            if self.repair and why:
+                f.repaired = "nothing deleted: ewg cannot show it owns the items folder (see ownership)"
+            elif self.repair:
+                self.ws.confirm_owned()  # adopts an unmarked root that holds only ewg's entries
                 for p in orphan:
-                    checkpoints.discard(p)
+                    ownership.remove_tree(p)
                 with self.ws.store.write() as conn:
                     transitions.record_event(
                         conn,
@@ -541,8 +552,8 @@ class Doctor:
                         result=f"deleted {len(orphan)} folder(s)",
                     )
                 f.repaired = f"deleted {len(orphan)} folder(s)"
-        known = {r["id"] for r in self.ws.store.read("SELECT id FROM items")}
-        strays = [p.name for p in root.iterdir() if p.is_dir() and p.name not in known]
+        self._pending_removals(why)
+        strays = [p.name for p in root.iterdir() if p.name not in known and ownership.looks_like_item_dir(p)]
         if strays:
             self.report.add(
                 "items",
@@ -550,6 +561,54 @@ class Doctor:
                 f"{len(strays)} folder(s) in {root.name}/ belong to no item: " + ", ".join(strays[:3]),
                 "`ewg deep-clean` removes them after a look.",
             )
+
+    def _pending_removals(self, not_owned: str | None) -> None:
+        from .verbs import finish_pending_removals, orphaned_removals
+
+        held = orphaned_removals(self.ws)
+        if not held:
+            return
+        f = self.report.add(
+            "items",
+            WARNING,
+            f"{len(held)} item(s) wait for the file removal of a verb whose process died after its commit: "
+            + ", ".join(held[:3]),
+            "`ewg doctor --repair` (or a running or starting engine) finishes it; until then they are not claimed.",
+            items=held,
+        )
+        if self.repair and not not_owned:
+            f.repaired = f"finished the removal for {finish_pending_removals(self.ws)} item(s)"
+
+    def _ownership(self, root: Path, known: set[str]) -> str | None:
+        """Whether the items root is this database's (its marker, engine/ownership.py); the reason if not."""
+        try:
+            identity = self.ws.store.identity()
+        except (DatabaseError, sqlite3.Error):
+            self.report.add(
+                "ownership",
+                WARNING,
+                "the database has no workspace identity yet (an older schema), so the items folder cannot be "
+                "shown to be its own",
+                "Open the workspace once with ewg (it migrates, after a backup); until then nothing is deleted.",
+            )
+            return "no identity"
+        why = ownership.problem(root, identity, lambda: known, workspace=self.root)
+        if why:
+            what, _, fix = why.partition("; nothing was deleted. ")
+            self.report.add("ownership", ERROR, what, (fix or what) + " Until then nothing is deleted there.")
+        elif ownership.read_marker(root / ownership.ITEMS_MARKER) is None:
+            self.report.add(
+                "ownership",
+                INFO,
+                f"{root} has no ownership marker yet; it holds only ewg's entries",
+                "The next ewg command that opens the workspace (or `ewg doctor --repair`) marks it.",
+            )
+            if self.repair:
+                self.ws.confirm_owned()
+                self.report.findings[-1].repaired = f"wrote {root / ownership.ITEMS_MARKER}"
+        else:
+            self.report.add("ownership", OK, f"{root} carries this database's ownership marker")
+        return why
 
     def _checkpoints(self) -> None:
         store = self.ws.store

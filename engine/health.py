@@ -22,6 +22,7 @@ import psutil
 from . import errors, retention, transitions
 from .forecast import Forecaster
 from .loop_failures import LoopFailures
+from .verbs import finish_pending_removals
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -131,13 +132,17 @@ class HealthMonitor:
     def loop(self) -> None:
         eng = self.engine
         last_backup = eng.clock.now()
-        last_scan = last_forecast = last_prune = -1e18
+        last_scan = last_forecast = last_prune = last_removals = -1e18
         failures = LoopFailures("health check", log)
         while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
                 if now - self.latest.get("at", 0) >= eng.config.health.interval:
                     self.sample()
+                if now - last_removals >= eng.config.health.interval:
+                    last_removals = now
+                    # a verb process that died between its commit and its file work holds its items
+                    finish_pending_removals(eng.ws)
                 keep = eng.config.retention
                 if keep.days and now - last_prune >= keep.interval:
                     last_prune = now

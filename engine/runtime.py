@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import checkpoints, errors, pipeline, policy, stages, transitions
+from . import checkpoints, errors, ownership, pipeline, policy, stages, transitions
 from .alert_watch import AlertWatch
 from .alerts import Alerter
 from .clock import Clock
@@ -33,6 +33,7 @@ from .loop_failures import LoopFailures
 from .owners import owner_alive, owner_id
 from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
 from .store import Claim, Completion
+from .verbs import finish_pending_removals
 from .watchdog import Watchdog
 from .workspace import Workspace
 
@@ -237,15 +238,22 @@ class Engine:
         return ok
 
     def sweep_leftovers(self) -> int:
+        """Delete the temporary and replaced folders of attempts that are over, only in known items'
+        folders of an items root this database owns (OwnershipError otherwise: the engine does not start)."""
+        self.ws.confirm_owned()
+        finish_pending_removals(self.ws)
         live = {
             (r["id"], r["lease_token"])
             for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
         }
+        known = self.ws.known_ids()
         swept = 0
         for path, item_id, _stage, token in checkpoints.leftovers(self.ws.items_root):
+            if item_id not in known or path.parent.is_symlink():  # not an item folder ewg made
+                continue
             if path.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live:
                 continue
-            checkpoints.discard(path)
+            ownership.remove_tree(path)  # a symlink in its place is unlinked, never followed
             swept += 1
         return swept
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -307,7 +308,12 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
             else:
-                self._execute_busy_safe(conn, "COMMIT")
+                try:
+                    self._execute_busy_safe(conn, "COMMIT")
+                except BaseException:  # a commit that failed (disk full, I/O error) leaves nothing open
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
 
     def _execute_busy_safe(self, conn: sqlite3.Connection, sql: str) -> None:
         try:
@@ -374,7 +380,7 @@ class Store:
                 conn.execute(f"PRAGMA user_version={target}")
 
     def backup(self, folder: Path, label: str = "scheduled", keep: int = 10) -> Path:
-        """A consistent online copy through the SQLite backup API; keeps the newest `keep`."""
+        """A consistent online copy through the SQLite backup API; keeps the newest `keep` of its label."""
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = folder / f"ewg-{stamp}-{label}.db"
@@ -396,8 +402,10 @@ class Store:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        backups = sorted(folder.glob("ewg-*.db"))
-        for old in backups[:-keep]:
+        # Rotation keeps the newest `keep` of this label only: scheduled backups never push out a
+        # pre-migration one (the way back from an upgrade), whatever their number.
+        same = sorted((_backup_order(p), p) for p in folder.glob("ewg-*.db") if _backup_label(p) == label)
+        for _order, old in same[:-keep]:
             old.unlink(missing_ok=True)
         return target
 
@@ -425,7 +433,10 @@ class Store:
         No attempt row yet: the lease on the item row holds everything one needs (stage, number, owner,
         token, start), and the row is written once, when the attempt ends, by whoever ends it
         (transitions.close_attempt, complete_batch): one statement and two index writes fewer per
-        execution than opening a row here and closing it later."""
+        execution than opening a row here and closing it later.
+
+        An item whose files a committed verb is still removing (`engine_state` key `files:ID`,
+        engine.verbs.PENDING_FILES) is not claimed until they are gone."""
         skip = ""
         params: list[Any] = [now]
         if blocked_stages:
@@ -439,6 +450,7 @@ class Store:
                 WHERE id IN (SELECT id FROM items INDEXED BY ix_items_ready WHERE status IN ('queued','retrying')
                              AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
                              AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
+                             AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='files:' || items.id)
                              ORDER BY next_attempt_at, id LIMIT ?)
                 RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
                           parent_id, clip_start, clip_end, rescues,
@@ -810,6 +822,25 @@ MIGRATIONS = {
     6: _migration_6,
     7: _migration_7,
 }
+
+
+_BACKUP_RE = re.compile(r"^ewg-(?P<stamp>\d{8}T\d{6}Z)-(?P<label>.+?)(?:-(?P<n>\d+))?\.db$")
+
+
+def _backup_label(path: Path) -> str | None:
+    m = _BACKUP_RE.match(path.name)
+    return m["label"] if m else None
+
+
+def _backup_order(path: Path) -> tuple[str, int]:
+    """Oldest first: the time stamp in the name, then, within one second (whose names are reused once
+    rotated away), the file's modification time."""
+    m = _BACKUP_RE.match(path.name)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = 0
+    return (m["stamp"] if m else "", mtime)
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:

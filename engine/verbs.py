@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import getpass
 import json
-import shutil
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoints, errors, pipeline, transitions
-from .owners import owner_alive
+from . import checkpoints, errors, ownership, pipeline, transitions
+from .owners import owner_alive, owner_id
 from .workspace import Workspace
 
 ACTIVE = ("queued", "retrying", "blocked", "running")
+# engine_state key of an item whose files a committed verb has still to remove; Store.claim_batch
+# skips such an item, so no attempt starts in a folder that is about to lose files.
+PENDING_FILES = "files:"
+FileWork = dict[str, list[str]]  # item id -> entries of its folder to remove ("" the folder, "*" patterns)
 RETRYABLE = ("failed", "retrying", "blocked", "stopped")
 
 
@@ -164,12 +168,22 @@ class Operator:
         if dry_run:
             conn = self.store.connection()
             return self._plan(verb, selection, select(conn), plan)
+        try:
+            finish_pending_removals(self.ws)
+        except ownership.OwnershipError as exc:
+            raise VerbError(str(exc)) from None
+        work: FileWork = {}
         with self.store.write() as conn:
             rows = select(conn)
             preview = self._plan(verb, selection, rows, plan)
             by_id = {r["id"]: r for r in rows}
             for change in preview.changes:
-                self._apply(conn, by_id[change.item_id], change, verb, now)
+                names = self._apply(conn, by_id[change.item_id], change, verb, now)
+                if names:
+                    work[change.item_id] = names
+            if work:
+                self._confirm_owned()
+                _hold_files(conn, work, self.actor, now)
             preview.applied = True
             preview.event_id = transitions.record_event(
                 conn,
@@ -183,7 +197,14 @@ class Operator:
                 after={c.item_id: c.after for c in preview.changes},
                 result=preview.summary(),
             )
+        _remove_files(self.ws, work)  # only now that the change is committed
         return preview
+
+    def _confirm_owned(self) -> None:
+        try:
+            self.ws.confirm_owned()
+        except ownership.OwnershipError as exc:
+            raise VerbError(str(exc)) from None
 
     def _plan(self, verb: str, selection: str, rows: list[sqlite3.Row], plan: Planner) -> Preview:
         preview = Preview(verb, selection)
@@ -214,7 +235,8 @@ class Operator:
 
     def _apply(
         self, conn: sqlite3.Connection, row: sqlite3.Row, change: Change, verb: str, now: float
-    ) -> None:
+    ) -> list[str]:
+        """Write one change; return the entries of the item's folder to remove once it has committed."""
         plan = change.plan
         assert plan is not None
         values = {**plan.values, "updated_at": now}
@@ -240,14 +262,19 @@ class Operator:
                 f"UPDATE checkpoints SET stale=1 WHERE item_id=? AND stage IN ({marks})",
                 (row["id"], *change.stages_rerun),
             )
+        # Only what is there: an item with nothing to lose is neither held from claims nor refused.
         item_dir = self.ws.item_dir(row["id"])
+        names: list[str] = []
         if change.files_deleted:
             conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (row["id"],))
-            shutil.rmtree(item_dir, ignore_errors=True)
+            if os.path.lexists(item_dir):
+                names.append("")
         elif change.cache_dropped:
-            _drop_cache(item_dir)
+            if os.path.lexists(item_dir / "cache"):
+                names.append("cache")
+            names += _failed_outputs(item_dir)
         if values.get("status") == "queued" and self.ws.config.recovery.auto_cleanup_failed_files:
-            _drop_failed_outputs(item_dir)
+            names += _failed_outputs(item_dir)
         if plan.skipped_stage:
             conn.execute(
                 "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
@@ -255,6 +282,7 @@ class Operator:
                 " created_at=excluded.created_at, stale=0",
                 (row["id"], plan.skipped_stage, json.dumps({"files": [], "skipped": True}), now),
             )
+        return list(dict.fromkeys(names))
 
     # -- the verbs -----------------------------------------------------------------------
     def retry(
@@ -513,26 +541,45 @@ class Operator:
         return preview
 
     def deep_clean(self, *, reason: str = "", dry_run: bool = False, vacuum: bool = True) -> Preview:
-        """Sweep orphan folders, temporary files, stale checkpoints and dead leases; vacuum the database."""
+        """Sweep orphan folders, temporary files, stale checkpoints and dead leases; vacuum the database.
+
+        Only in an items root this database owns, and only what looks like ewg's (engine/ownership.py):
+        the leftovers and stale checkpoints of known items, and folders no item names whose every entry
+        is what ewg puts in an item folder. The files go after the commit."""
         preview = Preview("deep_clean", "workspace")
         root = self.ws.items_root
-        known = {r["id"] for r in self.store.read("SELECT id FROM items")}
+        self._confirm_owned()
+        known = self.ws.known_ids()
         live = {
             (r["id"], r["lease_token"])
             for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
         }
-        doomed: list[Path] = []
+        work: FileWork = {}
+        foreign: list[str] = []
         if root.exists():
-            doomed += [p for p in root.iterdir() if p.is_dir() and p.name not in known]
+            for entry in sorted(root.iterdir()):
+                if entry.name in known or entry.name == ownership.ITEMS_MARKER:
+                    continue
+                if ownership.looks_like_item_dir(entry):
+                    work[entry.name] = [""]
+                else:
+                    foreign.append(entry.name)
         for path, item_id, _stage, token in checkpoints.leftovers(root):
+            if item_id not in known or path.parent.is_symlink():
+                continue
             if not (path.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live):
-                doomed.append(path)
-        doomed += [p for p in root.glob("*/.failed-*")] if root.exists() else []
+                work.setdefault(item_id, []).append(path.name)
+        kept_failed = {p.parent.name for p in root.glob(f"*/{FAILED_OUTPUTS}")} if root.exists() else set()
+        for item_id in sorted(kept_failed & known):
+            work.setdefault(item_id, []).append(FAILED_OUTPUTS)
         stale = self.store.read("SELECT item_id, stage FROM checkpoints WHERE stale=1")
-        doomed += [
-            self.ws.item_dir(r["item_id"]) / r["stage"]
-            for r in stale
-            if (self.ws.item_dir(r["item_id"]) / r["stage"]).exists()
+        for r in stale:
+            if r["item_id"] in known and (self.ws.item_dir(r["item_id"]) / r["stage"]).exists():
+                work.setdefault(r["item_id"], []).append(r["stage"])
+        doomed = [
+            self.ws.item_dir(item_id) / name if name else self.ws.item_dir(item_id)
+            for item_id, names in work.items()
+            for name in names
         ]
         dead = [
             r
@@ -546,6 +593,11 @@ class Operator:
             f"{len(dead)} lease(s) of dead processes to rescue" + (", then VACUUM" if vacuum else "")
         )
         preview.notes += [f"delete {p}" for p in doomed[:50]]
+        if foreign:
+            preview.notes.append(
+                f"left alone: {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} of {root} that ewg did "
+                f"not make: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}"
+            )
         preview.changes = [Change(r["id"], "", {"status": "running"}, {"status": "queued"}) for r in dead]
         if dry_run:
             return preview
@@ -564,8 +616,7 @@ class Operator:
                     verdict="DEAD",
                 )
             conn.execute("DELETE FROM checkpoints WHERE stale=1")
-            for path in doomed:
-                checkpoints.discard(path)
+            _hold_files(conn, work, self.actor, now)
             preview.event_id = transitions.record_event(
                 conn,
                 now,
@@ -576,6 +627,7 @@ class Operator:
                 affected=[r["id"] for r in dead],
                 result=preview.notes[0],
             )
+        _remove_files(self.ws, work)
         if vacuum:
             self.store.vacuum()
         preview.applied = True
@@ -704,15 +756,90 @@ def _at_stage(kind: str, completed: str | None) -> dict:
     return {"stage": completed, "next_stage": nxt, **({"status": "done"} if nxt is None else {})}
 
 
-def _drop_cache(item_dir: Path) -> None:
-    shutil.rmtree(item_dir / "cache", ignore_errors=True)
-    _drop_failed_outputs(item_dir)
+FAILED_OUTPUTS = ".failed-*"  # partial outputs kept by auto_cleanup_failed_files = false
 
 
-def _drop_failed_outputs(item_dir: Path) -> None:
-    if item_dir.exists():
-        for kept in item_dir.glob(".failed-*"):
-            shutil.rmtree(kept, ignore_errors=True)
+def _failed_outputs(item_dir: Path) -> list[str]:
+    return [FAILED_OUTPUTS] if next(item_dir.glob(FAILED_OUTPUTS), None) is not None else []
+
+
+def _hold_files(conn: sqlite3.Connection, work: FileWork, actor: str, now: float) -> None:
+    """Inside the verb's transaction: mark each item's files pending removal, so no claim starts the
+    item before `_remove_files` has run (a crash in between is finished by `finish_pending_removals`)."""
+    owner = owner_id()
+    for item_id, names in work.items():
+        key = PENDING_FILES + item_id
+        row = conn.execute("SELECT value FROM engine_state WHERE key=?", (key,)).fetchone()
+        if row is not None:  # an earlier removal that has not run yet: this one does both
+            names = work[item_id] = list(dict.fromkeys([*_pending_names(row["value"]), *names]))
+        conn.execute(
+            "INSERT INTO engine_state (key, value, reason, actor, at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+            " actor=excluded.actor, at=excluded.at",
+            (key, json.dumps({"owner": owner, "names": names}), "files pending removal", actor, now),
+        )
+
+
+def _pending_names(value: str) -> list[str]:
+    try:
+        names = json.loads(value).get("names", [])
+    except (ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and "/" not in n and n not in (".", "..")]
+
+
+def _remove_files(ws: Workspace, work: FileWork) -> None:
+    """After the commit: remove what the verb planned, then let the items be claimed again."""
+    if not work:
+        return
+    for item_id, names in work.items():
+        ownership.remove_in_item(ws.item_dir(item_id), names)
+    owner = owner_id()
+    with ws.store.write() as conn:
+        for item_id in work:
+            conn.execute(
+                "DELETE FROM engine_state WHERE key=? AND json_extract(value, '$.owner')=?",
+                (PENDING_FILES + item_id, owner),
+            )
+
+
+def _pending_rows(ws: Workspace) -> list[sqlite3.Row]:
+    return ws.store.read(
+        "SELECT key, value, at FROM engine_state WHERE key >= ? AND key < ?",
+        (PENDING_FILES, PENDING_FILES[:-1] + chr(ord(PENDING_FILES[-1]) + 1)),
+    )
+
+
+def _orphaned(ws: Workspace, row: sqlite3.Row, now: float) -> bool:
+    """The verb process that holds this removal is gone (or, on another host, silent for a lease)."""
+    try:
+        owner = str(json.loads(row["value"]).get("owner", ""))
+    except (ValueError, AttributeError):
+        owner = ""
+    alive = owner_alive(owner)
+    return not alive and (alive is False or now - row["at"] >= ws.config.engine.lease_duration)
+
+
+def orphaned_removals(ws: Workspace) -> list[str]:
+    """Items held from claims by the file removal of a verb process that died after its commit."""
+    now = ws.clock.now()
+    return [r["key"][len(PENDING_FILES) :] for r in _pending_rows(ws) if _orphaned(ws, r, now)]
+
+
+def finish_pending_removals(ws: Workspace) -> int:
+    """Finish the file removals of verbs whose process died after their commit (or, on another host,
+    stopped for longer than a lease); the items they hold become claimable again."""
+    now = ws.clock.now()
+    done = 0
+    for row in _pending_rows(ws):
+        if not _orphaned(ws, row, now):
+            continue  # its own process is still at it
+        ws.confirm_owned()
+        ownership.remove_in_item(ws.item_dir(row["key"][len(PENDING_FILES) :]), _pending_names(row["value"]))
+        with ws.store.write() as conn:
+            conn.execute("DELETE FROM engine_state WHERE key=? AND value=?", (row["key"], row["value"]))
+        done += 1
+    return done
 
 
 def _describe(ids, default: str) -> str:
@@ -731,6 +858,4 @@ def _os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
-        import os
-
         return f"uid{os.getuid()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as configmod
-from . import pipeline
+from . import ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
 from .store import DatabaseError, Store
@@ -129,6 +130,15 @@ class Workspace:
     def item_dir(self, item_id: str) -> Path:
         return self.items_root / item_id
 
+    def known_ids(self) -> set[str]:
+        return {r["id"] for r in self.store.read("SELECT id FROM items")}
+
+    def confirm_owned(self) -> None:
+        """Before deleting under the items root: its marker names this database (engine/ownership.py);
+        OwnershipError (exit 2) says why not."""
+        known = functools.cache(self.known_ids)  # read once, and only when the root has no marker
+        ownership.confirm(self.items_root, self.store.identity(), known, workspace=self.root)
+
     def disk_floor_breach(self) -> str:
         """Why claiming pauses, read off the items' and the database's disks ("" when there is room)."""
         from .health import floor_breach
@@ -171,7 +181,19 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
     except DatabaseError:
         store.close()
         raise
-    return Workspace(root, config, store, clock or SystemClock())
+    ws = Workspace(root, config, store, clock or SystemClock())
+    if not readonly:
+        _adopt_items_root(ws)
+    return ws
+
+
+def _adopt_items_root(ws: Workspace) -> None:
+    """A workspace made before ownership markers gets one, if its items root holds only ewg's entries;
+    otherwise deletes are refused later, with the reason (ownership.confirm)."""
+    root = ws.items_root
+    if root.is_dir() and ownership.read_marker(root / ownership.ITEMS_MARKER) is None:
+        with contextlib.suppress(OSError):  # a read-only or full volume: the deletes that need it say so
+            ownership.adopt(root, ws.store.identity(), ws.known_ids)
 
 
 def _user(uid: int) -> str:
@@ -225,9 +247,17 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
         raise DatabaseError(
             f"{path} already exists; refusing to overwrite it. Move it away or choose another folder."
         )
+    items = Path(os.path.normpath(root / config.paths.items))  # "../shared" even before root exists
+    if ownership.read_marker(items / ownership.ITEMS_MARKER) is not None:
+        raise ownership.OwnershipError(
+            f"The items folder {items} already belongs to another ewg workspace ({ownership.ITEMS_MARKER} "
+            "is there); two workspaces sharing one items folder would delete each other's checkpoints. "
+            "Give this workspace its own [paths] items folder; nothing was changed."
+        )
     root.mkdir(parents=True, exist_ok=True)
-    (root / config.paths.items).mkdir(parents=True, exist_ok=True)
+    items.mkdir(parents=True, exist_ok=True)
     store = Store.create(path, **kw)
+    ownership.claim_new(items, store.identity())
     cfg = root / CONFIG_NAME
     cfg.write_text(config_text, encoding="utf-8")
     return Workspace(root, config, store, clock or SystemClock())

@@ -117,7 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         return vp
 
     d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
-    d.add_argument("dir", nargs="?", help="where (default: ./demo-workspace, replaced if it is a demo)")
+    d.add_argument(
+        "dir",
+        nargs="?",
+        help="where (default: ./demo-workspace; an earlier demo there is replaced, after a question)",
+    )
+    d.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier demo made by ewg without asking (never anything else)",
+    )
     d.add_argument("--episodes", type=_positive_int, default=6, help="good episodes to generate (default 6)")
     d.add_argument(
         "--headless", action="store_true", help="run it headless until idle instead of the console"
@@ -771,16 +780,33 @@ def _cmd_doctor(root: Path, args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from engine.demo import why_not_replaceable
+
     if not args.headless:
         _need_terminal()  # before anything is written: a demo nobody can see is no use
     root = Path(args.dir or "demo-workspace").resolve()
-    if root.exists() and any(root.iterdir()):
-        marker = root / "ewg.toml"
-        if not (marker.exists() and "[demo]" in marker.read_text(encoding="utf-8", errors="replace")):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        why = why_not_replaceable(root) if root.is_dir() and not root.is_symlink() else "it is not a folder"
+        if why:
             raise UsageError(
-                f"{root} exists and is not a demo workspace; choose another folder "
-                "(ewg demo DIR) so nothing of yours is replaced."
+                f"{root} is not empty and is not a demo that ewg can replace: {why}. Nothing was deleted. "
+                f"Choose a new or empty folder (ewg demo DIR), or move {root} away yourself."
             )
+        if not args.force:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                raise UsageError(
+                    f"{root} holds an earlier ewg demo; replacing it deletes its database and every file in "
+                    f"it. Nothing was deleted. Run `ewg demo {root} --force` to replace it, or choose another folder."
+                )
+            try:
+                answer = input(
+                    f"Replace the demo workspace {root}? Its database and files are deleted. [y/N] "
+                )
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                print("Nothing was deleted.")
+                return EXIT_FAILED
         import shutil
 
         shutil.rmtree(root)
