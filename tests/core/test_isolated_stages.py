@@ -143,7 +143,7 @@ def test_stop_reaches_the_worker_at_its_next_safe_point(make_demo):
     eng = Engine(ws, workers=1).start()
     try:
         wait_for(lambda: queries.item(ws.store, item_id)["progress"] == 0.5)  # progress relayed
-        assert worker_pids()
+        wait_for(worker_pids, timeout=5)
         started = time.time()
         Operator(ws, actor="tester").stop([item_id])
         wait_for(lambda: queries.item(ws.store, item_id)["status"] == "stopped", timeout=15)
@@ -164,8 +164,7 @@ def test_force_stop_kills_a_worker_that_ignores_the_cancel(make_demo):
     eng = Engine(ws, workers=1).start()
     try:
         wait_for(lambda: queries.item(ws.store, item_id)["progress"] == 0.1)
-        pids = worker_pids()
-        assert pids
+        pids = wait_for(worker_pids, timeout=5)
         Operator(ws, actor="tester").stop([item_id], force=True)
         wait_for(lambda: queries.item(ws.store, item_id)["status"] == "stopped", timeout=15)
         wait_for(lambda: not (pids & worker_pids()), timeout=5)
