@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import alerts, errors, pipeline
+from . import alerts, errors, pipeline, placeholders
 
 Policy = Literal["off", "warn", "enforce"]
 
@@ -211,6 +211,18 @@ class StageConfig(_Section):
     duration: float = Field(2.0, ge=0, le=86400)
     options: dict[str, Any] = Field(default_factory=dict)
     isolate: bool | None = None  # run in a worker subprocess; unset: heavy built-in stages only
+    outputs: list[str] = Field(default_factory=list)  # files a command must write into its output_dir
+
+    @field_validator("outputs")
+    @classmethod
+    def _relative_outputs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            parts = name.replace("\\", "/").split("/")
+            if not name or name.startswith("/") or ".." in parts:
+                raise ValueError(
+                    f"outputs entry {name!r} must be a path inside output_dir, e.g. segments.json"
+                )
+        return v
 
     @model_validator(mode="after")
     def _kind_needs(self) -> StageConfig:
@@ -219,6 +231,10 @@ class StageConfig(_Section):
         if self.kind == "command":
             if not self.command:
                 raise ValueError('kind = "command" needs command = ["program", "arg", ...]')
+        elif self.outputs:
+            raise ValueError(
+                'outputs is checked only for kind = "command"; remove it or make the stage a command'
+            )
         for code, cls in self.exit_codes.items():
             if not code.lstrip("-").isdigit():
                 raise ValueError(f"exit_codes key {code!r} is not an exit code number")
@@ -392,8 +408,48 @@ def parse(text: str, path: Path = Path("ewg.toml")) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path)) from None
+    _check_placeholders(config, path)
     _check_commands(config, path)
     return config
+
+
+def _templates(config: Config):
+    """Every argv template a stage expands: `command`, and a built-in stage's `options.command`."""
+    for kind, table in config.stages.items():
+        for name, stage in table.items():
+            if stage.kind == "command" and stage.command:
+                yield kind, name, "command", stage.command
+            option = stage.options.get("command")
+            if isinstance(option, list):
+                yield kind, name, "options.command", option
+
+
+def _check_placeholders(config: Config, path: Path) -> None:
+    """Placeholders are checked here, not when every item fails later (engine.placeholders)."""
+    found = [
+        f"  [stages.{kind}.{name}] {key}: {problem}."
+        for kind, name, key, template in _templates(config)
+        for problem in placeholders.problems(kind, name, template)
+    ]
+    if found:
+        raise ConfigError(
+            "\n".join(
+                [
+                    f"{path}: a command placeholder is not valid.",
+                    *found,
+                    "Fix the file and start again; nothing was changed.",
+                ]
+            )
+        )
+
+
+def command_warnings(config: Config) -> list[str]:
+    """Start-up warnings: placeholders a shell would parse as code (engine.placeholders.shell_warnings)."""
+    return [
+        warning
+        for kind, name, _key, template in _templates(config)
+        for warning in placeholders.shell_warnings(kind, name, template)
+    ]
 
 
 def _check_commands(config: Config, path: Path) -> None:

@@ -30,8 +30,8 @@ from .clock import Clock
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
 from .loop_failures import LoopFailures
-from .owners import owner_alive, owner_id
-from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext
+from .owners import owner_alive, owner_host, owner_id
+from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext, groups
 from .store import Claim, Completion
 from .verbs import finish_pending_removals
 from .watchdog import Watchdog
@@ -96,6 +96,7 @@ class Engine:
         self.rng = rng or random.Random()
         self.on_event = on_event
         self.owner = owner_id()
+        self.host = owner_host(self.owner)
         self.workers = self.config.engine.workers if workers is None else workers
         self.state = "new"
         self.executions = 0
@@ -198,6 +199,7 @@ class Engine:
     ) -> bool:
         """Take an item back from an owner that died; no attempt is spent (a poison pill is capped)."""
         give_up = rescues + 1 >= self.config.recovery.max_rescues
+        self.end_orphan(item_id, token)  # before the item can be claimed again
         with self.store.write() as conn:
             ok = transitions.release(
                 conn,
@@ -236,6 +238,20 @@ class Engine:
         if ok:
             self.wake()
         return ok
+
+    def end_orphan(self, item_id: str, token: int) -> int:
+        """Kill what is left of the recorded stage process group of a lease taken from its owner (on this
+        host; another host's processes are out of reach), if it is still that attempt's group."""
+        row = self.store.read_one(
+            "SELECT lease_owner, stage_pid, stage_pgid FROM items WHERE id=? AND lease_token=? AND status='running'",
+            (item_id, token),
+        )
+        if row is None or not row["stage_pgid"] or owner_host(row["lease_owner"] or "") != self.host:
+            return 0
+        marker = groups.lease_marker(row["lease_owner"], item_id, token)
+        return groups.kill_recorded(
+            row["stage_pid"], row["stage_pgid"], marker, self.config.engine.force_grace
+        )
 
     def sweep_leftovers(self) -> int:
         """Delete the temporary and replaced folders of attempts that are over, only in known items'
@@ -645,7 +661,22 @@ class Engine:
             log_tail=tail,
             clock_now=self.clock.now,
             _progress=progress,
+            lease_marker=groups.lease_marker(self.owner, claim.item_id, claim.lease_token),
+            _record_process=lambda pid, pgid: self._record_process(claim, pid, pgid),
         )
+
+    def _record_process(self, claim: Claim, pid: int, pgid: int) -> None:
+        """A stage's process group, written with its lease (fenced), before the stage goes on; a stage
+        that cannot be recorded is not run: a crash would leave it running alongside its retry."""
+        try:
+            with self.store.write() as conn:
+                conn.execute(
+                    "UPDATE items SET stage_pid=?, stage_pgid=? WHERE id=? AND lease_token=? AND status='running'",
+                    (pid, pgid, claim.item_id, claim.lease_token),
+                )
+        except BaseException:
+            groups.end_group(pgid, 0)
+            raise
 
     def _inputs(self, item_id: str, kind: str, completed: str | None, fresh: set[str]) -> dict:
         order = pipeline.stages_of(kind)

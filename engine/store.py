@@ -446,7 +446,7 @@ class Store:
             f"""UPDATE items SET status='running', lease_owner=?, lease_token=lease_token+1,
                     lease_expires_at=?, heartbeat_at=?, progress_at=?, started_at=?, progress=0,
                     progress_message='', verdict=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
-                    blocked_reason=NULL, deadline_extension=0, updated_at=?
+                    blocked_reason=NULL, deadline_extension=0, stage_pid=NULL, stage_pgid=NULL, updated_at=?
                 WHERE id IN (SELECT id FROM items INDEXED BY ix_items_ready WHERE status IN ('queued','retrying')
                              AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
                              AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')

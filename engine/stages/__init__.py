@@ -96,15 +96,29 @@ _TAIL_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M
 
 
 class LogTail(logging.Handler):
-    """Keeps the last lines an attempt logged, for the attempt record and the detail pane."""
+    """Keeps the last lines an attempt logged, for the attempt record and the detail pane.
 
-    def __init__(self, lines: int = 200) -> None:
+    Bounded in bytes as well as lines: at most `line_bytes` of a line and `max_bytes` in all, so a
+    stage printing megabytes leaves a small row in the database (the log tail of its attempt)."""
+
+    def __init__(self, lines: int = 200, max_bytes: int = 32 * 1024, line_bytes: int = 4 * 1024) -> None:
         super().__init__()
         self.lines: deque[str] = deque(maxlen=lines)
+        self.max_bytes, self.line_bytes = max_bytes, line_bytes
+        self.size = 0
         self.setFormatter(_TAIL_FORMAT)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        text = self.format(record)
+        if len(text) > self.line_bytes:
+            text = text[: self.line_bytes] + f" [... {len(text) - self.line_bytes} more characters]"
+        size = len(text.encode("utf-8", "replace")) + 1
+        if len(self.lines) == self.lines.maxlen:
+            self.size -= len(self.lines[0].encode("utf-8", "replace")) + 1
+        self.lines.append(text)
+        self.size += size
+        while self.size > self.max_bytes and len(self.lines) > 1:
+            self.size -= len(self.lines.popleft().encode("utf-8", "replace")) + 1
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -151,6 +165,8 @@ class StageContext:
     clips: list[ClipSpec] = field(default_factory=list)
     _progress: Callable[[float, str], None] = lambda f, m: None
     extras: dict[str, Any] = field(default_factory=dict)
+    lease_marker: str = ""  # names this attempt in its programs' environment (stages.groups)
+    _record_process: Callable[[int, int], None] = lambda pid, pgid: None
 
     # shared with copies made by dataclasses.replace(), so the engine sees a folder a copy created
     output_state: dict = field(default_factory=dict, repr=False)
@@ -190,6 +206,11 @@ class StageContext:
 
     def progress(self, fraction: float, message: str = "") -> None:
         self._progress(min(1.0, max(0.0, float(fraction))), message)
+
+    def record_process(self, pid: int, pgid: int) -> None:
+        """A stage started a program in its own process group: record it with the lease, so a rescue
+        after a crash can end it before the item runs again (stages.groups.kill_recorded)."""
+        self._record_process(pid, pgid)
 
     def create_clip(self, key: str, start: float, end: float, title: str) -> None:
         """Declare a clip of this episode; recorded with the checkpoint, keyed so reruns update it."""

@@ -32,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TRANSIENT, Cancelled, StageError
-from . import CancelToken, ClipSpec, Earlier, ItemInfo, LogTail, StageContext, StageFn, import_callable
+from . import (
+    CancelToken,
+    ClipSpec,
+    Earlier,
+    ItemInfo,
+    LogTail,
+    StageContext,
+    StageFn,
+    groups,
+    import_callable,
+)
 
 # Built-in stages that decode or encode media for most of their run: isolated unless a stage says otherwise.
 HEAVY = frozenset({("episode", "transcribed"), ("clip", "generated"), ("clip", "rendered")})
@@ -146,6 +156,7 @@ class _Relay:
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ, EWG_WORKER_FD=str(from_child_w), EWG_WORKER_NICE=str(self.nice))
         env["EWG_WORKER_PARENT"] = str(os.getpid())
+        env[groups.LEASE_ENV] = ctx.lease_marker  # a rescue after a crash knows the group by it
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from engine.stages.isolated import child_main; child_main()"],
@@ -161,6 +172,15 @@ class _Relay:
             os.close(to_child_r)
             os.close(from_child_w)
         unregister = ctx.cancel.on_force(self._kill)
+        try:
+            ctx.record_process(self.proc.pid, self.proc.pid)  # with the lease, for a rescue after a crash
+        except BaseException:
+            self._kill()
+            self.proc.wait()
+            os.close(from_child_r)
+            os.close(to_child_w)
+            unregister()
+            raise
         stderr = threading.Thread(target=self._log_stderr, name=f"stderr-{ctx.item.id}", daemon=True)
         stderr.start()
         try:
@@ -327,6 +347,7 @@ def child_main() -> None:
         logger=logger,
         log_tail=LogTail(1),
         _progress=lambda f, m: _send(out, ("progress", f, m)),
+        lease_marker=os.environ.get(groups.LEASE_ENV, ""),
     )
     ctx.output_state["created"] = job.output_created
     try:
