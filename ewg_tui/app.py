@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 from textual import work
@@ -12,6 +15,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine.clock import Clock
+from engine.config import command_warnings
 from engine.runtime import Engine, EngineEvent
 from engine.verbs import Operator
 from engine.workspace import Workspace, open_workspace
@@ -20,6 +24,7 @@ from .messages import EngineNotice
 from .screens.commands import ConsoleCommands
 from .screens.main import MainScreen
 from .screens.quit_dialog import LEAVE, STOP, QuitScreen
+from .terminal import TerminalWatch, detach_dead
 
 POLL_INTERVAL = 0.25
 
@@ -68,7 +73,12 @@ class EwgApp(App[int]):
 
     def _terminal_gone(self) -> None:
         """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""
+        detach_dead()  # the screen's last writes go nowhere instead of failing on the dead terminal
         self.exit(return_code=129)
+
+    def on_ready(self) -> None:
+        for warning in command_warnings(self.ws.config):  # start-up warnings, e.g. a placeholder in sh -c
+            self.notify(warning, title="ewg.toml", severity="warning", timeout=30, markup=False)
 
     def engine_event(self, event: EngineEvent) -> None:
         """Called on engine threads: hand the event to the event loop, touch nothing else."""
@@ -106,6 +116,20 @@ class EwgApp(App[int]):
         self.call_from_thread(self.exit)
 
 
+def _unblock_screen_writes(app: App, seconds: float = 3.0) -> None:
+    """Textual's writer thread dies on its first EIO from a hung-up terminal, and the event loop then
+    blocks on its full queue (30 writes): empty that queue so the app can run its exit."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        writer = getattr(getattr(app, "_driver", None), "_writer_thread", None)
+        pending = getattr(writer, "_queue", None)
+        if writer is not None and pending is not None and not writer.is_alive():
+            while pending.get() is not None:  # the None is the driver's own stop request
+                pass
+            return
+        time.sleep(0.05)
+
+
 def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool) -> int:
     """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only."""
     ws = open_workspace(root, readonly=readonly)
@@ -113,13 +137,28 @@ def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool
     if not attach and not readonly and workers != 0:
         engine = Engine(ws, workers=workers)
     app = EwgApp(ws, engine=engine, readonly=readonly)
+
+    def wedged() -> None:  # the app did not end after its terminal went away: release the work, leave
+        if engine is not None and engine.state in ("running", "stopping"):
+            engine.stop()
+        os._exit(129)
+
+    def leave() -> None:  # on the watch's thread, once the terminal is gone and fds 0-2 point at /dev/null
+        threading.Thread(target=_unblock_screen_writes, args=(app,), daemon=True).start()
+        app.call_from_thread(lambda: app.exit(return_code=129))
+
+    watch = TerminalWatch(leave, wedged)
     try:
         if engine is not None:
             engine.on_event = app.engine_event
             engine.start()
+        watch.start()
         app.run()
     finally:
+        watch.stop()
         if engine is not None and engine.state in ("running", "stopping") and not app.leave_running:
             engine.stop()
         ws.close()
+    if watch.gone.is_set():
+        return 129
     return app.return_code or 0

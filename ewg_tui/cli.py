@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import pipeline, queries
 from engine.clock import iso
-from engine.config import ConfigError
+from engine.config import ConfigError, command_warnings
 from engine.store import DatabaseError
 from engine.verbs import Operator, Preview, VerbError
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
@@ -568,6 +568,10 @@ def _cmd_run(ws: Workspace, args) -> int:
 
     def on_signal(signum, _frame) -> None:
         signals["count"] += 1
+        if signum == signal.SIGHUP:  # the terminal went away (tmux, SSH): stop as for SIGTERM, print nowhere
+            from ewg_tui.terminal import detach_dead
+
+            detach_dead(all_ttys=True)
         wake.set()
         if signals["count"] >= 2:
             print("second signal: forcing stop", file=sys.stderr, flush=True)
@@ -576,7 +580,9 @@ def _cmd_run(ws: Workspace, args) -> int:
     exporter = _metrics_server(
         ws, getattr(args, "metrics", None)
     )  # binds first: a bad address starts nothing
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    for warning in command_warnings(ws.config):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     from engine.sd_notify import Notifier
 
     systemd = Notifier()
