@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import checkpoints, errors, ownership, pipeline, transitions
 from .owners import owner_alive, owner_id
+from .stages import groups
 from .workspace import Workspace
 
 ACTIVE = ("queued", "retrying", "blocked", "running")
@@ -584,7 +585,8 @@ class Operator:
         dead = [
             r
             for r in self.store.read(
-                "SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"
+                "SELECT id, lease_owner, lease_token, rescues, stage_pid, stage_pgid FROM items"
+                " WHERE status='running'"
             )
             if owner_alive(r["lease_owner"] or "") is False
         ]
@@ -602,6 +604,13 @@ class Operator:
         if dry_run:
             return preview
         now = self.clock.now()
+        for r in dead:  # a dead owner's stage processes end before its item can run again
+            groups.kill_recorded(
+                r["stage_pid"],
+                r["stage_pgid"],
+                groups.lease_marker(r["lease_owner"], r["id"], r["lease_token"]),
+                self.ws.config.engine.force_grace,
+            )
         with self.store.write() as conn:
             for r in dead:
                 transitions.release(

@@ -4,8 +4,8 @@ A stage's program starts in its own session, so its process group holds everythi
 Linux it also gets PR_SET_PDEATHSIG: it is SIGKILLed when the engine thread that started it dies, a
 kill -9 of the engine included. `Group.end` runs after the program exits and before the engine
 publishes its output: whatever the program left running in its group (a background child still
-writing into the output folder) is sent SIGTERM, given the grace period, then SIGKILLed. The
-leader is reaped only after that, so its PID, and with it the group id, cannot be reused meanwhile.
+writing into the output folder) is sent SIGTERM, given the grace period, then SIGKILLed. A group
+id cannot be reused while any member lives, so the signals reach only the stage's group.
 
 The engine records the group with the lease (`items.stage_pid/stage_pgid`). After a crash,
 `kill_recorded` ends a dead owner's group before its item runs again. A PID may be reused, so
@@ -98,8 +98,8 @@ def members(pgid: int) -> list[int]:
 def end_group(pgid: int, grace: float) -> int:
     """SIGTERM group `pgid`, wait up to `grace` seconds for it to empty, SIGKILL the rest.
 
-    Returns how many live processes it had. Only call it while the group id cannot be reused: its
-    leader is alive or an unreaped zombie (Group.end), or a member was just verified (kill_recorded)."""
+    Returns how many live processes it had. Call it only for a group known to be the stage's: one
+    with a member just seen (the id cannot be reused while any member lives)."""
     live = members(pgid)
     if not live:
         return 0
@@ -172,28 +172,40 @@ def pidfd(pid: int) -> int | None:
 
 
 class Group:
-    """The process group of one stage program, ended and reaped exactly once."""
+    """The process group of one stage program, ended exactly once."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.proc = proc
         self.pgid = proc.pid
         self._lock = threading.Lock()
-        self._reaped = False
+        self._ended = False
 
     def kill(self) -> None:
         """Force stop (any thread): SIGKILL the whole group at once."""
         with self._lock:
-            if not self._reaped:
+            if not self._ended:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.pgid, signal.SIGKILL)
 
     def end(self, grace: float) -> int:
-        """SIGTERM, grace, SIGKILL for everything left in the group, then reap the leader."""
+        """SIGTERM, grace, SIGKILL for everything left in the group; the leader is reaped.
+
+        The usual case costs one system call: the leader has exited, is reaped, and the group is empty.
+        A group id stays taken while any member lives, so after the reap `killpg` still reaches only
+        this group."""
         with self._lock:
-            if self._reaped:
+            if self._ended:
                 return 0
-        n = end_group(self.pgid, grace)
+        n = 0
+        if not exited(self.proc.pid):  # a cancel: the leader itself is still running
+            n = end_group(self.pgid, grace)
+        self.proc.wait()
+        try:
+            os.killpg(self.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left in the group
+        else:
+            n += end_group(self.pgid, grace)
         with self._lock:
-            self.proc.wait()
-            self._reaped = True
+            self._ended = True
         return n

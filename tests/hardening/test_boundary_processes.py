@@ -415,6 +415,7 @@ def test_a_50_mb_line_keeps_memory_flat_and_the_database_small(make_demo, tmp_pa
         done.set()
         sampler.join()
     grew = (peak[0] - base) / 2**20
+    print(f"peak RSS growth {grew:.1f} MB")
     assert grew < 100, f"engine memory grew {grew:.0f} MB for a 50 MB line"
     tail = ws.store.read_one(
         "SELECT log_tail FROM attempts WHERE item_id=? AND stage='discovered'", (item_id,)
@@ -423,6 +424,7 @@ def test_a_50_mb_line_keeps_memory_flat_and_the_database_small(make_demo, tmp_pa
     assert "more characters" in tail or "line cut" in tail
     ws.store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db_size = sum(p.stat().st_size for p in Path(ws.root).glob("ewg.db*"))
+    print(f"log tail {len(tail.encode())} bytes, database {db_size} bytes")
     assert db_size < 5 * 2**20, db_size
 
 
