@@ -177,7 +177,11 @@ class _Output:
         if extra is not None:
             self.selector.register(extra, selectors.EVENT_READ)
         try:
-            ready = self.selector.select(timeout) if self.selector.get_map() else []
+            if self.selector.get_map():
+                ready = self.selector.select(timeout)
+            else:  # both streams closed and no pidfd: only the exit is left to wait for
+                time.sleep(timeout)
+                ready = []
         finally:
             if extra is not None:
                 self.selector.unregister(extra)

@@ -285,6 +285,7 @@ def test_a_killed_engines_orphaned_group_is_killed_before_the_retry_runs(make_de
         retry_started = float(retry_log.read_text().split()[0])
         last_orphan_write = float(orphan_log.read_text().split()[-1])
         assert gone(orphan), "the orphaned stage process is still running"
+        print(f"the orphan's last write came {retry_started - last_orphan_write:.2f} s before its retry")
         assert last_orphan_write < retry_started, (
             f"the orphan wrote {last_orphan_write - retry_started:.2f} s after its retry started"
         )
