@@ -439,3 +439,27 @@ def test_a_long_line_is_cut_where_it_is_read():
     assert got[0].startswith("a" * LINE_CAP) and f"{2 * LINE_CAP + 1} more bytes not kept" in got[0]
     assert got[1:] == ["short", "rest"]
     assert len(lines.buf) == 0
+
+
+def test_a_recorded_group_that_now_belongs_to_a_stranger_is_left_alone():
+    """A rescue kills a recorded group only if a live member carries the attempt's lease marker: the
+    PID (and group id) of a long-dead stage may belong to another process by now."""
+    from engine.stages import groups
+
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    ours = groups.popen(
+        ["sleep", "30"], env={**os.environ, groups.LEASE_ENV: "host:1:2/ep/7"}, stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.2)  # both have exec'd: their environment is readable
+        assert groups.kill_recorded(stranger.pid, stranger.pid, "host:1:2/ep/7", 0.5) == 0
+        assert stranger.poll() is None, "a stranger's process group was killed"
+        assert groups.kill_recorded(ours.pid, ours.pid, "host:1:2/ep/6", 0.5) == 0  # another attempt's
+        assert ours.poll() is None
+        assert groups.kill_recorded(ours.pid, ours.pid, "host:1:2/ep/7", 0.5) == 1
+        assert ours.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        stranger.kill()
+        ours.kill()
+        stranger.wait()
+        ours.wait()
