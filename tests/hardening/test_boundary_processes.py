@@ -252,7 +252,7 @@ def test_a_killed_engines_orphaned_group_is_killed_before_the_retry_runs(make_de
             with open({str(retry_log)!r}, 'a') as fh:
                 fh.write(repr(time.time()) + '\\n')
             sys.exit(0)
-        open({str(flag)!r}, 'w').close()
+        open({str(flag)!r}, 'w').write(str(os.getpid()))
         subprocess.Popen([sys.executable, '-c', {child!r}], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(600)  # quiet: no output, no progress
@@ -274,8 +274,10 @@ def test_a_killed_engines_orphaned_group_is_killed_before_the_retry_runs(make_de
         time.sleep(0.3)  # the stage is recorded with its lease right after it starts
         victim.kill()
         victim.wait(timeout=10)
-        time.sleep(0.5)
-        assert not gone(orphan), "the child should outlive the engine's kill (it left no parent behind)"
+        leader = int(flag.read_text())
+        wait_for(lambda: gone(leader), timeout=2, what="the stage to die with its engine (PR_SET_PDEATHSIG)")
+        time.sleep(0.3)
+        assert not gone(orphan), "the child should outlive the engine's kill (only the group kill ends it)"
         second = cli("-w", str(ws.root), "--workers", "1", "run", "--until-idle", "-q")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
