@@ -80,6 +80,7 @@ def temp_path(item_dir: Path, stage: str, token: int) -> Path:
 def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
     """A fresh, empty working directory for one attempt."""
     path = temp_path(item_dir, stage, token)
+    fsafe.ensure_dir_below(item_dir.parent, item_dir)  # first: nothing below is looked at through a link
     if not fsafe.remove_link(path) and path.exists():
         shutil.rmtree(path)
     return fsafe.ensure_dir_below(item_dir.parent, path)

@@ -2,18 +2,23 @@
 
 Each finding says what was found, how bad it is and the fix. The checks, in
 order: the configuration, the database (present, readable, schema version,
-`PRAGMA integrity_check`), file permissions, engine processes, leases and
-their owners (alive or dead), temporary leftovers, checkpoints (files present,
-sizes and checksums as in their manifest), disk space, services, the
-dependencies of every configured stage, and the backups with the way back.
+`PRAGMA integrity_check`), paths another user can write or owns (what ewg
+refuses to run on; not repaired: only the owner can judge their content, and no
+python stage a config of theirs names is imported), file permissions, engine
+processes, leases and their owners (alive or dead), symbolic links in the items
+folder, temporary leftovers, checkpoints (files present, sizes and checksums as
+in their manifest), disk space, services, the dependencies of every configured
+stage, and the backups with the way back.
 
 `repair=True` fixes only what cannot lose work: temporary leftovers of dead
 attempts are swept, leases of dead processes on this host are rescued (the
 item goes back to the queue, no attempt spent), damaged checkpoints are marked
 stale and their items rolled back to before the damage (through the rollback
 and reprocess verbs, so the audit log has them), owner-only permissions are
-restored. Nothing is deleted in an items folder whose ownership marker does not name this
-database (engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor: the OS user). A database
+restored, symbolic links in place of ewg's item folders removed (never their targets). Nothing
+is deleted in an items folder whose ownership marker does not name this database
+(engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor:
+the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
@@ -223,12 +228,13 @@ class Doctor:
     def run(self) -> Report:
         try:
             self._config()
-            self._exposures()
             cfg = self.config or Config()
             db = self.root / cfg.paths.database
             backups_folder = self.root / cfg.paths.backups
             self.report.backups = list_backups(backups_folder)
-            if self._database(db, backups_folder):
+            readable = self._database(db, backups_folder)
+            self._exposures()
+            if readable:
                 self._permissions(db, backups_folder)
                 self._open(db, cfg)
                 self._engines()
