@@ -6,6 +6,11 @@ the engine fsyncs every file and the directory, renames it to
 transaction that checked the lease, so a kill -9 at any instant leaves either
 the old state or the new one. Temporary names carry the lease token, so a
 sweep never deletes the working directory of a live lease.
+
+Nothing is written through a symbolic link planted in the items folder: the
+folders are made with `fsafe.ensure_dir_below` (O_NOFOLLOW, one component at a
+time), a link at a checkpoint's name is removed before the rename, and
+`stale_links` finds the links the start-up sweep removes (never their targets).
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import fsafe
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -72,11 +80,10 @@ def temp_path(item_dir: Path, stage: str, token: int) -> Path:
 def temp_dir(item_dir: Path, stage: str, token: int) -> Path:
     """A fresh, empty working directory for one attempt."""
     path = temp_path(item_dir, stage, token)
-    item_dir.mkdir(parents=True, exist_ok=True)
-    if path.exists():
+    fsafe.ensure_dir_below(item_dir.parent, item_dir)  # first: nothing below is looked at through a link
+    if not fsafe.remove_link(path) and path.exists():
         shutil.rmtree(path)
-    path.mkdir()
-    return path
+    return fsafe.ensure_dir_below(item_dir.parent, path)
 
 
 @dataclass
@@ -102,7 +109,8 @@ def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
     manifest = build_manifest(tmp)
     manifest["skipped"] = skipped
     if manifest["files"]:
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        fsafe.private_tree(tmp)  # what the stage wrote under a loose umask becomes owner-only
+        fsafe.write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))  # a planted link is replaced
         _fsync_tree(tmp)
     return Prepared(tmp, final, manifest)
 
@@ -110,6 +118,9 @@ def prepare(tmp: Path | None, final: Path, skipped: bool = False) -> Prepared:
 def publish(prepared: Prepared, token: int) -> None:
     """Rename the prepared output into place, replacing an older checkpoint of the stage."""
     final = prepared.final
+    if final.parent.is_symlink():  # a link in place of the item folder: replaced, never written through
+        fsafe.ensure_dir_below(final.parent.parent, final.parent)
+    fsafe.remove_link(final)  # a link at the checkpoint's name is dropped, its target never touched
     if prepared.empty and not final.exists():  # nothing to put in place: no rename, no fsync
         return
     if prepared.tmp is not None and not prepared.tmp.exists() and final.exists():
@@ -118,7 +129,7 @@ def publish(prepared: Prepared, token: int) -> None:
         return
     old = final.parent / f"{OLD_PREFIX}{final.name}-{token}"
     if final.exists():
-        if old.exists():
+        if not fsafe.remove_link(old) and old.exists():
             shutil.rmtree(old)
         os.rename(final, old)
     if prepared.empty:
@@ -131,7 +142,7 @@ def publish(prepared: Prepared, token: int) -> None:
 
 
 def discard(path: Path | None) -> None:
-    if path is None:
+    if path is None or fsafe.remove_link(path):  # a link is removed as such, never followed
         return
     try:
         os.rmdir(path)  # the common case: an empty or already-published directory
@@ -161,10 +172,26 @@ def leftovers(items_root: Path) -> list[tuple[Path, str, str, int]]:
     if not items_root.exists():
         return found
     for item_dir in items_root.iterdir():
-        if not item_dir.is_dir():
+        if item_dir.is_symlink() or not item_dir.is_dir():  # never listed through a link
             continue
         for child in item_dir.iterdir():
             m = _TMP_RE.match(child.name)
             if m:
                 found.append((child, item_dir.name, m["stage"], int(m["token"])))
+    return found
+
+
+def stale_links(items_root: Path, known: Collection[str]) -> list[Path]:
+    """Symbolic links where ewg keeps its own folders: in place of a known item's folder, and anything in
+    a known item's folder. ewg makes none, and a write through one would land outside the workspace.
+    Links under other names are someone else's (the items root may be the workspace folder)."""
+    found: list[Path] = []
+    if items_root.is_symlink() or not items_root.is_dir():
+        return found
+    for item_id in known:
+        entry = items_root / item_id
+        if entry.is_symlink():
+            found.append(entry)
+        elif entry.is_dir():
+            found.extend(child for child in entry.iterdir() if child.is_symlink())
     return found

@@ -2,18 +2,23 @@
 
 Each finding says what was found, how bad it is and the fix. The checks, in
 order: the configuration, the database (present, readable, schema version,
-`PRAGMA integrity_check`), file permissions, engine processes, leases and
-their owners (alive or dead), temporary leftovers, checkpoints (files present,
-sizes and checksums as in their manifest), disk space, services, the
-dependencies of every configured stage, and the backups with the way back.
+`PRAGMA integrity_check`), paths another user can write or owns (what ewg
+refuses to run on; not repaired: only the owner can judge their content, and no
+python stage a config of theirs names is imported), file permissions, engine
+processes, leases and their owners (alive or dead), symbolic links in the items
+folder, temporary leftovers, checkpoints (files present, sizes and checksums as
+in their manifest), disk space, services, the dependencies of every configured
+stage, and the backups with the way back.
 
 `repair=True` fixes only what cannot lose work: temporary leftovers of dead
 attempts are swept, leases of dead processes on this host are rescued (the
 item goes back to the queue, no attempt spent), damaged checkpoints are marked
 stale and their items rolled back to before the damage (through the rollback
 and reprocess verbs, so the audit log has them), owner-only permissions are
-restored. Nothing is deleted in an items folder whose ownership marker does not name this
-database (engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor: the OS user). A database
+restored, symbolic links in place of ewg's item folders removed (never their targets). Nothing
+is deleted in an items folder whose ownership marker does not name this database
+(engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor:
+the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
@@ -33,12 +38,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import checkpoints, ownership, pipeline, transitions
+from . import checkpoints, fsafe, ownership, pipeline, transitions
 from .config import Config, ConfigError
 from .config import load as load_config
 from .health import check_service, disk_free_mb
 from .store import SCHEMA_VERSION, SQLITE_HEADER, DatabaseError, Store
-from .workspace import CONFIG_NAME, Workspace
+from .workspace import CONFIG_NAME, Workspace, exposures
 
 OK, INFO, WARNING, ERROR, CRITICAL = "ok", "info", "warning", "error", "critical"
 SEVERITIES = (OK, INFO, WARNING, ERROR, CRITICAL)
@@ -218,6 +223,7 @@ class Doctor:
         self.disk_free = disk_free
         self.config: Config | None = None
         self.ws: Workspace | None = None
+        self.exposed = False  # another user can write the workspace: nothing its config names is imported
 
     def run(self) -> Report:
         try:
@@ -226,7 +232,9 @@ class Doctor:
             db = self.root / cfg.paths.database
             backups_folder = self.root / cfg.paths.backups
             self.report.backups = list_backups(backups_folder)
-            if self._database(db, backups_folder):
+            readable = self._database(db, backups_folder)
+            self._exposures()
+            if readable:
                 self._permissions(db, backups_folder)
                 self._open(db, cfg)
                 self._engines()
@@ -236,7 +244,8 @@ class Doctor:
             self._disk(db, cfg)
             if self.config is not None:
                 self._services()
-                self._dependencies()
+                if not self.exposed:
+                    self._dependencies()
             self._backups(db, backups_folder)
         finally:
             if self.ws is not None:
@@ -265,6 +274,27 @@ class Doctor:
             )
             return
         self.report.add("config", OK, f"{CONFIG_NAME} is valid")
+
+    def _exposures(self) -> None:
+        """The paths ewg refuses to run on (workspace.refuse_unsafe): writable or owned by another user."""
+        if not (self.root / CONFIG_NAME).exists():
+            return
+        found = exposures(self.root, self.config)
+        self.exposed = bool(found)
+        if not found:
+            self.report.add(
+                "permissions", OK, "only you can change the configuration, the database and the items folder"
+            )
+            return
+        self.report.add(
+            "permissions",
+            ERROR,
+            f"ewg refuses to run here: another user can change {len(found)} path(s): "
+            + "; ".join(f"{e.path} {e.why}" for e in found),
+            f"Check {CONFIG_NAME} for changes you did not make, then:\n"
+            + "\n".join(e.fix for e in found)
+            + "\n(not repaired automatically: only you can tell whether the content is still yours)",
+        )
 
     # database -------------------------------------------------------------------------------------
     def _database(self, db: Path, backups_folder: Path) -> bool:
@@ -352,7 +382,8 @@ class Doctor:
         if backups_folder.is_dir():
             files += sorted(backups_folder.glob("ewg-*.db"))
         loose = [p for p in files if not _owner_only(p)]
-        foreign = [p for p in files if p.stat().st_uid != os.getuid()]
+        # the database's own files are in the check above (_exposures); here the backups
+        foreign = [p for p in files if p.stat().st_uid != os.getuid() and p.name.startswith("ewg-")]
         if foreign:
             owners = sorted({p.stat().st_uid for p in foreign})
             self.report.add(
@@ -505,7 +536,7 @@ class Doctor:
                 "checkpoint check below and rerun after `ewg doctor --repair`.",
             )
             if self.repair:
-                root.mkdir(parents=True, exist_ok=True)
+                fsafe.make_dir(root)
                 with contextlib.suppress(DatabaseError, sqlite3.Error):  # an older schema: marked when opened
                     ownership.claim_new(root, self.ws.store.identity())
                 self.report.findings[-1].repaired = f"created {root}"
@@ -517,6 +548,33 @@ class Doctor:
             return
         known = {r["id"] for r in self.ws.store.read("SELECT id FROM items")}
         why = self._ownership(root, known)
+        links = checkpoints.stale_links(root, known)
+        if links:
+            f = self.report.add(
+                "items",
+                WARNING,
+                f"{len(links)} symbolic link(s) where ewg keeps its folders (ewg makes none; a write "
+                "through one would land outside the workspace): "
+                + ", ".join(f"{p.relative_to(root)} -> {os.readlink(p)}" for p in links[:3]),
+                "`ewg doctor --repair` removes the links (never what they point to); the engine also does "
+                "at start, and never writes through one.",
+            )
+            if self.repair and why:
+                f.repaired = "nothing removed: ewg cannot show it owns the items folder (see ownership)"
+            elif self.repair:
+                for p in links:
+                    fsafe.remove_link(p)
+                with self.ws.store.write() as conn:
+                    transitions.record_event(
+                        conn,
+                        time.time(),
+                        self.actor,
+                        "doctor_repair",
+                        selection="links",
+                        reason="symbolic links in the items folder",
+                        result=f"removed {len(links)} link(s)",
+                    )
+                f.repaired = f"removed {len(links)} link(s)"
         orphan = [
             p
             for p, item_id, _s, token in checkpoints.leftovers(root)

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import checkpoints, errors, ownership, pipeline, policy, stages, transitions
+from . import checkpoints, errors, fsafe, ownership, pipeline, policy, stages, transitions
 from .alert_watch import AlertWatch
 from .alerts import Alerter
 from .clock import Clock
@@ -264,6 +264,11 @@ class Engine:
         }
         known = self.ws.known_ids()
         swept = 0
+        for link in checkpoints.stale_links(
+            self.ws.items_root, known
+        ):  # ewg makes none; the target is left alone
+            fsafe.remove_link(link)
+            swept += 1
         for path, item_id, _stage, token in checkpoints.leftovers(self.ws.items_root):
             if item_id not in known or path.parent.is_symlink():  # not an item folder ewg made
                 continue

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from . import fsafe  # standard library only: owner-only folders whatever the umask
+
 SCHEMA_VERSION = 7
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -185,7 +187,7 @@ class Store:
         path = Path(path)
         if path.exists():
             raise DatabaseError(f"{path} already exists; refusing to overwrite a database.")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fsafe.make_dir(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner-only from birth
         os.close(fd)
         store = cls(path, **kw)
@@ -381,7 +383,7 @@ class Store:
 
     def backup(self, folder: Path, label: str = "scheduled", keep: int = 10) -> Path:
         """A consistent online copy through the SQLite backup API; keeps the newest `keep` of its label."""
-        folder.mkdir(parents=True, exist_ok=True)
+        fsafe.make_dir(folder)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = folder / f"ewg-{stamp}-{label}.db"
         n = 1

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as configmod
-from . import ownership, pipeline
+from . import fsafe, ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
+from .fsafe import Exposure, UnsafePath
 from .store import DatabaseError, Store
 
 CONFIG_NAME = "ewg.toml"
@@ -172,9 +173,10 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
             f"{root} is not an ewg workspace (no {CONFIG_NAME}). Create one with "
             f"`ewg init {root}`, or pass --workspace DIR / set EWG_WORKSPACE."
         )
+    refuse_unsafe(root)  # before the configuration is even read: another user may have written it
     config = configmod.load(root / CONFIG_NAME)
+    refuse_unsafe(root, config)
     path, kw = _store_for(root, config)
-    check_owner(path)
     store = Store.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
     try:
         check_foreign_engines(store)
@@ -197,21 +199,49 @@ def _adopt_items_root(ws: Workspace) -> None:
 
 
 def _user(uid: int) -> str:
-    import pwd
-
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
+    return fsafe.user_name(uid)
 
 
-def check_owner(db: Path) -> None:
-    """A workspace is used by the account that owns its database; others are refused, not half-used."""
-    if db.exists() and db.stat().st_uid != os.getuid():
-        raise DatabaseError(
-            f"{db} belongs to {_user(db.stat().st_uid)}, not to you ({_user(os.getuid())}). "
-            "Run ewg as the workspace's owner (sudo -u OWNER ewg ...); nothing was changed."
-        )
+class UnsafeWorkspace(UnsafePath):
+    """Another account can change the workspace's configuration, database or items folder (or owns
+    them): ewg refuses it before running anything; the message names each path and its fix."""
+
+
+def exposures(root: Path, config: Config | None = None) -> list[Exposure]:
+    """The paths of a workspace that someone other than you can write: the folder itself and `ewg.toml`;
+    with its configuration, also the database (with its -wal and -shm, where a link is refused too),
+    the database's folder and the items folder."""
+    root = Path(root)
+    paths: list[tuple[Path, bool]] = [(root, True), (root / CONFIG_NAME, True)]
+    if config is not None:
+        db = root / config.paths.database
+        real = Path(os.path.realpath(db))  # SQLite puts -wal and -shm next to the file a link names
+        paths += [(real.parent, True), (db, True)]
+        paths += [(Path(f"{real}{suffix}"), False) for suffix in ("-wal", "-shm")]
+        paths.append((root / config.paths.items, True))
+    found, seen = [], set()
+    for path, link_ok in paths:
+        key = os.path.realpath(path) if link_ok else str(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        exposed = fsafe.exposure(path, link_ok=link_ok)
+        if exposed is not None:
+            found.append(exposed)
+    return found
+
+
+def refuse_unsafe(root: Path, config: Config | None = None) -> None:
+    found = exposures(root, config)
+    if not found:
+        return
+    lines = "\n".join(f"  {e.path} {e.why}.\n    Fix: {e.fix}" for e in found)
+    raise UnsafeWorkspace(
+        f"refusing to use the workspace {root}: another user could change what ewg runs as you "
+        f"(a command stage added to {CONFIG_NAME}, work rewritten in the database or the items folder).\n"
+        f"{lines}\n"
+        f"Check {CONFIG_NAME} for changes you did not make, then apply the fix; nothing was changed."
+    )
 
 
 def check_foreign_engines(store: Store) -> None:
@@ -254,12 +284,13 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
             "is there); two workspaces sharing one items folder would delete each other's checkpoints. "
             "Give this workspace its own [paths] items folder; nothing was changed."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    items.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        refuse_unsafe(root)  # a folder others can write is no place for a new workspace
+    fsafe.make_dir(root)
+    fsafe.make_dir(items)
     store = Store.create(path, **kw)
     ownership.claim_new(items, store.identity())
-    cfg = root / CONFIG_NAME
-    cfg.write_text(config_text, encoding="utf-8")
+    fsafe.write_text(root / CONFIG_NAME, config_text)  # owner-only from birth, whatever the umask
     return Workspace(root, config, store, clock or SystemClock())
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from engine import pipeline, queries
 from engine.clock import iso
 from engine.config import ConfigError, command_warnings
+from engine.fsafe import UnsafePath
 from engine.store import DatabaseError
 from engine.verbs import Operator, Preview, VerbError
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
@@ -873,13 +874,16 @@ WRITES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything ewg and its stages create is owner-only, whatever umask the caller had (a stricter one
+    # is kept): under umask 000 another user could append a command stage to ewg.toml.
+    os.umask(os.umask(0o077) | 0o077)
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except UsageError as exc:
         print(f"ewg: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, VerbError) as exc:
+    except (ConfigError, VerbError, UnsafePath) as exc:
         print(f"ewg: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as exc:

@@ -60,6 +60,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import fsafe  # standard library only, like this module
+
 STATE_VERSION = 1
 DEFAULT_INCLUDE = ("*.mp4", "*.mov", "*.mkv", "*.m4v", "*.webm", "*.avi", "*.mp3", "*.m4a", "*.wav")
 DEFAULT_EXCLUDE = (".*", "*.part", "*.partial", "*.tmp", "*.crdownload", "~*")
@@ -326,10 +328,8 @@ def _load_state(path: Path) -> dict:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    fsafe.make_dir(path.parent)
+    fsafe.write_json(path, state, indent=1, sort_keys=True)  # owner-only, atomic, never through a link
 
 
 def _source_files(folder: Path, problems: list[Problem]) -> list[Path]:

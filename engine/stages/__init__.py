@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import fsafe
 from ..config import Config, StageConfig
 from ..errors import CONFIG_ERROR, Cancelled, StageError
 
@@ -195,8 +196,13 @@ class StageContext:
         """The attempt's private output folder, created when a stage first asks for it (a stage that
         writes nothing costs no file-system work)."""
         if not self.output_created:
-            # exist_ok: tokens are unique per attempt, so an existing folder can only be this attempt's
-            self.output_path.mkdir(parents=True, exist_ok=True)
+            # An existing folder can only be this attempt's (tokens are unique per attempt); a link planted
+            # at its name, or at the item folder's, is replaced by a real owner-only folder, never followed.
+            base = self.item_dir.parent
+            if self.output_path.is_relative_to(base):
+                fsafe.ensure_dir_below(base, self.output_path)
+            else:
+                fsafe.make_dir(self.output_path)
             self.output_state["created"] = True
         return self.output_path
 
