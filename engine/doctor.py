@@ -4,16 +4,18 @@ Each finding says what was found, how bad it is and the fix. The checks, in
 order: the configuration, the database (present, readable, schema version,
 `PRAGMA integrity_check`), file permissions, engine processes, leases and
 their owners (alive or dead), temporary leftovers, checkpoints (files present,
-sizes and checksums as in their manifest), disk space, services, the
+sizes and checksums as in their manifest), checkpoint folders whose commit was
+lost (ARCHITECTURE.md contract 7), disk space, services, the
 dependencies of every configured stage, and the backups with the way back.
 
 `repair=True` fixes only what cannot lose work: temporary leftovers of dead
 attempts are swept, leases of dead processes on this host are rescued (the
 item goes back to the queue, no attempt spent), damaged checkpoints are marked
 stale and their items rolled back to before the damage (through the rollback
-and reprocess verbs, so the audit log has them), owner-only permissions are
-restored. Nothing is deleted in an items folder whose ownership marker does not name this
-database (engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor: the OS user). A database
+and reprocess verbs, so the audit log has them), verified output whose commit
+was lost is re-adopted, owner-only permissions are restored. Nothing is deleted in an items folder
+whose ownership marker does not name this database (engine/ownership.py): that is reported, with the
+reason. Each repair writes an audit event (actor: the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
@@ -324,7 +326,7 @@ def startup_warning(ws: Workspace) -> str:
         ids = [u.item_id for u in check.unrecorded]
         parts.append(
             f"{len(ids)} item(s) have completed output on disk that the database does not record "
-            f"(a lost -wal file or a restored backup?): {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}; "
+            f"(a lost -wal file, a restored backup, or a kill just before a commit): {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}; "
             "they run those stages again unless you stop ewg and run `ewg doctor --repair`, which re-adopts "
             "the outputs that verify"
         )
@@ -864,7 +866,8 @@ class Doctor:
                 ERROR,
                 f"{u.item_id}: completed output of {', '.join(u.stages)} is on disk and verifies, but the "
                 f"database records {u.recorded or 'nothing'} as its last completed stage: their commits are "
-                "gone (a database copied without its -wal, a restored backup, a power loss)",
+                "gone (a database copied without its -wal, a restored backup, a power loss, or a kill between "
+                "a stage's rename and its commit)",
                 (
                     f"`ewg doctor --repair` re-adopts {', '.join(u.adoptable)} (checksums verified) and moves "
                     f"{u.item_id} on, one audited transaction; otherwise those stages run again."

@@ -1,4 +1,5 @@
-"""The database and its neighbours: bad inputs next to the database, and commits lost with a WAL.
+"""The database and its neighbours (ARCHITECTURE.md contracts 1 and 7): bad inputs next to the database,
+and commits lost with a WAL.
 
 Each case goes through the real command line (`python -m ewg_tui.cli`) and asserts the exit code (2 for
 a mistake the user can fix, 3 for a damaged database, 1 for a doctor that found problems), a message
