@@ -195,3 +195,65 @@ def stale_links(items_root: Path, known: Collection[str]) -> list[Path]:
         elif entry.is_dir():
             found.extend(child for child in entry.iterdir() if child.is_symlink())
     return found
+
+
+# -- reading a manifest back (ewg doctor, start-up) -------------------------------------------------
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trusted: not UTF-8, not JSON, or not the shape `prepare` writes."""
+
+
+def parse_manifest(raw: bytes | str) -> dict:
+    """A manifest as `prepare` wrote it, checked: UTF-8 JSON, every entry a relative path inside the
+    checkpoint with a size and a sha256. Anything else is a ManifestError saying what is wrong."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        manifest = json.loads(raw)
+    except RecursionError:
+        raise ManifestError("nested too deeply to be a manifest") from None
+    except ValueError as exc:
+        raise ManifestError(f"not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.setdefault("files", []), list):
+        raise ManifestError('not a manifest (an object with a "files" list)')
+    for entry in manifest["files"]:
+        if not isinstance(entry, dict):
+            raise ManifestError("an entry of its file list is not an object")
+        path, size, digest = entry.get("path"), entry.get("size"), entry.get("sha256")
+        parts = path.split("/") if isinstance(path, str) else []
+        if not parts or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ManifestError(f"file path {path!r} is not a plain path inside the checkpoint")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ManifestError(f"{path}: size {size!r} is not a byte count")
+        if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+            raise ManifestError(f"{path}: {digest!r} is not a sha256")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest.json a published checkpoint folder carries (None when there is none)."""
+    path = folder / MANIFEST
+    try:
+        if not path.is_file():
+            return None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot be read ({exc.strerror})") from None
+    return parse_manifest(raw)
+
+
+def sizes_match(final: Path, manifest: dict) -> bool:
+    """The cheap half of `verify` (no hashing): every file there with the manifest's size."""
+    for entry in manifest.get("files", []):
+        path = final / entry["path"]
+        try:
+            if path.stat().st_size != entry["size"]:
+                return False
+        except OSError:
+            return False
+    return True

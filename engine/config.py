@@ -7,9 +7,13 @@ numbers (docs/ARCHITECTURE.md, Configuration).
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
+import stat
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -404,11 +408,18 @@ def parse(text: str, path: Path = Path("ewg.toml")) -> Config:
         raise ConfigError(
             f"{path}: not valid TOML: {exc}. Fix the syntax at that line and start again."
         ) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(
+            f"{path}: arrays or inline tables are nested too deeply to read (hundreds of levels). "
+            "No ewg setting nests more than two levels: remove the nesting and start again; nothing was changed."
+        ) from None
+    _check_number_types(data, Config, path)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path)) from None
     _check_placeholders(config, path)
+    _check_number_relations(config, path)
     _check_commands(config, path)
     return config
 
@@ -452,6 +463,106 @@ def command_warnings(config: Config) -> list[str]:
     ]
 
 
+# -- numbers that make no sense ----------------------------------------------------------------------
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type takes a number and not a boolean (`float`, `int`, `float | None`, ...)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        return bool not in args and any(a in (int, float) for a in args)
+    return False
+
+
+def _section_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(the model of a nested section, whether it sits under one dict level per key: [services.NAME])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+        return args[-1], True
+    if origin is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0], True
+    return None, False
+
+
+def _check_number_types(data: Any, model: type[BaseModel], path: Path, where: str = "") -> None:
+    """Before pydantic: a boolean where a number is meant, and NaN or an infinity anywhere.
+
+    pydantic takes TOML `true` for a number (workers = true ran one worker), an infinite
+    stall_after or backup_interval (no upper bound) as "never", and says of NaN only that it is not
+    "greater than 0". Each is refused here with the key and the rule. Stage `options` are the stage's
+    own business and are not looked at."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    by_alias = {f.alias: name for name, f in fields.items() if f.alias}
+    for key, value in data.items():
+        name = by_alias.get(key, key)
+        field = fields.get(name)
+        if field is None or name == "options":
+            continue  # an unknown key is pydantic's to report (extra="forbid")
+        here = f"{where}.{key}" if where else key
+        shown = f"[{where}] {key}" if where else f"[{key}]"
+        if isinstance(value, bool) and _numeric(field.annotation):
+            raise ConfigError(
+                f"{path}: {shown}: {str(value).lower()} is a boolean where a number is meant. "
+                "Write the number itself (e.g. 2 or 1.5); nothing was changed."
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{path}: {shown}: {value} is not a finite number. Every ewg number must be finite: "
+                "write the largest value you mean (0 turns an interval off where the defaults say so); "
+                "nothing was changed."
+            )
+        sub, keyed = _section_model(field.annotation)
+        if sub is None:
+            continue
+        if not keyed:
+            _check_number_types(value, sub, path, here)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _check_number_types(v, sub, path, f"{here}.{k}")
+        elif isinstance(value, list):
+            for v in value:
+                _check_number_types(v, sub, path, here)
+    if model is Config and isinstance(data.get("stages"), dict):
+        for kind, table in data["stages"].items():
+            if isinstance(table, dict):
+                for name, stage in table.items():
+                    _check_number_types(stage, StageConfig, path, f"stages.{kind}.{name}")
+
+
+def _check_number_relations(config: Config, path: Path) -> None:
+    """Settings that each pass their own bounds but contradict one another.
+
+    lease_duration not above heartbeat_interval: a lease expires between two heartbeats, and two
+    engines sharing a database rescued each other's live work 53 times in one run. stall_after not
+    above dead_after: a worker whose heartbeat is merely late is judged stalled before it could be
+    judged dead, so live work is cancelled as frozen."""
+    eng = config.engine
+    if eng.lease_duration <= eng.heartbeat_interval:
+        raise ConfigError(
+            f"{path}: [engine] lease_duration ({eng.lease_duration:g}) must be above heartbeat_interval "
+            f"({eng.heartbeat_interval:g}), or a lease runs out between two heartbeats and other engines "
+            "take live work over. Use at least 3 x heartbeat_interval (the default is 30 s for a 1 s "
+            "heartbeat); nothing was changed."
+        )
+    stalls = [("[watchdog] stall_after", config.watchdog.stall_after)] + [
+        (f"[stages.{kind}.{name}] stall_after", stage.stall_after)
+        for kind, table in config.stages.items()
+        for name, stage in table.items()
+        if stage.stall_after is not None
+    ]
+    for key, value in stalls:
+        if value <= eng.dead_after:
+            raise ConfigError(
+                f"{path}: {key} ({value:g}) must be above [engine] dead_after ({eng.dead_after:g}): "
+                "progress frozen for less time than a dead worker takes to be noticed would cancel live "
+                "work as STALLED. Raise it (the default is 300 s) or lower dead_after; nothing was changed."
+            )
+
+
 def _check_commands(config: Config, path: Path) -> None:
     for kind, table in config.stages.items():
         for name, stage in table.items():
@@ -467,6 +578,16 @@ def _check_commands(config: Config, path: Path) -> None:
 
 
 def load(path: Path) -> Config:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = None  # missing: said below
+    if mode is not None and not stat.S_ISREG(mode):  # reading a FIFO would wait for ever
+        raise ConfigError(
+            f"{path} is not a regular file ({'a directory' if stat.S_ISDIR(mode) else 'a FIFO, socket or device'}); "
+            "ewg reads its configuration from a plain ewg.toml. Move it away and put the file back "
+            "(`ewg init --print-config` prints the defaults); nothing was changed."
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -104,6 +104,7 @@ def demo_config(faults: bool = True, speed: float = 1.0, seed: int = 7) -> str:
     """The default configuration tuned for watching recovery happen: short waits, small thresholds."""
     text = DEFAULT_TOML
     text = set_key(text, "stall_after", "6.0")
+    text = set_key(text, "dead_after", "5.0")  # below stall_after, as engine.config requires
     text = set_key(text, "base_delay", "2.0")
     text = set_key(text, "max_delay", "10.0")
     text = set_key(text, "episode_processing", "60.0")
@@ -156,6 +157,7 @@ def media_demo_config(episodes: list[dict], faults: bool = True, pace: float = 1
     text = DEFAULT_TOML
     for key, value in (
         ("stall_after", "8.0"),
+        ("dead_after", "5.0"),  # below stall_after, as engine.config requires
         ("base_delay", "2.0"),
         ("max_delay", "10.0"),
         ("episode_processing", "120.0"),

@@ -7,18 +7,20 @@ refuses to run on; not repaired: only the owner can judge their content, and no
 python stage a config of theirs names is imported), file permissions, engine
 processes, leases and their owners (alive or dead), symbolic links in the items
 folder, temporary leftovers, checkpoints (files present, sizes and checksums as
-in their manifest), disk space, services, the dependencies of every configured
-stage, and the backups with the way back.
+in their manifest), checkpoint folders whose commit was lost (ARCHITECTURE.md
+contract 7), disk space, services, the dependencies of every configured stage,
+and the backups with the way back.
 
 `repair=True` fixes only what cannot lose work: temporary leftovers of dead
 attempts are swept, leases of dead processes on this host are rescued (the
 item goes back to the queue, no attempt spent), damaged checkpoints are marked
 stale and their items rolled back to before the damage (through the rollback
-and reprocess verbs, so the audit log has them), owner-only permissions are
-restored, symbolic links in place of ewg's item folders removed (never their targets). Nothing
-is deleted in an items folder whose ownership marker does not name this database
-(engine/ownership.py): that is reported, with the reason. Each repair writes an audit event (actor:
-the OS user). A database
+and reprocess verbs, so the audit log has them), verified output whose commit
+was lost is re-adopted, owner-only permissions are restored, symbolic links in
+place of ewg's item folders removed (never their targets). Nothing is deleted in
+an items folder whose ownership marker does not name this database
+(engine/ownership.py): that is reported, with the reason. Each repair writes an
+audit event (actor: the OS user). A database
 that cannot be opened is reported with the way back from a backup, never
 touched and never recreated.
 """
@@ -42,7 +44,15 @@ from . import checkpoints, fsafe, ownership, pipeline, transitions
 from .config import Config, ConfigError
 from .config import load as load_config
 from .health import check_service, disk_free_mb
-from .store import SCHEMA_VERSION, SQLITE_HEADER, DatabaseError, Store
+from .store import (
+    SCHEMA_VERSION,
+    SQLITE_HEADER,
+    DatabaseError,
+    DatabasePathError,
+    Store,
+    check_access,
+    check_regular_file,
+)
 from .workspace import CONFIG_NAME, Workspace, exposures
 
 OK, INFO, WARNING, ERROR, CRITICAL = "ok", "info", "warning", "error", "critical"
@@ -205,6 +215,133 @@ def _os_user() -> str:
     return user()
 
 
+# -- output on disk whose commit is gone (a lost -wal, a restored backup) ------------------------------
+# The editorial stage declares an episode's clips, and they are recorded only in its commit: adopting it
+# from disk would leave the episode past editorial with no clips, so it and what follows run again.
+NOT_ADOPTABLE = {(pipeline.EPISODE, "editorial")}
+
+
+@dataclass
+class Unrecorded:
+    """Checkpoint folders of one item beyond the stage its database row records as completed."""
+
+    item_id: str
+    kind: str
+    recorded: str | None  # the item's `stage` in the database
+    stages: list[str]  # stages whose output is on disk, in order from the one after `recorded`
+    manifests: dict[str, dict]
+    adoptable: list[str]  # the leading stages that may be re-adopted (they verify, in order)
+    note: str = ""  # why the rest are not adoptable
+
+
+@dataclass
+class DiskCheck:
+    unrecorded: list[Unrecorded] = field(default_factory=list)
+    corrupt: list[tuple[str, str, str]] = field(default_factory=list)  # (item, stage, problem)
+    unverified: list[tuple[str, str, str]] = field(default_factory=list)  # on disk, but does not verify
+
+
+def unrecorded_outputs(ws: Workspace, full: bool = True) -> DiskCheck:
+    """Compare published checkpoint folders with what the database records.
+
+    A lost WAL (a database copied without its -wal, a restore from a backup, a disk that lied about
+    fsync) loses a suffix of commits, while the folders those commits published stay on disk. Such an
+    item's row says stage S, yet `<item>/<S+1>/manifest.json` exists, verifies, is newer than the
+    item's last recorded checkpoint, and has no checkpoint record (or only an older one). Stale records
+    (a rollback on purpose) and folders older than the item's last recorded change (a clip cut again)
+    are not counted. `full` verifies checksums (doctor); without it only sizes are compared (start-up,
+    one stat per unfinished item)."""
+    from .owners import owner_alive
+
+    check = DiskCheck()
+    store = ws.store
+    rows = store.read(
+        "SELECT id, kind, stage, status, lease_owner, created_at FROM items WHERE next_stage IS NOT NULL"
+    )
+    for item in rows:
+        if item["status"] == "running" and owner_alive(item["lease_owner"] or "") is not False:
+            continue  # a live attempt may be between its rename and its commit
+        kind, recorded = item["kind"], item["stage"]
+        later = pipeline.later_stages(kind, recorded)
+        item_dir = ws.item_dir(item["id"])
+        if not later or not (item_dir / later[0] / checkpoints.MANIFEST).is_file():
+            continue
+        records = {
+            r["stage"]: r
+            for r in store.read(
+                "SELECT stage, stale, created_at, CAST(manifest AS BLOB) AS manifest FROM checkpoints"
+                " WHERE item_id=?",
+                (item["id"],),
+            )
+        }
+        done = set(pipeline.stages_of(kind)[: pipeline.stage_index(kind, recorded) + 1])
+        since = max([item["created_at"] or 0.0] + [r["created_at"] for s, r in records.items() if s in done])
+        found = Unrecorded(item["id"], kind, recorded, [], {}, [])
+        for stage in later:
+            folder = item_dir / stage
+            try:
+                manifest = checkpoints.read_manifest(folder)
+            except checkpoints.ManifestError as exc:
+                check.corrupt.append((item["id"], stage, f"{folder / checkpoints.MANIFEST}: {exc}"))
+                break
+            if manifest is None:
+                break
+            record = records.get(stage)
+            if record is not None and record["stale"]:
+                break  # rolled back on purpose: the folder waits to be replaced
+            if record is not None:
+                try:
+                    if checkpoints.parse_manifest(bytes(record["manifest"]))["files"] == manifest["files"]:
+                        break  # recorded already (the item row is behind its record: not a lost commit)
+                except checkpoints.ManifestError:
+                    pass
+            if (folder / checkpoints.MANIFEST).stat().st_mtime <= since:
+                break  # older than the item's last recorded checkpoint: not output of a lost commit
+            ok = (
+                (not checkpoints.verify(folder, manifest))
+                if full
+                else checkpoints.sizes_match(folder, manifest)
+            )
+            if not ok:
+                problems = (
+                    checkpoints.verify(folder, manifest) if full else ["sizes differ from its manifest"]
+                )
+                check.unverified.append((item["id"], stage, "; ".join(problems[:2])))
+                break
+            found.stages.append(stage)
+            found.manifests[stage] = manifest
+        if not found.stages:
+            continue
+        for stage in found.stages:
+            if (kind, stage) in NOT_ADOPTABLE:
+                found.note = f"{stage} and later run again: the clips {stage} declared were recorded only in its lost commit"
+                break
+            found.adoptable.append(stage)
+        check.unrecorded.append(found)
+    return check
+
+
+def startup_warning(ws: Workspace) -> str:
+    """One line for the engine's log when output on disk is ahead of the database ("" when it is not)."""
+    check = unrecorded_outputs(ws, full=False)
+    if not check.unrecorded and not check.corrupt:
+        return ""
+    parts = []
+    if check.unrecorded:
+        ids = [u.item_id for u in check.unrecorded]
+        parts.append(
+            f"{len(ids)} item(s) have completed output on disk that the database does not record "
+            f"(a lost -wal file, a restored backup, or a kill just before a commit): {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}; "
+            "they run those stages again unless you stop ewg and run `ewg doctor --repair`, which re-adopts "
+            "the outputs that verify"
+        )
+    if check.corrupt:
+        parts.append(
+            f"{len(check.corrupt)} checkpoint manifest(s) on disk are corrupt (`ewg doctor` lists them)"
+        )
+    return "; ".join(parts) + "."
+
+
 # -- the checks ------------------------------------------------------------------------------------
 class Doctor:
     def __init__(
@@ -241,6 +378,7 @@ class Doctor:
                 self._leases()
                 self._leftovers()
                 self._checkpoints()
+                self._unrecorded()
             self._disk(db, cfg)
             if self.config is not None:
                 self._services()
@@ -300,12 +438,33 @@ class Doctor:
     def _database(self, db: Path, backups_folder: Path) -> bool:
         """Can the database be opened as it is? Never creates, migrates or rewrites it."""
         back = way_back(db, self.report.backups, backups_folder)
+        try:  # stat, never open: opening a FIFO waits for a writer for ever
+            for side in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                check_regular_file(
+                    side,
+                    "a database file" if side == db else "SQLite's journal file",
+                    "Set [paths] database in ewg.toml to the database file, or move this out of the way "
+                    "and put the database (or its newest backup) there.",
+                )
+        except DatabasePathError as exc:
+            self.report.add("database", CRITICAL, str(exc).split(". ")[0], str(exc).split(". ", 1)[-1])
+            return False
         if not db.exists():
             self.report.add(
                 "database",
                 CRITICAL,
                 f"{db} is missing; ewg will not recreate it (an empty database would hide every item)",
                 back,
+            )
+            return False
+        try:
+            check_access(db, write=True)
+        except DatabasePathError as exc:  # a permission, not damage: no backup is needed
+            self.report.add(
+                "permissions",
+                CRITICAL,
+                str(exc),
+                "Fix the permissions as said above; nothing else is wrong that ewg could see.",
             )
             return False
         try:
@@ -341,6 +500,15 @@ class Doctor:
                 f"({SCHEMA_VERSION}); a newer ewg wrote it",
                 "Upgrade ewg to the version that wrote this workspace. Do not open it with this one; "
                 "if you must go back, restore a backup taken before the upgrade:\n" + back,
+            )
+            return False
+        if version < 0:
+            self.report.add(
+                "schema",
+                CRITICAL,
+                f"{db} has schema version {version} (PRAGMA user_version); no ewg writes a negative "
+                "version: the file is damaged or was changed by hand",
+                "Restore a backup (the file was left as it is):\n" + back,
             )
             return False
         if version == 0:
@@ -671,7 +839,10 @@ class Doctor:
     def _checkpoints(self) -> None:
         store = self.ws.store
         items = {r["id"]: r for r in store.read("SELECT id, kind, stage, status FROM items")}
-        rows = store.read("SELECT item_id, stage, manifest FROM checkpoints WHERE stale=0")
+        # As bytes: a manifest that is not UTF-8 made the sqlite3 driver raise, and doctor told you to run doctor.
+        rows = store.read(
+            "SELECT item_id, stage, CAST(manifest AS BLOB) AS manifest FROM checkpoints WHERE stale=0"
+        )
         have = {(r["item_id"], r["stage"]) for r in rows}
         damaged: dict[str, list[tuple[str, str]]] = {}
         checked = 0
@@ -685,9 +856,11 @@ class Doctor:
                 continue  # not a completed stage of the item (yet): nothing relies on it
             checked += 1
             try:
-                manifest = json.loads(r["manifest"])
-            except ValueError:
-                damaged.setdefault(r["item_id"], []).append((r["stage"], "its manifest record is not JSON"))
+                manifest = checkpoints.parse_manifest(bytes(r["manifest"] or b"{}"))
+            except checkpoints.ManifestError as exc:
+                damaged.setdefault(r["item_id"], []).append(
+                    (r["stage"], f"its manifest record is corrupt: {exc}")
+                )
                 continue
             problems = checkpoints.verify(self.ws.item_dir(r["item_id"]) / r["stage"], manifest)
             if problems:
@@ -722,6 +895,89 @@ class Doctor:
             )
             if self.repair:
                 f.repaired = self._rerun_from(item_id, item["kind"], earliest, detail)
+
+    def _unrecorded(self) -> None:
+        check = unrecorded_outputs(self.ws, full=True)
+        for item_id, stage, problem in check.corrupt:
+            self.report.add(
+                "checkpoints",
+                ERROR,
+                f"{item_id}: the {stage} checkpoint folder has a corrupt manifest: {problem}",
+                f"Nothing relies on it (the database does not record {stage} as done); the stage runs again "
+                f"and replaces the folder. To look first: ls -l {self.ws.item_dir(item_id) / stage}.",
+                items=[item_id],
+            )
+        for item_id, stage, problem in check.unverified:
+            self.report.add(
+                "checkpoints",
+                INFO,
+                f"{item_id}: output of {stage} is on disk but not recorded and does not verify ({problem})",
+                "Nothing to do: the stage runs again and replaces it.",
+                items=[item_id],
+            )
+        if not check.unrecorded:
+            self.report.add("commits", OK, "every checkpoint folder on disk is recorded in the database")
+            return
+        for u in check.unrecorded:
+            f = self.report.add(
+                "commits",
+                ERROR,
+                f"{u.item_id}: completed output of {', '.join(u.stages)} is on disk and verifies, but the "
+                f"database records {u.recorded or 'nothing'} as its last completed stage: their commits are "
+                "gone (a database copied without its -wal, a restored backup, a power loss, or a kill between "
+                "a stage's rename and its commit)",
+                (
+                    f"`ewg doctor --repair` re-adopts {', '.join(u.adoptable)} (checksums verified) and moves "
+                    f"{u.item_id} on, one audited transaction; otherwise those stages run again."
+                    if u.adoptable
+                    else "Nothing can be re-adopted; the stages run again."
+                )
+                + (f" {u.note[0].upper()}{u.note[1:]}." if u.note else ""),
+                items=[u.item_id],
+            )
+            if self.repair and u.adoptable:
+                f.repaired = self._adopt(u)
+
+    def _adopt(self, u: Unrecorded) -> str:
+        """Record the verified outputs as the item's completed stages, in one transaction, only if the
+        item is still where the scan found it (not claimed, not moved by anyone in between)."""
+        now = time.time()
+        last = u.adoptable[-1]
+        nxt = pipeline.next_stage(u.kind, last)
+        with self.ws.store.write() as conn:
+            row = conn.execute("SELECT stage, status FROM items WHERE id=?", (u.item_id,)).fetchone()
+            if row is None or row["stage"] != u.recorded or row["status"] == "running":
+                return "not repaired: the item changed while doctor looked; run `ewg doctor` again"
+            for stage in u.adoptable:
+                conn.execute(
+                    "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
+                    " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
+                    " created_at=excluded.created_at, stale=0",
+                    (u.item_id, stage, json.dumps(u.manifests[stage]), now),
+                )
+            status = "done" if nxt is None else ("stopped" if row["status"] == "stopped" else "queued")
+            conn.execute(
+                "UPDATE items SET stage=?, next_stage=?, status=?, attempts=0, next_attempt_at=?, progress=0,"
+                " progress_message='', error_class=NULL, error_message=NULL, error_detail=NULL,"
+                " error_suggestion=NULL, error_at=NULL, verdict=NULL, blocked_reason=NULL, updated_at=?"
+                " WHERE id=?",
+                (last, nxt, status, now, now, u.item_id),
+            )
+            event = transitions.record_event(
+                conn,
+                now,
+                self.actor,
+                "doctor_repair",
+                selection=u.item_id,
+                reason="lost commit: verified checkpoint(s) on disk that the database did not record",
+                affected=[u.item_id],
+                before={"stage": u.recorded, "status": row["status"]},
+                after={"stage": last, "status": status},
+                result=f"re-adopted {', '.join(u.adoptable)}",
+            )
+        return (
+            f"re-adopted {', '.join(u.adoptable)}; {u.item_id} is now {last}/{status} (audit event #{event})"
+        )
 
     def _rerun_from(self, item_id: str, kind: str, stage: str, why: str) -> str:
         from .verbs import Operator, VerbError

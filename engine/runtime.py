@@ -177,6 +177,7 @@ class Engine:
                 ):
                     rescued += 1
         swept = self.sweep_leftovers()
+        self._warn_unrecorded_outputs()
         with self.store.write() as conn:
             for row in conn.execute("SELECT owner FROM engines").fetchall():
                 if owner_alive(row["owner"]) is False:
@@ -186,6 +187,19 @@ class Engine:
                     conn, now, "engine", "recover", result=f"rescued {rescued}, swept {swept}"
                 )
         return {"rescued": rescued, "swept": swept}
+
+    def _warn_unrecorded_outputs(self) -> None:
+        """Say when finished output on disk is ahead of the database (a lost -wal, a restored backup):
+        the stages would run again, and `ewg doctor --repair` can re-adopt what verifies instead."""
+        from .doctor import startup_warning
+
+        try:
+            warning = startup_warning(self.ws)
+        except Exception as exc:  # noqa: BLE001 - a look at the disk must never stop the engine
+            log.warning("could not compare checkpoint folders with the database (%s)", exc)
+            return
+        if warning:
+            log.warning("%s", warning)
 
     def rescue(
         self,

@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -72,6 +73,76 @@ CLAIMABLE = ("queued", "retrying")
 
 class DatabaseError(Exception):
     """The database is missing, unreadable, corrupt or from a newer ewg; the message says what to do."""
+
+
+class DatabasePathError(DatabaseError):
+    """The database's path is set up wrong (not a regular file, or not readable and writable by this
+    user): a mistake to fix, not damage to restore from a backup. The CLI exits 2."""
+
+
+_FILE_TYPES = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_regular_file(path: Path, what: str, fix: str) -> os.stat_result | None:
+    """stat (never open) `path`: None when it does not exist, else its stat if it is a regular file.
+
+    Opening a FIFO blocks until a writer comes, and SQLite opens the path it is given, so the type is
+    checked by stat first: `ewg status` on a FIFO hung for ever before this check."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DatabasePathError(f"{path} cannot be looked at ({exc.strerror}); {fix}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise DatabasePathError(f"{path} is {kind}, not {what}; it was left as it is. {fix}")
+    return st
+
+
+def check_access(path: Path, write: bool = True) -> None:
+    """Refuse, naming the permission and its fix, a database this user cannot read (or write).
+
+    SQLite reports a read-only file or folder as "attempt to write a readonly database" on the first
+    write, which read like damage ("restore a backup") when it is a permission. In WAL mode SQLite
+    also creates `NAME-wal` and `NAME-shm` beside the database, so its folder must be writable too."""
+    folder = path.parent
+    problems: list[str] = []
+    fixes: list[str] = []
+    mode = os.R_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        problems.append(f"{path} is not {'readable and writable' if write else 'readable'} by you")
+        fixes.append(f"chmod u+rw {path}")
+    for side in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if write and side.exists() and not os.access(side, os.R_OK | os.W_OK):
+            problems.append(f"{side} is not writable by you")
+            fixes.append(f"chmod u+rw {side}")
+    if write and not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(f"its folder {folder} is not writable by you (SQLite keeps {path.name}-wal there)")
+        fixes.append(f"chmod u+rwx {folder}")
+    if not problems:
+        return
+    try:
+        readonly_fs = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly_fs = False
+    if readonly_fs:
+        raise DatabasePathError(
+            f"{path} is on a read-only file system, so ewg cannot write it. This is not damage: the file "
+            f"was not changed. Remount it read-write (mount -o remount,rw ...) or move the workspace; "
+            f"`--readonly` does not help, SQLite needs {path.name}-shm beside it."
+        )
+    raise DatabasePathError(
+        f"permission problem: {'; '.join(problems)}. This is not damage: the file was not changed, and "
+        f"no backup is needed. Fix the permissions ({'; '.join(fixes)}) as the workspace's owner, "
+        "then start again."
+    )
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -199,12 +270,16 @@ class Store:
         """Open an existing database; an older schema is backed up and migrated unless `migrate` is
         False (read-only use: every query works on older schemas, only slower without newer indexes)."""
         path = Path(path)
+        fix = "Set [paths] database in ewg.toml to a database file, or move this out of the way and restore the database there."
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            check_regular_file(side, "a database file" if side == path else "SQLite's journal file", fix)
         if not path.exists():
             raise DatabaseError(
                 f"The database {path} is missing. It is never recreated silently, because an empty one would "
                 f"hide every item. Restore it from {backups or 'the backups folder'} (`ewg doctor` lists the "
                 f"backups), or create a new workspace with `ewg init`."
             )
+        check_access(path, write=migrate)
         with open(path, "rb") as fh:
             header = fh.read(16)
         if not header:  # connecting would write a fresh header into it (journal_mode=WAL)
@@ -231,6 +306,13 @@ class Store:
             raise DatabaseError(
                 f"{path} has schema version {version}, newer than this ewg knows "
                 f"({SCHEMA_VERSION}). Upgrade ewg; do not open it with an older version."
+            )
+        if version < 0:
+            store.close()
+            raise DatabaseError(
+                f"{path} has schema version {version} (PRAGMA user_version): no ewg writes a negative "
+                "version, so the file is damaged or was changed by hand. It was left as it is. Restore the "
+                f"newest backup from {backups or 'the backups folder'}; `ewg doctor` shows how."
             )
         if version == 0:
             raise DatabaseError(

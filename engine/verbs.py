@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -491,8 +492,8 @@ class Operator:
 
     def extend(self, item_id: str, seconds: float, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Wait longer: push the stage's timeout and stall thresholds out by `seconds`."""
-        if seconds <= 0:
-            raise VerbError(f"Extend by a positive number of seconds (got {seconds}).")
+        if not math.isfinite(seconds) or seconds <= 0:  # NaN would pass `<= 0` and break the NOT NULL column
+            raise VerbError(f"Extend by a positive, finite number of seconds (got {seconds}).")
 
         def plan(row):
             if row["status"] != "running":

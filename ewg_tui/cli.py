@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from engine import pipeline, queries
 from engine.clock import iso
 from engine.config import ConfigError, command_warnings
 from engine.fsafe import UnsafePath
-from engine.store import DatabaseError
+from engine.store import DatabaseError, DatabasePathError
 from engine.verbs import Operator, Preview, VerbError
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
 
@@ -81,11 +82,24 @@ def _since(text: str) -> tuple[str, float]:
     )
 
 
+def _limit(text: str) -> int:
+    """A row count for SQL: a whole number SQLite can hold (10**23 was an OverflowError traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rows") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text} must be between 1 and 1000000 rows")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):  # NaN passes every comparison below, and the database refuses it
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
     if value <= 0 or value > 7 * 86400:
         raise argparse.ArgumentTypeError(f"{text} must be between 0 and 604800 seconds")
     return value
@@ -204,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lg = sub.add_parser("log", help="the audit/engine log, or one item's attempt history and log tail")
     lg.add_argument("id", nargs="?")
-    lg.add_argument("--limit", type=_positive_int, default=50)
+    lg.add_argument("--limit", type=_limit, default=50, help="newest N events (1 to 1000000)")
     lg.add_argument("--json", action="store_true")
 
     pr = sub.add_parser(
@@ -886,10 +900,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, VerbError, UnsafePath) as exc:
         print(f"ewg: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DatabasePathError as exc:  # a path or permission set up wrong: the user's to fix, no damage
+        print(f"ewg: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except DatabaseError as exc:
         print(f"ewg: {exc}", file=sys.stderr)
         return EXIT_DATABASE
     except sqlite3.DatabaseError as exc:
+        if "readonly" in str(exc):  # made read-only after ewg opened it: a permission, not damage
+            print(
+                f"ewg: the database cannot be written ({exc}): a permission problem, not damage. "
+                "Check the owner and mode of the database, its -wal/-shm files and its folder (ls -l); "
+                "`chmod u+rw` the files and `chmod u+rwx` the folder as the workspace's owner.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         print(
             f"ewg: the database cannot be used ({exc}). `ewg doctor` checks it and shows the way back "
             "from the newest backup.",

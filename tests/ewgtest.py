@@ -11,7 +11,7 @@ FAST = {
     "dead_after": "1.5",
     "check_interval": "0.2",
     "poll_interval": "0.05",
-    "stall_after": "1.0",
+    "stall_after": "2.0",  # above dead_after: engine.config refuses a stall threshold below it
     "base_delay": "0.1",
     "max_delay": "0.5",
     "stop_grace": "1.0",

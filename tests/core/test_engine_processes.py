@@ -99,11 +99,12 @@ def test_sigterm_stops_gracefully_and_work_resumes(make_demo):
 
 
 def test_a_killed_engines_work_is_rescued_dead_by_a_live_one_without_spending_an_attempt(make_demo, tmp_path):
-    """stall_after (1 s) is shorter than dead_after (5 s): the killed engine's frozen work must be
-    judged by its owner's death, not as STALLED work (which would be abandoned with an attempt spent)."""
+    """The killed engine's frozen work must be judged by its owner's death at once, well before dead_after
+    (5 s) and the stall threshold just above it, not as STALLED work (abandoned with an attempt spent).
+    (A stall threshold below dead_after is refused by engine.config.)"""
     from engine.runtime import Engine
 
-    ws = make_demo(count=1, speed=40.0, dead_after="5.0", stall_after="1.0", lease_duration="60")
+    ws = make_demo(count=1, speed=40.0, dead_after="5.0", stall_after="5.5", lease_duration="60")
     root = str(ws.root)
     victim = cli("-w", root, "--workers", "1", "run")
     deadline = time.time() + 30

@@ -117,6 +117,7 @@ def test_stalled_is_detected_within_threshold_plus_one_check(make_demo):
         count=1,
         extra=python_stage("episode", "discovered", "hang_respecting_cancel"),
         stall_after="1.0",
+        dead_after="0.8",  # below the stall threshold, as engine.config requires
         check_interval="0.2",
     )
     item_id = ws.store.read("SELECT id FROM items")[0]["id"]

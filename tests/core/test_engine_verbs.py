@@ -233,7 +233,7 @@ def test_verb_on_a_running_item_fences_the_worker_out(make_demo):
 
 def test_extend_clears_a_pending_timeout(make_demo):
     extra = '\n[stages.episode.discovered]\nkind = "python"\ncallable = "stagelib:hang_respecting_cancel"\n'
-    ws = make_demo(count=1, extra=extra, stall_after="0.8", stall_policy='"warn"')
+    ws = make_demo(count=1, extra=extra, stall_after="0.8", dead_after="0.6", stall_policy='"warn"')
     eng = Engine(ws, workers=1).start()
     item_id = ws.store.read_one("SELECT id FROM items")["id"]
     deadline = time.time() + 15

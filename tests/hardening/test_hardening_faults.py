@@ -173,7 +173,7 @@ def _hold_exclusive(db, seconds: float) -> subprocess.Popen:
 
 
 def test_database_locked_by_another_process_is_waited_out(make_demo):
-    ws = make_demo(count=3, speed=0.3, busy_timeout_ms="200", dead_after="10.0")
+    ws = make_demo(count=3, speed=0.3, busy_timeout_ms="200", dead_after="10.0", stall_after="12.0")
     eng = Engine(ws, workers=2).start()
     wait_for(lambda: eng.busy() >= 1)
     holder = _hold_exclusive(ws.store.path, 2.5)  # >10x busy_timeout
@@ -276,7 +276,7 @@ def test_flapping_service_burns_no_attempts_and_duplicates_nothing(make_demo):
 
 
 def test_a_database_lock_held_elsewhere_is_visible_to_status(make_demo):
-    ws = make_demo(count=2, speed=0.3, busy_timeout_ms="200", dead_after="10.0")
+    ws = make_demo(count=2, speed=0.3, busy_timeout_ms="200", dead_after="10.0", stall_after="12.0")
     eng = Engine(ws, workers=2).start()
     wait_for(lambda: eng.busy() >= 1)
     _hold_exclusive(ws.store.path, 1.5).wait(timeout=30)
