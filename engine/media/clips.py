@@ -16,10 +16,11 @@ command line would run, and no frame goes through RGB or NumPy; only the
 thumbnail, one frame, is converted for the image encoder.
 
 Encoders use `encoder_threads` threads (0, the default: one per core this
-process may run on). x264 gives the same bytes run after run for a fixed
-thread count (frame threads are deterministic unless x264 is told otherwise);
+process may run on). For a fixed thread count x264 gives the same bytes run
+after run once its macroblock tree is off (X264_PARAMS says why);
 tests/media/test_clips.py checks two runs byte for byte. The bytes differ
-between thread counts, so a rerun on a machine with other cores may differ.
+between thread counts, so a rerun with another count (another machine's
+cores) gives other, equally valid, files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.filter import Graph
+from av.video.frame import PictureType
 
 from .. import errors
 from ..errors import StageError
@@ -42,6 +44,11 @@ from .common import option, read_input, write_json
 from .probe import corrupt, ffmpeg_reason
 
 ENCODED_PIX_FMT = "yuv420p"
+# x264's macroblock tree with frame threads gave different bytes from run to run on narrow pictures
+# (a 100x180 9:16 crop: 3 distinct files in 20 runs at 2 threads; 1 in 20 with mbtree=0; 720p and
+# 404x720 were stable either way). Reruns must reproduce their files, so mbtree is off; the
+# benchmark's ffmpeg reference runs with the same setting.
+X264_PARAMS = {"x264-params": "mbtree=0"}
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,7 @@ def transcode(
                 vs = oc.add_stream(_video_codec(), rate=fps)
                 vs.width, vs.height, vs.pix_fmt = w, h, ENCODED_PIX_FMT
                 if vs.name == "libx264":
-                    vs.codec_context.options = {"preset": enc.preset, "crf": str(enc.crf)}
+                    vs.codec_context.options = {"preset": enc.preset, "crf": str(enc.crf), **X264_PARAMS}
                 # FRAME as ffmpeg's command line does (PyAV's default, SLICE, makes x264 use sliced
                 # threads: larger files for the same quality). Deterministic for a fixed count.
                 vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", enc.threads
@@ -280,6 +287,9 @@ def _pump(
                 ):
                     thumb = (frames, frame)
                 frame.pts, frame.time_base = frames, 1 / fps
+                # libx264 obeys a frame's picture type: the source's I/P/B pattern would be forced on
+                # the encoder (files a third larger); ffmpeg's command line clears it the same way.
+                frame.pict_type = PictureType.NONE
                 _encode(graph.push(frame), containers, vouts)
                 frames += 1
                 if frames % 10 == 0:
