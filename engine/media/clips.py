@@ -17,7 +17,7 @@ thumbnail, one frame, is converted for the image encoder.
 
 Encoders use `encoder_threads` threads (0, the default: one per core this
 process may run on). For a fixed thread count x264 gives the same bytes run
-after run once its macroblock tree is off (X264_PARAMS says why);
+after run once its macroblock tree is off (x264_params says why);
 tests/media/test_clips.py checks two runs byte for byte. The bytes differ
 between thread counts, so a rerun with another count (another machine's
 cores) gives other, equally valid, files.
@@ -44,11 +44,6 @@ from .common import option, read_input, write_json
 from .probe import corrupt, ffmpeg_reason
 
 ENCODED_PIX_FMT = "yuv420p"
-# x264's macroblock tree with frame threads gave different bytes from run to run on narrow pictures
-# (a 100x180 9:16 crop: 3 distinct files in 20 runs at 2 threads; 1 in 20 with mbtree=0; 720p and
-# 404x720 were stable either way). Reruns must reproduce their files, so mbtree is off; the
-# benchmark's ffmpeg reference runs with the same setting.
-X264_PARAMS = {"x264-params": "mbtree=0"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +60,16 @@ class Encoding:
     threads: int  # encoder, decoder and filter threads; resolved, never 0
     preset: str = "veryfast"
     crf: int = 23
+    mbtree: bool = False  # x264's macroblock tree: smaller files, but not byte-repeatable (x264_params)
+
+
+# x264's macroblock tree does not give the same bytes run after run for some picture sizes, even
+# on one thread: a 100x180 9:16 crop gave 4 distinct files in 20 runs at 1 thread and 5 in 30 at 2
+# (frame or sliced threads alike); with mbtree=0, 1 in 30 both ways. 96, 112, 128 px wide, 404x720
+# and 1280x720 were stable either way. Reruns must reproduce their files, so it is off unless
+# options.x264_mbtree = true, which makes files about a third smaller at the same crf.
+def x264_params(enc: Encoding) -> dict[str, str]:
+    return {"x264-params": f"mbtree={int(enc.mbtree)}"}
 
 
 def _even(n: float) -> int:
@@ -121,6 +126,7 @@ def encoding(ctx: StageContext) -> Encoding:
         threads=threads or engine_cores(),
         preset=option(ctx, "preset", "veryfast", str),
         crf=option(ctx, "crf", 23, int),
+        mbtree=option(ctx, "x264_mbtree", False, bool),
     )
 
 
@@ -208,7 +214,7 @@ def transcode(
                 vs = oc.add_stream(_video_codec(), rate=fps)
                 vs.width, vs.height, vs.pix_fmt = w, h, ENCODED_PIX_FMT
                 if vs.name == "libx264":
-                    vs.codec_context.options = {"preset": enc.preset, "crf": str(enc.crf), **X264_PARAMS}
+                    vs.codec_context.options = {"preset": enc.preset, "crf": str(enc.crf), **x264_params(enc)}
                 # FRAME as ffmpeg's command line does (PyAV's default, SLICE, makes x264 use sliced
                 # threads: larger files for the same quality). Deterministic for a fixed count.
                 vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", enc.threads
