@@ -138,8 +138,7 @@ def test_jpeg_thumbnail_and_scaled_variants(processed, tmp_path):
 
 def _video_facts(path: Path) -> tuple:
     """What a rerun must reproduce of an encoded video: streams, sizes, frame counts, durations.
-    (x264 is byte-repeatable with one thread on a quiet machine, but one CI run under heavy load
-    produced a different bitstream for the same frames, so bytes are not the contract for MP4s.)"""
+    (Byte-identical reruns at a fixed encoder thread count are checked in test_clips.py.)"""
     with av.open(str(path)) as container:
         facts = []
         for stream in container.streams:
