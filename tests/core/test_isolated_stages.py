@@ -29,6 +29,8 @@ def isolated_stage(kind, stage, fn, **options):
     opts = "".join(f"\n{k} = {json.dumps(v)}" for k, v in options.items())
     return (
         f'\n[stages.{kind}.{stage}]\nkind = "python"\ncallable = "stagelib:{fn}"\nisolate = true\n'
+        # these stages wait without progress on purpose: the watchdog must not judge them STALLED
+        + "stall_after = 600\n"
         + (f"\n[stages.{kind}.{stage}.options]{opts}" if opts else "")
         + "\n"
     )
