@@ -185,7 +185,9 @@ def build_workspace(root: Path, episodes: int, seed: int = 7, media: int = 0) ->
                 error_message=message,
                 error_suggestion=errors.SUGGESTIONS.get(cls),
                 error_at=now - rng.uniform(0, 3600),
-                next_attempt_at=now + rng.uniform(5, 3600) if not failed else row["next_attempt_at"],
+                next_attempt_at=(now + rng.uniform(5, 3600) + (30 * 86400 if media else 0))
+                if not failed
+                else row["next_attempt_at"],  # with media, no filler retry comes due during the run
             )
             started = row["error_at"] - rng.uniform(1, 60)
             attempts.append(
