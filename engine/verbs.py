@@ -139,7 +139,8 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
     clauses, params, shown = [], [], []
     statuses: tuple[str, ...] = ()
     for term in terms:
-        for word in term.split():
+        words = term.split()  # "status=failed stage=x" in one argument, or one value with spaces
+        for word in words if all("=" in w for w in words) else [term.strip()]:
             key, sep, value = word.partition("=")
             key = key.lower()
             if not sep or not value or key not in _WHERE_KEYS:
