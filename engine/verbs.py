@@ -80,6 +80,7 @@ class Preview:
     event_id: int | None = None
     notes: list[str] = field(default_factory=list)
     reason: str = field(default="", repr=False)
+    replayable: bool = False  # planned per item (not a sweep): apply() can apply exactly this preview
     also: Callable[[sqlite3.Connection, float], None] | None = field(default=None, repr=False)
 
     @property
@@ -222,7 +223,10 @@ def _needed_by(kind: str, stage: str, config) -> str | None:
 class Operator:
     """Carries out verbs on a workspace as one person (the OS user unless told otherwise)."""
 
-    def __init__(self, ws: Workspace, actor: str | None = None) -> None:
+    def __init__(self, ws: Workspace, actor: str | None = None, *, strict: bool = True) -> None:
+        """`strict`: a verb that does not apply to a named item refuses the whole call (the CLI); the
+        console instead shows which marked rows it left out."""
+        self.strict = strict
         self.ws = ws
         self.store = ws.store
         self.clock = ws.clock
