@@ -49,7 +49,11 @@ async def test_mark_matching_marks_every_row_of_the_filter_and_a_verb_previews_f
         await pilot.press("M")
         await wait_for(pilot, lambda: len(screen.marked) == len(failed), what="the marks")
         assert set(screen.marked) == set(failed)
-        assert any(f"Marked {len(failed)} row(s)" in n.message for n in app._notifications)
+        await wait_for(  # notify posts a message: the notice lands a turn of the loop later
+            pilot,
+            lambda: any(f"Marked {len(failed)} row(s)" in n.message for n in app._notifications),
+            what="the count of marked rows",
+        )
         await pilot.press("r")  # retry asks nothing for one row; for a filter's rows it previews first
         dialog = await wait_for(
             pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="the preview"
