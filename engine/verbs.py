@@ -268,6 +268,14 @@ class Operator:
         return conn.execute(f"{_ROW} {where} ORDER BY id", params).fetchall()
 
     def failure_group_ids(self, fingerprint: str) -> list[str]:
+        stage, _, rest = fingerprint.partition("|")
+        error_class, sep, _message = rest.partition("|")
+        stages = {s for k in pipeline.KINDS for s in pipeline.stages_of(k)}
+        if not sep or stage not in (*stages, "-") or error_class not in (*errors.ERROR_CLASSES, "-"):
+            raise VerbError(
+                f"{fingerprint!r} is not a failure group fingerprint (STAGE|CLASS|MESSAGE);"
+                " `ewg failures` lists the groups with the command for each."
+            )
         rows = self.store.read(
             "SELECT id, source, next_stage, error_class, error_message FROM items WHERE status='failed'"
         )
