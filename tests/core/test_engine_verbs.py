@@ -134,8 +134,10 @@ def test_retry_a_failure_group(finished):
     result = Operator(ws, actor="tester").retry(group=target["fingerprint"])
     assert sorted(result.item_ids) == sorted(target["ids"])
     events = snapshot(ws)[1]
-    empty = Operator(ws).retry(group="nope|nope|nope")  # a selection that matches nothing (issue 11)
+    empty = Operator(ws).retry(group="transcribed|transient|gone")  # matches nothing (issue 11)
     assert empty.nothing_to_do and not empty.applied and snapshot(ws)[1] == events
+    with pytest.raises(VerbError, match="is not a failure group fingerprint"):
+        Operator(ws).retry(group="nope|nope|nope")
 
 
 def test_reprocess_from_a_stage_marks_later_checkpoints_stale(finished):
