@@ -152,6 +152,21 @@ def discard(path: Path | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def failed_outputs(item_dir: Path) -> list[Path]:
+    """An item's kept partial outputs of failed attempts (.failed-STAGE-TOKEN), oldest first."""
+    if not item_dir.exists():
+        return []
+    kept = [p for p in item_dir.glob(".failed-*") if p.is_dir()]
+    return sorted(kept, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def rotate_failed(item_dir: Path, keep: int) -> None:
+    """Keep the newest `keep` failed outputs of an item, so evidence kept by policy stays bounded."""
+    kept = failed_outputs(item_dir)
+    for old in kept[: max(0, len(kept) - keep)]:
+        discard(old)
+
+
 def verify(final: Path, manifest: dict) -> list[str]:
     """Problems with a recorded checkpoint on disk: missing files, wrong sizes or checksums."""
     problems = []

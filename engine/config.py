@@ -92,6 +92,7 @@ class Recovery(_Section):
     auto_retry_transient: bool = True
     auto_clear_cache_on_retry: bool = True
     auto_cleanup_failed_files: bool = True
+    keep_failed_outputs: int = Field(3, ge=1, le=1000)  # with cleanup off: newest .failed-* kept per item
     manual_intervention_required: list[str] = Field(
         default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY]
     )
@@ -216,6 +217,10 @@ class StageConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     isolate: bool | None = None  # run in a worker subprocess; unset: heavy built-in stages only
     outputs: list[str] = Field(default_factory=list)  # files a command must write into its output_dir
+    # Earlier stages whose output this stage reads (unset: the built-in table, engine.pipeline.BUILTIN_READS,
+    # for built-in stages, nothing for others): skip refuses to skip a stage a later one reads.
+    reads: list[str] | None = None
+    skip_fallback: bool = False  # later stages cope without this stage's output: it may be skipped
 
     @field_validator("outputs")
     @classmethod

@@ -14,6 +14,20 @@ EPISODE_STAGES = ("discovered", "transcribed", "enriched", "editorial", "rendere
 CLIP_STAGES = ("discovered", "generated", "rendered")
 STAGES = {EPISODE: EPISODE_STAGES, CLIP: CLIP_STAGES}
 
+# What each built-in stage reads of earlier stages' checkpoints (engine/media): skip refuses to skip a
+# stage whose output a later one reads, since that stage would fail on the missing input every attempt.
+BUILTIN_READS: dict[tuple[str, str], tuple[str, ...]] = {
+    (EPISODE, "transcribed"): ("discovered",),
+    (EPISODE, "enriched"): ("transcribed",),
+    (EPISODE, "editorial"): ("discovered", "transcribed", "enriched"),
+    (EPISODE, "rendered"): ("discovered", "transcribed", "enriched", "editorial"),
+    (CLIP, "rendered"): ("generated",),
+}
+
+# A clip whose episode reruns editorial (an operator verb) waits, stopped with this reason, until the new
+# editorial run keeps it (redone from generated) or no longer picks it (discarded).
+AWAITS_EDITORIAL = "waits for its episode's editorial rerun"
+
 
 def stages_of(kind: str) -> tuple[str, ...]:
     try:
@@ -29,6 +43,13 @@ def next_stage(kind: str, stage: str | None) -> str | None:
         return order[0]
     i = order.index(stage)
     return order[i + 1] if i + 1 < len(order) else None
+
+
+def first_stage(kind: str) -> str:
+    """The first stage an item runs: a clip is born `discovered` (its episode's editorial cut it), so
+    its first real stage is `generated`."""
+    order = stages_of(kind)
+    return order[1] if kind == CLIP else order[0]
 
 
 def previous_stage(kind: str, stage: str) -> str | None:

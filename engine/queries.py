@@ -54,6 +54,7 @@ SORTABLE = {
     "parent_id",
 }
 STATUSES = ("queued", "running", "retrying", "blocked", "failed", "stopped", "done")
+DISCARDED = "discarded"  # dead letters: hidden from lists and counts unless asked for (`status:discarded`)
 
 
 @dataclass
@@ -68,12 +69,15 @@ class ItemFilter:
     parent_id: str | None = None
     ids: tuple[str, ...] = ()
     stuck_only: bool = False
+    show_discarded: bool = False  # dead letters are hidden unless asked for (or named in `statuses`)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, params = ["kind=?"], [self.kind]
         if self.statuses:
             clauses.append(f"status IN ({','.join('?' * len(self.statuses))})")
             params += list(self.statuses)
+        elif not self.show_discarded:
+            clauses.append("status <> 'discarded'")
         if self.stage:
             clauses.append("(stage=? OR next_stage=?)")
             params += [self.stage, self.stage]
@@ -147,6 +151,7 @@ def counts(store: Readable) -> dict:
     for kind in pipeline.KINDS:
         out[kind] = {
             "total": 0,
+            "discarded": 0,  # dead letters: not in total, by_status or by_stage
             "by_status": {s: 0 for s in STATUSES},
             "by_stage": {
                 s: {"done": 0, "in_flight": 0, "failed": 0, "waiting": 0} for s in pipeline.stages_of(kind)
@@ -158,6 +163,9 @@ def counts(store: Readable) -> dict:
     ):
         kind, n = r["kind"], r["n"]
         entry = out[kind]
+        if r["status"] == DISCARDED:
+            entry["discarded"] += n
+            continue
         entry["total"] += n
         entry["by_status"][r["status"]] = entry["by_status"].get(r["status"], 0) + n
         # every stage up to `stage` is done; the next stage is in flight, failed or waiting
@@ -169,13 +177,15 @@ def counts(store: Readable) -> dict:
     return out
 
 
-def status(store: Readable) -> dict:
-    """The `ewg status --json` document: {"episodes": [...], "clips": [...], "counts": {...}}."""
+def status(store: Readable, include_discarded: bool = False) -> dict:
+    """The `ewg status --json` document: {"episodes": [...], "clips": [...], "counts": {...}}.
+    Discarded items (dead letters) are left out unless `include_discarded`."""
     fields = (
         "id, kind, parent_id, show, title, stage, next_stage, status, attempts, verdict, error_class,"
         " error_message, progress, next_attempt_at, blocked_reason"
     )
-    items = _rows(store, f"SELECT {fields} FROM items ORDER BY kind DESC, id")
+    hide = "" if include_discarded else " WHERE status <> 'discarded'"
+    items = _rows(store, f"SELECT {fields} FROM items{hide} ORDER BY kind DESC, id")
     return {
         "episodes": [i for i in items if i["kind"] == pipeline.EPISODE],
         "clips": [i for i in items if i["kind"] == pipeline.CLIP],

@@ -726,7 +726,8 @@ class Engine:
         # folder of an earlier checkpoint of this stage to replace. Most no-output stages need neither,
         # and are committed together with the other plain successes of the dispatcher's transaction.
         touches = prepared is not None and (not prepared.empty or claim.had_checkpoint)
-        if not touches and not ctx.clips:
+        settles_clips = bool(ctx.clips) or (claim.kind == pipeline.EPISODE and claim.stage == "editorial")
+        if not touches and not settles_clips:
             self._submit(run, ctx, completion=completion)
             return
 
@@ -735,14 +736,32 @@ class Engine:
             if accepted:
                 if prepared is not None and touches:
                     checkpoints.publish(prepared, claim.lease_token)  # renamed while the token is checked
-                if ctx.clips:
+                if settles_clips:
                     self._upsert_clips(conn, ctx, now)
             return self._recorded(run, ctx, accepted)
 
         self._submit(run, ctx, apply, touches_files=touches)
 
     def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
-        """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating."""
+        """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating.
+        Clips an operator verb set waiting for this rerun (verbs.AWAITS_EDITORIAL) are redone from
+        generated when picked again, and discarded (kept, hidden) when the new run no longer picks them."""
+        picked = {f"{ctx.item.id}__{clip.key}" for clip in ctx.clips}
+        for waiting in conn.execute(
+            "SELECT id FROM items WHERE kind='clip' AND parent_id=? AND status='stopped' AND blocked_reason=?",
+            (ctx.item.id, pipeline.AWAITS_EDITORIAL),
+        ).fetchall():
+            if waiting["id"] in picked:
+                conn.execute(
+                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
+                    " WHERE id=?",
+                    (now, now, waiting["id"]),
+                )
+            else:
+                conn.execute(
+                    "UPDATE items SET status='discarded', blocked_reason=?, updated_at=? WHERE id=?",
+                    ("dropped: the episode's editorial rerun no longer picks this clip", now, waiting["id"]),
+                )
         for clip in ctx.clips:
             clip_id = f"{ctx.item.id}__{clip.key}"
             row = conn.execute(
@@ -823,6 +842,7 @@ class Engine:
             keep = ctx.item_dir / f".failed-{claim.stage}-{claim.lease_token}"
             checkpoints.discard(keep)
             os.rename(ctx.output_path, keep)
+            checkpoints.rotate_failed(ctx.item_dir, self.config.recovery.keep_failed_outputs)
         blocked_reason = None
         if service_down:
             blocked_reason = (
@@ -902,7 +922,7 @@ class Engine:
                     log_tail=tail,
                 )
                 text = decision.text
-            elif reason in ("shutdown", "release"):
+            elif reason in ("shutdown", "release", "force_release"):
                 text = (
                     "engine stopped: released at a safe point, resumes at next start"
                     if reason == "shutdown"
@@ -990,7 +1010,7 @@ class Engine:
             return
         run.cancel.cancel(reason)
         run.cancel_seen_at = run.cancel_seen_at or self.clock.now()
-        if reason == "force":
+        if reason in ("force", "force_release"):
             run.cancel.force()
 
     def _supervise(self, now: float) -> None:
@@ -1003,8 +1023,8 @@ class Engine:
                 continue
             if run.cancel.reason == "shutdown":
                 continue
-            if run.cancel.reason == "force" and not run.lost:
-                self.watchdog.abandon_item(run.claim.item_id, run.claim.lease_token, "force", now)
+            if run.cancel.reason in ("force", "force_release") and not run.lost:
+                self.watchdog.abandon_item(run.claim.item_id, run.claim.lease_token, run.cancel.reason, now)
                 run.lost = True
             if not run.lost:
                 continue

@@ -14,6 +14,7 @@ import getpass
 import json
 import math
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ ACTIVE = ("queued", "retrying", "blocked", "running")
 PENDING_FILES = "files:"
 FileWork = dict[str, list[str]]  # item id -> entries of its folder to remove ("" the folder, "*" patterns)
 RETRYABLE = ("failed", "retrying", "blocked", "stopped")
+DISCARDED = "discarded"  # a dead letter: failed, archived by an operator, hidden by default, retryable
+AWAITS_EDITORIAL = pipeline.AWAITS_EDITORIAL
 
 
 class VerbError(Exception):
@@ -45,6 +48,8 @@ class Plan:
     drop_cache: bool = False
     delete_files: bool = False
     skipped_stage: str | None = None  # record an empty "skipped" checkpoint for this stage
+    shown_after: dict | None = None  # what the preview says happens, when `values` alone would not show it
+    note: str = ""  # one more thing the preview says about this item
 
 
 @dataclass
@@ -58,9 +63,11 @@ class Change:
     files_deleted: bool = False
     interrupts_run: bool = False
     plan: Plan | None = field(default=None, repr=False)
+    note: str = ""
+    lease_token: int = field(default=0, repr=False)  # as planned: apply() refuses a row that moved since
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "plan"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("plan", "lease_token")}
 
 
 @dataclass
@@ -72,6 +79,13 @@ class Preview:
     applied: bool = False
     event_id: int | None = None
     notes: list[str] = field(default_factory=list)
+    reason: str = field(default="", repr=False)
+    replayable: bool = False  # planned per item (not a sweep): apply() can apply exactly this preview
+    also: Callable[[sqlite3.Connection, float], None] | None = field(default=None, repr=False)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.changes
 
     @property
     def item_ids(self) -> list[str]:
@@ -100,14 +114,119 @@ Planner = Callable[[sqlite3.Row], "Plan | str"]  # a Plan, or why the verb does 
 
 _ROW = (
     "SELECT id, kind, parent_id, stage, next_stage, status, lease_token, lease_owner, error_class,"
-    " error_message, attempts, deadline_extension, cancel_requested FROM items"
+    " error_message, attempts, deadline_extension, cancel_requested, parent_id, updated_at FROM items"
 )
+
+
+@dataclass(frozen=True)
+class Where:
+    """A selection by filter (`--where status=failed stage=transcribed ...`), applied in SQL."""
+
+    sql: str
+    params: tuple
+    text: str
+
+
+_WHERE_KEYS = ("status", "stage", "show", "class", "kind", "older-than")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+
+
+def parse_where(terms: Iterable[str], now: float) -> Where:
+    """`status=failed,retrying stage=transcribed show=tech class=transient kind=clip older-than=2h`.
+
+    Discarded items are left out unless `status=discarded` names them."""
+    from .queries import STATUSES
+
+    clauses, params, shown = [], [], []
+    statuses: tuple[str, ...] = ()
+    for term in terms:
+        words = term.split()  # "status=failed stage=x" in one argument, or one value with spaces
+        for word in words if all("=" in w for w in words) else [term.strip()]:
+            key, sep, value = word.partition("=")
+            key = key.lower()
+            if not sep or not value or key not in _WHERE_KEYS:
+                raise VerbError(
+                    f"--where {word!r}: expected KEY=VALUE with KEY one of {', '.join(_WHERE_KEYS)}"
+                    " (for example --where status=failed --where older-than=2h)."
+                )
+            values = tuple(v for v in value.split(",") if v)
+            if key == "status":
+                known = (*STATUSES, DISCARDED)
+                bad = [v for v in values if v not in known]
+                if bad:
+                    raise VerbError(
+                        f"--where status={bad[0]!r} is not a status; statuses: {', '.join(known)}."
+                    )
+                statuses = values
+                clauses.append(f"status IN ({','.join('?' * len(values))})")
+                params += values
+            elif key == "stage":
+                every = {s for k in pipeline.KINDS for s in pipeline.stages_of(k)}
+                bad = [v for v in values if v not in every]
+                if bad:
+                    raise VerbError(
+                        f"--where stage={bad[0]!r} is not a stage. Episode stages: "
+                        f"{', '.join(pipeline.EPISODE_STAGES)}; clip stages: {', '.join(pipeline.CLIP_STAGES)}."
+                    )
+                marks = ",".join("?" * len(values))
+                clauses.append(f"(stage IN ({marks}) OR next_stage IN ({marks}))")
+                params += values + values
+            elif key == "show":
+                clauses.append("(" + " OR ".join("show LIKE ?" for _ in values) + ")")
+                params += tuple(f"%{v}%" for v in values)
+            elif key == "class":
+                bad = [v for v in values if v not in errors.ERROR_CLASSES]
+                if bad:
+                    raise VerbError(
+                        f"--where class={bad[0]!r} is not an error class; classes: {', '.join(errors.ERROR_CLASSES)}."
+                    )
+                clauses.append(f"error_class IN ({','.join('?' * len(values))})")
+                params += values
+            elif key == "kind":
+                bad = [v for v in values if v not in pipeline.KINDS]
+                if bad:
+                    raise VerbError(f"--where kind={bad[0]!r}: kinds are {', '.join(pipeline.KINDS)}.")
+                clauses.append(f"kind IN ({','.join('?' * len(values))})")
+                params += values
+            else:
+                clauses.append("updated_at < ?")
+                params.append(now - _duration(value))
+            shown.append(word)
+    if not shown:
+        raise VerbError("--where needs at least one KEY=VALUE filter.")
+    if DISCARDED not in statuses:
+        clauses.append("status <> 'discarded'")
+    return Where("WHERE " + " AND ".join(clauses), tuple(params), "where " + " ".join(shown))
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise VerbError(f"--where older-than={text!r}: give a duration such as 90s, 30m, 2h or 3d.")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _needed_by(kind: str, stage: str, config) -> str | None:
+    """The later stage that reads `stage`'s output and has no fallback without it, if any."""
+    if config.stage(kind, stage).skip_fallback:
+        return None
+    for later in pipeline.later_stages(kind, stage):
+        later_config = config.stage(kind, later)
+        reads = later_config.reads
+        if reads is None:
+            reads = pipeline.BUILTIN_READS.get((kind, later), ()) if later_config.kind == "builtin" else ()
+        if stage in reads:
+            return later
+    return None
 
 
 class Operator:
     """Carries out verbs on a workspace as one person (the OS user unless told otherwise)."""
 
-    def __init__(self, ws: Workspace, actor: str | None = None) -> None:
+    def __init__(self, ws: Workspace, actor: str | None = None, *, strict: bool = True) -> None:
+        """`strict`: a verb that does not apply to a named item refuses the whole call (the CLI); the
+        console instead shows which marked rows it left out."""
+        self.strict = strict
         self.ws = ws
         self.store = ws.store
         self.clock = ws.clock
@@ -117,11 +236,15 @@ class Operator:
     def _select(
         self,
         conn: sqlite3.Connection,
-        ids: Iterable[str] | None = None,
+        ids: Iterable[str] | Where | None = None,
         *,
         where: str = "",
         params: tuple = (),
     ) -> list[sqlite3.Row]:
+        if isinstance(ids, Where):
+            return conn.execute(f"{_ROW} {ids.sql} ORDER BY id", ids.params).fetchall()
+        if isinstance(ids, _Found) and not ids:
+            return []
         if ids is not None:
             ids = list(dict.fromkeys(ids))
             if not ids:
@@ -138,9 +261,21 @@ class Operator:
                 )
             order = {i: n for n, i in enumerate(ids)}
             return sorted(rows, key=lambda r: order[r["id"]])
+        if where and "discarded" not in where:
+            where += " AND status <> 'discarded'"
+        elif not where:
+            where = "WHERE status <> 'discarded'"
         return conn.execute(f"{_ROW} {where} ORDER BY id", params).fetchall()
 
     def failure_group_ids(self, fingerprint: str) -> list[str]:
+        stage, _, rest = fingerprint.partition("|")
+        error_class, sep, _message = rest.partition("|")
+        stages = {s for k in pipeline.KINDS for s in pipeline.stages_of(k)}
+        if not sep or stage not in (*stages, "-") or error_class not in (*errors.ERROR_CLASSES, "-"):
+            raise VerbError(
+                f"{fingerprint!r} is not a failure group fingerprint (STAGE|CLASS|MESSAGE);"
+                " `ewg failures` lists the groups with the command for each."
+            )
         rows = self.store.read(
             "SELECT id, source, next_stage, error_class, error_message FROM items WHERE status='failed'"
         )
@@ -152,9 +287,7 @@ class Operator:
             )
             == fingerprint
         ]
-        if not ids:
-            raise VerbError(f"No failed items in group {fingerprint!r}. `ewg failures` lists the groups.")
-        return ids
+        return ids  # none: a selection that matches nothing, so "nothing to do"
 
     # -- the engine of every verb ----------------------------------------------------------
     def _run(
@@ -165,48 +298,123 @@ class Operator:
         plan: Planner,
         reason: str,
         dry_run: bool,
+        *,
+        named: bool = False,
+        also: Callable[[sqlite3.Connection, float], None] | None = None,
+        expand: Callable[[sqlite3.Connection, Preview], None] | None = None,
     ) -> Preview:
+        """Plan and (unless dry_run) apply in one transaction. `named`: the ids were named by a person,
+        so a verb that does not apply to one of them is a mistake in the call (VerbError, nothing
+        changed); a selection that matches nothing is "nothing to do" and writes no event."""
         now = self.clock.now()
         if dry_run:
             conn = self.store.connection()
-            return self._plan(verb, selection, select(conn), plan)
+            preview = self._plan(verb, selection, select(conn), plan)
+            if expand:
+                expand(conn, preview)
+            self._check_named(preview, named and self.strict)
+            preview.also, preview.replayable = also, True
+            return preview
+        self._finish_removals()
+        with self.store.write() as conn:
+            rows = select(conn)
+            preview = self._plan(verb, selection, rows, plan)
+            if expand:
+                expand(conn, preview)
+            self._check_named(preview, named and self.strict)
+            preview.reason, preview.also = reason, also
+            work = self._commit(conn, preview, now)
+        _remove_files(self.ws, work)  # only now that the change is committed
+        return preview
+
+    def _finish_removals(self) -> None:
         try:
             finish_pending_removals(self.ws)
         except ownership.OwnershipError as exc:
             raise VerbError(str(exc)) from None
-        work: FileWork = {}
-        with self.store.write() as conn:
-            rows = select(conn)
-            preview = self._plan(verb, selection, rows, plan)
-            by_id = {r["id"]: r for r in rows}
-            for change in preview.changes:
-                names = self._apply(conn, by_id[change.item_id], change, verb, now)
-                if names:
-                    work[change.item_id] = names
-            if work:
-                self._confirm_owned()
-                _hold_files(conn, work, self.actor, now)
-            preview.applied = True
-            preview.event_id = transitions.record_event(
-                conn,
-                now,
-                self.actor,
-                verb,
-                selection=selection,
-                reason=reason,
-                affected=preview.item_ids,
-                before={c.item_id: c.before for c in preview.changes},
-                after={c.item_id: c.after for c in preview.changes},
-                result=preview.summary(),
-            )
-        _remove_files(self.ws, work)  # only now that the change is committed
-        return preview
 
     def _confirm_owned(self) -> None:
         try:
             self.ws.confirm_owned()
         except ownership.OwnershipError as exc:
             raise VerbError(str(exc)) from None
+
+    def apply(self, preview: Preview, reason: str = "") -> Preview:
+        """Apply exactly what a dry run previewed (what the confirmation showed), fenced: an item whose
+        lease or status moved since the preview is left alone and reported, never re-planned."""
+        if preview.applied:
+            raise VerbError("This preview was applied already.")
+        now = self.clock.now()
+        done = Preview(
+            preview.verb, preview.selection, notes=list(preview.notes), skipped=list(preview.skipped)
+        )
+        done.reason, done.also = reason, preview.also
+        self._finish_removals()
+        with self.store.write() as conn:
+            ids = [c.item_id for c in preview.changes]
+            rows = {}
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                rows.update({r["id"]: r for r in conn.execute(f"{_ROW} WHERE id IN ({marks})", chunk)})
+            for change in preview.changes:
+                row = rows.get(change.item_id)
+                if (
+                    row is None
+                    or row["lease_token"] != change.lease_token
+                    or row["status"] != change.before.get("status")
+                ):
+                    done.skipped.append((change.item_id, "changed since the preview; not touched"))
+                else:
+                    done.changes.append(change)
+            work = self._commit(conn, done, now)
+        _remove_files(self.ws, work)
+        return done
+
+    def _commit(self, conn: sqlite3.Connection, preview: Preview, now: float) -> FileWork:
+        """Write the planned changes and their audit event; return the file work for after the commit."""
+        work: FileWork = {}
+        if preview.nothing_to_do and preview.also is None:
+            preview.notes.insert(0, "nothing to do")
+            return work  # no change, no audit event
+        rows = {}
+        ids = [c.item_id for c in preview.changes]
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows.update({r["id"]: r for r in conn.execute(f"{_ROW} WHERE id IN ({marks})", chunk)})
+        for change in preview.changes:
+            names = self._apply(conn, rows[change.item_id], change, preview.verb, now)
+            if names:
+                work[change.item_id] = names
+        if work:
+            self._confirm_owned()
+            _hold_files(conn, work, self.actor, now)
+        if preview.also is not None:
+            preview.also(conn, now)
+        preview.applied = True
+        preview.event_id = transitions.record_event(
+            conn,
+            now,
+            self.actor,
+            preview.verb,
+            selection=preview.selection,
+            reason=preview.reason,
+            affected=preview.item_ids,
+            before={c.item_id: c.before for c in preview.changes},
+            after={c.item_id: c.after for c in preview.changes},
+            result=preview.summary(),
+        )
+        return work
+
+    @staticmethod
+    def _check_named(preview: Preview, named: bool) -> None:
+        if named and preview.skipped:
+            verb = preview.verb.replace("_", " ")
+            why = "; ".join(f"{i} {w}" for i, w in preview.skipped[:5])
+            raise VerbError(
+                f"{verb} does not apply to {why}"
+                f"{' ...' if len(preview.skipped) > 5 else ''}. Nothing was changed; leave "
+                f"{'that item' if len(preview.skipped) == 1 else 'those items'} out of the call."
+            )
 
     def _plan(self, verb: str, selection: str, rows: list[sqlite3.Row], plan: Planner) -> Preview:
         preview = Preview(verb, selection)
@@ -216,7 +424,7 @@ class Operator:
                 preview.skipped.append((row["id"], outcome))
                 continue
             values = outcome.values
-            after = {
+            after = outcome.shown_after or {
                 "stage": values.get("stage", row["stage"]),
                 "status": values.get("status", row["status"]),
             }
@@ -231,6 +439,8 @@ class Operator:
                     outcome.delete_files,
                     interrupts_run=row["status"] == "running" and "status" in values,
                     plan=outcome,
+                    note=outcome.note,
+                    lease_token=row["lease_token"],
                 )
             )
         return preview
@@ -274,7 +484,8 @@ class Operator:
         elif change.cache_dropped:
             if os.path.lexists(item_dir / "cache"):
                 names.append("cache")
-            names += _failed_outputs(item_dir)
+            if self.ws.config.recovery.auto_cleanup_failed_files:  # false: the evidence stays (rotated)
+                names += _failed_outputs(item_dir)
         if values.get("status") == "queued" and self.ws.config.recovery.auto_cleanup_failed_files:
             names += _failed_outputs(item_dir)
         if plan.skipped_stage:
@@ -289,7 +500,7 @@ class Operator:
     # -- the verbs -----------------------------------------------------------------------
     def retry(
         self,
-        ids: Iterable[str] | None = None,
+        ids: Iterable[str] | Where | None = None,
         *,
         failed: bool = False,
         group: str | None = None,
@@ -297,15 +508,28 @@ class Operator:
         reason: str = "",
         dry_run: bool = False,
     ) -> Preview:
-        """Retry the current stage now, with a fresh attempt budget (and a clean cache, by policy)."""
+        """Retry the current stage now, with a fresh attempt budget (and a clean cache, by policy).
+        A discarded item (a dead letter) named here comes back."""
         ids, selection, where, params = self._selection(ids, failed=failed, group=group, kind=kind)
-        drop = self.ws.config.recovery.auto_clear_cache_on_retry
+        recovery = self.ws.config.recovery
+        drop = recovery.auto_clear_cache_on_retry
 
         def plan(row):
-            if row["status"] not in RETRYABLE:
-                return f"is {row['status']}; retry applies to failed, waiting, blocked or stopped items"
+            if row["status"] not in (*RETRYABLE, DISCARDED):
+                return f"is {row['status']}; retry applies to failed, waiting, blocked, stopped or discarded items"
+            note = ""
+            if not recovery.auto_cleanup_failed_files:
+                kept = len(checkpoints.failed_outputs(self.ws.item_dir(row["id"])))
+                if kept:
+                    note = (
+                        f"keeps {kept} failed output(s) .failed-* (auto_cleanup_failed_files = false;"
+                        f" the newest {recovery.keep_failed_outputs} are kept)"
+                    )
             return Plan(
-                _requeue(self.clock.now()), [row["next_stage"]] if row["next_stage"] else [], drop_cache=drop
+                _requeue(self.clock.now()),
+                [row["next_stage"]] if row["next_stage"] else [],
+                drop_cache=drop,
+                note=note,
             )
 
         return self._run(
@@ -315,9 +539,12 @@ class Operator:
             plan,
             reason,
             dry_run,
+            named=_named(ids),
         )
 
-    def resume(self, ids: Iterable[str] | None = None, *, reason: str = "", dry_run: bool = False) -> Preview:
+    def resume(
+        self, ids: Iterable[str] | Where | None = None, *, reason: str = "", dry_run: bool = False
+    ) -> Preview:
         """Continue from the last complete checkpoint, keeping the cache."""
         where = "" if ids is not None else "WHERE status IN ('stopped','failed','blocked','retrying')"
 
@@ -333,27 +560,37 @@ class Operator:
             plan,
             reason,
             dry_run,
+            named=_named(ids),
         )
 
     def reprocess(
         self,
-        ids: Iterable[str],
+        ids: Iterable[str] | Where | None = None,
         *,
         from_stage: str | None = None,
+        failed: bool = False,
+        group: str | None = None,
         reason: str = "",
         dry_run: bool = False,
         verb: str = "reprocess",
         delete_files: bool = False,
     ) -> Preview:
-        """Force reprocess from the start (or from `from_stage`), overriding the current state."""
-        ids = list(ids)
+        """Force reprocess from the start (or from `from_stage`), overriding the current state.
+        `failed`/`group`: Retry Failed Episodes: caches cleared, errors cleared, from the start."""
+        if ids is not None and not isinstance(ids, Where):
+            ids = list(ids)
+        ids, selection, where, params = self._selection(ids, failed=failed, group=group, kind=None)
 
         def plan(row):
             order = pipeline.stages_of(row["kind"])
-            start = from_stage or order[0]
-            if start not in order:
-                return f"has no stage {start!r} ({row['kind']} stages: {', '.join(order)})"
-            if start != order[0] and pipeline.stage_index(row["kind"], row["stage"]) < order.index(start) - 1:
+            first = pipeline.first_stage(row["kind"])
+            start = from_stage or first
+            if start not in order or order.index(start) < order.index(first):
+                return (
+                    f"has no stage {start!r} to run ({row['kind']} stages: "
+                    f"{', '.join(order[order.index(first) :])})"
+                )
+            if start != first and pipeline.stage_index(row["kind"], row["stage"]) < order.index(start) - 1:
                 return (
                     f"has not completed {order[order.index(start) - 1]!r} yet, so it cannot rerun from "
                     f"{start!r}; use reprocess without --from"
@@ -367,20 +604,33 @@ class Operator:
                 f"{from_stage!r} is not a stage. Episode stages: {', '.join(pipeline.EPISODE_STAGES)};"
                 f" clip stages: {', '.join(pipeline.CLIP_STAGES)}."
             )
-        selection = _describe(ids, "") + (f" from {from_stage}" if from_stage else " from the start")
-        return self._run(verb, selection, lambda c: self._select(c, ids), plan, reason, dry_run)
+        selection += f" from {from_stage}" if from_stage else " from the start"
+        return self._run(
+            verb,
+            selection,
+            lambda c: self._select(c, ids, where=where, params=params),
+            plan,
+            reason,
+            dry_run,
+            named=_named(ids),
+            expand=self._redo_clips,
+        )
 
     def reset(
         self,
-        ids: Iterable[str] | None = None,
+        ids: Iterable[str] | Where | None = None,
         *,
         all_items: bool = False,
+        failed: bool = False,
         reason: str = "",
         dry_run: bool = False,
     ) -> Preview:
-        """Reset to discovered: clear results and errors, keep the source; everything after reruns."""
-        if ids is None and not all_items:
-            raise VerbError("Name the items to reset, or pass --all to reset every item (System Reset).")
+        """Reset to discovered: clear results and errors, keep the source; everything after reruns.
+        `failed`: Retry Failed Episodes (caches cleared, reset to discovered, errors cleared)."""
+        if ids is None and not all_items and not failed:
+            raise VerbError(
+                "Name the items to reset, or pass --failed (every failed item) or --all (System Reset)."
+            )
 
         def plan(row):
             if row["stage"] is None and row["status"] == "queued":
@@ -391,26 +641,54 @@ class Operator:
                 values.update(_at_stage(row["kind"], None))
             return Plan(values, list(order[1:]), drop_cache=True)
 
+        if all_items:
+            chosen, where, selection = None, "", "all items"
+        elif failed:
+            chosen, where, selection = None, "WHERE status='failed'", "all failed"
+        else:
+            chosen, where, selection = ids, "", _describe(ids, "")
         return self._run(
             "reset",
-            _describe(None if all_items else ids, "all items"),
-            lambda c: self._select(c, None if all_items else ids),
+            selection,
+            lambda c: self._select(c, chosen, where=where),
             plan,
             reason,
             dry_run,
+            named=_named(chosen),
+            expand=self._redo_clips,
         )
 
-    def skip(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
-        """Mark the current stage done without running it (an empty checkpoint marked skipped)."""
-        ids = list(ids)
+    def skip(self, ids: Iterable[str] | Where, *, reason: str = "", dry_run: bool = False) -> Preview:
+        """Mark the current stage done without running it (an empty checkpoint marked skipped).
+
+        Refused for a stage whose output a later stage reads (it would fail on the missing input every
+        attempt), unless the stage declares `skip_fallback = true`."""
+        if not isinstance(ids, Where):
+            ids = list(ids)
+        config = self.ws.config
 
         def plan(row):
             if row["next_stage"] is None:
                 return "is done; there is no stage to skip"
+            needs = _needed_by(row["kind"], row["next_stage"], config)
+            if needs:
+                return (
+                    f"cannot skip {row['next_stage']}: {needs} reads its output and would fail without it."
+                    f" Retry or fix {row['next_stage']} instead, or declare skip_fallback = true under"
+                    f" [stages.{row['kind']}.{row['next_stage']}] if later stages cope without it"
+                )
             values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], row["next_stage"])}
             return Plan(values, skipped_stage=row["next_stage"])
 
-        return self._run("skip", _describe(ids, ""), lambda c: self._select(c, ids), plan, reason, dry_run)
+        return self._run(
+            "skip",
+            _describe(ids, ""),
+            lambda c: self._select(c, ids),
+            plan,
+            reason,
+            dry_run,
+            named=_named(ids),
+        )
 
     def rollback(self, item_id: str, to_stage: str, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Move `stage` back to an earlier checkpoint; later checkpoints become stale and rerun."""
@@ -418,7 +696,9 @@ class Operator:
         def plan(row):
             order = pipeline.stages_of(row["kind"])
             if to_stage not in order:
-                return f"has no stage {to_stage!r} ({row['kind']} stages: {', '.join(order)})"
+                raise VerbError(
+                    f"{row['id']} has no stage {to_stage!r} ({row['kind']} stages: {', '.join(order)})."
+                )
             if row["stage"] == to_stage:
                 raise VerbError(f"{row['id']} is already at {to_stage!r}; nothing to roll back.")
             if pipeline.stage_index(row["kind"], row["stage"]) < order.index(to_stage):
@@ -437,11 +717,14 @@ class Operator:
             plan,
             reason,
             dry_run,
+            named=True,
+            expand=self._redo_clips,
         )
 
-    def clear_cache(self, ids: Iterable[str], *, reason: str = "", dry_run: bool = False) -> Preview:
+    def clear_cache(self, ids: Iterable[str] | Where, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Remove an item's cache (and kept partial outputs); its state is not changed."""
-        ids = list(ids)
+        if not isinstance(ids, Where):
+            ids = list(ids)
 
         def plan(row):
             if row["status"] == "running":
@@ -449,46 +732,91 @@ class Operator:
             return Plan({}, drop_cache=True)
 
         return self._run(
-            "clear_cache", _describe(ids, ""), lambda c: self._select(c, ids), plan, reason, dry_run
+            "clear_cache",
+            _describe(ids, ""),
+            lambda c: self._select(c, ids),
+            plan,
+            reason,
+            dry_run,
+            named=_named(ids),
+        )
+
+    def discard(self, ids: Iterable[str] | Where, *, reason: str = "", dry_run: bool = False) -> Preview:
+        """Dead letters: archive failed items. They are kept (errors, attempts, files), hidden from
+        lists and counts by default (`ewg status --all` shows them), and `retry` brings them back."""
+        if not isinstance(ids, Where):
+            ids = list(ids)
+
+        def plan(row):
+            if row["status"] != "failed":
+                return f"is {row['status']}; only failed items can be discarded"
+            return Plan({"status": DISCARDED, "next_attempt_at": 0.0})
+
+        return self._run(
+            "discard",
+            _describe(ids, ""),
+            lambda c: self._select(c, ids),
+            plan,
+            reason,
+            dry_run,
+            named=_named(ids),
         )
 
     def stop(
         self,
-        ids: Iterable[str] | None = None,
+        ids: Iterable[str] | Where | None = None,
         *,
         force: bool = False,
         reason: str = "",
         dry_run: bool = False,
     ) -> Preview:
         """Stop items (they wait for resume), or with no ids stop processing: pause the engine and
-        release running work at a safe point so `unpause` continues it."""
-        ids_list = None if ids is None else list(ids)
+        release running work at a safe point (or now, with force) so `unpause` continues it."""
+        ids_list = ids if (ids is None or isinstance(ids, Where)) else list(ids)
+        every = ids_list is None
         now = self.clock.now()
-        request = (
-            ("force" if force else "stop") if ids_list is not None else ("force" if force else "release")
-        )
+        if every:
+            request = "force_release" if force else "release"
+        else:
+            request = "force" if force else "stop"
+        if every:
+            shown = (
+                "released now, continues on unpause"
+                if force
+                else "released at a safe point, continues on unpause"
+            )
+        else:
+            shown = "stopped now (subprocess killed)" if force else "stopped at a safe point"
 
         def plan(row):
             if row["status"] == "running":
-                return Plan({"cancel_requested": request, "cancel_requested_at": now})
-            if ids_list is None:
+                return Plan(
+                    {"cancel_requested": request, "cancel_requested_at": now},
+                    shown_after={"stage": row["stage"], "status": shown},
+                )
+            if every:
                 return "is not running"
             if row["status"] in ("queued", "retrying", "blocked"):
                 return Plan({"status": "stopped", "next_attempt_at": now})
             return f"is {row['status']}; only running or waiting items can be stopped"
 
-        where = "WHERE status='running'" if ids_list is None else ""
+        where = "WHERE status='running'" if every else ""
         verb = "force_stop" if force else "stop"
-        if ids_list is None and not dry_run:
-            self.pause(reason=reason or "stop processing")
-        return self._run(
+        preview = self._run(
             verb,
             _describe(ids_list, "all running work"),
             lambda c: self._select(c, ids_list, where=where),
             plan,
             reason,
             dry_run,
+            named=_named(ids_list),
+            also=(lambda conn, at: self._set_paused(conn, "1", reason or "stop processing", at))
+            if every
+            else None,
         )
+        if every:
+            preview.notes.insert(0, "engine paused: no new work is claimed until unpause")
+        return preview
 
     def extend(self, item_id: str, seconds: float, *, reason: str = "", dry_run: bool = False) -> Preview:
         """Wait longer: push the stage's timeout and stall thresholds out by `seconds`."""
@@ -510,6 +838,7 @@ class Operator:
             plan,
             reason,
             dry_run,
+            named=True,
         )
 
     def pause(self, *, reason: str = "", dry_run: bool = False) -> Preview:
@@ -530,17 +859,60 @@ class Operator:
         if dry_run:
             return preview
         with self.store.write() as conn:
-            conn.execute(
-                "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('paused',?,?,?,?)"
-                " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                " actor=excluded.actor, at=excluded.at",
-                (value, reason, self.actor, now),
-            )
+            self._set_paused(conn, value, reason, now)
             preview.event_id = transitions.record_event(
                 conn, now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
             )
         preview.applied = True
         return preview
+
+    def _set_paused(self, conn: sqlite3.Connection, value: str, reason: str, now: float) -> None:
+        conn.execute(
+            "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('paused',?,?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
+            " actor=excluded.actor, at=excluded.at",
+            (value, reason, self.actor, now),
+        )
+
+    def _redo_clips(self, conn: sqlite3.Connection, preview: Preview) -> None:
+        """An episode that reruns editorial has clips born of the old run: they wait (stopped) for the
+        new editorial, which redoes those it picks again and discards those it no longer picks."""
+        parents = [
+            c.item_id for c in preview.changes if c.kind == pipeline.EPISODE and "editorial" in c.stages_rerun
+        ]
+        if not parents:
+            return
+        taken = set(preview.item_ids)
+        now = self.clock.now()
+        for chunk in _chunks(parents, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"{_ROW} WHERE kind='clip' AND parent_id IN ({marks}) AND status <> 'discarded' ORDER BY id",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                if row["id"] in taken:
+                    continue
+                values = {
+                    **_requeue(now),
+                    **_at_stage(pipeline.CLIP, "discovered"),
+                    "status": "stopped",
+                    "blocked_reason": AWAITS_EDITORIAL,
+                }
+                plan = Plan(values, list(pipeline.CLIP_STAGES[1:]))
+                preview.changes.append(
+                    Change(
+                        row["id"],
+                        row["kind"],
+                        {"stage": row["stage"], "status": row["status"]},
+                        {"stage": "discovered", "status": "stopped"},
+                        plan.stages_rerun,
+                        interrupts_run=row["status"] == "running",
+                        plan=plan,
+                        note=f"{AWAITS_EDITORIAL} ({row['parent_id']}): redone if picked again, else discarded",
+                        lease_token=row["lease_token"],
+                    )
+                )
 
     def deep_clean(self, *, reason: str = "", dry_run: bool = False, vacuum: bool = True) -> Preview:
         """Sweep orphan folders, temporary files, stale checkpoints and dead leases; vacuum the database.
@@ -578,11 +950,23 @@ class Operator:
         for r in stale:
             if r["item_id"] in known and (self.ws.item_dir(r["item_id"]) / r["stage"]).exists():
                 work.setdefault(r["item_id"], []).append(r["stage"])
+        failed_caches = [  # Deep Clean also clears the caches of failed (and discarded) items
+            r["id"]
+            for r in self.store.read("SELECT id FROM items WHERE status IN ('failed','discarded')")
+            if r["id"] in known and (self.ws.item_dir(r["id"]) / "cache").is_dir()
+        ]
+        for item_id in failed_caches:
+            work.setdefault(item_id, []).append("cache")
         doomed = [
             self.ws.item_dir(item_id) / name if name else self.ws.item_dir(item_id)
             for item_id, names in work.items()
             for name in names
         ]
+        # Stale state: what only a running attempt may hold, left on rows that are not running.
+        leftover = self.store.read(
+            "SELECT id FROM items WHERE status <> 'running' AND (lease_owner IS NOT NULL"
+            " OR cancel_requested IS NOT NULL OR verdict IS NOT NULL OR lease_expires_at IS NOT NULL)"
+        )
         dead = [
             r
             for r in self.store.read(
@@ -592,7 +976,8 @@ class Operator:
             if owner_alive(r["lease_owner"] or "") is False
         ]
         preview.notes.append(
-            f"{len(doomed)} folder(s) to delete, {len(stale)} stale checkpoint record(s), "
+            f"{len(doomed)} folder(s) to delete ({len(failed_caches)} cache(s) of failed items), "
+            f"{len(stale)} stale checkpoint record(s), {len(leftover)} item(s) with stale run state to reset, "
             f"{len(dead)} lease(s) of dead processes to rescue" + (", then VACUUM" if vacuum else "")
         )
         preview.notes += [f"delete {p}" for p in doomed[:50]]
@@ -626,6 +1011,13 @@ class Operator:
                     verdict="DEAD",
                 )
             conn.execute("DELETE FROM checkpoints WHERE stale=1")
+            for chunk in _chunks([r["id"] for r in leftover], 500):
+                conn.execute(
+                    "UPDATE items SET lease_owner=NULL, lease_expires_at=NULL, cancel_requested=NULL,"
+                    " cancel_requested_at=NULL, verdict=NULL WHERE status <> 'running'"
+                    f" AND id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
             _hold_files(conn, work, self.actor, now)
             preview.event_id = transitions.record_event(
                 conn,
@@ -686,8 +1078,7 @@ class Operator:
             ids = [
                 r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' AND status='failed'")
             ]
-            if not ids:
-                raise VerbError("No failed clips to clean and retry.")
+            ids = _Found(ids)  # none: nothing to do
         return self.reprocess(
             self._clip_ids(ids),
             from_stage="generated",
@@ -698,7 +1089,8 @@ class Operator:
         )
 
     def _clip_ids(self, ids: Iterable[str]) -> list[str]:
-        ids = list(ids)
+        found = isinstance(ids, _Found)
+        ids = _Found(ids) if found else list(ids)
         rows = (
             self.store.read(f"SELECT id, kind FROM items WHERE id IN ({','.join('?' * len(ids))})", ids)
             if ids
@@ -726,8 +1118,10 @@ class Operator:
 
     def _selection(self, ids, *, failed: bool, group: str | None, kind: str | None):
         kind_sql = f" AND kind='{kind}'" if kind in pipeline.KINDS else ""
+        if isinstance(ids, Where):
+            return ids, ids.text, "", ()
         if group is not None:
-            return self.failure_group_ids(group), f"failure group {group}", "", ()
+            return _Found(self.failure_group_ids(group)), f"failure group {group}", "", ()
         if failed:
             return (
                 None,
@@ -737,10 +1131,20 @@ class Operator:
             )
         if ids is None:
             raise VerbError(
-                "Name the items to retry, or use --failed for all failed items or --group FINGERPRINT."
+                "Name the items, or use --failed for all failed items, --group FINGERPRINT or --where."
             )
         ids = list(ids)
         return ids, _describe(ids, ""), "", ()
+
+
+class _Found(list):
+    """Ids a selection found (a failure group), as opposed to ids a person named: one the verb does not
+    apply to is left out, and none at all is "nothing to do"."""
+
+
+def _named(ids) -> bool:
+    """Ids a person named: a verb that does not apply to one of them is a mistake in the call."""
+    return ids is not None and not isinstance(ids, (Where, _Found))
 
 
 def _requeue(now: float) -> dict:
@@ -855,6 +1259,8 @@ def finish_pending_removals(ws: Workspace) -> int:
 def _describe(ids, default: str) -> str:
     if ids is None:
         return default
+    if isinstance(ids, Where):
+        return ids.text
     ids = list(ids)
     return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 

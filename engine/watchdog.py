@@ -85,7 +85,11 @@ class Watchdog:
             if not mine and beat < fresh_after:
                 continue  # a late heartbeat: DEAD soon or alive again, not stuck
             if r["cancel_requested"] and r["cancel_requested_at"] is not None:
-                grace = cfg.engine.force_grace if r["cancel_requested"] == "force" else cfg.engine.stop_grace
+                grace = (
+                    cfg.engine.force_grace
+                    if r["cancel_requested"] in ("force", "force_release")
+                    else cfg.engine.stop_grace
+                )
                 if now > r["cancel_requested_at"] + grace:
                     self.abandon_item(r["id"], token, r["cancel_requested"], now)
                     continue
@@ -194,7 +198,7 @@ class Watchdog:
                     token,
                     now,
                     "abandoned",
-                    "queued" if reason in ("shutdown", "release") else "stopped",
+                    "queued" if reason in ("shutdown", "release", "force_release") else "stopped",
                     "abandoned: force stop, the stage did not stop in time",
                     bump=True,
                 )

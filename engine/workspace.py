@@ -62,6 +62,7 @@ jitter = 0.1             # +-10% so retries of many items do not stampede
 auto_retry_transient = true
 auto_clear_cache_on_retry = true     # operator retries drop the item's cache first
 auto_cleanup_failed_files = true     # false keeps a failed attempt's partial output in .failed-STAGE-N
+keep_failed_outputs = 3              # with cleanup off: the newest N .failed-* folders of an item are kept
 manual_intervention_required = ["config_error", "missing_dependency"]
 max_rescues = 20         # an item whose worker died this often on one stage is failed (poison pill)
 

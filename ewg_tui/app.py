@@ -61,7 +61,8 @@ class EwgApp(App[int]):
         self.readonly = readonly
         self.clock = clock or ws.clock
         self.poll_interval = poll_interval
-        self.operator = Operator(ws, actor=actor)
+        # Rows a person marked are shown with what does not apply to them, not refused as a CLI call is.
+        self.operator = Operator(ws, actor=actor, strict=False)
         self.leave_running = False
         self.cursor_blink = cursor_blink  # snapshot tests turn it off
 

@@ -28,7 +28,7 @@ from engine.clock import iso
 from engine.config import ConfigError, command_warnings
 from engine.fsafe import UnsafePath
 from engine.store import DatabaseError, DatabasePathError
-from engine.verbs import Operator, Preview, VerbError
+from engine.verbs import Operator, Preview, VerbError, parse_where
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -124,11 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def verb_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+    def verb_parser(name: str, help_text: str, where: bool = False) -> argparse.ArgumentParser:
         vp = sub.add_parser(name, help=help_text, description=help_text)
         vp.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
         vp.add_argument("--reason", default="", help="why: goes into the audit log")
         vp.add_argument("--json", action="store_true", help="print the preview/result as JSON")
+        if where:
+            vp.add_argument(
+                "--where",
+                action="append",
+                metavar="KEY=VALUE",
+                help="select by filter instead of ids (repeatable, all must match): status=failed,stopped "
+                "stage=transcribed show=NAME class=transient kind=clip older-than=2h",
+            )
         return vp
 
     d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
@@ -203,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="counts and per-item state")
     s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
+    s.add_argument("--all", action="store_true", help="also list discarded items (dead letters)")
     f = sub.add_parser("failures", help="failure groups: stage + error class + normalized message")
     f.add_argument("--json", action="store_true")
     m = sub.add_parser(
@@ -232,29 +241,44 @@ def build_parser() -> argparse.ArgumentParser:
     al_sub = al.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=_Parser, required=True)
     al_sub.add_parser("test", help="send a test alert to every configured sink and say how each went")
 
-    v = verb_parser("retry", "retry failed, waiting, blocked or stopped items now (fresh attempt budget)")
+    v = verb_parser(
+        "retry", "retry failed, waiting, blocked, stopped or discarded items now (fresh attempt budget)", True
+    )
     v.add_argument("ids", nargs="*", metavar="ID")
     v.add_argument("--failed", action="store_true", help="every failed item")
     v.add_argument(
         "--group", metavar="FINGERPRINT", help="every failed item of a failure group (`ewg failures`)"
     )
-    v = verb_parser("reprocess", "force reprocess from the start, or from a stage")
-    v.add_argument("ids", nargs="+", metavar="ID")
-    v.add_argument("--from", dest="from_stage", metavar="STAGE")
-    v = verb_parser("resume", "continue stopped or failed items from their last checkpoint")
+    v = verb_parser("reprocess", "force reprocess from the start, or from a stage (cache dropped)", True)
     v.add_argument("ids", nargs="*", metavar="ID")
-    v = verb_parser("reset", "reset to discovered: clear results and errors (Clear Results / System Reset)")
+    v.add_argument("--from", dest="from_stage", metavar="STAGE")
+    v.add_argument("--failed", action="store_true", help="every failed item (Retry Failed Episodes)")
+    v.add_argument("--group", metavar="FINGERPRINT", help="every failed item of a failure group")
+    v = verb_parser("resume", "continue stopped or failed items from their last checkpoint", True)
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v = verb_parser(
+        "reset", "reset to discovered: clear results, caches and errors (Clear Results / System Reset)", True
+    )
     v.add_argument("ids", nargs="*", metavar="ID")
     v.add_argument("--all", action="store_true", help="every item (System Reset)")
-    v = verb_parser("skip", "mark the current stage done without running it")
-    v.add_argument("ids", nargs="+", metavar="ID")
+    v.add_argument(
+        "--failed", action="store_true", help="every failed item (Retry Failed Episodes: caches cleared)"
+    )
+    v = verb_parser("skip", "mark the current stage done without running it", True)
+    v.add_argument("ids", nargs="*", metavar="ID")
+    v = verb_parser(
+        "discard", "dead letters: archive failed items (kept, hidden from lists; `retry` brings back)", True
+    )
+    v.add_argument("ids", nargs="*", metavar="ID")
     v = verb_parser("rollback", "move an item back to an earlier checkpoint; later stages rerun")
     v.add_argument("id", metavar="ID")
     v.add_argument("--to", dest="to_stage", required=True, metavar="STAGE")
-    v = verb_parser("clear-cache", "remove items' caches")
-    v.add_argument("ids", nargs="+", metavar="ID")
+    v = verb_parser("clear-cache", "remove items' caches", True)
+    v.add_argument("ids", nargs="*", metavar="ID")
     verb_parser("deep-clean", "sweep orphans, temp files, stale checkpoints and dead leases; vacuum")
-    v = verb_parser("stop", "stop items (they wait for resume); with no ids stop all processing (pause)")
+    v = verb_parser(
+        "stop", "stop items (they wait for resume); with no ids stop all processing (pause)", True
+    )
     v.add_argument("ids", nargs="*", metavar="ID")
     v.add_argument(
         "--force", action="store_true", help="kill subprocesses now; abandon stages that ignore it"
@@ -292,6 +316,11 @@ def _print_preview(preview: Preview, as_json: bool) -> int:
     if as_json:
         print(json.dumps(preview.to_dict(), indent=1, default=str))
         return EXIT_OK
+    if preview.nothing_to_do and not preview.applied:
+        print(f"Nothing to do: {preview.selection or 'the selection'} matches no item the verb applies to.")
+        for item_id, why in preview.skipped[:20]:
+            print(f"  {item_id}: {why}")
+        return EXIT_OK
     print(("Applied. " if preview.applied else "Dry run, nothing changed. ") + preview.summary() + ".")
     for c in preview.changes:
         before = f"{c.before.get('stage') or '-'}/{c.before.get('status')}"
@@ -305,6 +334,8 @@ def _print_preview(preview: Preview, as_json: bool) -> int:
             extras.append("files deleted")
         if c.interrupts_run:
             extras.append("interrupts the running attempt")
+        if c.note:
+            extras.append(c.note)
         print(f"  {c.item_id}: {before} -> {after}" + (f"  ({'; '.join(extras)})" if extras else ""))
     for item_id, why in preview.skipped:
         print(f"  {item_id}: not changed: {why}")
@@ -322,14 +353,18 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
 
 
 def _cmd_status(ws: Workspace, args) -> int:
-    doc = queries.status(ws.store)
+    doc = queries.status(ws.store, include_discarded=args.all)
     if args.json:
         print(json.dumps(doc, indent=1))
         return EXIT_OK
     for kind, key in ((pipeline.EPISODE, "episodes"), (pipeline.CLIP, "clips")):
         c = doc["counts"][kind]
         by = ", ".join(f"{n} {s}" for s, n in c["by_status"].items() if n)
-        print(f"{key}: {c['total']}" + (f" ({by})" if by else ""))
+        hidden = ""
+        if c["discarded"]:
+            shown = "listed below" if args.all else "hidden; --all lists them"
+            hidden = f"; {c['discarded']} discarded ({shown})"
+        print(f"{key}: {c['total']}" + (f" ({by})" if by else "") + hidden)
     ov = queries.overview(ws.store, time.time())
     ov.resource_pause = ov.resource_pause or ws.disk_floor_breach()
     if ov.paused:
@@ -527,20 +562,39 @@ def _cmd_verb(ws: Workspace, args) -> int:
     op = Operator(ws)
     kw = {"reason": args.reason, "dry_run": args.dry_run}
     cmd = args.command
+    ids: Any = getattr(args, "ids", None) or None
+    if getattr(args, "where", None):
+        if (
+            ids
+            or getattr(args, "failed", False)
+            or getattr(args, "group", None)
+            or getattr(args, "all", False)
+        ):
+            raise UsageError(f"`ewg {cmd}`: give ids, --failed, --group, --all or --where, not several.")
+        ids = parse_where(args.where, ws.clock.now())
     calls: dict[str, Callable[[], Preview]] = {
         "retry": lambda: (
-            op.retry(args.ids or None, failed=args.failed, group=args.group, **kw)
-            if (args.ids or args.failed or args.group)
-            else _missing("retry", "ID..., --failed or --group FINGERPRINT")
+            op.retry(ids, failed=args.failed, group=args.group, **kw)
+            if (ids or args.failed or args.group)
+            else _missing("retry", "ID..., --failed, --group FINGERPRINT or --where KEY=VALUE")
         ),
-        "reprocess": lambda: op.reprocess(args.ids, from_stage=args.from_stage, **kw),
-        "resume": lambda: op.resume(args.ids or None, **kw),
-        "reset": lambda: op.reset(args.ids or None, all_items=args.all, **kw),
-        "skip": lambda: op.skip(args.ids, **kw),
+        "reprocess": lambda: (
+            op.reprocess(ids, from_stage=args.from_stage, failed=args.failed, group=args.group, **kw)
+            if (ids or args.failed or args.group)
+            else _missing("reprocess", "ID..., --failed, --group FINGERPRINT or --where KEY=VALUE")
+        ),
+        "resume": lambda: op.resume(ids, **kw),
+        "reset": lambda: op.reset(ids, all_items=args.all, failed=args.failed, **kw),
+        "skip": lambda: op.skip(ids, **kw) if ids else _missing("skip", "ID... or --where KEY=VALUE"),
+        "discard": lambda: (
+            op.discard(ids, **kw) if ids else _missing("discard", "ID... or --where KEY=VALUE")
+        ),
         "rollback": lambda: op.rollback(args.id, args.to_stage, **kw),
-        "clear-cache": lambda: op.clear_cache(args.ids, **kw),
+        "clear-cache": lambda: (
+            op.clear_cache(ids, **kw) if ids else _missing("clear-cache", "ID... or --where KEY=VALUE")
+        ),
         "deep-clean": lambda: op.deep_clean(**kw),
-        "stop": lambda: op.stop(args.ids or None, force=args.force, **kw),
+        "stop": lambda: op.stop(ids, force=args.force, **kw),
         "extend": lambda: op.extend(args.id, args.seconds, **kw),
         "pause": lambda: op.pause(**kw),
         "unpause": lambda: op.unpause(**kw),
@@ -873,6 +927,7 @@ WRITES = {
     "resume",
     "reset",
     "skip",
+    "discard",
     "rollback",
     "clear-cache",
     "deep-clean",

@@ -28,6 +28,8 @@ def preview_lines(preview: Preview) -> Content:
             parts += ["  ", ("files deleted", "bold $error")]
         if change.interrupts_run:
             parts += ["  ", ("interrupts the running attempt", "bold $error")]
+        if change.note:
+            parts += ["  ", (change.note, "$warning")]
         lines.append(Content.assemble(*parts))
     if len(preview.changes) > MAX_LISTED:
         lines.append(

@@ -10,7 +10,7 @@ view (scrolling the window, a new filter) reads at once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -56,6 +56,7 @@ from .view_reader import ViewRequest, clip_filter_for, read_view
 
 OVERVIEW_EVERY = 4  # health, counts and header are read every 4th poll (about once a second)
 SLOW_READ_CAP = 5.0  # the longest a slow read may stretch the refresh, in seconds
+MARK_LIMIT = 10_000  # `M` marks at most this many rows (a bulk verb beyond it: the CLI's --where)
 FOLLOW_LIMIT = 500  # items followed after a verb, for the "succeeded / failed again" notice
 
 
@@ -66,6 +67,7 @@ class VerbRequest:
     choice: object = None
     reason: str = ""
     since: float = 0.0
+    preview: Preview | None = None  # what the confirmation showed: applied as it is, not planned again
 
 
 def _verb_binding(spec: VerbSpec) -> Binding:
@@ -95,6 +97,22 @@ class MainScreen(Screen[None]):
         ),
         Binding(
             "space", "mark", "Mark", id="main.mark", tooltip="Mark the row for a bulk verb (again to unmark)"
+        ),
+        Binding(
+            "M",
+            "mark_matching",
+            "Mark matching",
+            show=False,
+            id="main.mark_matching",
+            tooltip="Mark every row matching the current filter (bulk verbs then preview first)",
+        ),
+        Binding(
+            "d",
+            "toggle_discarded",
+            "Dead letters",
+            show=False,
+            id="main.discarded",
+            tooltip="Show or hide discarded items (dead letters; hidden by default)",
         ),
         Binding(
             "escape",
@@ -164,6 +182,8 @@ class MainScreen(Screen[None]):
         self.filter_text = ""
         self.all_clips = False
         self.marked: dict[str, dict] = {}  # item id -> its last known row
+        self.marked_by_filter = False  # marks came from `M`: every verb previews before it runs
+        self.show_discarded = False
         self.followed: dict[str, tuple[str, float]] = {}  # item id -> (verb title, since)
         self.live = True
         self.generation = 0
@@ -268,7 +288,7 @@ class MainScreen(Screen[None]):
             episode_offset=self._want_offset["episodes"],
             episode_limit=self.episodes.window_size,
             episode_id=episode_id,
-            clip_filter=clip_filter_for(episode_id, self.all_clips),
+            clip_filter=clip_filter_for(episode_id, self.all_clips, self.show_discarded),
             clip_offset=self._want_offset["clips"],
             clip_limit=self.clips.window_size,
             detail_id=self._selected_detail_id(),
@@ -280,6 +300,7 @@ class MainScreen(Screen[None]):
             clip_sort=self.clips.sort_by,
             clip_descending=self.clips.sort_descending,
             all_clips=self.all_clips,
+            show_discarded=self.show_discarded,
         )
 
     @work(thread=True, group="poll", exit_on_error=False)
@@ -565,7 +586,7 @@ class MainScreen(Screen[None]):
     def _filter_changed(self, event: FilterBar.FilterChanged) -> None:
         if event.flt is None:
             return
-        self.episode_filter = event.flt
+        self.episode_filter = replace(event.flt, show_discarded=self.show_discarded)
         self.filter_text = event.text.strip()
         self._want_offset["episodes"] = 0
         self.episodes.pending_cursor = "first"
@@ -574,7 +595,7 @@ class MainScreen(Screen[None]):
     @on(FilterBar.FilterLeft)
     def _filter_left(self, event: FilterBar.FilterLeft) -> None:
         if not event.keep:
-            self.episode_filter = ItemFilter(kind=pipeline.EPISODE)
+            self.episode_filter = ItemFilter(kind=pipeline.EPISODE, show_discarded=self.show_discarded)
             self.filter_text = ""
             self._want_offset["episodes"] = 0
             self._changed_view()
@@ -645,9 +666,55 @@ class MainScreen(Screen[None]):
         self._show_header()
         self.refresh_bindings()
 
+    def action_mark_matching(self) -> None:
+        """Bulk by filter: mark every row the focused table's filter matches (read in SQL, all of them,
+        not only the window on screen)."""
+        table = self._focused_table()
+        if table is self.clips:
+            flt = clip_filter_for(self.episodes.current_id, self.all_clips, self.show_discarded)
+        else:
+            flt = self.episode_filter
+        self._read_matching(flt)
+
+    @work(thread=True, group="marks", exit_on_error=False)
+    def _read_matching(self, flt: ItemFilter) -> None:
+        store = self.app.ws.store  # type: ignore[attr-defined]
+        total = queries.count_items(store, flt)
+        rows = queries.item_window(store, flt, limit=min(total, MARK_LIMIT)) if total else []
+        self.app.call_from_thread(self._marked_matching, rows, total)
+
+    def _marked_matching(self, rows: list[dict], total: int) -> None:
+        if not rows:
+            self.notify("Mark matching: no row matches the filter; nothing marked.", markup=False)
+            return
+        self.marked = {r["id"]: r for r in rows}
+        self.marked_by_filter = True
+        more = f" (the first {len(rows)} of {total})" if total > len(rows) else ""
+        self.notify(
+            f"Marked {len(rows)} row(s) matching the filter{more}. Every verb shows its preview first; "
+            "esc clears the marks.",
+            title="Mark matching",
+            markup=False,
+        )
+        self._restyle()
+        self._show_header()
+        self.refresh_bindings()
+
+    def action_toggle_discarded(self) -> None:
+        self.show_discarded = not self.show_discarded
+        self.episode_filter = replace(self.episode_filter, show_discarded=self.show_discarded)
+        self.notify(
+            "Showing discarded items (dead letters); d hides them."
+            if self.show_discarded
+            else "Discarded items hidden; d shows them.",
+            markup=False,
+        )
+        self._changed_view()
+
     def action_clear_marks(self) -> None:
         if not self.marked:
             return
+        self.marked_by_filter = False
         self.marked.clear()
         self._restyle()
         self._show_header()
@@ -766,7 +833,8 @@ class MainScreen(Screen[None]):
         self.app.push_screen(screen, chosen)
 
     def _next_step(self, request: VerbRequest) -> None:
-        self._run_verb(request, dry_run=request.spec.confirm)
+        bulk = self.marked_by_filter and request.spec.scope != GLOBAL
+        self._run_verb(request, dry_run=request.spec.confirm or bulk)
 
     @work(thread=True, group="verbs", exit_on_error=False)
     def _run_verb(self, request: VerbRequest, dry_run: bool) -> None:
@@ -774,7 +842,12 @@ class MainScreen(Screen[None]):
         if not dry_run:
             request.since = app.clock.now()  # type: ignore[attr-defined]
         try:
-            preview = request.spec.runner(self.operator, request.ids, request.choice, request.reason, dry_run)
+            if not dry_run and request.preview is not None and request.preview.replayable:
+                preview = self.operator.apply(request.preview, request.reason)  # what was confirmed
+            else:
+                preview = request.spec.runner(
+                    self.operator, request.ids, request.choice, request.reason, dry_run
+                )
         except VerbError as exc:
             self.post_message(VerbRefused(request, str(exc)))
             return
@@ -782,7 +855,7 @@ class MainScreen(Screen[None]):
 
     def on_verb_previewed(self, message: VerbPreviewed) -> None:
         request, preview = message.request, message.preview
-        if not preview.changes and not preview.notes:
+        if preview.nothing_to_do and (preview.also is None and not preview.notes):
             self._report_nothing(request, preview)
             return
 
@@ -791,6 +864,7 @@ class MainScreen(Screen[None]):
                 self.notify(f"{request.spec.title}: cancelled, nothing changed.", markup=False)
                 return
             request.reason = reason
+            request.preview = preview
             self._run_verb(request, dry_run=False)
 
         self.app.push_screen(ConfirmVerbScreen(self._confirm_title(request, preview), preview), confirmed)
@@ -810,7 +884,7 @@ class MainScreen(Screen[None]):
 
     def on_verb_applied(self, message: VerbApplied) -> None:
         request, preview = message.request, message.preview
-        if not preview.changes and not preview.notes:
+        if not preview.applied and preview.nothing_to_do:
             self._report_nothing(request, preview)
             return
         text = preview.summary()

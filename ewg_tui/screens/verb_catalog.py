@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import pipeline
-from engine.verbs import RETRYABLE, Operator, Preview
+from engine.verbs import DISCARDED, RETRYABLE, Operator, Preview
 
 # What a verb acts on: the selected items (either kind), selected clips, the selected episodes'
 # clips, or the whole workspace / engine.
@@ -49,7 +49,7 @@ VERBS: tuple[VerbSpec, ...] = (
         "Retry",
         "Retry the selected items' current stage now, with a fresh attempt budget.",
         lambda op, ids, _c, reason, dry: op.retry(ids, reason=reason, dry_run=dry),
-        applies=lambda r: r["status"] in RETRYABLE,
+        applies=lambda r: r["status"] in (*RETRYABLE, DISCARDED),
     ),
     VerbSpec(
         "resume",
@@ -67,6 +67,24 @@ VERBS: tuple[VerbSpec, ...] = (
         lambda op, _ids, _c, reason, dry: op.retry(failed=True, reason=reason, dry_run=dry),
         scope=GLOBAL,
         confirm=True,
+    ),
+    VerbSpec(
+        "retry_failed_episodes",
+        "F",
+        "Retry failed episodes",
+        "Every failed item: caches cleared, reset to discovered, errors cleared, processed again.",
+        lambda op, _ids, _c, reason, dry: op.reset(failed=True, reason=reason, dry_run=dry),
+        scope=GLOBAL,
+        confirm=True,
+    ),
+    VerbSpec(
+        "discard",
+        "H",
+        "Discard (dead letter)",
+        "Archive the selected failed items: kept, hidden from lists (d shows them), retry (r) brings back.",
+        lambda op, ids, _c, reason, dry: op.discard(ids, reason=reason, dry_run=dry),
+        confirm=True,
+        applies=lambda r: r["status"] == "failed",
     ),
     VerbSpec(
         "retry_group",

@@ -39,6 +39,7 @@ class ViewRequest:
     # it; the read then resolves episode_id and detail_id itself from the rows it reads.
     episode_cursor: tuple[str | None, str | None, int] | None = None
     all_clips: bool = False
+    show_discarded: bool = False  # dead letters shown too (the `d` toggle)
 
 
 def clamp_offset(offset: int, limit: int, total: int) -> int:
@@ -66,7 +67,7 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
         pending, keep_id, keep_index = request.episode_cursor
         episode_id = episodes[cursor_target([r["id"] for r in episodes], pending, keep_id, keep_index)]["id"]
         detail_id = episode_id
-        clip_filter = clip_filter_for(episode_id, request.all_clips)
+        clip_filter = clip_filter_for(episode_id, request.all_clips, request.show_discarded)
     clip_total = queries.count_items(store, clip_filter)
     clip_offset = clamp_offset(request.clip_offset, request.clip_limit, clip_total)
     clips = (
@@ -102,7 +103,7 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
     return data
 
 
-def clip_filter_for(episode_id: str | None, all_clips: bool) -> ItemFilter:
+def clip_filter_for(episode_id: str | None, all_clips: bool, show_discarded: bool = False) -> ItemFilter:
     if all_clips:
-        return ItemFilter(kind=pipeline.CLIP)
-    return ItemFilter(kind=pipeline.CLIP, parent_id=episode_id or "\0none")
+        return ItemFilter(kind=pipeline.CLIP, show_discarded=show_discarded)
+    return ItemFilter(kind=pipeline.CLIP, parent_id=episode_id or "\0none", show_discarded=show_discarded)

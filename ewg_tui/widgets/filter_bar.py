@@ -11,7 +11,7 @@ from textual.suggester import Suggester
 from textual.widgets import Input
 
 from engine import pipeline
-from engine.queries import STATUSES, ItemFilter
+from engine.queries import DISCARDED, STATUSES, ItemFilter
 
 HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, esc clears)"
 KEYS_HINT = "enter keeps · esc clears"
@@ -90,9 +90,10 @@ def parse_filter(text: str, kind: str = pipeline.EPISODE) -> ItemFilter:
         key = key.lower()
         if sep and key in ("status", "s"):
             statuses = tuple(v for v in value.lower().split(",") if v)
-            unknown = [v for v in statuses if v not in STATUSES]
+            known = (*STATUSES, DISCARDED)
+            unknown = [v for v in statuses if v not in known]
             if unknown:
-                raise FilterError(f"unknown status {unknown[0]!r}; statuses: {', '.join(STATUSES)}")
+                raise FilterError(f"unknown status {unknown[0]!r}; statuses: {', '.join(known)}")
             flt = replace(flt, statuses=statuses)
         elif sep and key in ("stage", "st"):
             if value not in pipeline.stages_of(kind):

@@ -133,7 +133,10 @@ def test_retry_a_failure_group(finished):
     target = groups[0]
     result = Operator(ws, actor="tester").retry(group=target["fingerprint"])
     assert sorted(result.item_ids) == sorted(target["ids"])
-    with pytest.raises(VerbError, match="No failed items in group"):
+    events = snapshot(ws)[1]
+    empty = Operator(ws).retry(group="transcribed|transient|gone")  # matches nothing (issue 11)
+    assert empty.nothing_to_do and not empty.applied and snapshot(ws)[1] == events
+    with pytest.raises(VerbError, match="is not a failure group fingerprint"):
         Operator(ws).retry(group="nope|nope|nope")
 
 

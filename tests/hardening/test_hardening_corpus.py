@@ -178,9 +178,9 @@ def _args(ids):
         ),
         "reprocess an unknown id": (["reprocess", "nobody"], 2, "Unknown item id"),
         "rollback forward": (["rollback", first, "--to", "rendered"], 2, "move forward"),
-        "rollback to a stage that does not exist": (
+        "rollback to a stage that does not exist": (  # a mistake in the call (issue 11), not exit 0
             ["rollback", first, "--to", "transcode"],
-            0,
+            2,
             "has no stage",
         ),
         "rollback without --to": (["rollback", first], 2, "--to"),
@@ -199,7 +199,12 @@ def _args(ids):
         "retry a failure group that does not exist": (
             ["retry", "--group", "x|y|z"],
             2,
-            "No failed items in group",
+            "is not a failure group fingerprint",
+        ),
+        "retry a failure group with no items left": (  # a selection that matches nothing (issue 11)
+            ["retry", "--group", "transcribed|transient|gone"],
+            0,
+            "Nothing to do",
         ),
     }
 
