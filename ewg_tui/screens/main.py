@@ -33,7 +33,7 @@ from ..widgets.error_detail import ErrorDetail
 from ..widgets.filter_bar import FilterBar
 from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
-from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode_columns
+from ..widgets.item_table import CLIP_COLUMNS, EPISODE_COLUMNS, ItemTable, RenderContext
 from ..widgets.stage_progress import StageProgress
 from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
@@ -188,7 +188,7 @@ class MainScreen(Screen[None]):
             yield StageProgress(pipeline.EPISODE, id="episode-progress")
             yield StageProgress(pipeline.CLIP, id="clip-progress")
             yield HealthPanel(app.ws.config.health, id="health")  # type: ignore[attr-defined]
-        yield ItemTable(episode_columns(34 if app.size.width >= 110 else 20), id="episodes")
+        yield ItemTable(EPISODE_COLUMNS, id="episodes")  # the width picks the columns (fit_columns)
         with Horizontal(id="bottom"):
             yield ItemTable(CLIP_COLUMNS, id="clips")
             yield ErrorDetail(id="error-detail")
@@ -228,6 +228,7 @@ class MainScreen(Screen[None]):
             now,
             self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
             lambda variable: fmt.theme_style(self.app, variable),
+            lambda key: fmt.look(self.app, key),
         )
 
     # -- polling -----------------------------------------------------------------------
@@ -388,11 +389,7 @@ class MainScreen(Screen[None]):
             self.clips.show_title(f"All clips {self.clips.position_label}{clip_order}  (a: this episode's)")
         else:
             episode = self.episodes.current_id
-            of = (
-                fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34)
-                if episode
-                else "no episode"
-            )
+            of = fmt.short_id(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
             count = self.clips.position_label if self.clips.total else "none yet"
             self.clips.show_title(f"Clips of {of}: {count}{clip_order}")
 
