@@ -31,6 +31,7 @@ from ..widgets import formatting as fmt
 from ..widgets.engine_header import EngineHeader, HeaderState
 from ..widgets.error_detail import ErrorDetail
 from ..widgets.filter_bar import FilterBar
+from ..widgets.first_run_hint import FirstRunHint
 from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
 from ..widgets.item_table import CLIP_COLUMNS, EPISODE_COLUMNS, ItemTable, RenderContext
@@ -39,7 +40,7 @@ from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
-from .help import HelpEntry, HelpScreen, key_label
+from .help import HelpEntry, HelpScreen, key_label, legend_entries
 from .item_detail import ItemDetailScreen
 from .time_view import TimeViewScreen
 from .verb_catalog import (
@@ -194,6 +195,8 @@ class MainScreen(Screen[None]):
             yield ErrorDetail(id="error-detail")
         yield FilterBar(id="filter")
         yield Footer()
+        if app.first_run_hint:  # type: ignore[attr-defined]
+            yield FirstRunHint()
 
     def on_unmount(self) -> None:
         if self._reader is not None:
@@ -604,6 +607,7 @@ class MainScreen(Screen[None]):
             HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
             HelpEntry("App", ": ctrl+p", "Command palette: every action by name"),
         ]
+        entries += legend_entries(lambda key: fmt.look(self.app, key))
         note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]
         self.app.push_screen(HelpScreen(entries, note))
 
