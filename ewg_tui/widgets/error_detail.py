@@ -70,7 +70,7 @@ def describe(
     if item.get("error_class"):
         lines.append(
             Content.assemble(
-                (item["error_class"], "bold $error"),
+                (item["error_class"], looks("failed").markup),
                 " at ",
                 fmt.current_stage(item),
                 (

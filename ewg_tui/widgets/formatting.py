@@ -26,12 +26,12 @@ GLYPHS = {
     "done": "✓",
     "running": "▶",
     "retrying": "↻",
-    "blocked": "⏸",
+    "blocked": "‖",  # not ⏸ or ⏱: DejaVu Sans Mono (most Linux terminals) has neither
     "stopped": "■",
     "failed": "✗",
     "queued": "·",
     "STALLED": "⚠",
-    "TIMED OUT": "⏱",
+    "TIMED OUT": "⊘",
     "SLOW": "◔",
     "DEAD": "☠",
 }

@@ -9,7 +9,7 @@ from engine import pipeline
 from . import formatting as fmt
 from .content_panel import ContentPanel
 
-BAR_GLYPHS = {"done": "█", "in_flight": "▓", "failed": "✗", "waiting": "·"}
+BAR_GLYPHS = {"done": "█", "in_flight": "▓", "failed": "×", "waiting": "·"}  # × is in every font
 
 
 class StageProgress(ContentPanel):
