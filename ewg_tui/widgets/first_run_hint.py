@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from . import formatting as fmt
 
-TEXT = "New here? ? explains the marks ({marks}), the bars and every key. Any key hides this."
+TEXT = "First run: ? explains the marks ({marks}) and every key. Any key hides this."
 
 
 def hint_path() -> Path:

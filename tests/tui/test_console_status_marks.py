@@ -115,7 +115,7 @@ async def test_the_first_run_hint_shows_once_and_any_key_dismisses_it(seeded, tm
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
         hint = screen.query_one("#first-run-hint")
-        assert "? explains" in str(hint.render())
+        assert "? explains the marks" in str(hint.render())
         await pilot.press("j")
         await wait_for(pilot, lambda: not screen.query("#first-run-hint"), what="the hint to go")
         assert screen.episodes.cursor_row == 1  # the key still did its work
