@@ -13,7 +13,6 @@ from rich.color import ColorSystem
 from textual.color import Color
 
 from ewg_tui.widgets import formatting as fmt
-from ewg_tui.widgets.first_run_hint import hint_path
 
 STATES = ("done", "running", "retrying", "blocked", "stopped", "failed", "queued")
 
@@ -119,6 +118,8 @@ async def test_the_first_run_hint_shows_once_and_any_key_dismisses_it(seeded, tm
         await pilot.press("j")
         await wait_for(pilot, lambda: not screen.query("#first-run-hint"), what="the hint to go")
         assert screen.episodes.cursor_row == 1  # the key still did its work
+    from ewg_tui.widgets.first_run_hint import hint_path
+
     marker = hint_path()
     assert marker == tmp_path / "state" / "ewg" / "hint-seen"
     assert stat.S_IMODE(os.stat(marker).st_mode) == 0o600
@@ -126,3 +127,22 @@ async def test_the_first_run_hint_shows_once_and_any_key_dismisses_it(seeded, tm
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await ready(pilot)
         assert not screen.query("#first-run-hint")
+
+
+async def test_toasts_never_cover_a_third_of_an_80x24_screen(seeded):
+    ws, clock = seeded
+    app = make_app(ws, clock)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await ready(pilot)
+        long = "corrupt source: demo://Morning Brief/episode-007.mp4 has no readable video stream. " * 6
+        for n in range(4):
+            app.notify(f"{n}: {long}", title="Failed again", severity="error", timeout=30)
+        await pilot.pause(0.3)
+        toasts = list(app.screen.query("Toast"))
+        assert toasts
+        for toast in toasts:
+            assert toast.outer_size.height <= 6 and toast.outer_size.width <= 40
+        rack = app.screen.query_one("ToastRack")
+        assert rack.outer_size.height <= 24 // 3
+        covered = sum(rack.region.intersection(t.region).area for t in toasts)  # what is drawn
+        assert covered <= 80 * 24 // 3
