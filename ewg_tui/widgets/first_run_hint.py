@@ -1,8 +1,8 @@
 """The first run's one-line hint: where the legend is. Any key hides it for good.
 
 Remembered in $XDG_STATE_HOME/ewg/hint-seen (~/.local/state/ewg/hint-seen), written owner-only (0600, in
-a 0700 folder): it is per person, not per workspace. The console's files follow the boundary of
-ARCHITECTURE.md ("Files are owner-only").
+a 0700 folder): it is per person, not per workspace (docs/ARCHITECTURE.md, "The boundary": files are
+owner-only).
 """
 
 from __future__ import annotations

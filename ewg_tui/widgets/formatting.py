@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, datetime
 
 from rich.style import Style
@@ -77,13 +78,13 @@ class Look:
     reverse: bool = False
     dim: bool = False
 
-    @property
+    @cached_property  # looks are few and shared: each builds its styles once, not once per cell
     def markup(self) -> str:
         """A Textual style string, for Content (header, bars, detail pane)."""
         parts = [n for n, on in (("bold", self.bold), ("reverse", self.reverse), ("dim", self.dim)) if on]
         return " ".join(parts + ([self.color] if self.color else []))
 
-    @property
+    @cached_property
     def rich(self) -> Style:
         """A Rich style, for DataTable cells."""
         color = Color.parse(self.color).rich_color if self.color else None
