@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 
@@ -25,6 +25,7 @@ from .screens.commands import ConsoleCommands
 from .screens.main import MainScreen
 from .screens.quit_dialog import LEAVE, STOP, QuitScreen
 from .terminal import TerminalWatch, detach_dead
+from .widgets.first_run_hint import FirstRunHint, hint_seen, remember_hint_seen
 
 POLL_INTERVAL = 0.25
 
@@ -54,6 +55,7 @@ class EwgApp(App[int]):
         poll_interval: float = POLL_INTERVAL,
         actor: str | None = None,
         cursor_blink: bool = True,
+        first_run_hint: bool | None = None,
     ) -> None:
         super().__init__()
         self.ws = ws
@@ -65,12 +67,23 @@ class EwgApp(App[int]):
         self.operator = Operator(ws, actor=actor, strict=False)
         self.leave_running = False
         self.cursor_blink = cursor_blink  # snapshot tests turn it off
+        # None: shown until this person dismissed it once (widgets/first_run_hint.py); tests pass False
+        self.first_run_hint = not hint_seen() if first_run_hint is None else first_run_hint
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
         # No SIGHUP handler where the platform or thread cannot have one (Windows; tests off the main thread).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and self.first_run_hint:
+            self.first_run_hint = False  # any key dismisses the hint, and still does what it does
+            for screen in self.screen_stack:  # the app's own query does not reach into screens
+                for hint in screen.query(FirstRunHint):
+                    hint.remove()
+            remember_hint_seen()
+        await super().on_event(event)
 
     def _terminal_gone(self) -> None:
         """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""

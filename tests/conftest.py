@@ -18,6 +18,13 @@ from ewgtest import fast_demo_text  # noqa: E402
 from engine.workspace import init_workspace  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path_factory, monkeypatch):
+    """A console started by a test (in-process or as `ewg` in a subprocess) keeps its first-run marker
+    here, never in the tester's ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-state"))
+
+
 @pytest.fixture
 def make_demo(tmp_path):
     """make_demo(count=3, faults=False, speed=0.05, extra="", **engine_overrides) -> Workspace"""

@@ -1,4 +1,5 @@
-"""`?`: every key, grouped, with the verbs that do not apply to the selection greyed out."""
+"""`?`: every key, grouped, with the verbs that do not apply to the selection greyed out, then the legend:
+what each mark, bar segment and header number means, drawn in this terminal's own colours."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from ..widgets import formatting as fmt
+from ..widgets.stage_progress import BAR_GLYPHS
+
 
 @dataclass(frozen=True)
 class HelpEntry:
@@ -18,6 +22,39 @@ class HelpEntry:
     key: str
     description: str
     enabled: bool = True
+    style: str = ""  # the key cell's style (a legend mark is drawn as the table draws it)
+
+
+def legend_entries(looks) -> list[HelpEntry]:
+    """The legend: every status and verdict mark, the stage bar segments and the header's numbers.
+    `looks(key)` is the app's palette look, so the legend shows what the table shows."""
+    entries = [
+        HelpEntry("Status", fmt.glyph(key), fmt.MEANING[key], style=looks(key).markup)
+        for key in ("done", "running", "retrying", "blocked", "stopped", "failed", "queued")
+    ]
+    entries += [
+        HelpEntry("Verdicts", fmt.glyph(key), fmt.MEANING[key], style=looks(key).markup)
+        for key in fmt.VERDICTS
+    ]
+    bars = (
+        ("done", "done", "finished this stage"),
+        ("in_flight", "running", "in flight at this stage"),
+        ("failed", "failed", "failed at this stage"),
+    )
+    entries += [
+        HelpEntry("Stage bars", BAR_GLYPHS[segment] * 3, f"{what}", style=looks(key).markup)
+        for segment, key, what in bars
+    ]
+    entries += [
+        HelpEntry("Stage bars", BAR_GLYPHS["waiting"] * 3, "not there yet"),
+        HelpEntry("Stage bars", "3✓ 1▶ 2✗", "the counts: done, in flight, failed"),
+        HelpEntry("Header", "n/min", "stage executions finished in the last minute (all engines)"),
+        HelpEntry("Header", "workers", "busy / started worker threads"),
+        HelpEntry("Header", "⚠ stuck", "running items the watchdog flagged; / stuck filters them"),
+        HelpEntry("Columns", "try", "attempts spent on this stage / allowed"),
+        HelpEntry("Columns", "%", "progress of the running attempt (empty after a failure)"),
+    ]
+    return entries
 
 
 def key_label(key: str) -> str:
@@ -46,7 +83,8 @@ def help_rows(entries: list[HelpEntry]) -> list[Static]:
             cells.append(Static(""))
             group = entry.group
         muted = "" if entry.enabled else "$foreground-disabled"
-        cells.append(Static(Content.assemble((entry.key, f"bold {muted}".strip())), classes="help-key"))
+        key_style = entry.style or f"bold {muted}".strip()
+        cells.append(Static(Content.assemble((entry.key, key_style)), classes="help-key"))
         description = entry.description if entry.enabled else f"{entry.description}  (not for this selection)"
         cells.append(Static(Content.assemble((description, muted)), classes="help-text"))
     return cells

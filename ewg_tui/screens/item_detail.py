@@ -120,7 +120,9 @@ class ItemDetailScreen(Screen[None]):
         self.query_one("#detail-head", Label).update(
             f"{item['kind']} {item['id']}  ·  {item.get('show') or ''}  ·  {item.get('title') or ''}"
         )
-        self.query_one("#detail-summary", Static).update(describe(item, [], now, limit))
+        self.query_one("#detail-summary", Static).update(
+            describe(item, [], now, limit, looks=lambda key: fmt.look(app, key))
+        )
         attempts = self.query_one("#detail-attempts", DataTable)
         attempts.clear()
         for a in message.attempts:
@@ -159,7 +161,7 @@ class ItemDetailScreen(Screen[None]):
             span = f"{c['clip_start']:.0f}-{c['clip_end']:.0f} s" if c.get("clip_start") is not None else ""
             clips.add_row(
                 Text(c["id"]),
-                fmt.status_label(c, now, limit),
+                Text(fmt.status_text(c, now, limit), style=fmt.look(app, c["status"]).rich),
                 fmt.current_stage(c),
                 span,
                 c.get("error_class") or "",

@@ -31,15 +31,16 @@ from ..widgets import formatting as fmt
 from ..widgets.engine_header import EngineHeader, HeaderState
 from ..widgets.error_detail import ErrorDetail
 from ..widgets.filter_bar import FilterBar
+from ..widgets.first_run_hint import FirstRunHint
 from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
-from ..widgets.item_table import CLIP_COLUMNS, ItemTable, RenderContext, episode_columns
+from ..widgets.item_table import CLIP_COLUMNS, EPISODE_COLUMNS, ItemTable, RenderContext
 from ..widgets.stage_progress import StageProgress
 from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
-from .help import HelpEntry, HelpScreen, key_label
+from .help import HelpEntry, HelpScreen, key_label, legend_entries
 from .item_detail import ItemDetailScreen
 from .time_view import TimeViewScreen
 from .verb_catalog import (
@@ -208,12 +209,14 @@ class MainScreen(Screen[None]):
             yield StageProgress(pipeline.EPISODE, id="episode-progress")
             yield StageProgress(pipeline.CLIP, id="clip-progress")
             yield HealthPanel(app.ws.config.health, id="health")  # type: ignore[attr-defined]
-        yield ItemTable(episode_columns(34 if app.size.width >= 110 else 20), id="episodes")
+        yield ItemTable(EPISODE_COLUMNS, id="episodes")  # the width picks the columns (fit_columns)
         with Horizontal(id="bottom"):
             yield ItemTable(CLIP_COLUMNS, id="clips")
             yield ErrorDetail(id="error-detail")
         yield FilterBar(id="filter")
         yield Footer()
+        if app.first_run_hint:  # type: ignore[attr-defined]
+            yield FirstRunHint()
 
     def on_unmount(self) -> None:
         if self._reader is not None:
@@ -248,6 +251,7 @@ class MainScreen(Screen[None]):
             now,
             self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
             lambda variable: fmt.theme_style(self.app, variable),
+            lambda key: fmt.look(self.app, key),
         )
 
     # -- polling -----------------------------------------------------------------------
@@ -409,11 +413,7 @@ class MainScreen(Screen[None]):
             self.clips.show_title(f"All clips {self.clips.position_label}{clip_order}  (a: this episode's)")
         else:
             episode = self.episodes.current_id
-            of = (
-                fmt.middle_ellipsis(episode, 18 if self.has_class("-narrow") else 34)
-                if episode
-                else "no episode"
-            )
+            of = fmt.short_id(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
             count = self.clips.position_label if self.clips.total else "none yet"
             self.clips.show_title(f"Clips of {of}: {count}{clip_order}")
 
@@ -628,6 +628,7 @@ class MainScreen(Screen[None]):
             HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
             HelpEntry("App", ": ctrl+p", "Command palette: every action by name"),
         ]
+        entries += legend_entries(lambda key: fmt.look(self.app, key))
         note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]
         self.app.push_screen(HelpScreen(entries, note))
 

@@ -9,6 +9,15 @@ from textual.widgets import Static
 
 from engine.queries import Overview
 
+from . import formatting as fmt
+
+# The engine's state drawn with the status palette: (mark, palette key) by engine_summary's level.
+ENGINE_LOOKS = {
+    "success": ("●", "done"),
+    "warning": (fmt.glyph("blocked"), "blocked"),
+    "error": (fmt.glyph("failed"), "failed"),
+}
+
 
 @dataclass
 class HeaderState:
@@ -64,17 +73,23 @@ class EngineHeader(Static):
     def show(self, state: HeaderState) -> None:
         label, variable, busy, workers = engine_summary(state)
         ov = state.overview
+        mark, key = ENGINE_LOOKS[variable]
+        if label == "stopping":
+            mark = fmt.glyph("stopped")
+        style = fmt.look(self.app, key).markup
         parts: list[tuple[str, str] | str] = [
             ("ewg ", "bold"),
-            ("● ", f"${variable}"),
-            (label, f"bold ${variable}"),
+            (f"{mark} ", style),
+            (label, f"bold {style}"),
         ]
         parts.append(f"  workers {busy}/{workers}")
         if ov is not None:
             parts.append(f"  {ov.executions_per_minute}/min")
             if ov.stuck:
                 parts.append(("  ", ""))
-                parts.append((f"⚠ {ov.stuck} stuck", "bold $error"))
+                parts.append(
+                    (f"{fmt.glyph('STALLED')} {ov.stuck} stuck", fmt.look(self.app, "STALLED").markup)
+                )
             if ov.warnings:
                 first = ov.warnings[0]["kind"].replace("_", " ")
                 more = f" +{len(ov.warnings) - 1}" if len(ov.warnings) > 1 else ""

@@ -49,7 +49,10 @@ def describe(
     max_attempts: int,
     width: int = 80,
     readonly: bool = False,
+    looks=None,
 ) -> Content:
+    """`looks(key)` gives a status's or verdict's fmt.Look (the app's PALETTE column)."""
+    looks = looks or (lambda key: fmt.PALETTE["dark"].get(key, fmt.Look()))
     if item is None:
         return Content.assemble(
             ("Select an item to see its errors and how to recover it.", "$foreground-muted")
@@ -58,18 +61,16 @@ def describe(
     head = [
         (item["id"], "bold"),
         "  ",
-        (
-            fmt.status_label(item, now, max_attempts),
-            f"${fmt.STATUS_VARIABLE.get(item['status'], 'foreground')}",
-        ),
+        (fmt.status_text(item, now, max_attempts), looks(item["status"]).markup),
     ]
     if item.get("verdict"):
-        head += ["  ", (item["verdict"], "bold $error")]
+        verdict = item["verdict"]
+        head += ["  ", (f"{fmt.glyph(verdict)} {verdict}", looks(verdict).markup)]
     lines.append(Content.assemble(*head))
     if item.get("error_class"):
         lines.append(
             Content.assemble(
-                (item["error_class"], "bold $error"),
+                (item["error_class"], looks("failed").markup),
                 " at ",
                 fmt.current_stage(item),
                 (
@@ -149,7 +150,15 @@ class ErrorDetail(VerticalScroll):
     def show(
         self, item: dict | None, attempts: list[dict], now: float, max_attempts: int, readonly: bool = False
     ) -> None:
-        content = describe(item, attempts, now, max_attempts, self.scrollable_content_region.width, readonly)
+        content = describe(
+            item,
+            attempts,
+            now,
+            max_attempts,
+            self.scrollable_content_region.width,
+            readonly,
+            looks=lambda key: fmt.look(self.app, key),
+        )
         if content != self._shown:  # an unchanged pane is not repainted (idle SSH sessions stay quiet)
             self._shown = content
             self.query_one("#error-text", Static).update(content)

@@ -116,6 +116,8 @@ class HealthPanel(ContentPanel):
         for service in ov.services:
             parts.append((f"{service['name']} ", ""))
             parts.append(
-                ("up " if service["ok"] else "DOWN ", "$success" if service["ok"] else "bold $error")
+                ("up ", fmt.look(self.app, "done").markup)
+                if service["ok"]
+                else ("DOWN ", fmt.look(self.app, "failed").markup)
             )
         return Content.assemble(*parts)

@@ -9,7 +9,7 @@ the window, so 100k items cost the same as 100.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from rich.text import Text
 from textual.binding import Binding
@@ -27,6 +27,10 @@ class RenderContext:
     now: float
     max_attempts: int
     styles: Callable[[str], object]  # theme variable -> Rich style
+    looks: Callable[[str], fmt.Look] = lambda key: fmt.Look()  # status or verdict -> its look (PALETTE)
+    hidden: frozenset[str] = field(
+        default_factory=frozenset
+    )  # columns the width left out (the table sets it)
 
 
 @dataclass(frozen=True)
@@ -36,74 +40,129 @@ class Column:
     width: int
     render: CellRender
     sort: str | None = None  # the items column this one sorts by, in SQL (queries.SORTABLE)
+    priority: int = 9  # lower is kept longer when the terminal narrows
+    widest: int = 0  # a column that takes the room left over, up to this width (the id)
 
 
 def _status(row: dict, ctx: RenderContext) -> Text:
-    return Text(
-        fmt.status_label(row, ctx.now, ctx.max_attempts),
-        style=ctx.styles(fmt.STATUS_VARIABLE.get(row["status"], "foreground")),
-        no_wrap=True,
-        overflow="ellipsis",
-    )
+    """Glyph, words and the state's look; when the verdict column is left out (80 columns) a flagged
+    running item shows its verdict here instead, so STALLED is never off-screen."""
+    verdict = row.get("verdict")
+    if verdict and row["status"] == "running" and "verdict" in ctx.hidden:
+        text, key = f"{fmt.glyph(verdict)} {verdict}", verdict
+    else:
+        text, key = fmt.status_text(row, ctx.now, ctx.max_attempts), row["status"]
+    return Text(text, style=ctx.looks(key).rich, no_wrap=True, overflow="ellipsis")
 
 
 def _verdict(row: dict, ctx: RenderContext) -> Text:
     verdict = row.get("verdict") or ""
-    variable = "warning" if verdict == "SLOW" else "error"
-    return Text(verdict, style=ctx.styles(variable) if verdict else "", no_wrap=True)
+    if not verdict:
+        return Text("", no_wrap=True)
+    return Text(f"{fmt.glyph(verdict)} {verdict}", style=ctx.looks(verdict).rich, no_wrap=True)
 
 
 def _error(row: dict, ctx: RenderContext) -> Text:
     return Text(
         row.get("error_class") or "",
-        style=ctx.styles("error") if row["status"] == "failed" else "",
+        style=ctx.looks("failed").rich if row["status"] == "failed" else "",
         no_wrap=True,
         overflow="ellipsis",
     )
 
 
 def _id(width: int) -> CellRender:
-    return lambda row, ctx: fmt.plain(fmt.middle_ellipsis(row["id"], width))
+    return lambda row, ctx: fmt.plain(fmt.short_id(row["id"], width))
 
 
 def _clip_id(row: dict, ctx: RenderContext) -> Text:
     return fmt.plain(row["id"].rsplit("__", 1)[-1] if "__" in row["id"] else row["id"])
 
 
-def episode_columns(id_width: int) -> tuple[Column, ...]:
-    """The episode table's columns; the id column gets wider when the terminal has room."""
-    return (Column("id", "episode", id_width, _id(id_width), sort="id"),) + EPISODE_COLUMNS[1:]
-
-
 EPISODE_COLUMNS = (
-    Column("id", "episode", 20, _id(20), sort="id"),
-    Column("status", "status", 17, _status, sort="status"),
-    Column("stage", "stage", 11, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage"),
-    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right"), sort="progress"),
-    Column("verdict", "verdict", 9, _verdict, sort="verdict"),
+    Column("id", "episode", 20, _id(20), sort="id", priority=0, widest=34),
+    Column("status", "status", 18, _status, sort="status", priority=0),
+    Column("stage", "stage", 11, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage", priority=2),
     Column(
-        "attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)), sort="attempts"
+        "progress",
+        "%",
+        4,
+        lambda r, c: Text(fmt.progress_label(r), justify="right"),
+        sort="progress",
+        priority=3,
+    ),
+    Column("verdict", "verdict", 11, _verdict, sort="verdict", priority=4),
+    Column(
+        "attempt",
+        "try",
+        3,
+        lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)),
+        sort="attempts",
+        priority=5,
     ),
     Column(
-        "elapsed", "elapsed", 7, lambda r, c: Text(fmt.elapsed(r, c.now), justify="right"), sort="started_at"
+        "elapsed",
+        "elapsed",
+        7,
+        lambda r, c: Text(fmt.elapsed(r, c.now), justify="right"),
+        sort="started_at",
+        priority=6,
     ),
-    Column("error", "error", 18, _error, sort="error_class"),
-    Column("show", "show", 17, lambda r, c: fmt.plain(r.get("show")), sort="show"),
-    Column("title", "title", 28, lambda r, c: fmt.plain(r.get("title")), sort="title"),
+    Column("error", "error", 18, _error, sort="error_class", priority=1),
+    Column("show", "show", 17, lambda r, c: fmt.plain(r.get("show")), sort="show", priority=7),
+    Column("title", "title", 28, lambda r, c: fmt.plain(r.get("title")), sort="title", priority=8),
 )
 
 CLIP_COLUMNS = (
-    Column("id", "clip", 7, _clip_id, sort="id"),
-    Column("status", "status", 17, _status, sort="status"),
-    Column("stage", "stage", 10, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage"),
-    Column("progress", "%", 4, lambda r, c: Text(fmt.progress_label(r), justify="right"), sort="progress"),
+    Column("id", "clip", 7, _clip_id, sort="id", priority=0),
+    Column("status", "status", 18, _status, sort="status", priority=0),
+    Column("stage", "stage", 10, lambda r, c: fmt.plain(fmt.current_stage(r)), sort="stage", priority=2),
     Column(
-        "attempt", "try", 3, lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)), sort="attempts"
+        "progress",
+        "%",
+        4,
+        lambda r, c: Text(fmt.progress_label(r), justify="right"),
+        sort="progress",
+        priority=3,
     ),
-    Column("verdict", "verdict", 9, _verdict, sort="verdict"),
-    Column("error", "error", 18, _error, sort="error_class"),
-    Column("parent", "episode", 34, lambda r, c: fmt.plain(r.get("parent_id")), sort="parent_id"),
+    Column(
+        "attempt",
+        "try",
+        3,
+        lambda r, c: fmt.plain(fmt.attempt_label(r, c.max_attempts)),
+        sort="attempts",
+        priority=5,
+    ),
+    Column("verdict", "verdict", 11, _verdict, sort="verdict", priority=4),
+    Column("error", "error", 18, _error, sort="error_class", priority=1),
+    Column("parent", "episode", 34, lambda r, c: fmt.plain(r.get("parent_id")), sort="parent_id", priority=6),
 )
+
+PADDING = 2  # cell_padding=1 on each side of every column
+MARK_WIDTH = 1 + PADDING
+
+
+def fit_columns(columns: tuple[Column, ...], width: int) -> tuple[Column, ...]:
+    """The columns that fit `width` cells, most important first (status, then error, stage, ...), shown in
+    their usual order; the room left over widens the id up to its `widest`. 80 columns keep id, status,
+    stage and error: a failed row shows its class."""
+    room = width - MARK_WIDTH
+    chosen: set[str] = set()
+    for column in sorted(columns, key=lambda c: c.priority):  # stable: equal priorities keep their order
+        if column.width + PADDING <= room:
+            chosen.add(column.key)
+            room -= column.width + PADDING
+    fitted = []
+    for column in columns:
+        if column.key not in chosen:
+            continue
+        if column.widest and room > 0:
+            grown = min(column.widest, column.width + room)
+            room -= grown - column.width
+            column = replace(column, width=grown, render=_id(grown))
+        fitted.append(column)
+    return tuple(fitted)
+
 
 MARK = "●"
 
@@ -181,7 +240,8 @@ class ItemTable(DataTable):
 
     def __init__(self, columns: tuple[Column, ...], *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=1)
-        self.item_columns = columns
+        self.all_columns = columns
+        self.item_columns = columns  # the ones shown: fit_columns() picks them by width on every resize
         self.window_offset = 0
         self.total = 0
         self.rows_by_id: dict[str, dict] = {}
@@ -192,15 +252,44 @@ class ItemTable(DataTable):
         self._title: str | None = None
         self.sort_by = "id"  # kept in the view, done in SQL: 100k rows are never in memory
         self.sort_descending = False
+        self._shown_with: tuple[RenderContext, set[str]] | None = (
+            None  # the last window's context, for a refit
+        )
 
     def on_mount(self) -> None:
+        self._fit(self.size.width or self.app.size.width)
+
+    def on_resize(self) -> None:
+        self._fit(self.size.width)
+
+    def _fit(self, width: int) -> None:
+        """Choose the columns for `width`; when the choice changed (a resize from 120 to 80 columns), put
+        the columns back and re-add the window's rows: the rows are in memory, nothing is read."""
+        fitted = fit_columns(self.all_columns, width)
+        shape = [(c.key, c.width) for c in fitted]
+        if self.columns and shape == [(c.key, c.width) for c in self.item_columns]:
+            return
+        self.item_columns = fitted
+        keep_id, rows = self.current_id, [self.rows_by_id[i] for i in self.order]
+        self.clear(columns=True)
         self.add_column(" ", width=1, key="mark")
-        for column in self.item_columns:
+        for column in fitted:
             self.add_column(column.label, width=column.width, key=column.key)
+        self._cells, self.order, self.rows_by_id = {}, [], {}
+        if rows and self._shown_with is not None:
+            ctx, marked = self._shown_with
+            self.show_window(rows, self.window_offset, self.total, ctx, marked)
+            if keep_id in self.order:
+                self.move_cursor(row=self.order.index(keep_id), animate=False, scroll=False)
+
+    @property
+    def hidden_keys(self) -> frozenset[str]:
+        shown = {c.key for c in self.item_columns}
+        return frozenset(c.key for c in self.all_columns if c.key not in shown)
 
     @property
     def sort_columns(self) -> list[Column]:
-        return [c for c in self.item_columns if c.sort]
+        return [c for c in self.all_columns if c.sort]
 
     @property
     def sort_label(self) -> str:
@@ -267,6 +356,8 @@ class ItemTable(DataTable):
         self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]
     ) -> None:
         """Bring the table to exactly `rows`, changing only the cells that changed."""
+        self._shown_with = (ctx, marked)
+        ctx = replace(ctx, hidden=self.hidden_keys)
         keep_id = self.current_id
         keep_index = self.cursor_row
         new_order = [r["id"] for r in rows]

@@ -6,7 +6,10 @@ from textual.content import Content
 
 from engine import pipeline
 
+from . import formatting as fmt
 from .content_panel import ContentPanel
+
+BAR_GLYPHS = {"done": "█", "in_flight": "▓", "failed": "×", "waiting": "·"}  # × is in every font
 
 
 class StageProgress(ContentPanel):
@@ -47,23 +50,28 @@ class StageProgress(ContentPanel):
             lines.append(
                 Content.assemble(
                     (f"{stage:<{name_width - 1}} ", ""),
-                    *self._bar(c, total, bar_width),
+                    *self._bar(c, total, bar_width, self._looks()),
                     " ",
-                    *self._numbers(c, digits),
+                    *self._numbers(c, digits, self._looks()),
                 )
             )
         return Content("\n").join(lines)
 
+    def _looks(self) -> dict[str, str]:
+        """Segment styles from the status palette: done like done, in flight like running, failed like
+        failed, so the bars read like the table in every colour mode."""
+        return {key: fmt.look(self.app, key).markup for key in ("done", "running", "failed")}
+
     @staticmethod
-    def _bar(c: dict, total: int, width: int) -> list[tuple[str, str]]:
+    def _bar(c: dict, total: int, width: int, looks: dict[str, str]) -> list[tuple[str, str]]:
         if total <= 0:
             return [("·" * width, "$foreground-muted")]
         cells = []
         remaining = width
-        for key, glyph, style in (
-            ("done", "█", "$success"),
-            ("in_flight", "▓", "$accent"),
-            ("failed", "█", "$error"),
+        for key, glyph, style in (  # three different glyphs: told apart without colour too
+            ("done", BAR_GLYPHS["done"], looks["done"]),
+            ("in_flight", BAR_GLYPHS["in_flight"], looks["running"]),
+            ("failed", BAR_GLYPHS["failed"], looks["failed"]),
         ):
             n = c[key]
             size = round(n / total * width)
@@ -77,9 +85,13 @@ class StageProgress(ContentPanel):
         return cells
 
     @staticmethod
-    def _numbers(c: dict, digits: int) -> list[tuple[str, str]]:
+    def _numbers(c: dict, digits: int, looks: dict[str, str]) -> list[tuple[str, str]]:
+        muted = "$foreground-muted"
         return [
-            (f"{c['done']:>{digits + 1}}✓", "$success" if c["done"] else "$foreground-muted"),
-            (f"{c['in_flight']:>{digits + 1}}▶", "$accent" if c["in_flight"] else "$foreground-muted"),
-            (f"{c['failed']:>{digits + 1}}✗", "bold $error" if c["failed"] else "$foreground-muted"),
+            (f"{c['done']:>{digits + 1}}{fmt.glyph('done')}", looks["done"] if c["done"] else muted),
+            (
+                f"{c['in_flight']:>{digits + 1}}{fmt.glyph('running')}",
+                looks["running"] if c["in_flight"] else muted,
+            ),
+            (f"{c['failed']:>{digits + 1}}{fmt.glyph('failed')}", looks["failed"] if c["failed"] else muted),
         ]

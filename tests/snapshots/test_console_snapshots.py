@@ -20,6 +20,15 @@ from pilot_helpers import make_app, move_to, ready, wait_for  # noqa: E402
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
+@pytest.fixture(autouse=True)
+def _terminal(monkeypatch):
+    """The status palette follows the terminal (TERM, COLORTERM, NO_COLOR): every snapshot is taken as a
+    256-colour terminal unless its test says otherwise, whatever the shell running the tests has."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("COLORTERM", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
 def console(name: str, **kw):
     ws, clock = seeded_workspace(fixed_root(name))
     return make_app(ws, clock, poll_interval=60.0, **kw)
@@ -185,3 +194,49 @@ def test_audit_log(snap_compare, size):
         )
 
     assert snap_compare(console(f"audit-{size[0]}"), terminal_size=size, run_before=run_before)
+
+
+COLOUR_MODES = ["default", "ansi-dark", "16-colours", "no-color"]
+
+
+@pytest.mark.parametrize("mode", COLOUR_MODES)
+def test_every_status_in_each_colour_mode(snap_compare, monkeypatch, mode):
+    """Every status and verdict (done, running, retry, STALLED, blocked, stopped, failed, queued) told apart
+    by glyph and look: truecolor, an ansi theme, a 16-colour terminal (TERM=linux: the palette uses the
+    16 standard colours' exact RGB) and NO_COLOR (bold and reverse rank failed and STALLED above healthy
+    rows). At 100 columns: narrow layout, the error and verdict columns kept, the try column left out."""
+    if mode == "16-colours":
+        monkeypatch.setenv("TERM", "linux")
+    if mode == "no-color":
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = console(f"modes-{mode}")
+
+    async def run_before(pilot):
+        if mode == "ansi-dark":
+            pilot.app.theme = "ansi-dark"
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[8])  # a failed row under the cursor: detail pane too
+
+    assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
+
+
+def test_legend(snap_compare):
+    async def run_before(pilot):
+        await settled(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: pilot.app.screen.__class__.__name__ == "HelpScreen", what="help")
+        help_screen = pilot.app.screen
+        heading = next(s for s in help_screen.query("Static") if str(s.render()) == "Status")
+        help_screen.query_one("VerticalScroll").scroll_to_widget(heading, top=True, animate=False)
+        await pilot.pause(0.1)
+
+    assert snap_compare(console("legend"), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_first_run_hint(snap_compare, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    async def run_before(pilot):
+        await settled(pilot)
+
+    assert snap_compare(console("hint", first_run_hint=None), terminal_size=(80, 24), run_before=run_before)

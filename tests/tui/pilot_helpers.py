@@ -16,6 +16,7 @@ def make_app(ws, clock, **kw) -> EwgApp:
     kw.setdefault("poll_interval", 0.3)
     kw.setdefault("actor", "tester")
     kw.setdefault("cursor_blink", False)
+    kw.setdefault("first_run_hint", False)
     return EwgApp(ws, clock=clock, **kw)
 
 

@@ -9,7 +9,7 @@ from ewg_tui.widgets.error_detail import recovery_hint
 
 def test_waiting_retry_counts_down_then_is_due():
     row = {"status": "retrying", "attempts": 1, "next_attempt_at": 114.2}
-    assert fmt.status_label(row, 100.0, 3) == "retry 2/3 in 14 s"
+    assert fmt.status_label(row, 100.0, 3) == "retry 2/3 in 14s"
     assert fmt.status_label(row, 114.0, 3) == "retry 2/3 due"
 
 

@@ -146,7 +146,7 @@ async def test_item_verb_path(seeded, key, table_id, item_id, choices, confirm, 
         assert item(ws, item_id) != before
         await wait_for(
             pilot,
-            lambda: row_text(table, item_id, "status").startswith(shown),
+            lambda: row_text(table, item_id, "status").partition(" ")[2].startswith(shown),
             what=f"the table to show {shown}",
         )
         event = last_event(ws)
@@ -225,7 +225,9 @@ async def test_regenerate_all_clips_of_selected_episode(seeded):
             lambda: all(item(ws, c)["stage"] == "discovered" for c in (CLIP1, CLIP2, CLIP3)),
             what="all clips reset to generation",
         )
-        await wait_for(pilot, lambda: row_text(screen.clips, CLIP1, "status") == "queued", what="clip table")
+        await wait_for(
+            pilot, lambda: row_text(screen.clips, CLIP1, "status") == "· queued", what="clip table"
+        )
 
 
 async def test_pause_and_resume_engine(seeded):

@@ -124,7 +124,7 @@ async def test_attach_mode_shows_changes_by_another_writer(seeded):
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
         await wait_for(
-            pilot, lambda: row_text(screen.episodes, EP[8], "status") == "failed", what="failed row"
+            pilot, lambda: row_text(screen.episodes, EP[8], "status") == "✗ needs operator", what="failed row"
         )
         other = open_workspace(Path(ws.root), clock=clock)  # a second process' connection
         try:
@@ -133,7 +133,7 @@ async def test_attach_mode_shows_changes_by_another_writer(seeded):
             other.close()
         await wait_for(
             pilot,
-            lambda: row_text(screen.episodes, EP[8], "status") == "queued",
+            lambda: row_text(screen.episodes, EP[8], "status") == "· queued",
             what="the other writer's change to show",
         )
         header = str(screen.query_one("#engine-header").render())
@@ -173,10 +173,10 @@ async def test_rows_update_in_place_without_rebuilding(seeded):
         table.remove_row = lambda key: (removed.append(key), original_remove(key))[1]
         table.clear = lambda *a, **k: (removed.append("clear"), original_clear(*a, **k))[1]
         Operator(ws).stop([EP[10]])
-        await wait_for(pilot, lambda: row_text(table, EP[10], "status") == "stopped", what="the change")
+        await wait_for(pilot, lambda: row_text(table, EP[10], "status") == "■ stopped", what="the change")
         clock.advance(3)  # countdowns and elapsed times move
         await wait_for(
-            pilot, lambda: row_text(table, EP[3], "status") == "retry 2/3 in 11 s", what="countdown"
+            pilot, lambda: row_text(table, EP[3], "status") == "↻ retry 2/3 in 11s", what="countdown"
         )
         assert removed == []
 
@@ -186,8 +186,8 @@ async def test_retry_countdown_and_verdict_are_shown(seeded):
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
-        assert row_text(screen.episodes, EP[3], "status") == "retry 2/3 in 14 s"
-        assert row_text(screen.episodes, EP[4], "verdict") == "STALLED"
+        assert row_text(screen.episodes, EP[3], "status") == "↻ retry 2/3 in 14s"
+        assert row_text(screen.episodes, EP[4], "verdict") == "⚠ STALLED"
         assert row_text(screen.episodes, EP[2], "elapsed") == "1m15s"
         assert row_text(screen.episodes, EP[2], "attempt") == "1/3"
 
@@ -247,9 +247,11 @@ async def test_p_pauses_live_updates(seeded):
         assert "updates paused" in str(screen.query_one("#engine-header").render())
         Operator(ws).stop([EP[10]])
         await pilot.pause(1.0)
-        assert row_text(screen.episodes, EP[10], "status") == "queued"
+        assert row_text(screen.episodes, EP[10], "status") == "· queued"
         await pilot.press("p")
-        await wait_for(pilot, lambda: row_text(screen.episodes, EP[10], "status") == "stopped", what="resume")
+        await wait_for(
+            pilot, lambda: row_text(screen.episodes, EP[10], "status") == "■ stopped", what="resume"
+        )
 
 
 async def test_help_lists_every_verb_key(seeded):
