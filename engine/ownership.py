@@ -218,7 +218,16 @@ def remove_tree(path: Path) -> None:
 
 
 def remove_in_item(item_dir: Path, names: Iterable[str]) -> None:
-    """Remove entries of one item folder: "" is the folder itself, a name with `*` a pattern."""
+    """Remove entries of one item folder: "" is the folder itself, a name with `*` a pattern.
+
+    An item folder that is a symlink (planted after the start-up sweep) is never entered: the link
+    itself may go, nothing is removed through it."""
+    names = list(names)
+    if item_dir.is_symlink():
+        if "" in names:
+            with contextlib.suppress(FileNotFoundError):
+                item_dir.unlink()
+        return
     for name in names:
         if name == "":
             remove_tree(item_dir)

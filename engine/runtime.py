@@ -15,7 +15,6 @@ import logging
 import os
 import queue
 import random
-import shutil
 import sqlite3
 import threading
 import time
@@ -835,7 +834,7 @@ class Engine:
             self.config, classification.error_class, claim.attempt_number - 1, now, self.rng, service_down
         )
         if classification.error_class == errors.CACHE_RELATED:
-            shutil.rmtree(self.ws.item_dir(claim.item_id) / "cache", ignore_errors=True)
+            ownership.remove_in_item(self.ws.item_dir(claim.item_id), ["cache"])  # never through a link
         if classification.error_class == errors.RESOURCE:
             self.health.hold(message)
         if ctx is not None and not self.config.recovery.auto_cleanup_failed_files and ctx.output_created:

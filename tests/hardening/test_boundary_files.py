@@ -321,3 +321,23 @@ def test_doctor_reports_planted_links_and_repair_removes_only_the_links(tmp_path
         assert ws.store.read_one("SELECT 1 FROM events WHERE verb='doctor_repair' AND selection='links'")
     finally:
         ws.close()
+
+
+def test_clear_cache_never_deletes_through_a_link_planted_in_place_of_an_item_folder(tmp_path, workspace):
+    """Planted after the start-up sweep: the verb's removal (and the engine's cache_related one) stop
+    at the link."""
+    from engine import ownership, queries
+    from engine.verbs import Operator
+
+    outside = outside_targets(tmp_path)
+    (outside / "item-target" / "cache").mkdir()
+    (outside / "item-target" / "cache" / "precious.bin").write_text("not ewg's\n")
+    item_id = queries.status(workspace.store)["episodes"][0]["id"]
+    item = workspace.item_dir(item_id)
+    if item.exists():
+        ownership.remove_tree(item)
+    os.symlink(outside / "item-target", item)
+    before = snapshot(outside)
+    Operator(workspace, actor="tester").clear_cache([item_id])
+    ownership.remove_in_item(item, ["cache", ".failed-*"])  # what the runtime does on cache_related
+    assert snapshot(outside) == before
