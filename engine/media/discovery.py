@@ -61,6 +61,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import fsafe  # standard library only, like this module
+from ..text import is_utf8
+from ..text import one_line as printable  # names shown to people go through engine/text.py
 
 STATE_VERSION = 1
 DEFAULT_INCLUDE = ("*.mp4", "*.mov", "*.mkv", "*.m4v", "*.webm", "*.avi", "*.mp3", "*.m4a", "*.wav")
@@ -244,26 +246,6 @@ def make_item_id(slug: str, number: int, mtime: float, file_name: str = "") -> s
 
 def humanise_title(stem: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_]+", " ", stem)).strip()
-
-
-def printable(text: str) -> str:
-    """A file name as inert text: bytes that are not UTF-8 as \\xNN, control and format characters
-    (escapes, newlines, bidi overrides) as Python escapes. Lossy for display only: paths are kept raw."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file system decoding makes (from a hand-edited file)
-        raw = text.encode("utf-8", "backslashreplace")
-    decoded = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in decoded)
-
-
-def is_utf8(text: str) -> bool:
-    """False for a name the file system decoded with surrogate escapes (bytes that are not UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def content_fingerprint(path: Path, size: int) -> str:
