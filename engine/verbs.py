@@ -23,6 +23,7 @@ from pathlib import Path
 from . import checkpoints, errors, ownership, pipeline, transitions
 from .owners import owner_alive, owner_id
 from .stages import groups
+from .text import is_utf8
 from .workspace import Workspace
 
 ACTIVE = ("queued", "retrying", "blocked", "running")
@@ -37,6 +38,24 @@ AWAITS_EDITORIAL = pipeline.AWAITS_EDITORIAL
 
 class VerbError(Exception):
     """The request cannot be carried out as asked; the message says why and what to do instead."""
+
+
+REASON_MAX_BYTES = 1024
+
+
+def check_reason(reason: str) -> str:
+    """The reason as the audit log keeps it, or a VerbError when it is too long (the CLI's `--reason`
+    and the console's reason prompt both come here). Kept as typed, except bytes that are not UTF-8
+    (from a command line in another encoding), which SQLite cannot store: kept as `\\xNN`."""
+    size = len(reason.encode("utf-8", "surrogatepass"))
+    if size > REASON_MAX_BYTES:
+        raise VerbError(
+            f"The reason is {size} bytes long; the audit log keeps at most {REASON_MAX_BYTES} bytes (1 KiB). "
+            "Shorten it: say why in a sentence or two, and point to a ticket or a file for the rest."
+        )
+    if is_utf8(reason):
+        return reason
+    return reason.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -306,6 +325,7 @@ class Operator:
         """Plan and (unless dry_run) apply in one transaction. `named`: the ids were named by a person,
         so a verb that does not apply to one of them is a mistake in the call (VerbError, nothing
         changed); a selection that matches nothing is "nothing to do" and writes no event."""
+        reason = check_reason(reason)
         now = self.clock.now()
         if dry_run:
             conn = self.store.connection()
@@ -849,6 +869,7 @@ class Operator:
         return preview
 
     def _switch(self, verb: str, value: str, reason: str, dry_run: bool) -> Preview:
+        reason = check_reason(reason)
         now = self.clock.now()
         preview = Preview(verb, "engine")
         row = self.store.read_one("SELECT value FROM engine_state WHERE key='paused'")
@@ -920,6 +941,7 @@ class Operator:
         Only in an items root this database owns, and only what looks like ewg's (engine/ownership.py):
         the leftovers and stale checkpoints of known items, and folders no item names whose every entry
         is what ewg puts in an item folder. The files go after the commit."""
+        reason = check_reason(reason)
         preview = Preview("deep_clean", "workspace")
         root = self.ws.items_root
         self._confirm_owned()

@@ -13,10 +13,12 @@ from pathlib import Path
 from textual import events, work
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 
 from engine.clock import Clock
 from engine.config import command_warnings
 from engine.runtime import Engine, EngineEvent
+from engine.text import inert, one_line
 from engine.verbs import Operator
 from engine.workspace import Workspace, open_workspace
 
@@ -93,6 +95,21 @@ class EwgApp(App[int]):
     def on_ready(self) -> None:
         for warning in command_warnings(self.ws.config):  # start-up warnings, e.g. a placeholder in sh -c
             self.notify(warning, title="ewg.toml", severity="warning", timeout=30, markup=False)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast of the console comes here (a screen's or widget's notify() calls the app's): the
+        ids, reasons and error messages in it are made inert and never read as markup."""
+        super().notify(
+            inert(message), title=one_line(title), severity=severity, timeout=timeout, markup=False
+        )
 
     def engine_event(self, event: EngineEvent) -> None:
         """Called on engine threads: hand the event to the event loop, touch nothing else."""

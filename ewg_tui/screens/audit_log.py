@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Label, Static
 
 from engine import queries
+from engine.text import one_line
 
 from ..widgets import formatting as fmt
 from ..widgets.footer import Footer
@@ -76,7 +77,9 @@ def metrics_content(m: dict, cost: dict | None = None) -> Content:
         lines.append(
             Content.assemble(
                 ("Top failure points ", "bold $accent"),
-                "  ".join(f"{p['kind']} {p['stage']} {p['error_class']} ×{p['count']}" for p in points),
+                one_line(
+                    "  ".join(f"{p['kind']} {p['stage']} {p['error_class']} ×{p['count']}" for p in points)
+                ),
             )
         )
     if m["action_effectiveness"]:
@@ -84,7 +87,9 @@ def metrics_content(m: dict, cost: dict | None = None) -> Content:
             f"{a['verb']}: {a['succeeded']} ok, {a['failed_again']} failed again, {a['pending']} pending"
             for a in m["action_effectiveness"]
         ]
-        lines.append(Content.assemble(("Action effectiveness ", "bold $accent"), "  ·  ".join(parts)))
+        lines.append(
+            Content.assemble(("Action effectiveness ", "bold $accent"), one_line("  ·  ".join(parts)))
+        )
     else:
         lines.append(
             Content.assemble(
@@ -163,11 +168,11 @@ class AuditLogScreen(Screen[None]):
                 table.add_row(
                     key,
                     fmt.clock_time(event["at"]),
-                    Text(event["actor"]),
-                    event["verb"],
-                    Text(event["selection"] or ""),
-                    Text(event["reason"] or ""),
-                    Text(event["result"] or ""),
+                    Text(one_line(event["actor"])),
+                    Text(one_line(event["verb"])),
+                    Text(one_line(event["selection"])),
+                    Text(one_line(event["reason"])),
+                    Text(one_line(event["result"])),
                     key=key,
                 )
             table.sort("#", key=int, reverse=True)  # newest first

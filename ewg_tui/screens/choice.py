@@ -5,9 +5,12 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
+
+from engine.text import one_line
 
 
 class ChoiceScreen(ModalScreen[object]):
@@ -49,8 +52,13 @@ class ChoiceScreen(ModalScreen[object]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, markup=False)
-            yield OptionList(*(Option(label, id=str(n)) for n, (_value, label) in enumerate(self.choices)))
+            yield Label(one_line(self.title_text), markup=False)
+            yield OptionList(
+                *(
+                    Option(Content(one_line(label)), id=str(n))
+                    for n, (_value, label) in enumerate(self.choices)
+                )
+            )
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

@@ -9,7 +9,10 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.verbs import Preview
+from engine.text import one_line
+from engine.verbs import Preview, VerbError, check_reason
+
+from ..widgets.formatting import keep_inert
 
 MAX_LISTED = 200
 
@@ -17,11 +20,11 @@ MAX_LISTED = 200
 def preview_lines(preview: Preview) -> Content:
     lines: list[Content] = []
     for change in preview.changes[:MAX_LISTED]:
-        before = f"{change.before.get('stage') or '-'}/{change.before.get('status')}"
-        after = f"{change.after.get('stage') or '-'}/{change.after.get('status')}"
-        parts: list = [(change.item_id, "bold"), "  ", (before, "$foreground-muted"), " → ", after]
+        before = one_line(f"{change.before.get('stage') or '-'}/{change.before.get('status')}")
+        after = one_line(f"{change.after.get('stage') or '-'}/{change.after.get('status')}")
+        parts: list = [(one_line(change.item_id), "bold"), "  ", (before, "$foreground-muted"), " → ", after]
         if change.stages_rerun:
-            parts += ["  reruns ", (", ".join(change.stages_rerun), "$warning")]
+            parts += ["  reruns ", (one_line(", ".join(change.stages_rerun)), "$warning")]
         if change.cache_dropped:
             parts += ["  ", ("cache dropped", "$warning")]
         if change.files_deleted:
@@ -36,11 +39,11 @@ def preview_lines(preview: Preview) -> Content:
             Content.assemble((f"… and {len(preview.changes) - MAX_LISTED} more", "$foreground-muted"))
         )
     for note in preview.notes[:20]:
-        lines.append(Content.assemble(("• ", "$accent"), note))
+        lines.append(Content.assemble(("• ", "$accent"), one_line(note)))
     if preview.skipped:
         lines.append(Content.assemble((f"not applicable ({len(preview.skipped)})", "bold $foreground-muted")))
         for item_id, why in preview.skipped[:20]:
-            lines.append(Content.assemble((f"  {item_id} {why}", "$foreground-muted")))
+            lines.append(Content.assemble((one_line(f"  {item_id} {why}"), "$foreground-muted")))
     return Content("\n").join(lines)
 
 
@@ -72,6 +75,10 @@ class ConfirmVerbScreen(ModalScreen[str | None]):
     ConfirmVerbScreen Input {
         margin: 1 0 0 0;
     }
+    ConfirmVerbScreen #reason-problem {
+        color: $error;
+        display: none;
+    }
     ConfirmVerbScreen Horizontal {
         height: auto;
         align-horizontal: right;
@@ -91,11 +98,14 @@ class ConfirmVerbScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text, id="confirm-title", markup=False)
-            yield Static(Content.assemble((self.preview.summary(), "$warning")), id="confirm-summary")
+            yield Label(one_line(self.title_text), id="confirm-title", markup=False)
+            yield Static(
+                Content.assemble((one_line(self.preview.summary()), "$warning")), id="confirm-summary"
+            )
             with VerticalScroll(id="confirm-preview"):
                 yield Static(preview_lines(self.preview))
             yield Input(placeholder="reason for the audit log (optional)", id="reason")
+            yield Static("", id="reason-problem", markup=False)
             with Horizontal():
                 yield Button("No", id="no", variant="primary")
                 yield Button("Yes, do it", id="yes", variant="error")
@@ -106,9 +116,22 @@ class ConfirmVerbScreen(ModalScreen[str | None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "yes":
-            self.dismiss(self.query_one("#reason", Input).value.strip())
+            reason = self.query_one("#reason", Input).value.strip()
+            try:
+                check_reason(reason)
+            except VerbError as exc:  # said here, with the reason still there to shorten
+                problem = self.query_one("#reason-problem", Static)
+                problem.update(str(exc))
+                problem.display = True
+                self.query_one("#reason", Input).focus()
+                return
+            self.dismiss(reason)
         else:
             self.dismiss(None)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        keep_inert(event.input, event.value)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
 from engine import queries
+from engine.text import one_line
 
 from ..widgets import formatting as fmt
 
@@ -93,12 +94,12 @@ class FailureGroupsScreen(ModalScreen[str | None]):
         for group in self.groups:
             table.add_row(
                 Text(str(group["count"]), justify="right"),
-                group["kind"],
-                group["stage"] or "",
-                group["error_class"] or "",
+                fmt.plain(group["kind"]),
+                fmt.plain(group["stage"]),
+                fmt.plain(group["error_class"]),
                 fmt.clock_time(group["first_seen"]),
                 fmt.clock_time(group["last_seen"]),
-                Text(fmt.middle_ellipsis(group["message"] or "", 60, tail=20)),
+                Text(fmt.middle_ellipsis(one_line(group["message"]), 60, tail=20)),
                 key=group["fingerprint"],
             )
         if not self.groups:
@@ -107,11 +108,11 @@ class FailureGroupsScreen(ModalScreen[str | None]):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         group = next((g for g in self.groups if g["fingerprint"] == event.row_key.value), None)
         if group:
-            ids = ", ".join(group["ids"][:5]) + (
+            ids = one_line(", ".join(group["ids"][:5])) + (
                 f" and {group['count'] - 5} more" if group["count"] > 5 else ""
             )
             self.query_one("#group-message", Static).update(
-                f"{group['message']}\n{ids}\n{group['suggestion'] or ''}"
+                f"{one_line(group['message'])}\n{ids}\n{one_line(group['suggestion'])}"
             )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Label, Static
 
 from engine import pipeline, queries
+from engine.text import inert, one_line
 
 from ..messages import DetailRead
 from ..widgets import formatting as fmt
@@ -56,7 +57,7 @@ class ItemDetailScreen(Screen[None]):
         self._shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
-        yield Label(f"Item {self.item_id}", id="detail-head", markup=False)
+        yield Label(f"Item {one_line(self.item_id)}", id="detail-head", markup=False)
         with VerticalScroll():
             yield Static(id="detail-summary")
             yield Label("Attempt timeline", classes="section")
@@ -118,7 +119,9 @@ class ItemDetailScreen(Screen[None]):
             )
             return
         self.query_one("#detail-head", Label).update(
-            f"{item['kind']} {item['id']}  ·  {item.get('show') or ''}  ·  {item.get('title') or ''}"
+            one_line(
+                f"{item['kind']} {item['id']}  ·  {item.get('show') or ''}  ·  {item.get('title') or ''}"
+            )
         )
         self.query_one("#detail-summary", Static).update(
             describe(item, [], now, limit, looks=lambda key: fmt.look(app, key))
@@ -128,12 +131,12 @@ class ItemDetailScreen(Screen[None]):
         for a in message.attempts:
             attempts.add_row(
                 str(a["number"]),
-                a["stage"],
-                a.get("outcome") or "running",
-                a.get("error_class") or "",
+                fmt.plain(a["stage"]),
+                fmt.plain(a.get("outcome") or "running"),
+                fmt.plain(a.get("error_class")),
                 fmt.clock_time(a["started_at"]),
                 fmt.duration(a.get("duration")),
-                Text(a.get("decision") or ""),
+                Text(one_line(a.get("decision"))),
             )
         attempts.display = bool(message.attempts)
         self.query_one("#detail-no-attempts").display = not message.attempts
@@ -145,7 +148,11 @@ class ItemDetailScreen(Screen[None]):
         ):
             state = "stale" if c["stale"] else "skipped" if c["skipped"] else "ok"
             checkpoints.add_row(
-                c["stage"], str(len(c["files"])), fmt.size(c["bytes"]), fmt.clock_time(c["created_at"]), state
+                fmt.plain(c["stage"]),
+                str(len(c["files"])),
+                fmt.size(c["bytes"]),
+                fmt.clock_time(c["created_at"]),
+                state,
             )
         log = ""
         for a in reversed(message.attempts):
@@ -154,17 +161,17 @@ class ItemDetailScreen(Screen[None]):
                     (a.get("log_tail") or a.get("error_detail")).rstrip().splitlines()[-LOG_LINES:]
                 )
                 break
-        self.query_one("#detail-log", Static).update(Content(log or "(no output recorded yet)"))
+        self.query_one("#detail-log", Static).update(Content(inert(log) or "(no output recorded yet)"))
         clips = self.query_one("#detail-clips", DataTable)
         clips.clear()
         for c in message.clips:
             span = f"{c['clip_start']:.0f}-{c['clip_end']:.0f} s" if c.get("clip_start") is not None else ""
             clips.add_row(
-                Text(c["id"]),
+                fmt.plain(c["id"]),
                 Text(fmt.status_text(c, now, limit), style=fmt.look(app, c["status"]).rich),
-                fmt.current_stage(c),
+                fmt.plain(fmt.current_stage(c)),
                 span,
-                c.get("error_class") or "",
+                fmt.plain(c.get("error_class")),
             )
         show_clips = item["kind"] == pipeline.EPISODE
         clips.display = show_clips
@@ -172,10 +179,10 @@ class ItemDetailScreen(Screen[None]):
         events = [
             Content.assemble(
                 (fmt.clock_time(e["at"]) + " ", "$foreground-muted"),
-                (e["actor"] + " ", "bold"),
-                e["verb"],
-                (f"  {e['reason']}" if e.get("reason") else "", "$foreground-muted"),
-                (f"  {e['result']}" if e.get("result") else "", "$foreground-muted"),
+                (one_line(e["actor"]) + " ", "bold"),
+                one_line(e["verb"]),
+                (f"  {one_line(e['reason'])}" if e.get("reason") else "", "$foreground-muted"),
+                (f"  {one_line(e['result'])}" if e.get("result") else "", "$foreground-muted"),
             )
             for e in message.events
         ]

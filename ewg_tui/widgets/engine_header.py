@@ -8,6 +8,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from engine.queries import Overview
+from engine.text import one_line
 
 from . import formatting as fmt
 
@@ -80,7 +81,7 @@ class EngineHeader(Static):
         parts: list[tuple[str, str] | str] = [
             ("ewg ", "bold"),
             (f"{mark} ", style),
-            (label, f"bold {style}"),
+            (one_line(label), f"bold {style}"),
         ]
         parts.append(f"  workers {busy}/{workers}")
         if ov is not None:
@@ -91,7 +92,7 @@ class EngineHeader(Static):
                     (f"{fmt.glyph('STALLED')} {ov.stuck} stuck", fmt.look(self.app, "STALLED").markup)
                 )
             if ov.warnings:
-                first = ov.warnings[0]["kind"].replace("_", " ")
+                first = one_line(ov.warnings[0]["kind"]).replace("_", " ")
                 more = f" +{len(ov.warnings) - 1}" if len(ov.warnings) > 1 else ""
                 parts.append((f"  ▲ early warning: {first}{more}", "bold $warning"))
         if state.attached:
@@ -104,7 +105,8 @@ class EngineHeader(Static):
             parts.append((f"  {state.marked} marked", "bold $accent"))
         content = Content.assemble(*parts)
         room = self.size.width - content.cell_length - 2
-        workspace = state.workspace if len(state.workspace) <= room else state.workspace.rsplit("/", 1)[-1]
+        workspace = one_line(state.workspace)
+        workspace = workspace if len(workspace) <= room else workspace.rsplit("/", 1)[-1]
         header = Content.assemble(content, ("  " + workspace, "$foreground-muted"))
         if header != self._shown:  # repaint only what changed
             self._shown = header

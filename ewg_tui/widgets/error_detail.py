@@ -7,6 +7,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from engine import errors
+from engine.text import inert, one_line
 
 from . import formatting as fmt
 
@@ -38,7 +39,7 @@ def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
     for attempt in reversed(attempts):
         text = attempt.get("log_tail") or attempt.get("error_detail") or ""
         if text.strip():
-            return text.rstrip().splitlines()[-lines:]
+            return [one_line(line) for line in text.rstrip().splitlines()[-lines:]]
     return []
 
 
@@ -59,7 +60,7 @@ def describe(
         )
     lines: list[Content] = []
     head = [
-        (item["id"], "bold"),
+        (one_line(item["id"]), "bold"),
         "  ",
         (fmt.status_text(item, now, max_attempts), looks(item["status"]).markup),
     ]
@@ -70,9 +71,9 @@ def describe(
     if item.get("error_class"):
         lines.append(
             Content.assemble(
-                (item["error_class"], looks("failed").markup),
+                (one_line(item["error_class"]), looks("failed").markup),
                 " at ",
-                fmt.current_stage(item),
+                one_line(fmt.current_stage(item)),
                 (
                     "  "
                     + fmt.clock_time(item.get("error_at"))
@@ -84,20 +85,20 @@ def describe(
                 ),
             )
         )
-        lines.append(Content(item.get("error_message") or ""))
+        lines.append(Content(inert(item.get("error_message"))))
     elif item["status"] == "running":
         message = item.get("progress_message") or "working"
         lines.append(
             Content.assemble(
-                f"{fmt.current_stage(item)}: {message}",
+                one_line(f"{fmt.current_stage(item)}: {message}"),
                 (f"  for {fmt.elapsed(item, now)}", "$foreground-muted"),
             )
         )
     elif item.get("blocked_reason"):
-        lines.append(Content(item["blocked_reason"]))
+        lines.append(Content(inert(item["blocked_reason"])))
     hint = "" if readonly else recovery_hint(item)
     if item.get("error_suggestion"):
-        lines.append(Content.assemble(("→ ", "bold $accent"), item["error_suggestion"]))
+        lines.append(Content.assemble(("→ ", "bold $accent"), inert(item["error_suggestion"])))
     if hint:
         lines.append(Content.assemble(("keys: ", "bold $accent"), (hint, "$accent")))
     if attempts:
@@ -110,11 +111,11 @@ def describe(
             when = f" {fmt.clock_time(a.get('started_at'))}" if width >= 50 else ""
             lines.append(
                 Content.assemble(
-                    f"#{a['number']} {a['stage']:<11} ",
+                    f"#{a['number']} {one_line(a['stage']):<11} ",
                     (f"{outcome:<9}", variable),
                     f" {fmt.duration(a.get('duration')):>5}",
                     (when, "$foreground-muted"),
-                    (f" {a.get('error_class') or ''}", "$error"),
+                    (f" {one_line(a.get('error_class'))}", "$error"),
                 )
             )
     tail = log_tail(attempts)

@@ -6,12 +6,16 @@ import shlex
 from dataclasses import replace
 
 from textual.binding import Binding
+from textual.content import Content
 from textual.message import Message
 from textual.suggester import Suggester
 from textual.widgets import Input
 
 from engine import pipeline
 from engine.queries import DISCARDED, STATUSES, ItemFilter
+from engine.text import one_line
+
+from . import formatting as fmt
 
 HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, esc clears)"
 KEYS_HINT = "enter keeps · esc clears"
@@ -164,11 +168,13 @@ class FilterBar(Input):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        if fmt.keep_inert(self, event.value):
+            return  # the inert value comes back as its own Changed
         try:
             flt = parse_filter(event.value)
         except FilterError as exc:
             self.add_class("-invalid")
-            self.border_subtitle = str(exc)
+            self.border_subtitle = Content(one_line(exc))
             self.post_message(self.FilterChanged(None, event.value, str(exc)))
             return
         self.remove_class("-invalid")

@@ -11,6 +11,9 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import App
 from textual.color import Color
+from textual.widgets import Input
+
+from engine.text import one_line
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -345,6 +348,17 @@ def theme_style(app: App, variable: str, bold: bool = False) -> Style:
     )
 
 
+def keep_inert(field: Input, value: str) -> bool:
+    """Text pasted into an input (from a terminal, a log, a web page) is kept and shown inert: an escape
+    sequence in it would otherwise be echoed raw to the terminal. True when the value was changed."""
+    safe = one_line(value)
+    if safe == value:
+        return False
+    field.value = safe
+    return True
+
+
 def plain(value: object) -> Text:
-    """A cell that is shown exactly as written (ids and titles may contain brackets)."""
-    return Text("" if value is None else str(value), no_wrap=True, overflow="ellipsis", end="")
+    """A cell shown as written, never as markup (ids and titles may contain brackets), on one line and
+    inert (a title may hold escape sequences): engine/text.py."""
+    return Text(one_line(value), no_wrap=True, overflow="ellipsis", end="")

@@ -6,6 +6,7 @@ from textual.content import Content
 
 from engine.config import Health
 from engine.queries import Overview
+from engine.text import one_line
 
 from . import formatting as fmt
 from .content_panel import ContentPanel
@@ -114,7 +115,7 @@ class HealthPanel(ContentPanel):
             return Content("")
         parts: list = []
         for service in ov.services:
-            parts.append((f"{service['name']} ", ""))
+            parts.append((f"{one_line(service['name'])} ", ""))
             parts.append(
                 ("up ", fmt.look(self.app, "done").markup)
                 if service["ok"]

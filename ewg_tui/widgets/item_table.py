@@ -17,6 +17,8 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable
 
+from engine.text import one_line
+
 from . import formatting as fmt
 
 CellRender = Callable[[dict, "RenderContext"], Text]
@@ -64,7 +66,7 @@ def _verdict(row: dict, ctx: RenderContext) -> Text:
 
 def _error(row: dict, ctx: RenderContext) -> Text:
     return Text(
-        row.get("error_class") or "",
+        one_line(row.get("error_class")),
         style=ctx.looks("failed").rich if row["status"] == "failed" else "",
         no_wrap=True,
         overflow="ellipsis",
@@ -350,7 +352,7 @@ class ItemTable(DataTable):
         Textual repaints the whole table on every assignment, a few times a second for nothing."""
         if text != self._title:
             self._title = text
-            self.border_title = Content(text)
+            self.border_title = Content(one_line(text))
 
     def show_window(
         self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 
 from engine import pipeline
+from engine.text import one_line
 
 from . import formatting as fmt
 from .content_panel import ContentPanel
@@ -49,7 +50,7 @@ class StageProgress(ContentPanel):
         for stage, c in entry["by_stage"].items():
             lines.append(
                 Content.assemble(
-                    (f"{stage:<{name_width - 1}} ", ""),
+                    (f"{one_line(stage):<{name_width - 1}} ", ""),
                     *self._bar(c, total, bar_width, self._looks()),
                     " ",
                     *self._numbers(c, digits, self._looks()),
