@@ -5,12 +5,18 @@ status, and carry out operator verbs through the engine API. Exit codes:
 0 done, 1 the work itself failed, 2 a user mistake (bad arguments, bad
 config, unknown ids), 3 the database is missing, damaged or too new.
 Textual is imported only when the console opens, so scripts stay fast.
+
+Text from outside (titles, file names, stage output, messages, reasons, ids) is printed through
+engine/text.py: one_line() for a value inside a line, so a newline in it cannot forge a line of its own,
+inert() for text that has lines (a log tail); and stdout/stderr are wrapped (text.inert_output) so
+nothing printed any other way (argparse, a traceback) reaches the terminal raw either.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import signal
@@ -28,6 +34,7 @@ from engine.clock import iso
 from engine.config import ConfigError, command_warnings
 from engine.fsafe import UnsafePath
 from engine.store import DatabaseError, DatabasePathError
+from engine.text import InertFormatter, inert, inert_output, one_line
 from engine.verbs import Operator, Preview, VerbError, parse_where
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
 
@@ -317,17 +324,21 @@ def _print_preview(preview: Preview, as_json: bool) -> int:
         print(json.dumps(preview.to_dict(), indent=1, default=str))
         return EXIT_OK
     if preview.nothing_to_do and not preview.applied:
-        print(f"Nothing to do: {preview.selection or 'the selection'} matches no item the verb applies to.")
+        print(
+            f"Nothing to do: {one_line(preview.selection or 'the selection')} matches no item the verb applies to."
+        )
         for item_id, why in preview.skipped[:20]:
-            print(f"  {item_id}: {why}")
+            print(f"  {one_line(item_id)}: {one_line(why)}")
         return EXIT_OK
-    print(("Applied. " if preview.applied else "Dry run, nothing changed. ") + preview.summary() + ".")
+    print(
+        ("Applied. " if preview.applied else "Dry run, nothing changed. ") + one_line(preview.summary()) + "."
+    )
     for c in preview.changes:
-        before = f"{c.before.get('stage') or '-'}/{c.before.get('status')}"
-        after = f"{c.after.get('stage') or '-'}/{c.after.get('status')}"
+        before = one_line(f"{c.before.get('stage') or '-'}/{c.before.get('status')}")
+        after = one_line(f"{c.after.get('stage') or '-'}/{c.after.get('status')}")
         extras = []
         if c.stages_rerun:
-            extras.append("reruns " + ", ".join(c.stages_rerun))
+            extras.append("reruns " + one_line(", ".join(c.stages_rerun)))
         if c.cache_dropped:
             extras.append("cache dropped")
         if c.files_deleted:
@@ -335,19 +346,21 @@ def _print_preview(preview: Preview, as_json: bool) -> int:
         if c.interrupts_run:
             extras.append("interrupts the running attempt")
         if c.note:
-            extras.append(c.note)
-        print(f"  {c.item_id}: {before} -> {after}" + (f"  ({'; '.join(extras)})" if extras else ""))
+            extras.append(one_line(c.note))
+        print(
+            f"  {one_line(c.item_id)}: {before} -> {after}" + (f"  ({'; '.join(extras)})" if extras else "")
+        )
     for item_id, why in preview.skipped:
-        print(f"  {item_id}: not changed: {why}")
+        print(f"  {one_line(item_id)}: not changed: {one_line(why)}")
     for note in preview.notes:
-        print(f"  {note}")
+        print(f"  {one_line(note)}")
     if preview.applied and preview.event_id:
         print(f"Audit event #{preview.event_id}.")
     return EXIT_OK
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
-    cells = [headers] + [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [headers] + [[one_line(v) for v in r] for r in rows]  # one_line(None) is ""
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
 
@@ -368,17 +381,21 @@ def _cmd_status(ws: Workspace, args) -> int:
     ov = queries.overview(ws.store, time.time())
     ov.resource_pause = ov.resource_pause or ws.disk_floor_breach()
     if ov.paused:
-        print(f"engine: PAUSED ({ov.paused['reason'] or 'no reason given'}); `ewg unpause` to continue")
+        print(
+            f"engine: PAUSED ({one_line(ov.paused['reason'] or 'no reason given')}); `ewg unpause` to continue"
+        )
     if ov.resource_pause:
-        print(f"engine: not claiming work: {ov.resource_pause}")
+        print(f"engine: not claiming work: {one_line(ov.resource_pause)}")
     for svc in ov.services:
         if not svc["ok"]:
             print(
-                f"service {svc['name']} is DOWN since {iso(svc['since'])} ({svc['message']}); "
+                f"service {one_line(svc['name'])} is DOWN since {iso(svc['since'])} ({one_line(svc['message'])}); "
                 "the stages that need it wait as blocked, spending no attempts"
             )
     for w in ov.warnings:
-        print(f"early warning: {w['message']} ({w['evidence']}). {w['suggestion']}")
+        print(
+            f"early warning: {one_line(w['message'])} ({one_line(w['evidence'])}). {one_line(w['suggestion'])}"
+        )
     if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
         print(
             f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
@@ -397,7 +414,7 @@ def _cmd_status(ws: Workspace, args) -> int:
                 attempts,
                 item["verdict"],
                 item["error_class"],
-                (message or "")[:60],
+                one_line(message)[:60],
             ]
         )
     if rows:
@@ -415,12 +432,13 @@ def _cmd_failures(ws: Workspace, args) -> int:
         print("No failed items.")
         return EXIT_OK
     for g in groups:
-        print(f"[{g['count']}] {g['fingerprint']}")
+        fingerprint = one_line(g["fingerprint"])
+        print(f"[{g['count']}] {fingerprint}")
         print(f"    first {iso(g['first_seen'])}  last {iso(g['last_seen'])}")
-        print(f"    ids: {', '.join(g['ids'][:8])}{' ...' if len(g['ids']) > 8 else ''}")
+        print(f"    ids: {one_line(', '.join(g['ids'][:8]))}{' ...' if len(g['ids']) > 8 else ''}")
         if g["suggestion"]:
-            print(f"    fix: {g['suggestion']}")
-        print(f"    retry the group: ewg retry --group '{g['fingerprint']}'")
+            print(f"    fix: {one_line(g['suggestion'])}")
+        print(f"    retry the group: ewg retry --group '{fingerprint}'")
     return EXIT_OK
 
 
@@ -537,24 +555,26 @@ def _cmd_log(ws: Workspace, args) -> int:
     for e in reversed(events):
         affected = e["affected"] or []
         target = ", ".join(affected[:3]) + (f" (+{len(affected) - 3})" if len(affected) > 3 else "")
-        print(
-            f"{iso(e['at'])}  {e['actor']:<10} {e['verb']:<16} {target or e['selection']}"
-            + (f"  reason: {e['reason']}" if e["reason"] else "")
-            + (f"  -> {e['result']}" if e["result"] else "")
+        print(  # each value on this line: a newline in a reason must not start a forged event line
+            f"{iso(e['at'])}  {one_line(e['actor']):<10} {one_line(e['verb']):<16} "
+            + one_line(target or e["selection"])
+            + (f"  reason: {one_line(e['reason'])}" if e["reason"] else "")
+            + (f"  -> {one_line(e['result'])}" if e["result"] else "")
         )
     if attempts:
-        print(f"\nattempts of {args.id}:")
+        print(f"\nattempts of {one_line(args.id)}:")
         for a in attempts:
             print(
-                f"  #{a['number']} {a['stage']:<12} {a['outcome'] or 'running':<10} "
-                f"{_secs(a['duration']):>8}  {a['error_class'] or ''} {a['error_message'] or ''}"
+                f"  #{a['number']} {one_line(a['stage']):<12} {one_line(a['outcome'] or 'running'):<10} "
+                f"{_secs(a['duration']):>8}  {one_line(a['error_class'])} {one_line(a['error_message'])}"
             )
             if a["decision"]:
-                print(f"      decision: {a['decision']}")
+                print(f"      decision: {one_line(a['decision'])}")
         last = attempts[-1]
         if last["log_tail"]:
-            print(f"\nlog tail of attempt #{last['number']} ({last['stage']}):")
-            print(last["log_tail"])
+            print(f"\nlog tail of attempt #{last['number']} ({one_line(last['stage'])}):")
+            for line in inert(last["log_tail"]).splitlines():  # indented: a stage's line reads as its own
+                print(f"    {line}")
     return EXIT_OK
 
 
@@ -629,7 +649,7 @@ def _cmd_run(ws: Workspace, args) -> int:
             return
         stamp = time.strftime("%H:%M:%S", time.gmtime())
         text = f"  {event.text}" if event.text else ""
-        print(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}", flush=True)
+        print(one_line(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}"), flush=True)
 
     engine = Engine(ws, workers=getattr(args, "run_workers", None) or args.workers, on_event=show)
     signals = {"count": 0}
@@ -655,9 +675,10 @@ def _cmd_run(ws: Workspace, args) -> int:
     from engine.sd_notify import Notifier
 
     systemd = Notifier()
+    log_lines = _log_to_stderr()
     engine.start()
     print(
-        f"engine {engine.owner} running with {engine.workers} worker(s) on {ws.root}"
+        f"engine {engine.owner} running with {engine.workers} worker(s) on {one_line(ws.root)}"
         + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"),
         flush=True,
     )
@@ -683,6 +704,7 @@ def _cmd_run(ws: Workspace, args) -> int:
             signal.signal(s, h)
         if exporter is not None:
             exporter.stop()
+        logging.getLogger("ewg").removeHandler(log_lines)
     counts = queries.counts(ws.store)
     for kind in pipeline.KINDS:
         by = {s: n for s, n in counts[kind]["by_status"].items() if n}
@@ -707,6 +729,17 @@ def _metrics_server(ws: Workspace, address: str | None):
         return MetricsServer(ws.store, parse_address(address), clock=ws.clock).start()
     except MetricsAddressError as exc:
         raise UsageError(f"{where}: {exc}") from None
+
+
+def _log_to_stderr() -> logging.Handler:
+    """The engine's warnings as `ewg run` lines on stderr, inert: they quote stage output and errors."""
+    handler = logging.StreamHandler()  # sys.stderr now: the inert stream main() put there
+    handler.setLevel(logging.WARNING)
+    formatter = InertFormatter("%(asctime)s %(levelname)-9s %(message)s", "%H:%M:%S")
+    formatter.converter = time.gmtime  # the same UTC clock as the event lines
+    handler.setFormatter(formatter)
+    logging.getLogger("ewg").addHandler(handler)
+    return handler
 
 
 def _cmd_prune(ws: Workspace, args) -> int:
@@ -767,10 +800,14 @@ def _cmd_alerts(ws: Workspace, args) -> int:
     failed = 0
     for result in alerter.send_now(test):
         if result.ok:
-            print(f"{result.sink}: delivered ({result.tries} {'try' if result.tries == 1 else 'tries'})")
+            print(
+                f"{one_line(result.sink)}: delivered ({result.tries} {'try' if result.tries == 1 else 'tries'})"
+            )
         else:
             failed += 1
-            print(f"{result.sink}: NOT delivered after {result.tries} tries: {result.error}")
+            print(
+                f"{one_line(result.sink)}: NOT delivered after {result.tries} tries: {one_line(result.error)}"
+            )
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -782,13 +819,14 @@ def _cmd_init(args) -> int:
     if args.demo:
         ws = _make_demo(root, args.demo, args.simulated)
         print(
-            f"Created a demo workspace in {root} with {args.demo} episodes, bad inputs and injected faults."
+            f"Created a demo workspace in {one_line(root)} with {args.demo} episodes, bad inputs and injected faults."
         )
     else:
         from engine.workspace import init_workspace
 
         ws = init_workspace(root)
-        print(f"Created a workspace in {root}: edit {root / 'ewg.toml'}, then `ewg --workspace {root}`.")
+        shown = one_line(root)
+        print(f"Created a workspace in {shown}: edit {shown}/ewg.toml, then `ewg --workspace {shown}`.")
     ws.close()
     return EXIT_OK
 
@@ -830,15 +868,15 @@ def _cmd_scan(ws: Workspace, args) -> int:
         + (f", {len(intake.problems)} problem(s)." if intake.problems else ".")
     )
     for item_id in intake.added:
-        print(f"  added {item_id}")
+        print(f"  added {one_line(item_id)}")
     for item_id in intake.moved:
-        print(f"  source moved: {item_id} now reads its file from its new place")
+        print(f"  source moved: {one_line(item_id)} now reads its file from its new place")
     for path, why in intake.waiting:
-        print(f"  waiting: {printable(str(path))}: {why}")
+        print(f"  waiting: {printable(str(path))}: {one_line(why)}")
     for show, path in intake.missing_folders:
         print(f"  missing folder for show {printable(show)!r}: {printable(str(path))}")
     for problem in intake.problems:
-        print(f"  warning: {problem.shown}: {problem.why}")
+        print(f"  warning: {problem.shown}: {one_line(problem.why)}")
     return EXIT_OK
 
 
@@ -850,7 +888,7 @@ def _cmd_doctor(root: Path, args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
     else:
-        print(report.text())
+        print(inert(report.text()))
     return EXIT_OK if report.healthy else EXIT_FAILED
 
 
@@ -864,7 +902,7 @@ def _cmd_demo(args) -> int:
         why = why_not_replaceable(root) if root.is_dir() and not root.is_symlink() else "it is not a folder"
         if why:
             raise UsageError(
-                f"{root} is not empty and is not a demo that ewg can replace: {why}. Nothing was deleted. "
+                f"{one_line(root)} is not empty and is not a demo that ewg can replace: {why}. Nothing was deleted. "
                 f"Choose a new or empty folder (ewg demo DIR), or move {root} away yourself."
             )
         if not args.force:
@@ -875,7 +913,7 @@ def _cmd_demo(args) -> int:
                 )
             try:
                 answer = input(
-                    f"Replace the demo workspace {root}? Its database and files are deleted. [y/N] "
+                    f"Replace the demo workspace {one_line(root)}? Its database and files are deleted. [y/N] "
                 )
             except EOFError:
                 answer = ""
@@ -887,7 +925,7 @@ def _cmd_demo(args) -> int:
         shutil.rmtree(root)
     ws = _make_demo(root, args.episodes, args.simulated)
     print(
-        f"Demo workspace: {root} ({args.episodes} episodes plus bad inputs; faults injected: transient, hang, "
+        f"Demo workspace: {one_line(root)} ({args.episodes} episodes plus bad inputs; faults injected: transient, hang, "
         "corrupt source, disk full, slow, missing dependency).",
         flush=True,
     )
@@ -946,20 +984,28 @@ def main(argv: list[str] | None = None) -> int:
     # Everything ewg and its stages create is owner-only, whatever umask the caller had (a stricter one
     # is kept): under umask 000 another user could append a command stage to ewg.toml.
     os.umask(os.umask(0o077) | 0o077)
-    args = build_parser().parse_args(argv)
+    with inert_output():  # argparse echoes what it was given: an id holding ESC[2J must not clear the screen
+        args = build_parser().parse_args(argv)
+    if args.command is None or (args.command == "demo" and not args.headless):
+        return _run(args)  # the console: Textual owns the terminal and gets its text inert from its widgets
+    with inert_output():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return _dispatch(args)
     except UsageError as exc:
-        print(f"ewg: {exc}", file=sys.stderr)
+        print(f"ewg: {inert(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, VerbError, UnsafePath) as exc:
-        print(f"ewg: {exc}", file=sys.stderr)
+        print(f"ewg: {inert(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except DatabasePathError as exc:  # a path or permission set up wrong: the user's to fix, no damage
-        print(f"ewg: {exc}", file=sys.stderr)
+        print(f"ewg: {inert(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as exc:
-        print(f"ewg: {exc}", file=sys.stderr)
+        print(f"ewg: {inert(exc)}", file=sys.stderr)
         return EXIT_DATABASE
     except sqlite3.DatabaseError as exc:
         if "readonly" in str(exc):  # made read-only after ewg opened it: a permission, not damage
@@ -971,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_USAGE
         print(
-            f"ewg: the database cannot be used ({exc}). `ewg doctor` checks it and shows the way back "
+            f"ewg: the database cannot be used ({one_line(exc)}). `ewg doctor` checks it and shows the way back "
             "from the newest backup.",
             file=sys.stderr,
         )
