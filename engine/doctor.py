@@ -53,6 +53,7 @@ from .store import (
     check_access,
     check_regular_file,
 )
+from .text import one_line
 from .workspace import CONFIG_NAME, Workspace, exposures
 
 OK, INFO, WARNING, ERROR, CRITICAL = "ok", "info", "warning", "error", "critical"
@@ -108,14 +109,14 @@ class Report:
 
     def text(self) -> str:
         marks = {OK: "ok  ", INFO: "info", WARNING: "WARN", ERROR: "ERR ", CRITICAL: "CRIT"}
-        lines = [f"ewg doctor: {self.root}" + (" (repair)" if self.repair else "")]
-        for f in self.findings:
-            lines.append(f"  [{marks[f.severity]}] {f.check}: {f.what}")
+        lines = [f"ewg doctor: {one_line(self.root)}" + (" (repair)" if self.repair else "")]
+        for f in self.findings:  # one_line: a folder name holding a newline must not forge a finding
+            lines.append(f"  [{marks[f.severity]}] {f.check}: {one_line(f.what)}")
             if f.repaired:
-                lines.append(f"         repaired: {f.repaired}")
+                lines.append(f"         repaired: {one_line(f.repaired)}")
             elif f.fix and f.severity != OK:
                 for n, part in enumerate(f.fix.split("\n")):
-                    lines.append(("         fix: " if n == 0 else "              ") + part)
+                    lines.append(("         fix: " if n == 0 else "              ") + one_line(part))
         left = self.problems
         if not left:
             lines.append(

@@ -34,7 +34,7 @@ from engine.clock import iso
 from engine.config import ConfigError, command_warnings
 from engine.fsafe import UnsafePath
 from engine.store import DatabaseError, DatabasePathError
-from engine.text import InertFormatter, inert, inert_output, one_line
+from engine.text import InertFormatter, inert, inert_output, is_utf8, one_line
 from engine.verbs import Operator, Preview, VerbError, parse_where
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
 
@@ -1029,6 +1029,18 @@ def _run(args) -> int:
         return EXIT_OK
 
 
+def _check_ids(args) -> None:
+    """An id typed in another encoding (bytes that are not UTF-8) names no item: say so, not a traceback
+    from the database driver, which cannot even look it up."""
+    given = list(getattr(args, "ids", None) or []) + [getattr(args, "id", None) or ""]
+    for item_id in given:
+        if not is_utf8(item_id):
+            raise UsageError(
+                f"{one_line(item_id)} is not an item id: it holds bytes that are not UTF-8. "
+                "`ewg status` lists the ids."
+            )
+
+
 def _dispatch(args) -> int:
     if args.command == "init":
         return _cmd_init(args)
@@ -1042,6 +1054,7 @@ def _dispatch(args) -> int:
         raise UsageError(f"--readonly: `ewg {what}` would change the workspace; run it without --readonly.")
     if args.command == "doctor":
         return _cmd_doctor(root, args)
+    _check_ids(args)
     ws = open_workspace(root, readonly=args.readonly)
     try:
         if args.command == "run":
