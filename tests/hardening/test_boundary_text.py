@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import unicodedata
 from dataclasses import dataclass, field
@@ -117,6 +118,19 @@ def ewg(root: Path, *args: str) -> Run:
     return Run(code, out.getvalue(), err.getvalue())
 
 
+def ewg_process(root: Path, *args: str) -> Run:
+    """`ewg` as its own process: the bytes it writes, undecodable ones kept (as surrogates) to be found."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(root), *args],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, err = (raw.decode("utf-8", "surrogateescape") for raw in (proc.stdout, proc.stderr))
+    return Run(proc.returncode, out, err)
+
+
 # The first episode stage: prints the payload's bytes on stdout and stderr, then fails persistent (65).
 STAGE_SCRIPT = (
     "import sys\n"
@@ -171,7 +185,7 @@ def hostile(request, tmp_path_factory) -> Hostile:
     if file_name_able(payload):
         (root / "items" / f"stray {payload}").mkdir(parents=True)
     h = Hostile(root, payload, shown)
-    h.runs["run"] = ewg(root, "run", "--until-idle")
+    h.runs["run"] = ewg_process(root, "run", "--until-idle")
     h.runs["clear-cache --reason"] = ewg(root, "clear-cache", ITEM, "--reason", f"why {payload}")
     h.runs["pause --reason"] = ewg(root, "pause", "--reason", f"hold {payload}")
     return h
@@ -227,6 +241,8 @@ def test_log_formatter_puts_the_message_on_one_inert_line():
 
 # -- the CLI -----------------------------------------------------------------------------------------
 def test_run_lines_are_inert(hostile):
+    """`ewg run` as a process: its event lines, and the engine's warnings (here: why an alert was not
+    delivered, quoting the alert command's stderr) through the stderr handler with InertFormatter."""
     run = hostile.runs["run"]
     assert run.code == 0, run.both
     assert_inert(run.both, "ewg run")
@@ -333,3 +349,114 @@ def test_a_reason_that_is_not_utf8_is_kept_readable_not_a_traceback(tmp_path):
     assert run.code == 0, run.both
     log = ewg(root, "log")
     assert "reason: caf\\xe9 closed" in log.out
+
+
+# -- the console -----------------------------------------------------------------------------------
+sys.path.insert(0, str(ROOT / "tests" / "tui"))
+
+from console_fixtures import seeded_workspace  # noqa: E402
+from pilot_helpers import make_app, move_to, ready, wait_for  # noqa: E402
+from textual.widgets import Input  # noqa: E402
+
+from ewg_tui.screens.audit_log import AuditLogScreen  # noqa: E402
+from ewg_tui.screens.confirm_verb import ConfirmVerbScreen  # noqa: E402
+from ewg_tui.screens.item_detail import ItemDetailScreen  # noqa: E402
+
+
+def screen_text(app) -> str:
+    """Every character the console puts on the terminal now: the strips Textual's compositor renders
+    for the whole screen (the toasts and a modal's background included), one line each."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def shows(pilot, text: str, what: str) -> str:
+    await wait_for(pilot, lambda: text in screen_text(pilot.app), what=what)
+    return screen_text(pilot.app)
+
+
+async def test_console_shows_outside_text_inert(hostile):
+    """The table, the header, the error pane, a toast, the item detail screen and the audit screen."""
+    ws = open_workspace(hostile.root)
+    app = make_app(ws, ws.clock)
+    shown = hostile.shown_stored
+    try:
+        async with app.run_test(size=(200, 50), notifications=True) as pilot:
+            screen = await ready(pilot)
+            await move_to(pilot, screen.episodes, ITEM)
+            text = await shows(pilot, "exited with code 65", "the error pane")
+            assert_inert(text, "main screen")
+            assert f"hold {hostile.shown}"[:24] in text  # the header's pause reason
+            assert f"title {shown}"[:20] in text  # the table's title cell (28 wide, cut with …)
+            app.notify(f"note {hostile.payload}", title=f"from {hostile.payload}", severity="error")
+            text = await shows(pilot, "note ", "the toast")
+            assert_inert(text, "a toast")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, ItemDetailScreen), what="item detail")
+            text = await shows(pilot, f"title {shown}", "the detail head")
+            await shows(pilot, "out ", "the log tail")
+            assert_inert(screen_text(app), "item detail")
+            await pilot.press("escape")
+            await pilot.press("l")
+            await wait_for(pilot, lambda: isinstance(app.screen, AuditLogScreen), what="the audit screen")
+            text = await shows(pilot, f"why {hostile.shown}", "the reason in the audit log")
+            assert f"op {shown}" in text  # the actor
+            assert_inert(text, "audit screen")
+            assert not any(line.lstrip("│ ").startswith(FORGED[:20]) for line in text.splitlines())
+    finally:
+        ws.close()
+
+
+async def test_console_refuses_a_reason_over_1_kib_in_the_dialog(tmp_path):
+    ws, clock = seeded_workspace(tmp_path / "ws")
+    app = make_app(ws, clock)
+    events = len(queries.events(ws.store, limit=1000))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await pilot.press("A")  # retry all failed: asks first, with a reason
+            dialog = await wait_for(
+                pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="dialog"
+            )
+            dialog.query_one("#reason", Input).value = "x" * 1800
+            dialog.query_one("#yes").focus()
+            await pilot.pause()
+            await pilot.press("enter")
+            text = await shows(pilot, "at most 1024 bytes", "the reason's problem")
+            assert isinstance(app.screen, ConfirmVerbScreen), "the dialog stays open to shorten the reason"
+            assert "1800 bytes long" in text
+            assert len(queries.events(ws.store, limit=1000)) == events  # nothing applied
+            dialog.query_one("#reason", Input).value = "short enough"
+            dialog.query_one("#yes").focus()
+            await pilot.pause()
+            await pilot.press("enter")
+            await wait_for(
+                pilot, lambda: not isinstance(app.screen, ConfirmVerbScreen), what="the dialog to close"
+            )
+            await wait_for(
+                pilot,
+                lambda: queries.events(ws.store, limit=1)[0]["reason"] == "short enough",
+                what="the verb",
+            )
+    finally:
+        ws.close()
+
+
+async def test_pasted_control_characters_stay_inert_in_the_reason_input(tmp_path):
+    ws, clock = seeded_workspace(tmp_path / "ws")
+    app = make_app(ws, clock)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await pilot.press("A")
+            dialog = await wait_for(
+                pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="dialog"
+            )
+            field = dialog.query_one("#reason", Input)
+            field.focus()
+            await pilot.pause()
+            field.insert_text_at_cursor("ok \x1b]0;pwned\x07 \u202eevil")  # what a paste inserts
+            await pilot.pause(0.1)
+            assert field.value == "ok \\x1b]0;pwned\\x07 \\u202eevil"
+            assert_inert(screen_text(app), "the reason input")
+    finally:
+        ws.close()
