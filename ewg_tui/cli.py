@@ -49,7 +49,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's default exit code is 2 too; keep its wording short
         self.print_usage(sys.stderr)
         self.exit(
-            EXIT_USAGE, f"ewg: {message}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n"
+            EXIT_USAGE,
+            f"ewg: {one_line(message)}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n",
         )
 
 
