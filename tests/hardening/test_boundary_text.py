@@ -360,6 +360,7 @@ from textual.widgets import Input  # noqa: E402
 
 from ewg_tui.screens.audit_log import AuditLogScreen  # noqa: E402
 from ewg_tui.screens.confirm_verb import ConfirmVerbScreen  # noqa: E402
+from ewg_tui.screens.failure_groups import FailureGroupsScreen  # noqa: E402
 from ewg_tui.screens.item_detail import ItemDetailScreen  # noqa: E402
 
 
@@ -402,6 +403,11 @@ async def test_console_shows_outside_text_inert(hostile):
             assert f"op {shown}" in text  # the actor
             assert_inert(text, "audit screen")
             assert not any(line.lstrip("│ ").startswith(FORGED[:20]) for line in text.splitlines())
+            await pilot.press("escape")
+            await pilot.press("f")  # retry a failure group: the groups, with their messages
+            await wait_for(pilot, lambda: isinstance(app.screen, FailureGroupsScreen), what="failure groups")
+            text = await shows(pilot, "exited with code 65", "the group's message")
+            assert_inert(text, "failure groups")
     finally:
         ws.close()
 
