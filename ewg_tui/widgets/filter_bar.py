@@ -44,7 +44,7 @@ def candidates(token: str, kind: str, shows: tuple[str, ...]) -> list[str]:
     if key in ("stage", "st"):
         values: tuple[str, ...] = pipeline.stages_of(kind)
     elif key == "show":
-        values = tuple(_quoted(name) for name in shows)
+        values = tuple(_quoted(one_line(name)) for name in shows)  # offered as the bar would keep them
     else:
         return []
     low = rest.lower().lstrip('"')
@@ -178,7 +178,7 @@ class FilterBar(Input):
             self.post_message(self.FilterChanged(None, event.value, str(exc)))
             return
         self.remove_class("-invalid")
-        self.border_subtitle = self._hint(event.value)
+        self.border_subtitle = Content(one_line(self._hint(event.value)))  # show names: never markup
         self.post_message(self.FilterChanged(flt, event.value))
 
     def _hint(self, value: str) -> str:

@@ -376,7 +376,8 @@ async def shows(pilot, text: str, what: str) -> str:
 
 
 async def test_console_shows_outside_text_inert(hostile):
-    """The table, the header, the error pane, a toast, the item detail screen and the audit screen."""
+    """The table, the header, the filter's suggestions, the error pane, a toast, the item detail screen,
+    the audit screen and the failure groups."""
     ws = open_workspace(hostile.root)
     app = make_app(ws, ws.clock)
     shown = hostile.shown_stored
@@ -388,6 +389,11 @@ async def test_console_shows_outside_text_inert(hostile):
             assert_inert(text, "main screen")
             assert f"hold {hostile.shown}"[:24] in text  # the header's pause reason
             assert f"title {shown}"[:20] in text  # the table's title cell (28 wide, cut with …)
+            await pilot.press("slash", *"show:")  # the filter suggests the workspace's show names
+            text = await shows(pilot, f'show:"show {shown}', "the show suggested")
+            assert_inert(text, "the filter's suggestion")
+            await pilot.press("escape")
+            screen.episodes.focus()
             app.notify(f"note {hostile.payload}", title=f"from {hostile.payload}", severity="error")
             text = await shows(pilot, "note ", "the toast")
             assert_inert(text, "a toast")
