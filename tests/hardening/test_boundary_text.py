@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from ewgtest import fast_demo_text  # noqa: E402
 
-from engine import queries  # noqa: E402
+from engine import ownership, queries  # noqa: E402
 from engine.text import InertFormatter, inert, is_utf8, one_line  # noqa: E402
 from engine.verbs import REASON_MAX_BYTES, Operator  # noqa: E402
 from engine.workspace import add_episode, init_workspace, open_workspace  # noqa: E402
@@ -182,12 +182,13 @@ def hostile(request, tmp_path_factory) -> Hostile:
     )
     Operator(ws, actor=f"op {stored(payload)}").clear_cache([ITEM])  # an actor from outside (the audit log)
     ws.close()
-    if file_name_able(payload):
-        (root / "items" / f"stray {payload}").mkdir(parents=True)
     h = Hostile(root, payload, shown)
     h.runs["run"] = ewg_process(root, "run", "--until-idle")
     h.runs["clear-cache --reason"] = ewg(root, "clear-cache", ITEM, "--reason", f"why {payload}")
     h.runs["pause --reason"] = ewg(root, "pause", "--reason", f"hold {payload}")
+    if file_name_able(payload):  # an items folder without its marker, holding a folder ewg did not make:
+        (root / "items" / f"stray {payload}").mkdir()  # doctor names it (and nothing is deleted there)
+        (root / "items" / ownership.ITEMS_MARKER).unlink()
     return h
 
 
