@@ -419,6 +419,10 @@ async def test_console_shows_outside_text_inert(hostile):
         ws.close()
 
 
+async def press_yes(pilot, dialog) -> None:
+    await pilot.click(dialog.query_one("#yes"))
+
+
 async def test_console_refuses_a_reason_over_1_kib_in_the_dialog(tmp_path):
     ws, clock = seeded_workspace(tmp_path / "ws")
     app = make_app(ws, clock)
@@ -431,17 +435,15 @@ async def test_console_refuses_a_reason_over_1_kib_in_the_dialog(tmp_path):
                 pilot, lambda: isinstance(app.screen, ConfirmVerbScreen) and app.screen, what="dialog"
             )
             dialog.query_one("#reason", Input).value = "x" * 1800
-            dialog.query_one("#yes").focus()
-            await pilot.pause()
-            await pilot.press("enter")
+            await press_yes(pilot, dialog)
             text = await shows(pilot, "at most 1024 bytes", "the reason's problem")
             assert isinstance(app.screen, ConfirmVerbScreen), "the dialog stays open to shorten the reason"
+            reason = dialog.query_one("#reason", Input)
+            await wait_for(pilot, lambda: app.focused is reason, what="the cursor back in the reason")
             assert "1800 bytes long" in text
             assert len(queries.events(ws.store, limit=1000)) == events  # nothing applied
             dialog.query_one("#reason", Input).value = "short enough"
-            dialog.query_one("#yes").focus()
-            await pilot.pause()
-            await pilot.press("enter")
+            await press_yes(pilot, dialog)
             await wait_for(
                 pilot, lambda: not isinstance(app.screen, ConfirmVerbScreen), what="the dialog to close"
             )
