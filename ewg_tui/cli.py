@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
     r.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="event and warning lines: plain text, or one JSON object a line (for journald, Loki, jq)",
+    )
+    r.add_argument(
         "--workers",
         dest="run_workers",
         type=_positive_int,
@@ -645,10 +651,17 @@ def _cmd_run(ws: Workspace, args) -> int:
 
     quiet = args.quiet
 
+    as_json = getattr(args, "log_format", "plain") == "json"
+    human = sys.stderr if as_json else sys.stdout  # with JSON lines, stdout holds nothing else
+
     def show(event: EngineEvent) -> None:
         if quiet or event.kind == "claimed":
             return
-        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        stamp = iso(time.time())  # one timestamp format everywhere: ISO 8601 UTC with Z
+        if as_json:  # json.dumps escapes every control character: the line stays one inert line
+            fields = {"at": stamp, "event": event.kind, "item": event.item_id, "stage": event.stage}
+            print(json.dumps({**fields, "text": event.text or ""}, ensure_ascii=True), flush=True)
+            return
         text = f"  {event.text}" if event.text else ""
         print(one_line(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}"), flush=True)
 
@@ -676,17 +689,18 @@ def _cmd_run(ws: Workspace, args) -> int:
     from engine.sd_notify import Notifier
 
     systemd = Notifier()
-    log_lines = _log_to_stderr()
+    log_lines = _log_to_stderr(getattr(args, "log_format", "plain"))
     engine.start()
     print(
         f"engine {engine.owner} running with {engine.workers} worker(s) on {one_line(ws.root)}"
         + ("; stops when idle" if args.until_idle else "; Ctrl-C stops gracefully, twice forces"),
         flush=True,
+        file=human,
     )
     systemd.ready(f"running with {engine.workers} worker(s) on {ws.root}")
     systemd.start_watchdog(engine.alive)
     if exporter is not None:
-        print(f"Prometheus metrics at {exporter.url}", flush=True)
+        print(f"Prometheus metrics at {exporter.url}", flush=True, file=human)
     try:
         while not wake.wait(0.25):
             if args.until_idle and engine.idle():
@@ -709,11 +723,12 @@ def _cmd_run(ws: Workspace, args) -> int:
     counts = queries.counts(ws.store)
     for kind in pipeline.KINDS:
         by = {s: n for s, n in counts[kind]["by_status"].items() if n}
-        print(f"{kind}s: " + (", ".join(f"{n} {s}" for s, n in by.items()) or "none"))
+        print(f"{kind}s: " + (", ".join(f"{n} {s}" for s, n in by.items()) or "none"), file=human)
     failed = sum(counts[k]["by_status"]["failed"] for k in pipeline.KINDS)
     if failed:
         print(
-            f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them."
+            f"{failed} item(s) need an operator: `ewg failures` groups them, `ewg retry --failed` retries them.",
+            file=human,
         )
     return EXIT_OK
 
@@ -732,12 +747,26 @@ def _metrics_server(ws: Workspace, address: str | None):
         raise UsageError(f"{where}: {exc}") from None
 
 
-def _log_to_stderr() -> logging.Handler:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: at (ISO 8601 UTC, Z), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"at": iso(record.created), "level": record.levelname.lower(), "logger": record.name}
+        doc["message"] = record.getMessage()
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=True)
+
+
+def _log_to_stderr(log_format: str = "plain") -> logging.Handler:
     """The engine's warnings as `ewg run` lines on stderr, inert: they quote stage output and errors."""
     handler = logging.StreamHandler()  # sys.stderr now: the inert stream main() put there
     handler.setLevel(logging.WARNING)
-    formatter = InertFormatter("%(asctime)s %(levelname)-9s %(message)s", "%H:%M:%S")
-    formatter.converter = time.gmtime  # the same UTC clock as the event lines
+    if log_format == "json":
+        formatter: logging.Formatter = _JsonFormatter()
+    else:
+        formatter = InertFormatter("%(asctime)s %(levelname)-9s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime  # the same UTC clock as the event lines
     handler.setFormatter(formatter)
     logging.getLogger("ewg").addHandler(handler)
     return handler

@@ -92,3 +92,47 @@ def test_ewg_run_says_ready_then_stopping(listener, make_demo):
     got = messages(sock, "STOPPING=1")
     assert got and "READY=1" in got[0].split("\n")
     assert "STOPPING=1" in got[-1].split("\n")
+
+
+def test_ewg_run_log_format_json_is_one_object_a_line_with_iso_z_times(make_demo):
+    import json
+    import re
+
+    ws = make_demo(count=2)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ewg_tui.cli",
+            "-w",
+            str(ws.root),
+            "run",
+            "--until-idle",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is one object
+    assert events and all({"at", "event", "item", "stage", "text"} <= set(e) for e in events)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["at"]) for e in events)
+    assert sum(e["event"] == "succeeded" for e in events) >= 5  # two episodes through their stages
+    assert "running with" in proc.stderr  # the human lines moved to stderr
+
+
+def test_ewg_run_plain_lines_start_with_an_iso_z_time(make_demo):
+    import re
+
+    ws = make_demo(count=1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "run", "--until-idle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\d{4}-", line)]
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in lines)
