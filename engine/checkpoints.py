@@ -203,12 +203,16 @@ def stale_links(items_root: Path, known: Collection[str]) -> list[Path]:
     found: list[Path] = []
     if items_root.is_symlink() or not items_root.is_dir():
         return found
-    for item_id in known:
-        entry = items_root / item_id
-        if entry.is_symlink():
-            found.append(entry)
-        elif entry.is_dir():
-            found.extend(child for child in entry.iterdir() if child.is_symlink())
+    known = known if isinstance(known, (set, frozenset, dict)) else set(known)
+    # One listing of the folder, not a stat per known item: 100k items with few folders cost 2 s that way.
+    with os.scandir(items_root) as entries:
+        for entry in entries:
+            if entry.name not in known:
+                continue
+            if entry.is_symlink():
+                found.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                found.extend(child for child in Path(entry.path).iterdir() if child.is_symlink())
     return found
 
 

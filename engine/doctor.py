@@ -242,6 +242,14 @@ class DiskCheck:
     unverified: list[tuple[str, str, str]] = field(default_factory=list)  # on disk, but does not verify
 
 
+def _item_folders(root: Path) -> set[str]:
+    try:
+        with os.scandir(root) as entries:
+            return {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+    except OSError:
+        return set()
+
+
 def unrecorded_outputs(ws: Workspace, full: bool = True) -> DiskCheck:
     """Compare published checkpoint folders with what the database records.
 
@@ -259,7 +267,10 @@ def unrecorded_outputs(ws: Workspace, full: bool = True) -> DiskCheck:
     rows = store.read(
         "SELECT id, kind, stage, status, lease_owner, created_at FROM items WHERE next_stage IS NOT NULL"
     )
+    on_disk = _item_folders(ws.items_root)  # one listing: most unfinished items have no folder yet
     for item in rows:
+        if ws.item_dir(item["id"]).name not in on_disk:
+            continue
         if item["status"] == "running" and owner_alive(item["lease_owner"] or "") is not False:
             continue  # a live attempt may be between its rename and its commit
         kind, recorded = item["kind"], item["stage"]
