@@ -113,8 +113,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    """The installed package's version (pyproject.toml), without importing anything heavy."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ewg-tui")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
+    p.add_argument(
+        "--version", action="version", version=f"ewg {_version()}", help="print the version and exit"
+    )
     p.add_argument(
         "--workspace",
         "-w",

@@ -32,3 +32,11 @@ def test_demo_without_a_terminal_writes_nothing(tmp_path):
     )
     assert proc.returncode == 2 and b"needs a terminal" in proc.stderr
     assert not target.exists()
+
+
+def test_version_prints_the_installed_version_and_exits_0():
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "ewg_tui.cli", "--version"], capture_output=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().strip() == f"ewg {version('ewg-tui')}"
