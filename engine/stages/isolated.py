@@ -17,6 +17,7 @@ engine's, exactly as for a stage on a thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -50,7 +51,6 @@ HEAVY = frozenset({("episode", "transcribed"), ("clip", "generated"), ("clip", "
 _FRAME = struct.Struct("!I")
 _MAX_FRAME = 16 * 1024 * 1024  # a log line or an error is far smaller; anything bigger is a broken child
 _POLL = 0.2  # how often the relay looks at the cancel token while the child is quiet
-_PR_SET_PDEATHSIG = 1
 
 
 def wants_isolation(kind: str, stage: str, stage_config: Any) -> bool:
@@ -155,16 +155,15 @@ class _Relay:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ, EWG_WORKER_FD=str(from_child_w), EWG_WORKER_NICE=str(self.nice))
-        env["EWG_WORKER_PARENT"] = str(os.getpid())
         env[groups.LEASE_ENV] = ctx.lease_marker  # a rescue after a crash knows the group by it
         try:
-            self.proc = subprocess.Popen(
+            # its own session and group (a force stop and the clean-up reach grandchildren), PDEATHSIG armed
+            self.proc = groups.popen(
                 [sys.executable, "-c", "from engine.stages.isolated import child_main; child_main()"],
                 stdin=to_child_r,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 pass_fds=(from_child_w,),
-                start_new_session=True,  # its own group: a force stop and the clean-up reach grandchildren
                 env=env,
                 cwd=str(ctx.workspace),
             )
@@ -192,10 +191,8 @@ class _Relay:
             self.proc.wait()
             stderr.join(timeout=5)
             os.close(from_child_r)
-            try:
+            with contextlib.suppress(OSError):
                 os.close(to_child_w)
-            except OSError:
-                pass
         self._finish(outcome)
 
     def _relay(self, fd: int, control: int) -> tuple | None:
@@ -203,10 +200,8 @@ class _Relay:
         while True:
             if ctx.cancel.is_set() and not self.cancel_sent:
                 self.cancel_sent = True
-                try:
+                with contextlib.suppress(OSError):  # the child is already gone: its end tells the rest
                     _send(control, ("cancel", ctx.cancel.reason or "stop"))
-                except OSError:  # the child is already gone: its end tells the rest
-                    pass
             ready, _, _ = select.select([fd], [], [], _POLL)
             if not ready:
                 continue
@@ -247,10 +242,8 @@ class _Relay:
         proc = self.proc
         if proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _log_stderr(self) -> None:
         """Library noise on the child's stderr goes to the attempt's log, a bounded line at a time."""
@@ -287,27 +280,11 @@ class _Forward(logging.Handler):
             self.handleError(record)
 
 
-def _die_with_parent(parent: int) -> None:
-    """PR_SET_PDEATHSIG: the child dies with the engine; a parent gone already ends it at once."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def child_main() -> None:
     """The worker's side: rebuild the context, run the stage, report its end."""
     out = int(os.environ["EWG_WORKER_FD"])
-    _die_with_parent(int(os.environ.get("EWG_WORKER_PARENT", os.getppid())))
-    try:
+    with contextlib.suppress(OSError):
         os.nice(int(os.environ.get("EWG_WORKER_NICE", "0")))
-    except OSError:
-        pass
     first = _receive(0)
     if first is None:
         os._exit(1)
@@ -372,5 +349,5 @@ def _portable(exc: BaseException) -> BaseException:
         if type(copy) is type(exc) and str(copy) == str(exc):
             return copy
     except Exception:  # noqa: BLE001 - unpicklable exceptions are common in C extensions
-        pass
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
     return RuntimeError(f"{type(exc).__name__}: {exc}")
