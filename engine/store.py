@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from . import fsafe  # standard library only: owner-only folders whatever the umask
+from .db.unit import Unit
 
 SCHEMA_VERSION = 7
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -375,7 +376,7 @@ class Store:
 
     # -- transactions ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Unit]:
         """One write transaction (BEGIN IMMEDIATE).
 
         Threads of this process queue on a lock instead of in SQLite's busy handler, whose
@@ -386,7 +387,7 @@ class Store:
         with self._write_lock:
             self._execute_busy_safe(conn, "BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield Unit(conn)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")

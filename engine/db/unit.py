@@ -1,0 +1,35 @@
+"""One write transaction, and the named write operations that run inside it.
+
+Each area keeps its operations in a mixin of its own (work: claims, completions, attempts and
+rescues; operator: the verbs' select, plan and apply; upkeep: switches, health, services, engines,
+intake and retention), so the engine's batching survives: the dispatcher claims and completes in
+one unit of work, a verb plans and applies in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .operator import OperatorOps
+from .upkeep import UpkeepOps
+from .work import WorkOps
+
+
+class Unit(WorkOps, OperatorOps, UpkeepOps):
+    """A transaction the driver opened; commits when the `with` block ends, rolls back on an error."""
+
+    def __init__(self, conn: Any, dialect: Any = None) -> None:
+        self._conn = conn
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        """Run one statement of the repository's SQL (written with `?` placeholders) in this unit."""
+        if self.dialect is not None:
+            sql = self.dialect.sql(sql)
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        """One statement for many parameter rows (seeding, bulk inserts)."""
+        if self.dialect is not None:
+            sql = self.dialect.sql(sql)
+        return self._conn.executemany(sql, rows)
