@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from . import fsafe  # standard library only: owner-only folders whatever the umask
+from .db.dialect import SQLITE
 from .db.unit import Unit
 
 SCHEMA_VERSION = 7
@@ -387,7 +388,7 @@ class Store:
         with self._write_lock:
             self._execute_busy_safe(conn, "BEGIN IMMEDIATE")
             try:
-                yield Unit(conn)
+                yield Unit(conn, SQLITE)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dialect import Dialect
 from .operator import OperatorOps
 from .upkeep import UpkeepOps
 from .work import WorkOps
@@ -18,18 +19,14 @@ from .work import WorkOps
 class Unit(WorkOps, OperatorOps, UpkeepOps):
     """A transaction the driver opened; commits when the `with` block ends, rolls back on an error."""
 
-    def __init__(self, conn: Any, dialect: Any = None) -> None:
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
         self._conn = conn
         self.dialect = dialect
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         """Run one statement of the repository's SQL (written with `?` placeholders) in this unit."""
-        if self.dialect is not None:
-            sql = self.dialect.sql(sql)
-        return self._conn.execute(sql, params)
+        return self._conn.execute(self.dialect.sql(sql), params)
 
     def executemany(self, sql: str, rows: Any) -> Any:
         """One statement for many parameter rows (seeding, bulk inserts)."""
-        if self.dialect is not None:
-            sql = self.dialect.sql(sql)
-        return self._conn.executemany(sql, rows)
+        return self._conn.executemany(self.dialect.sql(sql), rows)

@@ -1,0 +1,42 @@
+"""What differs between the databases in the repository's shared SQL, in one place.
+
+The named operations are written once in the SQL both engines accept (`?` placeholders,
+TRUE/FALSE, ON CONFLICT, RETURNING); a dialect rewrites the placeholders for its driver and
+supplies the few clauses only one engine has (row locks, index hints, SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    for_update: str = ""  # appended to a SELECT whose rows the unit will change
+    skip_locked: str = ""  # ... and to the claim's, so hosts never wait on each other's rows
+    ready_index: str = ""  # the claim's index hint (SQLite's planner needs it at 100k rows)
+
+    def sql(self, text: str) -> str:
+        return text
+
+
+# `?` outside quoted literals and identifiers; the shared SQL never holds a literal `%`.
+_PLACEHOLDER = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|\?""")
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_format(text: str) -> str:
+    return _PLACEHOLDER.sub(lambda m: m.group(1) or "%s", text)
+
+
+@dataclass(frozen=True)
+class PostgresDialect(Dialect):
+    def sql(self, text: str) -> str:
+        return _to_format(text)
+
+
+SQLITE = Dialect("sqlite", ready_index=" INDEXED BY ix_items_ready")
+POSTGRESQL = PostgresDialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
