@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from . import queries
 from .alerts import Alert, Alerter, AlertEvent
 from .clock import Clock
-from .store import Store
+from .db import Store
 
 log = logging.getLogger("ewg.alerts")
 

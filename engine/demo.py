@@ -18,8 +18,8 @@ from pathlib import Path
 from . import ownership
 from .clock import Clock
 from .config import ConfigError
+from .db import DatabaseError
 from .queries import overview
-from .store import DatabaseError
 from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace, open_workspace
 
 SHOWS = ("Tech Talk Weekly", "Morning Brief", "Founders Hour", "Data Night", "City Council Live")

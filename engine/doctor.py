@@ -43,16 +43,9 @@ from pathlib import Path
 from . import checkpoints, fsafe, ownership, pipeline, transitions
 from .config import Config, ConfigError
 from .config import load as load_config
+from .db import DatabaseError, DatabasePathError, SQLiteStore, check_access, check_regular_file
+from .db.sqlite import SCHEMA_VERSION, SQLITE_HEADER
 from .health import check_service, disk_free_mb
-from .store import (
-    SCHEMA_VERSION,
-    SQLITE_HEADER,
-    DatabaseError,
-    DatabasePathError,
-    Store,
-    check_access,
-    check_regular_file,
-)
 from .text import one_line
 from .workspace import CONFIG_NAME, Workspace, exposures
 
@@ -554,7 +547,9 @@ class Doctor:
     def _open(self, db: Path, cfg: Config) -> None:
         from .clock import SystemClock
 
-        store = Store(db, synchronous=cfg.engine.synchronous, busy_timeout_ms=cfg.engine.busy_timeout_ms)
+        store = SQLiteStore(
+            db, synchronous=cfg.engine.synchronous, busy_timeout_ms=cfg.engine.busy_timeout_ms
+        )
         self.ws = Workspace(self.root, cfg, store, SystemClock())
 
     def _permissions(self, db: Path, backups_folder: Path) -> None:

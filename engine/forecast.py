@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from . import queries, transitions
-from .store import Store
+from .db import Store
 
 STATE_KEY = "warnings"
 

@@ -31,7 +31,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import queries
 from .clock import Clock, SystemClock
-from .store import Store
+from .db import Store
 
 log = logging.getLogger("ewg.metrics")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors, pipeline
-from .store import Readable
+from .db import Readable
 
 ITEM_FIELDS = (
     "id",

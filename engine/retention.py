@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from . import transitions
-from .store import Store
+from .db import Store
 
 DAY = 86400.0
 ENGINE_ACTORS = ("engine", "watchdog")  # everything else in `events` is a person's verb

@@ -26,12 +26,12 @@ from . import checkpoints, errors, fsafe, ownership, pipeline, policy, stages, t
 from .alert_watch import AlertWatch
 from .alerts import Alerter
 from .clock import Clock
+from .db import Claim, Completion
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
 from .loop_failures import LoopFailures
 from .owners import owner_alive, owner_host, owner_id
 from .stages import CancelToken, Earlier, ItemInfo, LogTail, StageContext, groups
-from .store import Claim, Completion
 from .verbs import finish_pending_removals
 from .watchdog import Watchdog
 from .workspace import Workspace

@@ -13,8 +13,8 @@ from . import config as configmod
 from . import fsafe, ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
+from .db import DatabaseError, SQLiteStore, Store
 from .fsafe import Exposure, UnsafePath
-from .store import DatabaseError, Store
 
 CONFIG_NAME = "ewg.toml"
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
@@ -178,7 +178,7 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
     config = configmod.load(root / CONFIG_NAME)
     refuse_unsafe(root, config)
     path, kw = _store_for(root, config)
-    store = Store.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
+    store = SQLiteStore.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
     try:
         check_foreign_engines(store)
     except DatabaseError:
@@ -289,7 +289,7 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
         refuse_unsafe(root)  # a folder others can write is no place for a new workspace
     fsafe.make_dir(root)
     fsafe.make_dir(items)
-    store = Store.create(path, **kw)
+    store = SQLiteStore.create(path, **kw)
     ownership.claim_new(items, store.identity())
     fsafe.write_text(root / CONFIG_NAME, config_text)  # owner-only from birth, whatever the umask
     return Workspace(root, config, store, clock or SystemClock())

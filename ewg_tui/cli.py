@@ -32,8 +32,8 @@ from typing import Any
 from engine import pipeline, queries
 from engine.clock import iso
 from engine.config import ConfigError, command_warnings
+from engine.db import DatabaseError, DatabasePathError
 from engine.fsafe import UnsafePath
-from engine.store import DatabaseError, DatabasePathError
 from engine.text import InertFormatter, inert, inert_output, is_utf8, one_line
 from engine.verbs import Operator, Preview, VerbError, parse_where
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root

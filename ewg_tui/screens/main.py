@@ -22,8 +22,8 @@ from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from engine import pipeline, queries
+from engine.db import Reader, ReadInterrupted
 from engine.queries import ItemFilter
-from engine.store import Reader, ReadInterrupted
 from engine.verbs import Operator, Preview, VerbError
 
 from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead

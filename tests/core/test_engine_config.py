@@ -9,8 +9,8 @@ import pytest
 
 from engine import config
 from engine.config import ConfigError
+from engine.db import DatabaseError
 from engine.demo import demo_config
-from engine.store import DatabaseError
 from engine.workspace import DEFAULT_TOML, init_workspace, open_workspace
 
 
@@ -122,7 +122,7 @@ def test_import_linter_contract_holds():
 
 
 def test_an_older_schema_is_backed_up_then_migrated(tmp_path):
-    from engine.store import SCHEMA_VERSION
+    from engine.db import SCHEMA_VERSION
 
     ws = init_workspace(tmp_path)
     conn = ws.store.connection()

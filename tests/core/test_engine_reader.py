@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.store import ReadInterrupted
+from engine.db import ReadInterrupted
 
 # Counts to a billion: minutes of work unless it is interrupted.
 ENDLESS = (

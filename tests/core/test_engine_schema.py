@@ -7,7 +7,7 @@ import sqlite3
 from sqlmodel import SQLModel
 
 from engine import models  # noqa: F401  (registers the tables)
-from engine.store import SCHEMA_VERSION, Store
+from engine.db import SCHEMA_VERSION, SQLiteStore
 
 
 def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
@@ -16,7 +16,7 @@ def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
 
 
 def test_migrated_schema_matches_the_models(tmp_path):
-    store = Store.create(tmp_path / "ewg.db")
+    store = SQLiteStore.create(tmp_path / "ewg.db")
     try:
         assert store.schema_version() == SCHEMA_VERSION
         actual = _columns(store.connection())
@@ -27,7 +27,7 @@ def test_migrated_schema_matches_the_models(tmp_path):
 
 
 def test_every_database_gets_its_own_identity(tmp_path):
-    a, b = Store.create(tmp_path / "a.db"), Store.create(tmp_path / "b.db")
+    a, b = SQLiteStore.create(tmp_path / "a.db"), SQLiteStore.create(tmp_path / "b.db")
     try:
         assert len(a.identity()) == 32 and a.identity() != b.identity()
     finally:
@@ -36,7 +36,7 @@ def test_every_database_gets_its_own_identity(tmp_path):
 
 
 def test_migration_steps_can_be_rerun(tmp_path):
-    store = Store.create(tmp_path / "ewg.db")
+    store = SQLiteStore.create(tmp_path / "ewg.db")
     try:
         identity = store.identity()
         store.connection().execute("PRAGMA user_version=4")

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from ewgtest import fast_demo_text  # noqa: E402
 
 from engine import checkpoints, ownership  # noqa: E402
+from engine.db import SCHEMA_VERSION  # noqa: E402
 from engine.demo import create_demo, demo_config, seed_episodes, set_key  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
-from engine.store import SCHEMA_VERSION  # noqa: E402
 from engine.verbs import Operator, VerbError  # noqa: E402
 from engine.workspace import add_episode, init_workspace, open_workspace  # noqa: E402
 

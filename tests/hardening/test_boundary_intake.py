@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from ewgtest import fast_demo_text  # noqa: E402
 
 from engine.clock import FakeClock  # noqa: E402
+from engine.db import SCHEMA_VERSION, SQLiteStore  # noqa: E402
 from engine.intake import scan_once  # noqa: E402
 from engine.media.discovery import SLUG_MAX, printable, scan, show_slug  # noqa: E402
 from engine.runtime import Engine  # noqa: E402
-from engine.store import SCHEMA_VERSION, Store  # noqa: E402
 from engine.workspace import ITEM_ID_RE, check_item_id, init_workspace, open_workspace  # noqa: E402
 
 NOW = 1_790_000_000.0  # 2026-09-21 UTC
@@ -330,7 +330,7 @@ def test_episodes_from_before_fingerprints_get_one_on_the_next_scan(tmp_path):
 
 
 def test_migration_6_adds_the_fingerprint_column_and_can_be_rerun(tmp_path):
-    store = Store.create(tmp_path / "ewg.db")
+    store = SQLiteStore.create(tmp_path / "ewg.db")
     conn = store.connection()
     conn.execute("DROP INDEX ix_items_fingerprint")
     conn.execute("ALTER TABLE items DROP COLUMN fingerprint")  # a schema-5 database

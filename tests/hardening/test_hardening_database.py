@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.db import SCHEMA_VERSION
 from engine.doctor import CRITICAL, diagnose
 from engine.runtime import Engine
-from engine.store import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ import time
 from ewgtest import HealthService
 
 from engine import checkpoints, queries
+from engine.db import Store
 from engine.doctor import diagnose
 from engine.runtime import Engine
-from engine.store import Store
 from engine.verbs import Operator
 
 

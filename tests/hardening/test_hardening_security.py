@@ -114,7 +114,7 @@ def test_readonly_still_reads(make_demo):
 
 
 def test_readonly_reads_an_older_schema_without_migrating_it(make_demo):
-    from engine.store import SCHEMA_VERSION
+    from engine.db import SCHEMA_VERSION
 
     ws = make_demo(count=2)
     ws.store.connection().execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")

@@ -362,7 +362,7 @@ async def test_fast_key_presses_at_the_window_edge_all_count(seeded):
 
 async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, monkeypatch):
     """Typing a filter must not wait for the scan of the text typed before: that read is cancelled."""
-    from engine.store import ReadInterrupted
+    from engine.db import ReadInterrupted
     from ewg_tui.screens import main as main_module
 
     ws, clock = seeded

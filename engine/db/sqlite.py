@@ -1,11 +1,9 @@
-"""The database: connections, pragmas, migrations and the hot-path SQL.
+"""The SQLite driver: the embedded default, one file beside the workspace.
 
-The connection settings (WAL, busy_timeout, BEGIN IMMEDIATE, PRAGMA user_version)
-live here. Other modules still write their own SQL through `Store.write()`, so a
-PostgreSQL backend needs the planned repository of named operations
-(docs/ARCHITECTURE.md, "The database"). The hot
-path (claim, heartbeat, fenced updates) uses the sqlite3 driver directly: an
-ORM session per state change would cost about 1 ms.
+Connection settings (WAL, busy_timeout, synchronous, foreign keys), BEGIN IMMEDIATE with an
+in-process write lock, the checks made before a file is opened (type, permissions, header,
+quick_check, schema version), the frozen migrations (PRAGMA user_version) and the online backup.
+The sqlite3 driver is used directly: an ORM session per state change would cost about 1 ms.
 """
 
 from __future__ import annotations
@@ -19,68 +17,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from . import fsafe  # standard library only: owner-only folders whatever the umask
-from .db.dialect import SQLITE
-from .db.unit import Unit
+from .. import fsafe  # standard library only: owner-only folders whatever the umask
+from .base import Store
+from .dialect import SQLITE
+from .types import DatabaseError, DatabasePathError, ReadInterrupted
+from .unit import Unit
 
 SCHEMA_VERSION = 7
 SQLITE_HEADER = b"SQLite format 3\x00"
-
-ITEM_COLUMNS = (
-    "id",
-    "kind",
-    "parent_id",
-    "source",
-    "show",
-    "title",
-    "stage",
-    "next_stage",
-    "target_stage",
-    "status",
-    "progress",
-    "progress_message",
-    "heartbeat_at",
-    "progress_at",
-    "started_at",
-    "lease_owner",
-    "lease_token",
-    "lease_expires_at",
-    "cancel_requested",
-    "cancel_requested_at",
-    "attempts",
-    "rescues",
-    "next_attempt_at",
-    "error_class",
-    "error_message",
-    "error_detail",
-    "error_suggestion",
-    "error_at",
-    "verdict",
-    "blocked_reason",
-    "deadline_extension",
-    "clip_start",
-    "clip_end",
-    "created_at",
-    "updated_at",
-)
-# Statuses a worker may claim (when next_attempt_at has come).
-CLAIMABLE = ("queued", "retrying")
-
-
-class DatabaseError(Exception):
-    """The database is missing, unreadable, corrupt or from a newer ewg; the message says what to do."""
-
-
-class DatabasePathError(DatabaseError):
-    """The database's path is set up wrong (not a regular file, or not readable and writable by this
-    user): a mistake to fix, not damage to restore from a backup. The CLI exits 2."""
-
 
 _FILE_TYPES = {
     stat.S_IFDIR: "a directory",
@@ -151,54 +100,8 @@ def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
-@dataclass
-class Claim:
-    item_id: str
-    kind: str
-    stage: str  # the stage to run now
-    completed: str | None
-    lease_token: int
-    attempt_number: int
-    started_at: float
-    source: str
-    show: str
-    title: str
-    parent_id: str | None
-    clip_start: float | None
-    clip_end: float | None
-    rescues: int
-    had_checkpoint: bool = False  # the stage recorded a checkpoint before: its folder may need replacing
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A successful attempt, ready to commit: the stage is done and its checkpoint recorded."""
-
-    item_id: str
-    lease_token: int
-    stage: str
-    next_stage: str | None  # None: the item is done
-    manifest: str  # the checkpoint manifest, as JSON
-    log_tail: str | None
-    number: int  # the attempt row, written now: its number, worker and start
-    worker: str
-    started_at: float
-
-
 # Rows per multi-row statement: far below SQLite's variable limit (32766) at 9 variables a row.
 _BATCH_ROWS = 200
-
-
-class ReadInterrupted(Exception):
-    """A Reader's read was cancelled by `Reader.interrupt()` because nobody wants its result any more."""
-
-
-class Readable(Protocol):
-    """What the read side (engine.queries) needs: a Store, or a Reader of its own."""
-
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
-
-    def read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None: ...
 
 
 class Reader:
@@ -240,23 +143,26 @@ class Reader:
         self._cancelled = False
 
 
-class Store:
+class SQLiteStore(Store):
     """One per process and database file; hands each thread its own connection."""
 
+    backend = "sqlite"
+    dialect = SQLITE
+    schema_target = SCHEMA_VERSION
+
     def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000) -> None:
+        super().__init__()
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
         self._write_lock = threading.RLock()
-        self.busy_waits = 0  # times a write had to wait past busy_timeout
-        self.last_busy_at: float | None = None
+
+    def describe(self) -> str:
+        return str(self.path)
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, **kw: Any) -> Store:
+    def create(cls, path: Path, **kw: Any) -> SQLiteStore:
         path = Path(path)
         if path.exists():
             raise DatabaseError(f"{path} already exists; refusing to overwrite a database.")
@@ -268,7 +174,7 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> Store:
+    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> SQLiteStore:
         """Open an existing database; an older schema is backed up and migrated unless `migrate` is
         False (read-only use: every query works on older schemas, only slower without newer indexes)."""
         path = Path(path)
@@ -338,18 +244,12 @@ class Store:
             store.migrate()
         return store
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (opened on first use)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
     def reader(self) -> Reader:
         """A read-only connection of its own, for one consumer that cancels stale reads (the console's poll)."""
         conn = self._connect()
         conn.execute("PRAGMA query_only=ON")
+        with self._lock:
+            self._all.append(conn)
         return Reader(conn)
 
     def _connect(self) -> sqlite3.Connection:
@@ -363,17 +263,7 @@ class Store:
             raise DatabaseError(f"{self.path}: could not switch to WAL mode (got {mode}).")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._all.append(conn)
         return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._all.clear()
-        self._local = threading.local()
 
     # -- transactions ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -420,39 +310,12 @@ class Store:
                 conn.execute(sql)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return self.connection().execute(sql, params).fetchall()
+        return self.connection().execute(sql, params).fetchall()  # SQLite reads the shared SQL as is
 
     def read_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         return self.connection().execute(sql, params).fetchone()
 
     # -- schema ---------------------------------------------------------------------------
-    def read_cursor(self, name: str) -> int | None:
-        """A feed position kept in engine_state (None until it is first set)."""
-        row = self.read_one("SELECT value FROM engine_state WHERE key = ?", (name,))
-        return int(row[0]) if row is not None and row[0] != "" else None
-
-    def advance_cursor(self, name: str, expected: int | None, new: int, now: float) -> bool:
-        """Compare-and-swap a feed position: True when this caller moved it from `expected` to `new`."""
-        with self.write() as conn:
-            if expected is None:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO engine_state (key, value, at) VALUES (?, ?, ?)",
-                    (name, str(new), now),
-                )
-            else:
-                cur = conn.execute(
-                    "UPDATE engine_state SET value = ?, at = ? WHERE key = ? AND value = ?",
-                    (str(new), now, name, str(expected)),
-                )
-            return cur.rowcount == 1
-
-    def identity(self) -> str:
-        """This database's random identity (schema 5), which the items root's ownership marker names."""
-        row = self.read_one("SELECT value FROM workspace WHERE key = 'identity'")
-        if row is None:
-            raise DatabaseError(f"{self.path} has no workspace identity; run `ewg doctor --repair`.")
-        return str(row[0])
-
     def schema_version(self) -> int:
         return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
 
@@ -494,176 +357,6 @@ class Store:
         for _order, old in same[:-keep]:
             old.unlink(missing_ok=True)
         return target
-
-    # -- the hot path ---------------------------------------------------------------------
-    def claim(
-        self, owner: str, now: float, lease_duration: float, blocked_stages: Sequence[tuple[str, str]] = ()
-    ) -> Claim | None:
-        """Take the next ready item in a transaction of its own."""
-        with self.write() as conn:
-            claims = self.claim_batch(conn, owner, now, lease_duration, blocked_stages, 1)
-        return claims[0] if claims else None
-
-    def claim_batch(
-        self,
-        conn: sqlite3.Connection,
-        owner: str,
-        now: float,
-        lease_duration: float,
-        blocked_stages: Sequence[tuple[str, str]],
-        limit: int,
-    ) -> list[Claim]:
-        """Inside the caller's write transaction, lease up to `limit` ready items: owner, start, expiry and
-        a new fencing token each, and what the stage needs to start.
-
-        No attempt row yet: the lease on the item row holds everything one needs (stage, number, owner,
-        token, start), and the row is written once, when the attempt ends, by whoever ends it
-        (transitions.close_attempt, complete_batch): one statement and two index writes fewer per
-        execution than opening a row here and closing it later.
-
-        An item whose files a committed verb is still removing (`engine_state` key `files:ID`,
-        engine.verbs.PENDING_FILES) is not claimed until they are gone."""
-        skip = ""
-        params: list[Any] = [now]
-        if blocked_stages:
-            skip = " AND (kind || '/' || next_stage) NOT IN (%s)" % ",".join("?" * len(blocked_stages))
-            params += [f"{k}/{s}" for k, s in blocked_stages]
-        rows = conn.execute(
-            f"""UPDATE items SET status='running', lease_owner=?, lease_token=lease_token+1,
-                    lease_expires_at=?, heartbeat_at=?, progress_at=?, started_at=?, progress=0,
-                    progress_message='', verdict=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
-                    blocked_reason=NULL, deadline_extension=0, stage_pid=NULL, stage_pgid=NULL, updated_at=?
-                WHERE id IN (SELECT id FROM items INDEXED BY ix_items_ready WHERE status IN ('queued','retrying')
-                             AND next_attempt_at <= ? AND next_stage IS NOT NULL{skip}
-                             AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='paused' AND value='1')
-                             AND NOT EXISTS (SELECT 1 FROM engine_state WHERE key='files:' || items.id)
-                             ORDER BY next_attempt_at, id LIMIT ?)
-                RETURNING id, kind, stage, next_stage, lease_token, attempts, source, show, title,
-                          parent_id, clip_start, clip_end, rescues,
-                          EXISTS (SELECT 1 FROM checkpoints c WHERE c.item_id = items.id
-                                  AND c.stage = items.next_stage) AS had_checkpoint""",
-            [owner, now + lease_duration, now, now, now, now, *params, int(limit)],
-        ).fetchall()
-        return [
-            Claim(
-                item_id=row["id"],
-                kind=row["kind"],
-                stage=row["next_stage"],
-                completed=row["stage"],
-                lease_token=row["lease_token"],
-                attempt_number=row["attempts"] + 1,
-                started_at=now,
-                source=row["source"],
-                show=row["show"],
-                title=row["title"],
-                parent_id=row["parent_id"],
-                clip_start=row["clip_start"],
-                clip_end=row["clip_end"],
-                rescues=row["rescues"],
-                had_checkpoint=bool(row["had_checkpoint"]),
-            )
-            for row in rows
-        ]
-
-    @staticmethod
-    def complete_batch(conn: sqlite3.Connection, done: Sequence[Completion], now: float) -> set[str]:
-        """Inside the caller's write transaction, commit successful attempts: each item whose lease token
-        still holds moves on to its next stage (or is done), gets its checkpoint record and its attempt
-        row. Returns the ids accepted; an item whose token no longer holds is left untouched.
-
-        Three multi-row statements for the whole batch instead of three per attempt: the dispatcher
-        runs them while workers wait for their next claim."""
-        accepted: set[str] = set()
-        for chunk in _chunks(done):
-            ids = conn.execute(
-                "WITH v(id, token, stage, next_stage) AS (VALUES "
-                + ",".join(["(?,?,?,?)"] * len(chunk))
-                + ")"
-                """ UPDATE items SET stage=v.stage, next_stage=v.next_stage,
-                        status=CASE WHEN v.next_stage IS NULL THEN 'done' ELSE 'queued' END,
-                        lease_owner=NULL, lease_expires_at=NULL, cancel_requested=NULL, cancel_requested_at=NULL,
-                        attempts=0, rescues=0, progress=1.0, progress_message='', error_class=NULL,
-                        error_message=NULL, error_detail=NULL, error_suggestion=NULL, error_at=NULL, verdict=NULL,
-                        next_attempt_at=?, updated_at=?
-                    FROM v WHERE items.id=v.id AND items.lease_token=v.token AND items.status='running'
-                    RETURNING items.id""",
-                [*(x for c in chunk for x in (c.item_id, c.lease_token, c.stage, c.next_stage)), now, now],
-            ).fetchall()
-            returned = {row[0] for row in ids}
-            kept = [c for c in chunk if c.item_id in returned]
-            if not kept:
-                continue
-            accepted.update(c.item_id for c in kept)
-            conn.execute(
-                "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES "
-                + ",".join(["(?,?,?,?,0)"] * len(kept))
-                + " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
-                " created_at=excluded.created_at, stale=0",
-                [x for c in kept for x in (c.item_id, c.stage, c.manifest, now)],
-            )
-            conn.execute(
-                "INSERT INTO attempts (item_id, stage, number, worker, lease_token, started_at, ended_at, outcome,"
-                " decision, log_tail, duration, spent) VALUES "
-                + ",".join(["(?,?,?,?,?,?,?,'succeeded','checkpoint committed',?,?,1)"] * len(kept)),
-                [
-                    x
-                    for c in kept
-                    for x in (
-                        c.item_id,
-                        c.stage,
-                        c.number,
-                        c.worker,
-                        c.lease_token,
-                        c.started_at,
-                        now,
-                        c.log_tail,
-                        now - c.started_at,
-                    )
-                ],
-            )
-        return accepted
-
-    def earlier_work(self, claim: Claim) -> tuple[int, set[str], set[str]]:
-        """For a claimed attempt: earlier attempts of its stage, and stages with a fresh checkpoint (its
-        own and its episode's)."""
-        conn = self.connection()
-        # A running attempt has no row yet (claim_batch), so every row of the stage is an earlier one.
-        previous = conn.execute(
-            "SELECT COUNT(*) FROM attempts WHERE item_id=? AND stage=?", (claim.item_id, claim.stage)
-        ).fetchone()[0]
-        own = conn.execute(
-            "SELECT stage, stale FROM checkpoints WHERE item_id=?", (claim.item_id,)
-        ).fetchall()
-        parent = (
-            conn.execute(
-                "SELECT stage FROM checkpoints WHERE item_id=? AND stale=0", (claim.parent_id,)
-            ).fetchall()
-            if claim.parent_id
-            else []
-        )
-        return previous, {r[0] for r in own if not r[1]}, {r[0] for r in parent}
-
-    def heartbeat(
-        self, beats: Sequence[tuple[str, int, float, str, float]], now: float, lease_duration: float
-    ) -> dict[str, str | None]:
-        """Extend many leases in one transaction.
-
-        `beats` holds (item_id, lease_token, progress, message, progress_at). Returns, per item,
-        the pending cancel request (None for none) or "LOST" when the token no longer matches.
-        """
-        result: dict[str, str | None] = {}
-        if not beats:
-            return result
-        with self.write() as conn:
-            for item_id, token, progress, message, progress_at in beats:
-                row = conn.execute(
-                    """UPDATE items SET heartbeat_at=?, lease_expires_at=?, progress=?, progress_message=?,
-                            progress_at=?, updated_at=?
-                       WHERE id=? AND lease_token=? AND status='running' RETURNING cancel_requested""",
-                    (now, now + lease_duration, progress, message, progress_at, now, item_id, token),
-                ).fetchone()
-                result[item_id] = "LOST" if row is None else row["cancel_requested"]
-        return result
 
     def integrity_check(self) -> str:
         return self.connection().execute("PRAGMA integrity_check").fetchone()[0]
@@ -927,8 +620,3 @@ def _backup_order(path: Path) -> tuple[str, int]:
     except FileNotFoundError:
         mtime = 0
     return (m["stamp"] if m else "", mtime)
-
-
-def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(rows), _BATCH_ROWS):
-        yield rows[start : start + _BATCH_ROWS]
