@@ -163,7 +163,7 @@ class HealthMonitor:
                     last_scan = now
                     self._scan()
                 interval = eng.config.engine.backup_interval
-                if interval and now - last_backup >= interval:
+                if interval and eng.store.supports_backup and now - last_backup >= interval:
                     eng.store.backup(eng.ws.backups)
                     last_backup = now
                 failures.ok()
@@ -196,10 +196,9 @@ class HealthMonitor:
         eng = self.engine
         floor = eng.config.health.disk_critical_free_mb
         try:
-            free = min(
-                self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root)),
-                self.disk_free_mb(str(eng.store.path.parent)),
-            )
+            free = self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root))
+            if eng.store.local_dir is not None:
+                free = min(free, self.disk_free_mb(str(eng.store.local_dir)))
         except OSError:
             return True  # the health sample reports an unreadable disk; do not stall on it here
         expected = self.forecaster.output_mb
@@ -246,7 +245,8 @@ class HealthMonitor:
         cfg = eng.config.health
         now = eng.clock.now()
         free = self.disk_free_mb(str(eng.ws.items_root if eng.ws.items_root.exists() else eng.ws.root))
-        db_free = self.disk_free_mb(str(eng.store.path.parent))
+        local = eng.store.local_dir  # None: the database is on a server, its disk is not ours to watch
+        db_free = free if local is None else self.disk_free_mb(str(local))
         self._fill.append((now, min(free, db_free)))
         ttf = time_to_full(list(self._fill))
         sample = {

@@ -14,6 +14,7 @@ from . import fsafe, ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
 from .db import DatabaseError, SQLiteStore, Store
+from .db.dialect import is_url
 from .fsafe import Exposure, UnsafePath
 
 CONFIG_NAME = "ewg.toml"
@@ -145,10 +146,9 @@ class Workspace:
         """Why claiming pauses, read off the items' and the database's disks ("" when there is room)."""
         from .health import floor_breach
 
-        folders = [
-            str(self.items_root if self.items_root.exists() else self.root),
-            str(self.store.path.parent),
-        ]
+        folders = [str(self.items_root if self.items_root.exists() else self.root)]
+        if self.store.local_dir is not None:
+            folders.append(str(self.store.local_dir))
         return floor_breach(folders, self.config.health.disk_critical_free_mb)
 
     def close(self) -> None:
@@ -159,9 +159,46 @@ def resolve_root(arg: str | None) -> Path:
     return Path(arg or os.environ.get("EWG_WORKSPACE") or ".").expanduser().resolve()
 
 
+DATABASE_URL_ENV = "EWG_DATABASE_URL"
+
+
+def database_url(config: Config) -> str | None:
+    """The PostgreSQL URL this workspace uses (EWG_DATABASE_URL over `[paths] database`), or None
+    for the embedded SQLite file."""
+    env = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if env:
+        if not is_url(env):
+            raise ConfigError(
+                f"{DATABASE_URL_ENV} must be a postgresql:// URL (it is {env[:60]!r}); unset it to use "
+                "[paths] database from ewg.toml."
+            )
+        return env
+    return config.paths.database if is_url(config.paths.database) else None
+
+
 def _store_for(root: Path, config: Config) -> tuple[Path, dict]:
     path = root / config.paths.database
     return path, {"synchronous": config.engine.synchronous, "busy_timeout_ms": config.engine.busy_timeout_ms}
+
+
+def _open_store(root: Path, config: Config, readonly: bool) -> Store:
+    url = database_url(config)
+    if url is not None:
+        from .db.postgres import PostgresStore  # psycopg only where a server is used
+
+        return PostgresStore.open(url, migrate=not readonly)
+    path, kw = _store_for(root, config)
+    return SQLiteStore.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
+
+
+def _create_store(root: Path, config: Config) -> Store:
+    url = database_url(config)
+    if url is not None:
+        from .db.postgres import PostgresStore
+
+        return PostgresStore.create(url)
+    path, kw = _store_for(root, config)
+    return SQLiteStore.create(path, **kw)
 
 
 def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = False) -> Workspace:
@@ -177,8 +214,7 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
     refuse_unsafe(root)  # before the configuration is even read: another user may have written it
     config = configmod.load(root / CONFIG_NAME)
     refuse_unsafe(root, config)
-    path, kw = _store_for(root, config)
-    store = SQLiteStore.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
+    store = _open_store(root, config, readonly)
     try:
         check_foreign_engines(store)
     except DatabaseError:
@@ -215,11 +251,12 @@ def exposures(root: Path, config: Config | None = None) -> list[Exposure]:
     root = Path(root)
     paths: list[tuple[Path, bool]] = [(root, True), (root / CONFIG_NAME, True)]
     if config is not None:
+        paths.append((root / config.paths.items, True))
+    if config is not None and database_url(config) is None:
         db = root / config.paths.database
         real = Path(os.path.realpath(db))  # SQLite puts -wal and -shm next to the file a link names
         paths += [(real.parent, True), (db, True)]
         paths += [(Path(f"{real}{suffix}"), False) for suffix in ("-wal", "-shm")]
-        paths.append((root / config.paths.items, True))
     found, seen = [], set()
     for path, link_ok in paths:
         key = os.path.realpath(path) if link_ok else str(path)
@@ -260,7 +297,7 @@ def check_foreign_engines(store: Store) -> None:
             continue
         if uid != os.getuid():
             raise DatabaseError(
-                f"{store.path.parent} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
+                f"{store.describe()} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
                 "Stop it, or run ewg as that user; nothing was changed."
             )
 
@@ -273,8 +310,8 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
             "Open it with `ewg --workspace` or choose another folder."
         )
     config = configmod.parse(config_text, root / CONFIG_NAME)
-    path, kw = _store_for(root, config)
-    if path.exists():
+    path, _kw = _store_for(root, config)
+    if database_url(config) is None and path.exists():
         raise DatabaseError(
             f"{path} already exists; refusing to overwrite it. Move it away or choose another folder."
         )
@@ -289,7 +326,7 @@ def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | N
         refuse_unsafe(root)  # a folder others can write is no place for a new workspace
     fsafe.make_dir(root)
     fsafe.make_dir(items)
-    store = SQLiteStore.create(path, **kw)
+    store = _create_store(root, config)
     ownership.claim_new(items, store.identity())
     fsafe.write_text(root / CONFIG_NAME, config_text)  # owner-only from birth, whatever the umask
     return Workspace(root, config, store, clock or SystemClock())

@@ -48,3 +48,57 @@ def make_demo(tmp_path):
     yield make
     for ws in made:
         ws.close()
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test (dropped after it), on the server named by
+    EWG_TEST_PG_URL (`.ci/run` starts one). Outside CI the test skips when there is none; in CI
+    (EWG_REQUIRE_PG=1) it fails instead, so a broken server can never pass as a skip."""
+    import os
+    import uuid
+
+    url = os.environ.get("EWG_TEST_PG_URL")
+    if not url:
+        if os.environ.get("EWG_REQUIRE_PG"):
+            pytest.fail("EWG_REQUIRE_PG is set but EWG_TEST_PG_URL is not: the CI server did not start")
+        pytest.skip("no PostgreSQL server: set EWG_TEST_PG_URL (bash .ci/run starts one)")
+    import psycopg
+
+    name = f"ewg_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(url, name)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Run a test once per database driver: the contract every driver must keep."""
+    return request.param
+
+
+@pytest.fixture
+def any_workspace(backend, tmp_path, request, monkeypatch):
+    """init_workspace(...) -> Workspace on the backend under test (PostgreSQL through EWG_DATABASE_URL)."""
+    if backend == "postgresql":
+        monkeypatch.setenv("EWG_DATABASE_URL", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("EWG_DATABASE_URL", raising=False)
+    made = []
+
+    def make(text: str | None = None, root=None):
+        ws = init_workspace(root or tmp_path / "ws", **({"config_text": text} if text else {}))
+        made.append(ws)
+        return ws
+
+    yield make
+    for ws in made:
+        ws.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ class Store:
     backend = ""  # "sqlite" | "postgresql"
     dialect: Dialect
     schema_target = 0  # the newest schema version this driver knows
+    supports_backup = True  # ewg copies the database itself (SQLite); a server's own tools do otherwise
+    unreachable_since: float | None = None  # a server this process cannot reach right now, since when
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -47,12 +50,31 @@ class Store:
         raise NotImplementedError
         yield  # pragma: no cover - the generator shape for the drivers' overrides
 
+    @property
+    def local_dir(self):  # -> Path | None
+        """The folder on this host that holds the database (its disk is watched), None for a server."""
+        path = getattr(self, "path", None)
+        return None if path is None else path.parent
+
     def describe(self) -> str:
         """The database as an operator would name it (a path, or a URL without its password)."""
         raise NotImplementedError
 
     def schema_version(self) -> int:
         raise NotImplementedError
+
+    # -- many hosts (one host on SQLite: it always leads, and wake-ups stay in the process) ----------
+    def try_lead(self) -> bool:
+        """True while this process leads the once-per-site maintenance."""
+        return True
+
+    def notify(self, unit: Unit, what: str) -> None:
+        """Inside a unit: wake other hosts when it commits (nothing to do with one host)."""
+
+    def wait(self, timeout: float) -> list[str]:
+        """Block up to `timeout` for wake-ups from other hosts (none on SQLite: it just waits)."""
+        time.sleep(timeout)
+        return []
 
     # -- connections ----------------------------------------------------------------------
     def connection(self) -> Any:

@@ -40,3 +40,8 @@ class PostgresDialect(Dialect):
 
 SQLITE = Dialect("sqlite", ready_index=" INDEXED BY ix_items_ready")
 POSTGRESQL = PostgresDialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+
+
+def is_url(spec: str) -> bool:
+    """A database spec that names a PostgreSQL server (anything else is an SQLite file path)."""
+    return spec.startswith(("postgresql://", "postgres://"))
