@@ -575,7 +575,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--keep", metavar="DIR", help="build the workspace here and keep it (default: a temp folder)"
     )
+    ap.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="sqlite: one engine killed and restarted; postgresql: --hosts engine hosts on one server"
+        " (bench/torture_hosts.py; needs unshare)",
+    )
+    ap.add_argument("--hosts", type=int, default=3, help="engine hosts with --backend postgresql (3)")
     args = ap.parse_args(argv)
+    if args.backend == "postgresql":
+        from torture_hosts import torture_hosts
+
+        print(
+            f"multi-host torture: {args.hosts} hosts on one PostgreSQL, {args.kills} host kills, "
+            f"seed {args.seed}, {args.workers} workers each, {args.episodes} episodes at the start",
+            flush=True,
+        )
+        figs = torture_hosts(args.hosts, args.kills, args.seed, args.workers, args.episodes)
+        print("\nfigures:")
+        print(figs.table())
+        for p in figs.problems[:50]:
+            print(f"  - {p}")
+        print("\nall invariants held." if not figs.problems else f"\n{len(figs.problems)} violation(s).")
+        return 0 if not figs.problems else 1
     if args.keep:
         root = Path(args.keep).resolve()
         if root.exists():
