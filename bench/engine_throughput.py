@@ -324,7 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verbose", action="store_true", help="show commits by transaction kind")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="sqlite: ewg against huey in one process; postgresql: ewg engine processes against"
+        " procrastinate and pgqueuer on one throwaway PostgreSQL server (bench/pgserver.py)",
+    )
+    ap.add_argument("--processes", type=int, default=3, help="postgresql: ewg engine processes (3)")
     args = ap.parse_args(argv)
+    if args.backend == "postgresql":
+        return main_postgresql(args)
 
     import huey
 
@@ -413,6 +423,119 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         print(json.dumps(summary, indent=1))
+    return 0
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+def run_ewg_postgresql(srv, tmp: Path, episodes: int, processes: int, workers: int) -> tuple[float, float]:
+    """ewg on the server: `processes` engine processes x `workers` workers drain the chained work.
+    Returns (executions/s from the first claim to the last completion, wall seconds incl. start-up)."""
+    import subprocess
+
+    from engine import pipeline
+    from engine.workspace import init_workspace
+
+    url = srv.createdb("ewg")
+    os.environ["EWG_DATABASE_URL"] = url
+    try:
+        ws = init_workspace(tmp / "ewg", ewg_config("NORMAL"))
+        now = ws.clock.now()
+        first = pipeline.next_stage(pipeline.EPISODE, None)
+        with ws.store.write() as unit:
+            unit.executemany(
+                "INSERT INTO items (id, kind, source, show, title, next_stage, target_stage, status,"
+                " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        f"ep{i:06d}",
+                        pipeline.EPISODE,
+                        f"bench://{i}",
+                        "bench",
+                        f"e{i}",
+                        first,
+                        pipeline.EPISODE_STAGES[-1],
+                        "queued",
+                        now,
+                        now,
+                        now,
+                    )
+                    for i in range(episodes)
+                ],
+            )
+        root = Path(__file__).resolve().parents[1]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ewg_tui.cli",
+            "--workspace",
+            str(tmp / "ewg"),
+            "--workers",
+            str(workers),
+            "run",
+            "--headless",
+            "--until-idle",
+            "--quiet",
+        ]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)
+        ]
+        codes = [p.wait() for p in procs]
+        wall = time.perf_counter() - t0
+        ok, start, end = ws.store.read_one(
+            "SELECT COUNT(*), MIN(started_at), MAX(ended_at) FROM attempts WHERE outcome='succeeded'"
+        )
+        ws.close()
+    finally:
+        os.environ.pop("EWG_DATABASE_URL", None)
+    if any(codes) or ok != episodes * STAGES:
+        raise SystemExit(f"ewg run incomplete: exit codes {codes}, {ok}/{episodes * STAGES} executions")
+    return ok / (end - start), wall
+
+
+def main_postgresql(args) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import pgserver
+    import psycopg
+    from pg_peers import run_pgqueuer, run_procrastinate
+
+    n = args.episodes * STAGES
+    print(
+        f"engine throughput on PostgreSQL: {args.episodes} episodes x {STAGES} no-op stages = {n} executions; "
+        f"ewg {args.processes} processes x {args.workers} workers; repeat {args.repeat}"
+    )
+    rows: dict[str, list[float]] = collections.defaultdict(list)
+    with pgserver.server() as srv, tempfile.TemporaryDirectory(prefix="ewg-bench-pg-") as tmp:
+        with psycopg.connect(srv.url) as c:
+            version = c.execute("SHOW server_version").fetchone()[0]
+            fsync = c.execute("SHOW fsync").fetchone()[0]
+        print(f"PostgreSQL {version} (fsync {fsync}, default settings), {os.cpu_count()} cpus")
+        for r in range(args.repeat):
+            rate, wall = run_ewg_postgresql(
+                srv, Path(tmp) / f"r{r}", args.episodes, args.processes, args.workers
+            )
+            rows[f"ewg {args.processes}x{args.workers}"].append(rate)
+            print(
+                f"  ewg run {r + 1}: {rate:.0f} exec/s (first claim to last completion; {wall:.1f} s wall)",
+                flush=True,
+            )
+            for conc in (4, 16):
+                s = run_procrastinate(srv.createdb("procrastinate"), args.episodes, conc)
+                rows[f"procrastinate concurrency={conc}"].append(n / s)
+                print(f"  procrastinate concurrency={conc} run {r + 1}: {n / s:.0f} exec/s", flush=True)
+            for batch in (10, 50):
+                s = run_pgqueuer(srv.createdb("pgqueuer"), args.episodes, batch)
+                rows[f"pgqueuer batch={batch}"].append(n / s)
+                print(f"  pgqueuer batch={batch} run {r + 1}: {n / s:.0f} exec/s", flush=True)
+    print()
+    best_proc = max(statistics.median(v) for k, v in rows.items() if k.startswith("procrastinate"))
+    best_pgq = max(statistics.median(v) for k, v in rows.items() if k.startswith("pgqueuer"))
+    print(f"{'system':34} | {'exec/s (median)':>15} | {'x best procrastinate':>20} | {'x best pgqueuer':>15}")
+    for k, v in rows.items():
+        m = statistics.median(v)
+        print(f"{k:34} | {m:15.0f} | {m / best_proc:19.2f}x | {m / best_pgq:14.2f}x")
+    print("\nTarget: ewg >= 5x procrastinate and ahead of pgqueuer, at the same durability (fsync on).")
     return 0
 
 
