@@ -246,3 +246,45 @@ def mark_demo(root: Path, identity: str) -> None:
 
 def demo_marker(root: Path) -> str | None:
     return read_marker(root / DEMO_MARKER)
+
+
+# -- a root shared by many hosts ---------------------------------------------------------------------
+def check_shared_root(root: Path, identity: str, host: str) -> None:
+    """Before an engine on a shared database claims work: the items folder on this host must be the
+    one the database's other hosts use (its marker names the database), and rename within it must be
+    atomic (a checkpoint is published by renaming its folder into place). OwnershipError says which
+    and what to change; nothing is changed but a probe folder, removed again."""
+    if not root.is_dir():
+        raise OwnershipError(
+            f"The items folder {root} does not exist on this host, but the database is shared with other "
+            "hosts: mount the shared items folder there (the same one on every host), then start again."
+        )
+    marker = read_marker(root / ITEMS_MARKER)
+    if marker != identity:
+        seen = "has no ownership marker" if not marker else f"names another database ({marker[:12]}...)"
+        raise OwnershipError(
+            f"The items folder {root} on this host {seen}, so it is not the folder the database "
+            f"({identity[:12]}...) writes its checkpoints to: mount the shared items folder at {root} "
+            "(NFS or similar, the same on every host) before starting an engine here; nothing was changed."
+        )
+    probe = root / f".tmp-probe-{os.getpid()}-{host}"
+    moved = root / f".old-probe-{os.getpid()}-{host}"
+    try:
+        probe.mkdir(mode=0o700)
+        (probe / "x").write_bytes(b"ok")
+        os.rename(probe, moved)
+        atomic = moved.is_dir() and not probe.exists() and (moved / "x").read_bytes() == b"ok"
+    except OSError as exc:
+        atomic, why = False, exc.strerror or str(exc)
+    else:
+        why = "the renamed folder did not appear in one step"
+    finally:
+        for leftover in (probe, moved):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(leftover)
+    if not atomic:
+        raise OwnershipError(
+            f"Renaming a folder inside {root} does not work atomically on this host ({why}). ewg publishes "
+            "each checkpoint by one rename, so this file system cannot hold shared items: use a mount "
+            "with POSIX rename (NFS, CephFS, a local disk), then start again; nothing was changed."
+        )
