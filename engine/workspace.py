@@ -186,9 +186,11 @@ def _open_store(root: Path, config: Config, readonly: bool) -> Store:
     if url is not None:
         from .db.postgres import PostgresStore  # psycopg only where a server is used
 
-        return PostgresStore.open(url, migrate=not readonly)
+        return PostgresStore.open(url, migrate=not readonly, read_only=readonly)
     path, kw = _store_for(root, config)
-    return SQLiteStore.open(path, backups=root / config.paths.backups, migrate=not readonly, **kw)
+    return SQLiteStore.open(
+        path, backups=root / config.paths.backups, migrate=not readonly, read_only=readonly, **kw
+    )
 
 
 def _create_store(root: Path, config: Config) -> Store:

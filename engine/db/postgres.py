@@ -157,9 +157,10 @@ class PostgresStore(Store):
     path = None  # no file on this host: disk checks look at the items folder instead
     supports_backup = False  # the server's own tools (pg_dump, base backups) own that
 
-    def __init__(self, url: str, retry_for_s: float = 300.0, **_ignored: Any) -> None:
+    def __init__(self, url: str, retry_for_s: float = 10.0, read_only: bool = False, **_ignored: Any) -> None:
         super().__init__()
         self.url = url
+        self.read_only = read_only  # `--readonly`: the server refuses every write of this process
         self.retry_for_s = retry_for_s
         self._lead: psycopg.Connection | None = None
         self._listen: psycopg.Connection | None = None
@@ -228,7 +229,7 @@ class PostgresStore(Store):
         return conn
 
     def _connect(self) -> _Connection:
-        return _Connection(self._open_raw())
+        return _Connection(self._open_raw(read_only=self.read_only))
 
     def _healthy_connection(self) -> _Connection:
         """This thread's connection, reopened (with backoff, for up to retry_for_s) if it broke."""

@@ -150,8 +150,11 @@ class SQLiteStore(Store):
     dialect = SQLITE
     schema_target = SCHEMA_VERSION
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000, read_only: bool = False
+    ) -> None:
         super().__init__()
+        self.read_only = read_only  # `--readonly`: SQLite refuses every write of this process
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
@@ -263,6 +266,8 @@ class SQLiteStore(Store):
             raise DatabaseError(f"{self.path}: could not switch to WAL mode (got {mode}).")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
+        if self.read_only:
+            conn.execute("PRAGMA query_only=ON")
         return conn
 
     # -- transactions ---------------------------------------------------------------------

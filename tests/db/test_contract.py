@@ -266,3 +266,16 @@ def test_a_broken_connection_is_reopened_for_the_next_unit(pg_url):
         assert store.read_one("SELECT pg_backend_pid()")[0] != pid
     finally:
         store.close()
+
+
+def test_a_readonly_workspace_cannot_write_on_any_backend(any_workspace):
+    ws = any_workspace()
+    root = ws.root
+    ws.close()
+    ro = open_workspace(root, readonly=True)
+    try:
+        with pytest.raises(Exception, match="(?i)read.?only|readonly"), ro.store.write() as unit:
+            unit.execute("UPDATE engine_state SET value='x'")
+            unit.execute("INSERT INTO engine_state (key, value) VALUES ('k', 'v')")
+    finally:
+        ro.close()
