@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from . import errors, retention, transitions
+from .db.upkeep import RESOURCE_PAUSE, HealthSample
 from .forecast import Forecaster
 from .loop_failures import LoopFailures
 from .verbs import finish_pending_removals
@@ -268,34 +269,26 @@ class HealthMonitor:
             elif self.resource_pause and now >= self._hold_until:
                 self.resource_pause = None
             paused = self.resource_pause
-        with eng.store.write() as conn:
-            conn.execute(
-                "INSERT INTO health (at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb,"
-                " time_to_full_s) VALUES (?,?,?,?,?,?)",
-                (now, sample["cpu_percent"], sample["memory_percent"], free, db_free, ttf),
+        with eng.store.write() as unit:
+            unit.record_health_sample(
+                HealthSample(now, sample["cpu_percent"], sample["memory_percent"], free, db_free, ttf),
+                keep_after=now - 3600,
             )
-            conn.execute("DELETE FROM health WHERE at < ?", (now - 3600,))
-            if paused is None:
-                conn.execute(
-                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
-                    " WHERE status='blocked' AND blocked_reason NOT LIKE ?",
-                    (now, now, f"{SERVICE_PREFIX}%"),
-                )
+            if paused is None:  # the resource is back: what waited for one runs again
+                unit.requeue_blocked(now=now, reason_prefix=SERVICE_PREFIX, matching=False)
         self._write_pause()
         return sample
 
     def _write_pause(self) -> None:
         eng = self.engine
         now = eng.clock.now()
-        with eng.store.write() as conn:
-            row = conn.execute("SELECT value FROM engine_state WHERE key='resource_pause'").fetchone()
-            value = self.resource_pause or ""
-            before = row["value"] if row else ""
-            if before != value:  # the figures in the reason move with every sample
-                transitions.set_switch(conn, "resource_pause", value, reason=value, actor="engine", now=now)
-            if bool(before) != bool(value):  # one event when a pause begins, one when it ends
+        value = self.resource_pause or ""
+        with eng.store.write() as unit:
+            # the figures in the reason move with every sample: the switch is rewritten when they do
+            change = unit.update_switch(RESOURCE_PAUSE, value, reason=value, actor="engine", now=now)
+            if change.turned:  # one event when a pause begins, one when it ends
                 transitions.record_event(
-                    conn,
+                    unit,
                     now,
                     "engine",
                     "resource_pause" if value else "resource_resume",
@@ -332,32 +325,15 @@ class HealthMonitor:
             else:
                 self.down[name] = message
             self.blocked_stages = {s for svc in self.down for s in self.stages_needing(svc)}
-        keys = [f"{k}/{s}" for k, s in stages]
-        marks = ",".join("?" * len(keys))
-        reason = f"{SERVICE_PREFIX}{name} is down ({message})"
-        with eng.store.write() as conn:
-            conn.execute(
-                "INSERT INTO services (name, ok, message, checked_at, since) VALUES (?,?,?,?,?)"
-                " ON CONFLICT(name) DO UPDATE SET ok=excluded.ok, message=excluded.message,"
-                " checked_at=excluded.checked_at,"
-                " since=CASE WHEN services.ok=excluded.ok THEN services.since ELSE excluded.since END",
-                (name, int(ok), message, now, now),
-            )
-            if keys and not ok:
-                conn.execute(
-                    f"UPDATE items SET status='blocked', blocked_reason=?, updated_at=? WHERE status IN"
-                    f" ('queued','retrying') AND (kind || '/' || next_stage) IN ({marks})",
-                    (reason, now, *keys),
-                )
-            if keys and ok and was_down:
-                conn.execute(
-                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
-                    " WHERE status='blocked' AND blocked_reason LIKE ?",
-                    (now, now, f"{SERVICE_PREFIX}{name} %"),
-                )
+        with eng.store.write() as unit:
+            unit.record_service(name, ok=ok, message=message, now=now)
+            if stages and not ok:
+                unit.block_waiting(stages, reason=f"{SERVICE_PREFIX}{name} is down ({message})", now=now)
+            if stages and ok and was_down:
+                unit.requeue_blocked(now=now, reason_prefix=f"{SERVICE_PREFIX}{name} ", matching=True)
             if ok == was_down:
                 transitions.record_event(
-                    conn,
+                    unit,
                     now,
                     "engine",
                     "service_up" if ok else "service_down",

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pipeline, transitions
+from . import transitions
 from .config import ConfigError
+from .db import upkeep
 from .media.discovery import Problem, ScanConfigError, ScanEntry, SourceFolders, scan
 from .workspace import Workspace, add_episode
 
@@ -35,14 +36,10 @@ class EpisodeRegistry:
         self.store = ws.store
 
     def episode_for(self, content: str) -> str | None:
-        row = self.store.read_one(
-            "SELECT id FROM items WHERE fingerprint=? AND kind=? ORDER BY created_at, id LIMIT 1",
-            (content, pipeline.EPISODE),
-        )
-        return None if row is None else str(row[0])
+        return upkeep.episode_with_content(self.store, content)
 
     def id_in_use(self, item_id: str) -> bool:
-        return self.store.read_one("SELECT 1 FROM items WHERE id=?", (item_id,)) is not None
+        return upkeep.item_exists(self.store, item_id)
 
 
 def _lost_sources(
@@ -54,15 +51,7 @@ def _lost_sources(
     found: dict[str, set[str]] = {}
     for entry in ready:
         found.setdefault(entry.item_id, set()).add(str(entry.source))
-    ids = sorted(found)
-    recorded: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = ws.store.read(
-            f"SELECT id, source FROM items WHERE kind=? AND id IN ({','.join('?' * len(chunk))})",
-            (pipeline.EPISODE, *chunk),
-        )
-        recorded.update((str(r[0]), str(r[1])) for r in rows)
+    recorded = upkeep.episode_sources(ws.store, found)
     lost: dict[str, tuple[str, str]] = {}
     for item_id, old in recorded.items():
         if old in found[item_id]:
@@ -104,16 +93,13 @@ def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
     lost = _lost_sources(ws, result.ready, folders)
     if not intake.added and not lost:
         return intake
-    with ws.store.write() as conn:  # the re-points and their audit event: one transaction
+    with ws.store.write() as unit:  # the re-points and their audit event: one transaction
         for item_id, (old, new) in sorted(lost.items()):
-            cur = conn.execute(  # only from the source read above: a concurrent change is not undone
-                "UPDATE items SET source=?, updated_at=? WHERE id=? AND kind=? AND source=?",
-                (new, now, item_id, pipeline.EPISODE, old),
-            )
-            if cur.rowcount == 1:
+            # only from the source read above: a concurrent change is not undone
+            if unit.repoint_source(item_id, old=old, new=new, now=now):
                 intake.moved.append(item_id)
         transitions.record_event(
-            conn,
+            unit,
             now,
             actor,
             "scan",

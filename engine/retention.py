@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 from . import transitions
 from .db import Store
+from .db.upkeep import PruneCounts, count_prunable
 
 DAY = 86400.0
 ENGINE_ACTORS = ("engine", "watchdog")  # everything else in `events` is a person's verb
@@ -34,14 +35,8 @@ class PruneReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-_OLD_ATTEMPTS = (
-    "FROM attempts WHERE ended_at IS NOT NULL AND ended_at < ? AND id IN ("
-    " SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY id DESC) AS newest"
-    " FROM attempts) WHERE newest > ?)"
-)
-_OLD_EVENTS = "FROM events WHERE at < ? AND actor IN (%s)" % ",".join("?" * len(ENGINE_ACTORS))
-_OLD_HEALTH = "FROM health WHERE at < ?"
+    def count(self, counts: PruneCounts) -> None:
+        self.attempts, self.events, self.health = counts.attempts, counts.events, counts.health
 
 
 def prune(
@@ -55,23 +50,26 @@ def prune(
 ) -> PruneReport:
     """Count (dry run) or delete history older than `days`, in one transaction with its audit event."""
     report = PruneReport(cutoff=now - days * DAY)
-    params = {
-        "attempts": (report.cutoff, keep_attempts_per_item),
-        "events": (report.cutoff, *ENGINE_ACTORS),
-        "health": (report.cutoff,),
-    }
-    sql = {"attempts": _OLD_ATTEMPTS, "events": _OLD_EVENTS, "health": _OLD_HEALTH}
     if dry_run:
-        for table, where in sql.items():
-            setattr(report, table, int(store.read_one(f"SELECT COUNT(*) {where}", params[table])[0]))
+        report.count(
+            count_prunable(
+                store,
+                cutoff=report.cutoff,
+                keep_attempts_per_item=keep_attempts_per_item,
+                actors=ENGINE_ACTORS,
+            )
+        )
         return report
-    with store.write() as conn:
-        for table, where in sql.items():
-            setattr(report, table, conn.execute(f"DELETE {where}", params[table]).rowcount)
+    with store.write() as unit:
+        report.count(
+            unit.prune_history(
+                cutoff=report.cutoff, keep_attempts_per_item=keep_attempts_per_item, actors=ENGINE_ACTORS
+            )
+        )
         report.applied = True
         if report.total:
             transitions.record_event(
-                conn,
+                unit,
                 now,
                 actor,
                 "prune",

@@ -13,7 +13,7 @@ from . import config as configmod
 from . import fsafe, ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
-from .db import DatabaseError, SQLiteStore, Store
+from .db import DatabaseError, SQLiteStore, Store, upkeep
 from .db.dialect import is_url
 from .fsafe import Exposure, UnsafePath
 
@@ -134,7 +134,7 @@ class Workspace:
         return self.items_root / item_id
 
     def known_ids(self) -> set[str]:
-        return {r["id"] for r in self.store.read("SELECT id FROM items")}
+        return upkeep.item_ids(self.store)
 
     def confirm_owned(self) -> None:
         """Before deleting under the items root: its marker names this database (engine/ownership.py);
@@ -290,16 +290,16 @@ def check_foreign_engines(store: Store) -> None:
 
     import psutil
 
-    for row in store.read("SELECT owner, pid, host FROM engines WHERE state != 'stopped'"):
-        if row["host"] != socket.gethostname():
+    for engine in upkeep.engines(store, running_only=True):
+        if engine.host != socket.gethostname():
             continue
         try:
-            uid = psutil.Process(int(row["pid"])).uids().real
+            uid = psutil.Process(engine.pid).uids().real
         except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
             continue
         if uid != os.getuid():
             raise DatabaseError(
-                f"{store.describe()} is in use by an engine of {_user(uid)} (pid {row['pid']}). "
+                f"{store.describe()} is in use by an engine of {_user(uid)} (pid {engine.pid}). "
                 "Stop it, or run ewg as that user; nothing was changed."
             )
 
@@ -358,33 +358,15 @@ def add_episode(
     if stage is not None:
         pipeline.check_stage(pipeline.EPISODE, stage)
     now = ws.clock.now()
-    nxt = pipeline.next_stage(pipeline.EPISODE, stage)
-    with ws.store.write() as conn:
-        cur = conn.execute(
-            "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
-            " next_attempt_at, created_at, updated_at, fingerprint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(id) DO NOTHING",
-            (
-                item_id,
-                pipeline.EPISODE,
-                source,
-                show,
-                title,
-                stage,
-                nxt,
-                pipeline.EPISODE_STAGES[-1],
-                "queued" if nxt else "done",
-                now,
-                now,
-                now,
-                fingerprint,
-            ),
-        )
-        if cur.rowcount == 1:
-            return True
-        if fingerprint is not None:
-            conn.execute(
-                "UPDATE items SET fingerprint=? WHERE id=? AND kind=? AND fingerprint IS NULL",
-                (fingerprint, item_id, pipeline.EPISODE),
-            )
-        return False
+    episode = upkeep.NewEpisode(
+        item_id,
+        source,
+        show,
+        title,
+        stage,
+        pipeline.next_stage(pipeline.EPISODE, stage),
+        pipeline.EPISODE_STAGES[-1],
+        fingerprint,
+    )
+    with ws.store.write() as unit:
+        return unit.insert_episode(episode, now=now)

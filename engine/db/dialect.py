@@ -18,6 +18,9 @@ class Dialect:
     for_update: str = ""  # appended to a SELECT whose rows the unit will change
     skip_locked: str = ""  # ... and to the claim's, so hosts never wait on each other's rows
     ready_index: str = ""  # the claim's index hint (SQLite's planner needs it at 100k rows)
+    # A text column read as bytes, so a value that is not UTF-8 reaches Python (SQLite's driver raises
+    # on it as text; PostgreSQL cannot hold one, so it only converts).
+    text_bytes: str = "CAST({} AS BLOB)"
 
     def sql(self, text: str) -> str:
         return text
@@ -39,7 +42,12 @@ class PostgresDialect(Dialect):
 
 
 SQLITE = Dialect("sqlite", ready_index=" INDEXED BY ix_items_ready")
-POSTGRESQL = PostgresDialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+POSTGRESQL = PostgresDialect(
+    "postgresql",
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    text_bytes="convert_to({}, 'UTF8')",
+)
 
 
 def is_url(spec: str) -> bool:
