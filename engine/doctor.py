@@ -27,13 +27,11 @@ touched and never recreated.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import time
 from collections.abc import Callable
@@ -43,8 +41,8 @@ from pathlib import Path
 from . import checkpoints, fsafe, ownership, pipeline, transitions
 from .config import Config, ConfigError
 from .config import load as load_config
-from .db import DatabaseError, DatabasePathError, SQLiteStore, check_access, check_regular_file
-from .db.sqlite import SCHEMA_VERSION, SQLITE_HEADER
+from .db import DatabasePathError, SQLiteStore, check_access, check_regular_file, sqlite_file, upkeep
+from .db.sqlite import SCHEMA_VERSION
 from .health import check_service, disk_free_mb
 from .text import one_line
 from .workspace import CONFIG_NAME, Workspace, exposures
@@ -127,45 +125,23 @@ class Report:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection that creates nothing (no WAL switch, no file)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
 def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def inspect_backup(path: Path) -> dict:
     """Schema version and integrity of one backup file, read-only."""
-    info = {
+    st = path.stat()
+    found = sqlite_file.inspect(path, count_items=True)
+    return {
         "file": str(path),
-        "size": path.stat().st_size,
-        "modified": path.stat().st_mtime,
-        "schema_version": None,
-        "integrity": "",
-        "items": None,
-        "usable": False,
+        "size": st.st_size,
+        "modified": st.st_mtime,
+        "schema_version": found.schema_version,
+        "integrity": "ok" if found.intact else found.problem,
+        "items": found.items,
+        "usable": found.intact and 0 < (found.schema_version or 0) <= SCHEMA_VERSION,
     }
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(16) != SQLITE_HEADER:
-                info["integrity"] = "not an SQLite file (damaged or cut short)"
-                return info
-        conn = _ro(path)
-        try:
-            info["schema_version"] = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            info["integrity"] = conn.execute("PRAGMA integrity_check").fetchone()[0]
-            if info["integrity"] == "ok" and info["schema_version"]:
-                info["items"] = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-        finally:
-            conn.close()
-    except (sqlite3.DatabaseError, OSError) as exc:
-        info["integrity"] = str(exc)
-    info["usable"] = info["integrity"] == "ok" and 0 < (info["schema_version"] or 0) <= SCHEMA_VERSION
-    return info
 
 
 def list_backups(folder: Path) -> list[dict]:
@@ -257,46 +233,36 @@ def unrecorded_outputs(ws: Workspace, full: bool = True) -> DiskCheck:
 
     check = DiskCheck()
     store = ws.store
-    rows = store.read(
-        "SELECT id, kind, stage, status, lease_owner, created_at FROM items WHERE next_stage IS NOT NULL"
-    )
     on_disk = _item_folders(ws.items_root)  # one listing: most unfinished items have no folder yet
-    for item in rows:
-        if ws.item_dir(item["id"]).name not in on_disk:
+    for item in upkeep.item_places(store, unfinished_only=True):
+        if ws.item_dir(item.id).name not in on_disk:
             continue
-        if item["status"] == "running" and owner_alive(item["lease_owner"] or "") is not False:
+        if item.status == "running" and owner_alive(item.lease_owner) is not False:
             continue  # a live attempt may be between its rename and its commit
-        kind, recorded = item["kind"], item["stage"]
+        kind, recorded = item.kind, item.stage
         later = pipeline.later_stages(kind, recorded)
-        item_dir = ws.item_dir(item["id"])
+        item_dir = ws.item_dir(item.id)
         if not later or not (item_dir / later[0] / checkpoints.MANIFEST).is_file():
             continue
-        records = {
-            r["stage"]: r
-            for r in store.read(
-                "SELECT stage, stale, created_at, CAST(manifest AS BLOB) AS manifest FROM checkpoints"
-                " WHERE item_id=?",
-                (item["id"],),
-            )
-        }
+        records = {r.stage: r for r in upkeep.checkpoint_records(store, item_id=item.id)}
         done = set(pipeline.stages_of(kind)[: pipeline.stage_index(kind, recorded) + 1])
-        since = max([item["created_at"] or 0.0] + [r["created_at"] for s, r in records.items() if s in done])
-        found = Unrecorded(item["id"], kind, recorded, [], {}, [])
+        since = max([item.created_at] + [r.created_at for s, r in records.items() if s in done])
+        found = Unrecorded(item.id, kind, recorded, [], {}, [])
         for stage in later:
             folder = item_dir / stage
             try:
                 manifest = checkpoints.read_manifest(folder)
             except checkpoints.ManifestError as exc:
-                check.corrupt.append((item["id"], stage, f"{folder / checkpoints.MANIFEST}: {exc}"))
+                check.corrupt.append((item.id, stage, f"{folder / checkpoints.MANIFEST}: {exc}"))
                 break
             if manifest is None:
                 break
             record = records.get(stage)
-            if record is not None and record["stale"]:
+            if record is not None and record.stale:
                 break  # rolled back on purpose: the folder waits to be replaced
             if record is not None:
                 try:
-                    if checkpoints.parse_manifest(bytes(record["manifest"]))["files"] == manifest["files"]:
+                    if checkpoints.parse_manifest(record.manifest)["files"] == manifest["files"]:
                         break  # recorded already (the item row is behind its record: not a lost commit)
                 except checkpoints.ManifestError:
                     pass
@@ -311,7 +277,7 @@ def unrecorded_outputs(ws: Workspace, full: bool = True) -> DiskCheck:
                 problems = (
                     checkpoints.verify(folder, manifest) if full else ["sizes differ from its manifest"]
                 )
-                check.unverified.append((item["id"], stage, "; ".join(problems[:2])))
+                check.unverified.append((item.id, stage, "; ".join(problems[:2])))
                 break
             found.stages.append(stage)
             found.manifests[stage] = manifest
@@ -366,6 +332,7 @@ class Doctor:
         self.config: Config | None = None
         self.ws: Workspace | None = None
         self.exposed = False  # another user can write the workspace: nothing its config names is imported
+        self.identity: str | None = None  # the database's workspace identity, once it passed its checks
 
     def run(self) -> Report:
         try:
@@ -472,31 +439,27 @@ class Doctor:
                 "Fix the permissions as said above; nothing else is wrong that ewg could see.",
             )
             return False
-        try:
-            with open(db, "rb") as fh:
-                header = fh.read(16)
-        except OSError as exc:
+        found = sqlite_file.inspect(db)
+        if found.unreadable:
             self.report.add(
                 "database",
                 CRITICAL,
-                f"{db} cannot be read: {exc}",
+                f"{db} cannot be read: {found.unreadable}",
                 "Check the file's owner and permissions (ls -l), or restore a backup:\n" + back,
             )
             return False
-        if header != SQLITE_HEADER:
-            what = "is empty (0 bytes)" if not header else "is not an SQLite database (its header is damaged)"
+        if found.empty or found.foreign_header:
+            what = (
+                "is empty (0 bytes)" if found.empty else "is not an SQLite database (its header is damaged)"
+            )
             self.report.add("database", CRITICAL, f"{db} {what}", back)
             return False
-        try:
-            conn = _ro(db)
-            try:
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                integrity = [r[0] for r in conn.execute("PRAGMA integrity_check(20)").fetchall()]
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
-            self.report.add("database", CRITICAL, f"{db} cannot be read as a database ({exc})", back)
+        if not found.is_database:
+            self.report.add(
+                "database", CRITICAL, f"{db} cannot be read as a database ({found.damaged})", back
+            )
             return False
+        version, integrity = found.schema_version, list(found.integrity)
         if version > SCHEMA_VERSION:
             self.report.add(
                 "schema",
@@ -542,6 +505,7 @@ class Doctor:
         else:
             self.report.add("schema", OK, f"schema version {version} (current)")
         self.report.add("integrity", OK, "PRAGMA integrity_check: ok")
+        self.identity = found.identity
         return True
 
     def _open(self, db: Path, cfg: Config) -> None:
@@ -589,9 +553,9 @@ class Doctor:
     def _engines(self) -> None:
         from .owners import owner_alive
 
-        rows = self.ws.store.read("SELECT owner, state, heartbeat_at FROM engines")
-        alive = [r["owner"] for r in rows if owner_alive(r["owner"]) and r["state"] != "stopped"]
-        elsewhere = [r["owner"] for r in rows if owner_alive(r["owner"]) is None and r["state"] != "stopped"]
+        running = upkeep.engines(self.ws.store, running_only=True)
+        alive = [e.owner for e in running if owner_alive(e.owner)]
+        elsewhere = [e.owner for e in running if owner_alive(e.owner) is None]
         if alive:
             self.report.add(
                 "engines",
@@ -605,20 +569,20 @@ class Doctor:
                 INFO,
                 f"{len(elsewhere)} engine(s) registered on other hosts: " + ", ".join(elsewhere[:4]),
             )
-        paused = self.ws.store.read_one("SELECT value, reason FROM engine_state WHERE key='paused'")
-        if paused and paused["value"]:
+        paused = upkeep.latest_switch(self.ws.store, "paused")
+        if paused and paused.value:
             self.report.add(
                 "engines",
                 WARNING,
-                f"claiming is paused by an operator ({paused['reason'] or 'no reason'})",
+                f"claiming is paused by an operator ({paused.reason or 'no reason'})",
                 "`ewg unpause` when the work may continue.",
             )
-        pause = self.ws.store.read_one("SELECT value FROM engine_state WHERE key='resource_pause'")
-        if pause and pause["value"]:
+        pause = upkeep.latest_switch(self.ws.store, upkeep.RESOURCE_PAUSE)
+        if pause and pause.value:
             self.report.add(
                 "engines",
                 WARNING,
-                f"the engine reported a resource pause: {pause['value']}",
+                f"the engine reported a resource pause: {pause.value}",
                 "Free disk space or memory; claiming resumes by itself when the resource is back.",
             )
 
@@ -628,16 +592,11 @@ class Doctor:
 
         now = time.time()
         cfg = self.ws.config
-        rows = self.ws.store.read(
-            "SELECT id, lease_owner, lease_token, lease_expires_at, heartbeat_at, rescues,"
-            " next_stage FROM items WHERE status='running'"
-        )
+        rows = upkeep.held_leases(self.ws.store)
         dead, expired, live = [], [], []
         for r in rows:
-            alive = owner_alive(r["lease_owner"] or "")
-            stale = (r["heartbeat_at"] or 0) < now - cfg.engine.dead_after or (
-                r["lease_expires_at"] or 0
-            ) < now
+            alive = owner_alive(r.lease_owner)
+            stale = r.heartbeat_at < now - cfg.engine.dead_after or r.lease_expires_at < now
             if alive is False:
                 dead.append(r)
             elif alive is None and stale:
@@ -665,25 +624,25 @@ class Doctor:
         ):
             if not group:
                 continue
-            owners = sorted({r["lease_owner"] for r in group})
+            owners = sorted({r.lease_owner for r in group})
             f = self.report.add(
                 "leases",
                 sev,
                 f"{len(group)} stale lease(s) {why}: owner(s) {', '.join(owners[:3])}",
                 how,
-                items=[r["id"] for r in group],
+                items=[r.id for r in group],
             )
             if self.repair:
                 eng = Engine(self.ws, workers=0)
                 done = [
-                    r["id"]
+                    r.id
                     for r in group
                     if eng.rescue(
-                        r["id"],
-                        r["lease_token"],
-                        r["rescues"],
+                        r.id,
+                        r.lease_token,
+                        r.rescues,
                         "crashed" if r in dead else "dead",
-                        f"doctor: lease owner {r['lease_owner']} is gone",
+                        f"doctor: lease owner {r.lease_owner} is gone",
                         now,
                         actor=self.actor,
                     )
@@ -695,11 +654,9 @@ class Doctor:
         from .owners import owner_alive
 
         live = {
-            (r["id"], r["lease_token"])
-            for r in self.ws.store.read(
-                "SELECT id, lease_token, lease_owner FROM items WHERE status='running'"
-            )
-            if owner_alive(r["lease_owner"] or "") is not False
+            (r.id, r.lease_token)
+            for r in upkeep.held_leases(self.ws.store)
+            if owner_alive(r.lease_owner) is not False
         }
         root = self.ws.items_root
         if not root.exists():
@@ -712,8 +669,8 @@ class Doctor:
             )
             if self.repair:
                 fsafe.make_dir(root)
-                with contextlib.suppress(DatabaseError, sqlite3.Error):  # an older schema: marked when opened
-                    ownership.claim_new(root, self.ws.store.identity())
+                if self.identity is not None:  # an older schema has none: marked when it is opened
+                    ownership.claim_new(root, self.identity)
                 self.report.findings[-1].repaired = f"created {root}"
             return
         if not root.is_dir():
@@ -721,7 +678,7 @@ class Doctor:
                 "items", CRITICAL, f"{root} is not a folder", f"Move it away and create the folder {root}."
             )
             return
-        known = {r["id"] for r in self.ws.store.read("SELECT id FROM items")}
+        known = upkeep.item_ids(self.ws.store)
         why = self._ownership(root, known)
         links = checkpoints.stale_links(root, known)
         if links:
@@ -814,9 +771,8 @@ class Doctor:
 
     def _ownership(self, root: Path, known: set[str]) -> str | None:
         """Whether the items root is this database's (its marker, engine/ownership.py); the reason if not."""
-        try:
-            identity = self.ws.store.identity()
-        except (DatabaseError, sqlite3.Error):
+        identity = self.identity
+        if identity is None:
             self.report.add(
                 "ownership",
                 WARNING,
@@ -845,37 +801,31 @@ class Doctor:
 
     def _checkpoints(self) -> None:
         store = self.ws.store
-        items = {r["id"]: r for r in store.read("SELECT id, kind, stage, status FROM items")}
+        items = {i.id: i for i in upkeep.item_places(store)}
         # As bytes: a manifest that is not UTF-8 made the sqlite3 driver raise, and doctor told you to run doctor.
-        rows = store.read(
-            "SELECT item_id, stage, CAST(manifest AS BLOB) AS manifest FROM checkpoints WHERE stale=0"
-        )
-        have = {(r["item_id"], r["stage"]) for r in rows}
+        rows = upkeep.checkpoint_records(store, live_only=True)
+        have = {(r.item_id, r.stage) for r in rows}
         damaged: dict[str, list[tuple[str, str]]] = {}
         checked = 0
         for r in rows:
-            item = items.get(r["item_id"])
+            item = items.get(r.item_id)
             if item is None:
                 continue
-            if pipeline.stage_index(item["kind"], r["stage"]) > pipeline.stage_index(
-                item["kind"], item["stage"]
-            ):
+            if pipeline.stage_index(item.kind, r.stage) > pipeline.stage_index(item.kind, item.stage):
                 continue  # not a completed stage of the item (yet): nothing relies on it
             checked += 1
             try:
-                manifest = checkpoints.parse_manifest(bytes(r["manifest"] or b"{}"))
+                manifest = checkpoints.parse_manifest(r.manifest or b"{}")
             except checkpoints.ManifestError as exc:
-                damaged.setdefault(r["item_id"], []).append(
-                    (r["stage"], f"its manifest record is corrupt: {exc}")
-                )
+                damaged.setdefault(r.item_id, []).append((r.stage, f"its manifest record is corrupt: {exc}"))
                 continue
-            problems = checkpoints.verify(self.ws.item_dir(r["item_id"]) / r["stage"], manifest)
+            problems = checkpoints.verify(self.ws.item_dir(r.item_id) / r.stage, manifest)
             if problems:
-                damaged.setdefault(r["item_id"], []).append((r["stage"], "; ".join(problems[:2])))
+                damaged.setdefault(r.item_id, []).append((r.stage, "; ".join(problems[:2])))
         for item_id, item in items.items():
-            order = pipeline.stages_of(item["kind"])
-            first = 1 if item["kind"] == pipeline.CLIP else 0  # clips are born "discovered"
-            for stage in order[first : pipeline.stage_index(item["kind"], item["stage"]) + 1]:
+            order = pipeline.stages_of(item.kind)
+            first = 1 if item.kind == pipeline.CLIP else 0  # clips are born "discovered"
+            for stage in order[first : pipeline.stage_index(item.kind, item.stage) + 1]:
                 if (item_id, stage) not in have:
                     damaged.setdefault(item_id, []).append(
                         (stage, "completed, but no checkpoint is recorded")
@@ -889,7 +839,7 @@ class Doctor:
             return
         for item_id, found in sorted(damaged.items()):
             item = items[item_id]
-            order = pipeline.stages_of(item["kind"])
+            order = pipeline.stages_of(item.kind)
             earliest = min((s for s, _ in found), key=order.index)
             detail = "; ".join(f"{s}: {why}" for s, why in found[:3])
             f = self.report.add(
@@ -901,7 +851,7 @@ class Doctor:
                 items=[item_id],
             )
             if self.repair:
-                f.repaired = self._rerun_from(item_id, item["kind"], earliest, detail)
+                f.repaired = self._rerun_from(item_id, item.kind, earliest, detail)
 
     def _unrecorded(self) -> None:
         check = unrecorded_outputs(self.ws, full=True)
@@ -951,34 +901,32 @@ class Doctor:
         now = time.time()
         last = u.adoptable[-1]
         nxt = pipeline.next_stage(u.kind, last)
-        with self.ws.store.write() as conn:
-            row = conn.execute("SELECT stage, status FROM items WHERE id=?", (u.item_id,)).fetchone()
-            if row is None or row["stage"] != u.recorded or row["status"] == "running":
-                return "not repaired: the item changed while doctor looked; run `ewg doctor` again"
-            for stage in u.adoptable:
-                conn.execute(
-                    "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
-                    " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
-                    " created_at=excluded.created_at, stale=0",
-                    (u.item_id, stage, json.dumps(u.manifests[stage]), now),
-                )
-            status = "done" if nxt is None else ("stopped" if row["status"] == "stopped" else "queued")
-            conn.execute(
-                "UPDATE items SET stage=?, next_stage=?, status=?, attempts=0, next_attempt_at=?, progress=0,"
-                " progress_message='', error_class=NULL, error_message=NULL, error_detail=NULL,"
-                " error_suggestion=NULL, error_at=NULL, verdict=NULL, blocked_reason=NULL, updated_at=?"
-                " WHERE id=?",
-                (last, nxt, status, now, now, u.item_id),
-            )
+        changed = "not repaired: the item changed while doctor looked; run `ewg doctor` again"
+        with self.ws.store.write() as unit:
+            place = unit.lock_item_place(u.item_id)
+            if place is None or place.stage != u.recorded or place.status == "running":
+                return changed
+            status = "done" if nxt is None else ("stopped" if place.status == "stopped" else "queued")
+            if not unit.adopt_outputs(
+                u.item_id,
+                expect_stage=u.recorded,
+                expect_status=place.status,
+                manifests={stage: json.dumps(u.manifests[stage]) for stage in u.adoptable},
+                stage=last,
+                next_stage=nxt,
+                status=status,
+                now=now,
+            ):
+                return changed
             event = transitions.record_event(
-                conn,
+                unit,
                 now,
                 self.actor,
                 "doctor_repair",
                 selection=u.item_id,
                 reason="lost commit: verified checkpoint(s) on disk that the database did not record",
                 affected=[u.item_id],
-                before={"stage": u.recorded, "status": row["status"]},
+                before={"stage": u.recorded, "status": place.status},
                 after={"stage": last, "status": status},
                 result=f"re-adopted {', '.join(u.adoptable)}",
             )
