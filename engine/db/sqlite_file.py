@@ -59,7 +59,9 @@ class FileInspection:
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
-    """A connection that creates nothing (no WAL switch, no file); the path quoted for the URI."""
+    """A read-only connection: it never creates the database, switches its journal mode or migrates it
+    (SQLite may still open `-wal`/`-shm` beside a WAL database to read it). The path is quoted for the
+    URI, where a `?` or `#` in a folder name would end it."""
     conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=5)
     conn.row_factory = sqlite3.Row
     return conn
