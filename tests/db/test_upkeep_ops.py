@@ -262,24 +262,41 @@ def test_held_leases_and_item_places(store):
     ]
 
 
-def test_checkpoint_records_come_as_bytes_even_when_not_utf8(store):
+def test_checkpoint_records(store):
     _add(store, "ep1", "ep2")
     with store.write() as unit:
-        unit.execute(
-            "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES"
-            " ('ep1', 'discovered', CAST(X'7B22FF227D' AS TEXT), 1.0, FALSE),"
-            " ('ep1', 'transcribed', '{}', 2.0, TRUE), ('ep2', 'discovered', '{}', 3.0, FALSE)"
-        )
+        for item_id, stage, manifest, at, stale in (
+            ("ep1", "discovered", '{"files": ["é"]}', 1.0, False),
+            ("ep1", "transcribed", "{}", 2.0, True),
+            ("ep2", "discovered", "{}", 3.0, False),
+        ):
+            unit.execute(
+                "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,?)",
+                (item_id, stage, manifest, at, stale),
+            )
     records = upkeep.checkpoint_records(store)
-    assert [(r.item_id, r.stage, r.stale) for r in records] == [
-        ("ep1", "discovered", False),
-        ("ep1", "transcribed", True),
-        ("ep2", "discovered", False),
+    assert [(r.item_id, r.stage, r.stale, r.created_at) for r in records] == [
+        ("ep1", "discovered", False, 1.0),
+        ("ep1", "transcribed", True, 2.0),
+        ("ep2", "discovered", False, 3.0),
     ]
-    assert records[0].manifest == b'{"\xff"}'
+    assert records[0].manifest == '{"files": ["é"]}'.encode()
     assert [r.stage for r in upkeep.checkpoint_records(store, item_id="ep1", live_only=True)] == [
         "discovered"
     ]
+
+
+def test_a_manifest_that_is_not_utf8_still_reads_as_its_bytes(store):
+    """SQLite only: its driver raises on such text, and PostgreSQL cannot hold it."""
+    _add(store, "ep1")
+    with store.write() as unit:
+        unit.execute(
+            "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale)"
+            " VALUES ('ep1', 'discovered', CAST(X'7B22FF227D' AS TEXT), 1.0, FALSE)"
+        )
+    with pytest.raises(sqlite3.OperationalError):  # what doctor hit before it read bytes
+        store.read("SELECT manifest FROM checkpoints")
+    assert [r.manifest for r in upkeep.checkpoint_records(store)] == [b'{"\xff"}']
 
 
 def test_adopt_outputs_is_a_compare_and_swap_on_the_place_read(store):
