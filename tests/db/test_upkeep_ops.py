@@ -1,7 +1,8 @@
-"""The upkeep operations (engine/db/upkeep.py) and the SQLite file inspection (engine/db/sqlite_file.py).
+"""The upkeep operations (engine/db/upkeep.py), on SQLite and on a real PostgreSQL, and the SQLite
+file inspection (engine/db/sqlite_file.py).
 
-State is seeded through the operations themselves; only attempts and events, which no upkeep
-operation writes, are seeded with raw SQL.
+State is seeded through the operations themselves where one exists; rows no upkeep operation
+writes (attempts, events, engines, leases, checkpoints) are seeded with portable SQL in a unit.
 """
 
 from __future__ import annotations
@@ -12,16 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from engine.db import sqlite_file, upkeep
+from engine.db import SCHEMA_VERSION, SQLiteStore, Store, sqlite_file, upkeep
 from engine.db.upkeep import HealthSample, NewEpisode
-from engine.store import SCHEMA_VERSION, Store
 
 SOURCE = Path(upkeep.__file__).read_text()
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store.create(tmp_path / "ewg.db")
+def store(any_workspace):
+    """A new database on each driver (the workspace fixture closes it)."""
+    return any_workspace().store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    s = SQLiteStore.create(tmp_path / "ewg.db")
     yield s
     s.close()
 
@@ -286,8 +292,9 @@ def test_checkpoint_records(store):
     ]
 
 
-def test_a_manifest_that_is_not_utf8_still_reads_as_its_bytes(store):
+def test_a_manifest_that_is_not_utf8_still_reads_as_its_bytes(sqlite_store):
     """SQLite only: its driver raises on such text, and PostgreSQL cannot hold it."""
+    store = sqlite_store
     _add(store, "ep1")
     with store.write() as unit:
         unit.execute(
@@ -345,7 +352,7 @@ def test_starts_with_escapes_the_like_wildcards():
 # -- the SQLite file ----------------------------------------------------------------------------------
 def test_inspect_reads_an_intact_database_without_changing_it(tmp_path):
     folder = tmp_path / "odd #name? here"  # '#' and '?' would end a URI's path unquoted
-    store = Store.create(folder / "ewg.db")
+    store = SQLiteStore.create(folder / "ewg.db")
     _add(store, "ep1", "ep2")
     identity = store.identity()
     store.close()
