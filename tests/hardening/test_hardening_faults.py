@@ -17,7 +17,7 @@ import time
 from ewgtest import HealthService
 
 from engine import checkpoints, queries
-from engine.db import Store
+from engine.db import SQLiteStore
 from engine.doctor import diagnose
 from engine.runtime import Engine
 from engine.verbs import Operator
@@ -121,7 +121,7 @@ class DiskFullDatabase:
     def __init__(self) -> None:
         self.full = False
         self.refused = 0
-        self.real = Store._execute_busy_safe
+        self.real = SQLiteStore._execute_busy_safe
 
     def install(self, monkeypatch) -> None:
         me = self
@@ -133,7 +133,7 @@ class DiskFullDatabase:
                 raise sqlite3.OperationalError("database or disk is full")
             return me.real(store, conn, sql)
 
-        monkeypatch.setattr(Store, "_execute_busy_safe", execute)
+        monkeypatch.setattr(SQLiteStore, "_execute_busy_safe", execute)
 
 
 def test_disk_full_while_writing_the_database_loses_nothing(make_demo, monkeypatch):
