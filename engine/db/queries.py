@@ -13,8 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors, pipeline
-from .db import Readable
+from .. import errors, pipeline
+from .types import Readable
 
 ITEM_FIELDS = (
     "id",
