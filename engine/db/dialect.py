@@ -18,6 +18,9 @@ class Dialect:
     for_update: str = ""  # appended to a SELECT whose rows the unit will change
     skip_locked: str = ""  # ... and to the claim's, so hosts never wait on each other's rows
     ready_index: str = ""  # the claim's index hint (SQLite's planner needs it at 100k rows)
+    scan_items: str = ""  # after `FROM items` in a free-text read: scan the table, walk no index
+    # `column` matches a LIKE pattern (`?`, escaped with \\) whatever the case of ASCII letters
+    nocase_like: str = "LOWER({column}) LIKE LOWER(?) ESCAPE '\\'"
 
     def sql(self, text: str) -> str:
         return text
@@ -38,7 +41,14 @@ class PostgresDialect(Dialect):
         return _to_format(text)
 
 
-SQLITE = Dialect("sqlite", ready_index=" INDEXED BY ix_items_ready")
+SQLITE = Dialect(
+    "sqlite",
+    ready_index=" INDEXED BY ix_items_ready",
+    scan_items=" NOT INDEXED",
+    # SQLite's LIKE already ignores ASCII case (and its LOWER folds nothing else), so LOWER() on both
+    # sides answers the same and only doubles a free-text scan of 100k items (26 ms -> 59 ms).
+    nocase_like="{column} LIKE ? ESCAPE '\\'",
+)
 POSTGRESQL = PostgresDialect("postgresql", for_update=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
 
 
