@@ -406,7 +406,7 @@ def item(store: Readable, item_id: str) -> dict | None:
 
 
 def item_checkpoints(store: Readable, item_id: str) -> list[dict]:
-    rows = _rows(store, "SELECT * FROM checkpoints WHERE item_id=?", (item_id,))
+    rows = _rows(store, "SELECT * FROM checkpoints WHERE item_id=? ORDER BY stage", (item_id,))
     for r in rows:
         manifest = json.loads(r["manifest"] or "{}")
         r["files"] = manifest.get("files", [])
@@ -434,7 +434,9 @@ class Overview:
 def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     ov = Overview()
     ov.engines = _rows(
-        store, "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ?", (now - live_after,)
+        store,
+        "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ? ORDER BY owner",
+        (now - live_after,),
     )
     paused = store.read_one("SELECT value, reason, actor, at FROM engine_state WHERE key='paused'")
     ov.paused = dict(paused) if paused and paused["value"] else None
@@ -680,7 +682,7 @@ def metrics_snapshot(
         for r in store.read(
             "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), COUNT(*),"
             " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
-            " WHERE a.id > ? AND a.id <= ? AND a.ended_at IS NOT NULL GROUP BY 1, 2, 3, 4",
+            " WHERE a.id > ? AND a.id <= ? AND a.ended_at IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             window,
         )
     ]
@@ -705,13 +707,16 @@ def metrics_snapshot(
             " GROUP BY a.item_id, a.stage)"
             " SELECT f.item_id, i.kind, f.stage, f.failed_at, (SELECT MIN(s.ended_at) FROM attempts s"
             " WHERE s.item_id = f.item_id AND s.stage = f.stage AND s.outcome = 'succeeded'"
-            " AND s.id <= ? AND s.ended_at >= f.failed_at) FROM f JOIN items i ON i.id = f.item_id",
+            " AND s.id <= ? AND s.ended_at >= f.failed_at) FROM f JOIN items i ON i.id = f.item_id"
+            " ORDER BY f.item_id, f.stage",
             (*params, snap.last_id, *RECOVERY_FAILURES, snap.last_id),
         )
     ]
     snap.items = [
         {"kind": r[0], "stage": r[1] or "", "status": r[2], "count": r[3]}
-        for r in store.read("SELECT kind, next_stage, status, COUNT(*) FROM items GROUP BY 1, 2, 3")
+        for r in store.read(
+            "SELECT kind, next_stage, status, COUNT(*) FROM items GROUP BY 1, 2, 3 ORDER BY 1, 2 NULLS FIRST, 3"
+        )
     ]
     row = store.read_one(
         "SELECT at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb, time_to_full_s"
@@ -783,7 +788,8 @@ def recovery_cost(store: Readable, since: float | None, now: float) -> dict:
     rows = store.read(
         "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), a.number > 1, COUNT(*),"
         " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
-        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? AND a.ended_at <= ? GROUP BY 1, 2, 3, 4, 5",
+        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? AND a.ended_at <= ?"
+        " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
         (start, now),
     )
     stages: dict[tuple[str, str], dict] = {}
