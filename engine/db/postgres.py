@@ -111,6 +111,8 @@ def _unreachable(url: str, exc: BaseException) -> DatabaseError:
 class PgReader:
     """A read-only connection of its own whose read another thread may cancel (the console's poll)."""
 
+    dialect = POSTGRESQL  # the read side's SQL must not get SQLite's clauses (engine.db.queries)
+
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._conn = store._open_raw(read_only=True)
