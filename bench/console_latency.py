@@ -90,7 +90,8 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from engine import errors, pipeline, queries  # noqa: E402
+from engine import errors, pipeline  # noqa: E402
+from engine.db import queries  # noqa: E402
 from engine.demo import SHOWS, TOPICS, demo_config, episode_id  # noqa: E402
 from engine.workspace import init_workspace, open_workspace  # noqa: E402
 

@@ -17,10 +17,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
-from . import queries
 from .alerts import Alert, Alerter, AlertEvent
 from .clock import Clock
-from .db import Store
+from .db import Store, queries
 
 log = logging.getLogger("ewg.alerts")
 

@@ -19,7 +19,7 @@ from . import ownership
 from .clock import Clock
 from .config import ConfigError
 from .db import DatabaseError
-from .queries import overview
+from .db.queries import overview
 from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace, open_workspace
 
 SHOWS = ("Tech Talk Weekly", "Morning Brief", "Founders Hour", "Data Night", "City Council Live")

@@ -12,7 +12,7 @@ and returns an `EarlyWarning` with its evidence and a suggested action, or None:
 * **memory**: memory use climbs (a least-squares line over the recent samples) toward the limit.
 * **slow host**: one host runs a stage far slower than that stage's median on the others.
 
-`Forecaster.run()` gathers the history through engine.queries, keeps the current warnings in
+`Forecaster.run()` gathers the history through engine.db.queries, keeps the current warnings in
 `engine_state` (what `ewg status` and the console header show) and records each new warning once as
 an `early_warning` event, which the audit log shows and engine.alert_watch turns into an alert.
 """
@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from . import queries, transitions
-from .db import Store
+from . import transitions
+from .db import Store, queries
 
 STATE_KEY = "warnings"
 

@@ -3,7 +3,7 @@
 The numbers come from the database, read when Prometheus scrapes (ARCHITECTURE.md contract 1: one
 source of truth), not from counters bumped in the hot path: every engine sharing the database, and
 one that restarted, tell the same story, and a stage run costs nothing extra. `EwgCollector` reads
-through `engine.queries.metrics_snapshot` on a query-only Reader of its own, so a scrape never
+through `engine.db.queries.metrics_snapshot` on a query-only Reader of its own, so a scrape never
 blocks the engine's writes (WAL), and two scrapes at once take turns on it.
 
 The collector keeps its totals between scrapes and reads only the attempt rows written since the
@@ -29,9 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import start_http_server
 from prometheus_client.utils import floatToGoString
 
-from . import queries
 from .clock import Clock, SystemClock
-from .db import Store
+from .db import Store, queries
 
 log = logging.getLogger("ewg.metrics")
 

@@ -154,7 +154,7 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
     """`status=failed,retrying stage=transcribed show=tech class=transient kind=clip older-than=2h`.
 
     Discarded items are left out unless `status=discarded` names them."""
-    from .queries import STATUSES
+    from .db.queries import STATUSES
 
     clauses, params, shown = [], [], []
     statuses: tuple[str, ...] = ()

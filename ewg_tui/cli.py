@@ -29,10 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine import pipeline, queries
+from engine import pipeline
 from engine.clock import iso
 from engine.config import ConfigError, command_warnings
-from engine.db import DatabaseError, DatabasePathError
+from engine.db import DatabaseError, DatabasePathError, queries
 from engine.fsafe import UnsafePath
 from engine.text import InertFormatter, inert, inert_output, is_utf8, one_line
 from engine.verbs import Operator, Preview, VerbError, parse_where

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.queries import Overview
+from engine.db.queries import Overview
 from engine.runtime import EngineEvent
 from engine.verbs import Preview
 

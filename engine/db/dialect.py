@@ -21,6 +21,9 @@ class Dialect:
     # A text column read as bytes, so a value that is not UTF-8 reaches Python (SQLite's driver raises
     # on it as text; PostgreSQL cannot hold one, so it only converts).
     text_bytes: str = "CAST({} AS BLOB)"
+    scan_items: str = ""  # after `FROM items` in a free-text read: scan the table, walk no index
+    # `column` matches a LIKE pattern (`?`, escaped with \\) whatever the case of ASCII letters
+    nocase_like: str = "LOWER({column}) LIKE LOWER(?) ESCAPE '\\'"
 
     def sql(self, text: str) -> str:
         return text
@@ -41,7 +44,14 @@ class PostgresDialect(Dialect):
         return _to_format(text)
 
 
-SQLITE = Dialect("sqlite", ready_index=" INDEXED BY ix_items_ready")
+SQLITE = Dialect(
+    "sqlite",
+    ready_index=" INDEXED BY ix_items_ready",
+    scan_items=" NOT INDEXED",
+    # SQLite's LIKE already ignores ASCII case (and its LOWER folds nothing else), so LOWER() on both
+    # sides answers the same and only doubles a free-text scan of 100k items (26 ms -> 59 ms).
+    nocase_like="{column} LIKE ? ESCAPE '\\'",
+)
 POSTGRESQL = PostgresDialect(
     "postgresql",
     for_update=" FOR UPDATE",

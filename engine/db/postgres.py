@@ -111,7 +111,7 @@ def _unreachable(url: str, exc: BaseException) -> DatabaseError:
 class PgReader:
     """A read-only connection of its own whose read another thread may cancel (the console's poll)."""
 
-    dialect = POSTGRESQL
+    dialect = POSTGRESQL  # the read side's SQL must not get SQLite's clauses (engine.db.queries)
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store

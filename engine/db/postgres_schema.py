@@ -140,7 +140,7 @@ STEP_1 = (
     "CREATE INDEX ix_items_kind ON items (kind)",
     "CREATE INDEX ix_items_kind_id ON items (kind, id)",
     "CREATE INDEX ix_items_kind_show ON items (kind, show, id)",
-    "CREATE INDEX ix_items_kind_stage ON items (kind, stage, id)",
+    "CREATE INDEX ix_items_kind_stage ON items (kind, stage NULLS FIRST, id)",  # the console sorts NULLs first
     "CREATE INDEX ix_items_kind_status ON items (kind, status, id)",
     "CREATE INDEX ix_items_kind_title ON items (kind, title, id)",
     "CREATE INDEX ix_items_parent_id ON items (parent_id)",

@@ -112,7 +112,7 @@ class Reader:
     is its own and query_only, so `interrupt()` can only ever cancel the read it was meant for.
     """
 
-    dialect = SQLITE
+    dialect = SQLITE  # the read side's SQL asks it for SQLite's own clauses (engine.db.queries)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Label, Static
 
-from engine import queries
+from engine.db import queries
 from engine.text import one_line
 
 from ..widgets import formatting as fmt
@@ -30,7 +30,7 @@ class AuditRead(Message):
         super().__init__()
         self.events = events
         self.metrics = metrics
-        self.cost = cost  # engine.queries.recovery_cost over all history kept
+        self.cost = cost  # engine.db.queries.recovery_cost over all history kept
 
 
 def _rate(value: float | None) -> str:

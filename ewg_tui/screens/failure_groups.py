@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
-from engine import queries
+from engine.db import queries
 from engine.text import one_line
 
 from ..widgets import formatting as fmt

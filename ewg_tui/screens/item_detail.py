@@ -11,7 +11,8 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Label, Static
 
-from engine import pipeline, queries
+from engine import pipeline
+from engine.db import queries
 from engine.text import inert, one_line
 
 from ..messages import DetailRead

@@ -21,9 +21,9 @@ from textual.timer import Timer
 from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
-from engine import pipeline, queries
-from engine.db import Reader, ReadInterrupted
-from engine.queries import ItemFilter
+from engine import pipeline
+from engine.db import Reader, ReadInterrupted, queries
+from engine.db.queries import ItemFilter
 from engine.verbs import Operator, Preview, VerbError
 
 from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead

@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Label, Sparkline, Static
 
-from engine import queries
+from engine.db import queries
 
 from ..widgets import formatting as fmt
 from ..widgets.footer import Footer

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine import pipeline, queries
-from engine.db import Readable
-from engine.queries import ItemFilter
+from engine import pipeline
+from engine.db import Readable, queries
+from engine.db.queries import ItemFilter
 
 from ..messages import ViewData
 from ..widgets.item_table import cursor_target

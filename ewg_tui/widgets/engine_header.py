@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.content import Content
 from textual.widgets import Static
 
-from engine.queries import Overview
+from engine.db.queries import Overview
 from engine.text import one_line
 
 from . import formatting as fmt

@@ -12,7 +12,7 @@ from textual.suggester import Suggester
 from textual.widgets import Input
 
 from engine import pipeline
-from engine.queries import DISCARDED, STATUSES, ItemFilter
+from engine.db.queries import DISCARDED, STATUSES, ItemFilter
 from engine.text import one_line
 
 from . import formatting as fmt

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 
 from engine.config import Health
-from engine.queries import Overview
+from engine.db.queries import Overview
 from engine.text import one_line
 
 from . import formatting as fmt

@@ -169,7 +169,7 @@ def test_version_3_keeps_only_indexes_that_queries_read(tmp_path):
 
 
 def test_deep_windows_page_over_ids(tmp_path):
-    from engine import queries
+    from engine.db import queries
 
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:
@@ -196,7 +196,7 @@ def test_deep_windows_page_over_ids(tmp_path):
 
 
 def test_a_free_text_window_is_the_same_whether_it_walks_the_index_or_scans(tmp_path):
-    from engine import queries
+    from engine.db import queries
 
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from engine import forecast, queries, transitions
+from engine import forecast, transitions
+from engine.db import queries
 from engine.forecast import Forecaster, WarningKind
 
 RENDER, CLIP = ("episode", "rendered"), ("clip", "rendered")

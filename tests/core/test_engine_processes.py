@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import queries
+from engine.db import queries
 
 ROOT = Path(__file__).resolve().parents[2]
 

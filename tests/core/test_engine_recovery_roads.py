@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine import queries
+from engine.db import queries
 from engine.runtime import Engine
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from engine import queries
+from engine.db import queries
 from engine.retention import DAY, prune
 from engine.runtime import Engine
 from engine.verbs import Operator

@@ -11,7 +11,8 @@ import psutil
 import pytest
 from ewgtest import HealthService
 
-from engine import checkpoints, queries, stages
+from engine import checkpoints, stages
+from engine.db import queries
 from engine.runtime import Engine
 from engine.stages import CancelToken
 from engine.verbs import Operator

@@ -7,8 +7,8 @@ import random
 from textual.app import App, ComposeResult
 
 from engine.config import Health
+from engine.db.queries import Overview
 from engine.health import time_to_full
-from engine.queries import Overview
 from ewg_tui.widgets.health_panel import HealthPanel
 
 

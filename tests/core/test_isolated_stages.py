@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engine import queries
 from engine.config import StageConfig
+from engine.db import queries
 from engine.runtime import Engine
 from engine.stages.isolated import wants_isolation
 from engine.verbs import Operator

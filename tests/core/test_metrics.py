@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine import queries
 from engine.clock import FakeClock
+from engine.db import queries
 from engine.demo import seed_episodes
 from engine.metrics_export import MetricsAddressError, MetricsServer, parse_address
 from engine.runtime import Engine

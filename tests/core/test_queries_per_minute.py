@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine import queries
+from engine.db import queries
 from engine.workspace import add_episode
 
 

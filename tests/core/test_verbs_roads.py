@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from engine import queries
+from engine.db import queries
 from engine.runtime import Engine
 from engine.verbs import Operator, VerbError
 from ewg_tui.cli import main

@@ -326,7 +326,8 @@ def test_doctor_reports_planted_links_and_repair_removes_only_the_links(tmp_path
 def test_clear_cache_never_deletes_through_a_link_planted_in_place_of_an_item_folder(tmp_path, workspace):
     """Planted after the start-up sweep: the verb's removal (and the engine's cache_related one) stop
     at the link."""
-    from engine import ownership, queries
+    from engine import ownership
+    from engine.db import queries
     from engine.verbs import Operator
 
     outside = outside_targets(tmp_path)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from ewgtest import fast_demo_text  # noqa: E402
 
-from engine import ownership, queries  # noqa: E402
+from engine import ownership  # noqa: E402
+from engine.db import queries  # noqa: E402
 from engine.text import InertFormatter, inert, is_utf8, one_line  # noqa: E402
 from engine.verbs import REASON_MAX_BYTES, Operator  # noqa: E402
 from engine.workspace import add_episode, init_workspace, open_workspace  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ewgtest import fast_demo_text
 
-from engine import queries
+from engine.db import queries
 from engine.runtime import Engine
 from engine.workspace import init_workspace, open_workspace
 

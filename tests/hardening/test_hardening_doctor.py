@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine import checkpoints, queries
+from engine import checkpoints
+from engine.db import queries
 from engine.doctor import ERROR, OK, WARNING, diagnose
 from engine.runtime import Engine
 

@@ -16,8 +16,8 @@ import time
 
 from ewgtest import HealthService
 
-from engine import checkpoints, queries
-from engine.db import SQLiteStore
+from engine import checkpoints
+from engine.db import SQLiteStore, queries
 from engine.doctor import diagnose
 from engine.runtime import Engine
 from engine.verbs import Operator

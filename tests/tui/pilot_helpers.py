@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from engine import queries
+from engine.db import queries
 from ewg_tui.app import EwgApp
 from ewg_tui.screens.main import MainScreen
 from ewg_tui.widgets.item_table import ItemTable

@@ -7,7 +7,7 @@ from __future__ import annotations
 from console_fixtures import EP
 from pilot_helpers import item, make_app, move_to, ready, wait_for
 
-from engine import queries
+from engine.db import queries
 from ewg_tui.screens.confirm_verb import ConfirmVerbScreen
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pilot_helpers import make_app, ready, wait_for
 
-from engine import queries
+from engine.db import queries
 from ewg_tui.screens.time_view import TimeViewScreen
 
 

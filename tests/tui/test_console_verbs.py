@@ -8,7 +8,7 @@ import pytest
 from console_fixtures import EP
 from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
 
-from engine import queries
+from engine.db import queries
 from ewg_tui.screens.choice import ChoiceScreen
 from ewg_tui.screens.confirm_verb import ConfirmVerbScreen
 

@@ -8,7 +8,7 @@ import pytest
 from console_fixtures import EP
 from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
 
-from engine import queries
+from engine.db import queries
 from engine.demo import seed_episodes
 from engine.verbs import Operator
 from engine.workspace import open_workspace
@@ -448,7 +448,7 @@ async def test_the_filter_suggests_fields_and_values_as_you_type(seeded):
 async def test_sort_by_key_and_header_click_is_done_in_sql_and_kept(seeded):
     from textual.widgets import DataTable
 
-    from engine.queries import ItemFilter
+    from engine.db.queries import ItemFilter
 
     ws, clock = seeded
     app = make_app(ws, clock)

@@ -2,7 +2,12 @@
 
 Reads only; windowed, filtered and sorted in SQL so 100k items cost the same
 as 100. Every function takes the Store (or a Reader of its own) and returns plain dicts
-and lists.
+and lists, with the same values from either database.
+
+The SQL is the portable subset both SQLite and PostgreSQL accept: `?` placeholders only,
+explicit NULLS FIRST/LAST where NULLs sort, booleans compared with TRUE/FALSE and turned into
+Python bools here. What differs comes from the reader's dialect (engine/db/dialect.py; SQLite's
+when the reader names none): the free-text scan hint and the case-insensitive LIKE.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors, pipeline
-from .db import Readable
+from .. import errors, pipeline
+from .dialect import SQLITE, Dialect
+from .types import Readable
 
 ITEM_FIELDS = (
     "id",
@@ -53,6 +59,9 @@ SORTABLE = {
     "started_at",
     "parent_id",
 }
+# Columns that may be NULL: SQLite sorts NULLs first ascending, PostgreSQL last, so their sorts say
+# which (NULLS FIRST ascending, NULLS LAST descending: SQLite's own order, which its indexes serve).
+NULLABLE_SORTS = {"parent_id", "stage", "error_class", "verdict", "started_at"}
 STATUSES = ("queued", "running", "retrying", "blocked", "failed", "stopped", "done")
 DISCARDED = "discarded"  # dead letters: hidden from lists and counts unless asked for (`status:discarded`)
 
@@ -71,8 +80,9 @@ class ItemFilter:
     stuck_only: bool = False
     show_discarded: bool = False  # dead letters are hidden unless asked for (or named in `statuses`)
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self, dialect: Dialect = SQLITE) -> tuple[str, list[Any]]:
         clauses, params = ["kind=?"], [self.kind]
+        like = dialect.nocase_like.format
         if self.statuses:
             clauses.append(f"status IN ({','.join('?' * len(self.statuses))})")
             params += list(self.statuses)
@@ -81,12 +91,12 @@ class ItemFilter:
         if self.stage:
             clauses.append("(stage=? OR next_stage=?)")
             params += [self.stage, self.stage]
-        if self.show:
-            clauses.append("show LIKE ?")
-            params.append(f"%{self.show}%")
+        if self.show:  # case-insensitive on both databases (PostgreSQL's LIKE is not)
+            clauses.append(like(column="show"))
+            params.append(contains(self.show))
         if self.text:
-            clauses.append("(id LIKE ? OR title LIKE ? OR error_message LIKE ?)")
-            params += [f"%{self.text}%"] * 3
+            clauses.append(f"({' OR '.join(like(column=c) for c in ('id', 'title', 'error_message'))})")
+            params += [contains(self.text)] * 3
         if self.parent_id:
             clauses.append("parent_id=?")
             params.append(self.parent_id)
@@ -98,19 +108,29 @@ class ItemFilter:
         return " AND ".join(clauses), params
 
 
+def contains(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching `text` anywhere, its own `%`, `_` and `\\` taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _rows(store: Readable, sql: str, params=()) -> list[dict]:
     return [dict(r) for r in store.read(sql, params)]
 
 
-def _source(flt: ItemFilter, walk_index: bool = False) -> str:
-    # A free-text search reads every row anyway; walking an index first and then each row costs about
-    # 3x more per row, unless the matches are dense enough that the walk stops early (item_window).
-    return "items NOT INDEXED" if flt.text and not walk_index else "items"
+def _dialect(store: Readable) -> Dialect:
+    return getattr(store, "dialect", SQLITE)
+
+
+def _source(store: Readable, flt: ItemFilter, walk_index: bool = False) -> str:
+    # A free-text search reads every row anyway; on SQLite walking an index first and then each row
+    # costs about 3x more per row, unless the matches are dense enough that the walk stops early
+    # (item_window). PostgreSQL's planner has statistics to judge that itself.
+    return "items" + _dialect(store).scan_items if flt.text and not walk_index else "items"
 
 
 def count_items(store: Readable, flt: ItemFilter) -> int:
-    where, params = flt.where()
-    return store.read_one(f"SELECT COUNT(*) FROM {_source(flt)} WHERE {where}", params)[0]
+    where, params = flt.where(_dialect(store))
+    return store.read_one(f"SELECT COUNT(*) FROM {_source(store, flt)} WHERE {where}", params)[0]
 
 
 def item_window(
@@ -131,16 +151,17 @@ def item_window(
     """
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
-    where, params = flt.where()
+    where, params = flt.where(_dialect(store))
     direction = "DESC" if descending else "ASC"
-    order = f"ORDER BY {sort} {direction}" + (f", id {direction}" if sort != "id" else "")
+    nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
+    order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
     walk = sort == "id" and matches is not None and matches > 3 * (offset + limit)
     # Page over ids on a covering index first, then read the full rows of that page only: OFFSET then
     # skips index entries, not whole rows, so a window at 100k costs what one at 0 does.
     return _rows(
         store,
         f"SELECT {', '.join(ITEM_FIELDS)} FROM items WHERE id IN"
-        f" (SELECT id FROM {_source(flt, walk)} WHERE {where} {order} LIMIT ? OFFSET ?) {order}",
+        f" (SELECT id FROM {_source(store, flt, walk)} WHERE {where} {order} LIMIT ? OFFSET ?) {order}",
         [*params, int(limit), int(offset)],
     )
 
@@ -323,14 +344,32 @@ def follow_up(store: Readable, item_id: str, since: float) -> str:
 
 
 def events(store: Readable, item_id: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
-    if item_id:
-        rows = _rows(
-            store,
-            "SELECT * FROM events WHERE id>? AND affected LIKE ? ORDER BY id DESC LIMIT ?",
-            (since_id, f'%"{item_id}"%', limit),
+    """The newest events after `since_id`, newest first; with `item_id`, those that affected it."""
+    if not item_id:
+        return _decoded(
+            _rows(store, "SELECT * FROM events WHERE id>? ORDER BY id DESC LIMIT ?", (since_id, limit))
         )
-    else:
-        rows = _rows(store, "SELECT * FROM events WHERE id>? ORDER BY id DESC LIMIT ?", (since_id, limit))
+    # `affected` holds the ids as JSON; LIKE finds the rows that may name it (case-insensitively on
+    # SQLite, exactly on PostgreSQL) and the decoded list decides, so both answer the same.
+    pattern, found, before = contains(json.dumps(item_id)), [], None
+    while len(found) < limit:
+        page = _decoded(
+            _rows(
+                store,
+                "SELECT * FROM events WHERE id>?"
+                + ("" if before is None else " AND id<?")
+                + " AND affected LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+                (since_id, *(() if before is None else (before,)), pattern, limit),
+            )
+        )
+        found += [r for r in page if item_id in (r["affected"] or ())]
+        if len(page) < limit:
+            break
+        before = page[-1]["id"]
+    return found[:limit]
+
+
+def _decoded(rows: list[dict]) -> list[dict]:
     for r in rows:
         for k in ("affected", "before", "after"):
             r[k] = json.loads(r[k] or "null")
@@ -346,16 +385,19 @@ _ATTEMPT_COLUMNS = (
 def attempts(store: Readable, item_id: str) -> list[dict]:
     """An item's attempts, oldest first. A running attempt has no row until it ends (Store.claim_batch):
     it is read from the item's lease and comes last, with no outcome."""
-    return _rows(
+    rows = _rows(
         store,
-        f"SELECT * FROM (SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE item_id=?1"
+        f"SELECT * FROM (SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE item_id=?"
         " UNION ALL SELECT NULL, id, next_stage, attempts + 1, lease_owner, lease_token, started_at,"
-        " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1 FROM items"
-        " WHERE id=?1 AND status='running' AND NOT EXISTS (SELECT 1 FROM attempts a"
-        " WHERE a.item_id=items.id AND a.lease_token=items.lease_token))"
+        " NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, TRUE FROM items"
+        " WHERE id=? AND status='running' AND NOT EXISTS (SELECT 1 FROM attempts a"
+        " WHERE a.item_id=items.id AND a.lease_token=items.lease_token)) AS t"
         " ORDER BY id IS NULL, id",
-        (item_id,),
+        (item_id, item_id),
     )
+    for r in rows:
+        r["spent"] = bool(r["spent"])  # SQLite answers 0/1
+    return rows
 
 
 def item(store: Readable, item_id: str) -> dict | None:
@@ -364,12 +406,13 @@ def item(store: Readable, item_id: str) -> dict | None:
 
 
 def item_checkpoints(store: Readable, item_id: str) -> list[dict]:
-    rows = _rows(store, "SELECT * FROM checkpoints WHERE item_id=?", (item_id,))
+    rows = _rows(store, "SELECT * FROM checkpoints WHERE item_id=? ORDER BY stage", (item_id,))
     for r in rows:
         manifest = json.loads(r["manifest"] or "{}")
         r["files"] = manifest.get("files", [])
         r["skipped"] = manifest.get("skipped", False)
         r["bytes"] = sum(f["size"] for f in r["files"])
+        r["stale"] = bool(r["stale"])  # SQLite answers 0/1
     return rows
 
 
@@ -391,13 +434,15 @@ class Overview:
 def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     ov = Overview()
     ov.engines = _rows(
-        store, "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ?", (now - live_after,)
+        store,
+        "SELECT * FROM engines WHERE state != 'stopped' AND heartbeat_at > ? ORDER BY owner",
+        (now - live_after,),
     )
     paused = store.read_one("SELECT value, reason, actor, at FROM engine_state WHERE key='paused'")
     ov.paused = dict(paused) if paused and paused["value"] else None
     rp = store.read_one("SELECT value FROM engine_state WHERE key='resource_pause'")
     ov.resource_pause = rp["value"] if rp else ""
-    ov.services = _rows(store, "SELECT * FROM services ORDER BY name")
+    ov.services = _services(_rows(store, "SELECT * FROM services ORDER BY name"))
     ov.health = list(reversed(_rows(store, "SELECT * FROM health ORDER BY at DESC LIMIT 30")))
     ov.executions_per_minute = store.read_one(
         "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,)
@@ -410,6 +455,12 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
     ov.db_busy_at = busy["at"] if busy else None
     ov.warnings = early_warnings(store)
     return ov
+
+
+def _services(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["ok"] = bool(r["ok"])  # SQLite answers 0/1
+    return rows
 
 
 ALERT_VERBS = ("attempt_failed", "verdict", "resource_pause", "service_down", "early_warning")
@@ -479,7 +530,7 @@ def forecast_history(store: Readable, since: float, per_stage: int = 100) -> For
         sizes = []
         for (manifest,) in store.read(
             "SELECT c.manifest FROM checkpoints c JOIN items i ON i.id = c.item_id"
-            " WHERE i.kind = ? AND c.stage = ? AND c.stale = 0 ORDER BY c.created_at DESC LIMIT ?",
+            " WHERE i.kind = ? AND c.stage = ? AND c.stale = FALSE ORDER BY c.created_at DESC LIMIT ?",
             (kind, stage, per_stage),
         ):
             try:
@@ -547,9 +598,13 @@ def per_minute(store: Readable, now: float, minutes: int = 60) -> PerMinute:
     end = (int(now) // 60 + 1) * 60  # the current minute is the last bucket
     start = end - minutes * 60
     out = PerMinute(start, [0] * minutes, [0] * minutes, [0] * minutes, [0] * minutes)
+    # CAST(float AS INTEGER) truncates on SQLite and rounds on PostgreSQL: the CASE makes it a floor
+    # on both (the WHERE keeps the offsets >= 0, where SQLite's truncation is already one).
     rows = store.read(
-        "SELECT CAST((ended_at - ?) / 60 AS INTEGER) AS minute, outcome, number > 1 AS retry, COUNT(*) AS n"
-        " FROM attempts WHERE ended_at >= ? AND ended_at < ? GROUP BY minute, outcome, retry",
+        "SELECT CASE WHEN CAST(offset_min AS INTEGER) > offset_min THEN CAST(offset_min AS INTEGER) - 1"
+        " ELSE CAST(offset_min AS INTEGER) END AS minute, outcome, retry, COUNT(*) AS n"
+        " FROM (SELECT (ended_at - ?) / 60 AS offset_min, outcome, number > 1 AS retry FROM attempts"
+        " WHERE ended_at >= ? AND ended_at < ?) AS m GROUP BY 1, outcome, retry",
         (start, start, end),
     )
     for row in rows:
@@ -627,7 +682,7 @@ def metrics_snapshot(
         for r in store.read(
             "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), COUNT(*),"
             " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
-            " WHERE a.id > ? AND a.id <= ? AND a.ended_at IS NOT NULL GROUP BY 1, 2, 3, 4",
+            " WHERE a.id > ? AND a.id <= ? AND a.ended_at IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
             window,
         )
     ]
@@ -652,20 +707,23 @@ def metrics_snapshot(
             " GROUP BY a.item_id, a.stage)"
             " SELECT f.item_id, i.kind, f.stage, f.failed_at, (SELECT MIN(s.ended_at) FROM attempts s"
             " WHERE s.item_id = f.item_id AND s.stage = f.stage AND s.outcome = 'succeeded'"
-            " AND s.id <= ? AND s.ended_at >= f.failed_at) FROM f JOIN items i ON i.id = f.item_id",
+            " AND s.id <= ? AND s.ended_at >= f.failed_at) FROM f JOIN items i ON i.id = f.item_id"
+            " ORDER BY f.item_id, f.stage",
             (*params, snap.last_id, *RECOVERY_FAILURES, snap.last_id),
         )
     ]
     snap.items = [
         {"kind": r[0], "stage": r[1] or "", "status": r[2], "count": r[3]}
-        for r in store.read("SELECT kind, next_stage, status, COUNT(*) FROM items GROUP BY 1, 2, 3")
+        for r in store.read(
+            "SELECT kind, next_stage, status, COUNT(*) FROM items GROUP BY 1, 2, 3 ORDER BY 1, 2 NULLS FIRST, 3"
+        )
     ]
     row = store.read_one(
         "SELECT at, cpu_percent, memory_percent, disk_free_mb, db_disk_free_mb, time_to_full_s"
         " FROM health ORDER BY at DESC LIMIT 1"
     )
     snap.health = dict(row) if row else None
-    snap.services = _rows(store, "SELECT name, ok, checked_at FROM services ORDER BY name")
+    snap.services = _services(_rows(store, "SELECT name, ok, checked_at FROM services ORDER BY name"))
     snap.engines = store.read_one(
         "SELECT COUNT(*) FROM engines WHERE state NOT IN ('stopped', 'gone') AND heartbeat_at > ?",
         (now - live_after,),
@@ -730,7 +788,8 @@ def recovery_cost(store: Readable, since: float | None, now: float) -> dict:
     rows = store.read(
         "SELECT i.kind, a.stage, a.outcome, COALESCE(a.error_class, ''), a.number > 1, COUNT(*),"
         " COALESCE(SUM(a.duration), 0.0) FROM attempts a JOIN items i ON i.id = a.item_id"
-        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? AND a.ended_at <= ? GROUP BY 1, 2, 3, 4, 5",
+        " WHERE a.ended_at IS NOT NULL AND a.ended_at >= ? AND a.ended_at <= ?"
+        " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
         (start, now),
     )
     stages: dict[tuple[str, str], dict] = {}
