@@ -36,6 +36,7 @@ from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
 from ..widgets.item_table import CLIP_COLUMNS, EPISODE_COLUMNS, ItemTable, RenderContext
 from ..widgets.stage_progress import StageProgress
+from . import get_out
 from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
@@ -171,6 +172,7 @@ class MainScreen(Screen[None]):
             id="main.live",
             tooltip="Freeze the live refresh (p again resumes); the engine keeps working",
         ),
+        *get_out.bindings("main", show=False),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
         Binding("2", "focus_pane('clips')", "Clips", show=False, id="main.pane_clips"),
         Binding("3", "focus_pane('error-detail')", "Error detail", show=False, id="main.pane_detail"),
@@ -351,6 +353,8 @@ class MainScreen(Screen[None]):
                 self._schedule()
         elif event.worker.group == "verbs":
             self.notify(f"The verb failed: {error}", severity="error", markup=False, timeout=10)
+        elif event.worker.group in ("copy", "pager"):
+            self.notify(f"Reading the item failed: {error}", severity="error", markup=False, timeout=10)
 
     def _apply(self, data: ViewData) -> None:
         previous = self.view
@@ -516,6 +520,8 @@ class MainScreen(Screen[None]):
         if action == "intervene":
             row = self._focused_table().current_row
             return True if row and row["status"] == "running" and row.get("verdict") else None
+        if action in ("copy_error", "open_pager"):
+            return True if self._focused_table().current_id else None
         if spec is None:
             return True
         if self.app.readonly:  # type: ignore[attr-defined]
@@ -770,6 +776,50 @@ class MainScreen(Screen[None]):
         item_id = self._focused_table().current_id
         if item_id:
             self.app.push_screen(ItemDetailScreen(item_id))
+
+    def _selected_with_detail(self) -> tuple[dict, list[dict]] | None:
+        """The selected row and its attempts as the last view read them, if that read is of this row."""
+        item_id = self._focused_table().current_id
+        view = self.view
+        if item_id and view is not None and view.detail and view.detail.get("id") == item_id:
+            return view.detail, view.detail_attempts
+        return None
+
+    def action_copy_error(self) -> None:
+        item_id = self._focused_table().current_id
+        if not item_id:
+            self.notify("Copy error: select a row first.", severity="warning")
+            return
+        shown = self._selected_with_detail()
+        if shown is not None:
+            get_out.copy_error(self, *shown)  # what the error pane shows: no read needed
+        else:
+            self._read_for_copy(item_id)  # the cursor moved since the last read
+
+    @work(thread=True, group="copy", exclusive=True, exit_on_error=False)
+    def _read_for_copy(self, item_id: str) -> None:
+        store = self.app.ws.store  # type: ignore[attr-defined]
+        item = queries.item(store, item_id)
+        attempts = queries.attempts(store, item_id) if item else []
+        self.app.call_from_thread(self._copy_read, item_id, item, attempts)
+
+    def _copy_read(self, item_id: str, item: dict | None, attempts: list[dict]) -> None:
+        if item is None:
+            self.notify(f"{item_id} no longer exists.", title="Copy error", severity="warning")
+        else:
+            get_out.copy_error(self, item, attempts)
+
+    def action_open_pager(self) -> None:
+        item_id = self._focused_table().current_id
+        if not item_id:
+            self.notify("Pager: select a row first.", severity="warning")
+            return
+        self._read_report(item_id)
+
+    @work(thread=True, group="pager", exclusive=True, exit_on_error=False)
+    def _read_report(self, item_id: str) -> None:
+        text = get_out.read_report(self.app.ws.store, item_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(get_out.open_in_pager, self, item_id, text, "main.copy")
 
     def palette_commands(self) -> list[tuple[str, str, str]]:
         commands = [
