@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from engine.clock import iso
 from engine.text import inert, one_line
 
+from .keys import without_keys
+
 COPY_LOG_LINES = 40
 FALLBACK_PAGERS = (["less"], ["more"])
 
 
 def _suggestion(item: dict) -> str:
-    from .keys import _LEGACY_KEY  # a key letter stored by an older ewg is no use outside the console
-
-    return _LEGACY_KEY.sub("", item.get("error_suggestion") or "")
+    return without_keys(item.get("error_suggestion") or "")  # a key letter is no use outside the console
 
 
 def _at(item: dict) -> str:

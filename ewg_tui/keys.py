@@ -41,6 +41,8 @@ _KEY_NAMES = frozenset(k.value for k in Keys) | {"space", "tab", "enter", "escap
 # A key letter written after a verb by ewg before keys were the operator's ("retry (r)"), in suggestions
 # stored in older databases: taken out, the active key is added instead.
 _LEGACY_KEY = re.compile(r"\s\((?:[A-Za-z]|ctrl\+[a-z])\)(?=[\s.,;:]|$)")
+# In the console's own texts a key is written as its binding id, `{key:main.live}`, filled in when shown.
+_PLACEHOLDER = re.compile(r"\{key:([\w.]+)\}")
 
 
 def key_label(keys: str) -> str:
@@ -211,6 +213,12 @@ def _check_clashes(scope: Scope, normal: dict[str, str], written: dict[str, str]
             )
 
 
+def without_keys(suggestion: str) -> str:
+    """A suggestion without the key letters an older ewg stored in it (for read-only and outside the
+    console, where no key does anything)."""
+    return _LEGACY_KEY.sub("", suggestion or "")
+
+
 class ActiveKeys:
     """The key each binding answers to now: the keymap's, else the binding's own."""
 
@@ -232,10 +240,14 @@ class ActiveKeys:
     def labels(self, binding_id: str) -> str:
         return key_labels(self.keys(binding_id))
 
+    def fill(self, text: str) -> str:
+        """`{key:ID}` in a console text becomes the binding's active key: "{key:main.live} resumes"."""
+        return _PLACEHOLDER.sub(lambda m: self.label(m.group(1)), text)
+
     def with_keys(self, suggestion: str) -> str:
         """An engine suggestion with the active key after each verb it names: "then retry" reads
         "then retry (r)", or "(t)" when the keymap moved retry to t."""
-        text = _LEGACY_KEY.sub("", suggestion or "")
+        text = without_keys(suggestion)
         out, last = [], 0
         for end, verb in verb_mentions(text):
             binding_id = f"verb.{verb}"

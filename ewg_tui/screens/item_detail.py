@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Label, Static
 from engine import pipeline, queries
 from engine.text import inert, one_line
 
+from ..keys import keys_of
 from ..messages import DetailRead
 from ..widgets import formatting as fmt
 from ..widgets.error_detail import describe
@@ -126,7 +127,15 @@ class ItemDetailScreen(Screen[None]):
             )
         )
         self.query_one("#detail-summary", Static).update(
-            describe(item, [], now, limit, looks=lambda key: fmt.look(app, key))
+            describe(
+                item,
+                [],
+                now,
+                limit,
+                readonly=app.readonly,  # type: ignore[attr-defined]
+                looks=lambda key: fmt.look(app, key),
+                keys=keys_of(self),
+            )
         )
         attempts = self.query_one("#detail-attempts", DataTable)
         attempts.clear()
