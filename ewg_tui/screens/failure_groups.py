@@ -117,7 +117,7 @@ class FailureGroupsScreen(ModalScreen[str | None]):
                 f" and {group['count'] - 5} more" if group["count"] > 5 else ""
             )
             self.query_one("#group-message", Static).update(
-                f"{one_line(group['message'])}\n{ids}\n{one_line(group['suggestion'])}"
+                f"{one_line(group['message'])}\n{ids}\n{one_line(keys_of(self).with_keys(group['suggestion']))}"
             )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

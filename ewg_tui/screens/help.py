@@ -64,23 +64,33 @@ def legend_entries(looks, keys: ActiveKeys = DEFAULT_KEYS) -> list[HelpEntry]:
     return entries
 
 
-def help_rows(entries: list[HelpEntry]) -> list[Static]:
-    """Group headings, then one key cell and one description cell per entry (the grid keeps the indent)."""
+ID_COLUMN_FROM = 110  # terminal columns from which binding ids get a column of their own
+
+
+def help_rows(entries: list[HelpEntry], id_column: bool = False) -> list[Static]:
+    """Group headings, then a key cell and a description cell per entry (the grid keeps the indent), and
+    the binding id: in a third cell with `id_column`, else on its own line under the description."""
     cells: list[Static] = []
+    width = 3 if id_column else 2
     group = None
     for entry in entries:
         if entry.group != group:
             if group is not None:
-                cells += [Static(""), Static("")]  # a blank grid row between groups
+                cells += [Static("") for _ in range(width)]  # a blank grid row between groups
             cells.append(Static(Content.assemble((entry.group, "bold $accent"))))
-            cells.append(Static(""))
+            cells += [Static("") for _ in range(width - 1)]
             group = entry.group
         muted = "" if entry.enabled else "$foreground-disabled"
         key_style = entry.style or f"bold {muted}".strip()
         cells.append(Static(Content.assemble((entry.key, key_style)), classes="help-key"))
         description = entry.description if entry.enabled else f"{entry.description}  (not for this selection)"
-        binding_id = ("  " + entry.binding_id, "$foreground-muted") if entry.binding_id else ""
-        cells.append(Static(Content.assemble((description, muted), binding_id), classes="help-text"))
+        shown_id = (entry.binding_id, muted or "$foreground-muted") if entry.binding_id else ""
+        if id_column:
+            cells.append(Static(Content.assemble((description, muted)), classes="help-text"))
+            cells.append(Static(Content.assemble(shown_id), classes="help-id"))
+        else:
+            below = ("\n", shown_id) if entry.binding_id else ()
+            cells.append(Static(Content.assemble((description, muted), *below), classes="help-text"))
     return cells
 
 
@@ -110,6 +120,14 @@ class HelpScreen(ModalScreen[None]):
         grid-rows: auto;
         height: auto;
     }
+    HelpScreen Grid.-ids {
+        grid-size: 3;
+        grid-columns: 11 1fr 28;
+        height: auto;
+    }
+    HelpScreen .help-id {
+        padding-left: 2;
+    }
     HelpScreen .help-note {
         margin-top: 1;
         color: $text-muted;
@@ -131,14 +149,15 @@ class HelpScreen(ModalScreen[None]):
         with Vertical():
             yield Label(
                 keys_of(self).fill(
-                    "Keys   (dimmed: does not apply to the selection; grey: the binding id for "
-                    "[console.keymap])   {key:help.close} closes"
+                    "Keys   (dimmed: not for the selection · grey: its id in [console.keymap])   "
+                    "{key:help.close} closes"
                 ),
                 markup=False,
             )
             with VerticalScroll():
-                with Grid():
-                    yield from help_rows(self.entries)
+                id_column = self.app.size.width >= ID_COLUMN_FROM
+                with Grid(classes="-ids" if id_column else ""):
+                    yield from help_rows(self.entries, id_column)
                 if self.note:
                     yield Static(self.note, classes="help-note", markup=False)
 
