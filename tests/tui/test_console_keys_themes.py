@@ -234,3 +234,35 @@ def test_help_text_for_themes_in_a_printed_form():  # the flag's help is what `e
     out = io.StringIO()
     cli.build_parser().print_help(out)
     assert "--theme NAME" in out.getvalue()
+
+
+async def test_intervene_choices_and_the_stuck_toast_name_the_active_keys(seeded):
+    ws, clock = seeded
+    ws.config.console.keymap = {"verb.extend": "w", "main.intervene": "I", "main.filter": "f5"}
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await wait_for(pilot, lambda: any("Stuck work" == n.title for n in app._notifications), what="toast")
+        stuck = next(n.message for n in app._notifications if n.title == "Stuck work")
+        assert "Filter with f5 stuck, then I to intervene." in stuck
+        await move_to(pilot, screen.episodes, EP[4])  # STALLED
+        await pilot.press("I")
+        await wait_for(pilot, lambda: hasattr(app.screen, "choices"), what="the intervene choices")
+        labels = [label for _value, label in app.screen.choices]
+        assert "Wait longer: extend its timeout (w)" in labels
+        assert (
+            "Skip the stage (s, asks first)" in labels
+            and "Open the log and attempt history (enter)" in labels
+        )
+
+
+async def test_read_only_shows_the_suggestion_without_keys(seeded):
+    ws, clock = seeded
+    with ws.store.write() as conn:  # a suggestion an older ewg stored, key letters in it
+        conn.execute("UPDATE items SET error_suggestion=? WHERE id=?", ("Check it, then retry (r).", EP[8]))
+    app = make_app(ws, clock, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        await move_to(pilot, screen.episodes, EP[8])
+        await wait_for(pilot, lambda: "Check it, then retry." in _pane_text(screen), what="the suggestion")
+        assert "(r)" not in _pane_text(screen) and "keys:" not in _pane_text(screen)
