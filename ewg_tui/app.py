@@ -203,7 +203,8 @@ def run_console(
     A bad `[console]` setting or --theme raises ConfigError before the screen or the engine starts."""
     ws = open_workspace(root, readonly=readonly)
     try:
-        app = EwgApp(ws, readonly=readonly, theme=theme, remember_theme=True)
+        # --readonly writes nothing in the workspace, not even the theme picked: --theme or ewg.toml then
+        app = EwgApp(ws, readonly=readonly, theme=theme, remember_theme=not readonly)
     except BaseException:
         ws.close()
         raise
