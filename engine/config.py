@@ -312,6 +312,40 @@ class Sources(_Section):
         return out
 
 
+class Console(_Section):
+    """The operator console's look and keys (ewg_tui). What only Textual knows (the theme names, the
+    binding ids and which keys clash) is checked when the console opens (ewg_tui/keys.py)."""
+
+    theme: str = ""  # "" = the console's default (textual-dark), or the theme last picked in the console
+    # binding id -> key(s), e.g. "verb.retry" = "t" or "main.copy" = "y,ctrl+y" (posting's way)
+    keymap: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("keymap")
+    @classmethod
+    def _flat_keys(cls, v: dict[str, Any]) -> dict[str, str]:
+        """`verb.retry = "t"` unquoted is a nested table in TOML: read it as the id "verb.retry"."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, table: dict[str, Any]) -> None:
+            for name, value in table.items():
+                binding_id = f"{prefix}.{name}" if prefix else name
+                if isinstance(value, dict):
+                    walk(binding_id, value)
+                elif not isinstance(value, str) or not value.strip():
+                    raise ValueError(
+                        f'{binding_id}: a key is a non-empty string, e.g. "t", "ctrl+t" or "t,f5" (got {value!r})'
+                    )
+                elif any(not key.strip() or " " in key.strip() for key in value.split(",")):
+                    raise ValueError(
+                        f'{binding_id}: {value!r} is not a key list; write keys separated by commas, e.g. "t,f5"'
+                    )
+                else:
+                    flat[binding_id] = ",".join(key.strip() for key in value.split(","))
+
+        walk("", v)
+        return flat
+
+
 class Config(_Section):
     paths: Paths = Field(default_factory=Paths)
     engine: Engine = Field(default_factory=Engine)
@@ -326,6 +360,7 @@ class Config(_Section):
     sources: Sources = Field(default_factory=Sources)
     alerts: Alerts = Field(default_factory=Alerts)
     retention: Retention = Field(default_factory=Retention)
+    console: Console = Field(default_factory=Console)
 
     @model_validator(mode="after")
     def _known_stages(self) -> Config:

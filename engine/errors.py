@@ -26,13 +26,33 @@ ERROR_CLASSES = (TRANSIENT, CACHE_RELATED, RESOURCE, PERSISTENT, CONFIG_ERROR, M
 AUTO_RETRY_CLASSES = (TRANSIENT, CACHE_RELATED, RESOURCE)
 
 SUGGESTIONS = {
-    TRANSIENT: "Retried automatically with backoff; if it keeps failing check the service or network, then retry (r).",
-    CACHE_RELATED: "The item's cache was cleared before the retry; if it fails again clear the cache (c) and force reprocess (R).",
+    TRANSIENT: "Retried automatically with backoff; if it keeps failing check the service or network, then retry.",
+    CACHE_RELATED: "The item's cache was cleared before the retry; if it fails again clear the cache and force reprocess.",
     RESOURCE: "Free disk space or memory; the engine resumes by itself when the resource is back.",
-    PERSISTENT: "The input is bad: fix or replace the source file, then force reprocess (R), or skip the stage (s).",
-    CONFIG_ERROR: "Fix the stage's settings in ewg.toml, restart the engine, then retry (r).",
-    MISSING_DEPENDENCY: "Install or configure the missing tool named in the message, then retry (r).",
+    PERSISTENT: "The input is bad: fix or replace the source file, then force reprocess, or skip the stage.",
+    CONFIG_ERROR: "Fix the stage's settings in ewg.toml, restart the engine, then retry.",
+    MISSING_DEPENDENCY: "Install or configure the missing tool named in the message, then retry.",
 }
+
+# The verbs a suggestion names. A suggestion says what to do in words ("then retry", "force reprocess",
+# "skip the stage") and never names a key: keys are the operator's (`[console.keymap]`), so the console
+# adds the active key after each verb it finds here (ewg_tui/keys.py), and the CLI shows the words alone.
+SUGGESTED_VERBS = {  # the phrase, as written in a suggestion -> the verb (engine.verbs.Operator's name)
+    "force reprocess": "reprocess",
+    "clear the cache": "clear_cache",
+    "skip the stage": "skip",
+    "resume": "resume",
+    "retry": "retry",
+}
+# A verb, not the noun: "then retry" and "retry this item", not "before the retry" or "a retry".
+_VERB_MENTION = re.compile(
+    r"(?<![Tt]he )(?<![Aa] )\b(" + "|".join(map(re.escape, SUGGESTED_VERBS)) + r")\b(?![-_])", re.IGNORECASE
+)
+
+
+def verb_mentions(text: str) -> list[tuple[int, str]]:
+    """Where a suggestion names a verb: (the index just after the phrase, the verb), in order."""
+    return [(m.end(), SUGGESTED_VERBS[m.group(1).lower()]) for m in _VERB_MENTION.finditer(text or "")]
 
 
 class StageError(Exception):

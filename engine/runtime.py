@@ -233,7 +233,7 @@ class Engine:
                     (
                         errors.PERSISTENT,
                         f"worker died {rescues + 1} times on this stage",
-                        "The stage may crash its process; check its log, then retry (r).",
+                        "The stage may crash its process; check its log, then retry.",
                         now,
                         item_id,
                     ),

@@ -97,6 +97,12 @@ days = 90.0              # finished attempts, engine events and health samples o
 keep_attempts_per_item = 5   # each item keeps its newest attempts whatever their age
 interval = 3600.0        # how often the engine prunes; people's verbs in the audit log are never pruned
 
+[console]                # the operator console (`ewg`, `ewg demo`, `ewg --attach`)
+theme = ""               # a Textual theme, e.g. "nord", "gruvbox", "ansi-dark"; "" = textual-dark.
+                         # `--theme NAME` overrides it; a theme picked in the console is remembered
+[console.keymap]         # binding id = key(s), e.g. "verb.retry" = "t" or "main.copy" = "y,ctrl+y";
+                         # `?` in the console lists every binding id with its key
+
 # External services a stage needs; while one is down its stages wait as blocked.
 # [services.llm]
 # url = "http://127.0.0.1:11434/api/tags"

@@ -17,16 +17,19 @@ from textual.notifications import SeverityLevel
 
 from engine.clock import Clock
 from engine.config import command_warnings
+from engine.fsafe import UnsafePath
 from engine.runtime import Engine, EngineEvent
 from engine.text import inert, one_line
 from engine.verbs import Operator
-from engine.workspace import Workspace, open_workspace
+from engine.workspace import CONFIG_NAME, Workspace, open_workspace
 
+from .keys import ActiveKeys, check_keymap
 from .messages import EngineNotice
 from .screens.commands import ConsoleCommands
 from .screens.main import MainScreen
 from .screens.quit_dialog import LEAVE, STOP, QuitScreen
 from .terminal import TerminalWatch, detach_dead
+from .themes import choose_theme, remember_picked
 from .widgets.first_run_hint import FirstRunHint, hint_seen, remember_hint_seen
 
 POLL_INTERVAL = 0.25
@@ -36,6 +39,9 @@ class EwgApp(App[int]):
     """`EwgApp(ws, engine=None)` watches a workspace; with an engine it also runs the pipeline in-process.
 
     Tests inject a workspace with a FakeClock and no engine; `readonly` shows everything and runs no verb.
+    `theme` is the --theme flag; `[console]` in ewg.toml gives the theme and the keymap (ConfigError for
+    an unknown theme, binding id or key, or a key clash); `remember_theme` saves a theme picked in the
+    console for the next start (ewg_tui/themes.py).
     """
 
     CSS_PATH = "app.tcss"
@@ -58,8 +64,18 @@ class EwgApp(App[int]):
         actor: str | None = None,
         cursor_blink: bool = True,
         first_run_hint: bool | None = None,
+        theme: str | None = None,
+        remember_theme: bool = False,
     ) -> None:
         super().__init__()
+        config_path = ws.root / CONFIG_NAME
+        self.keys = ActiveKeys(check_keymap(ws.config.console.keymap, config_path))
+        if self.keys.keymap:
+            self.set_keymap(self.keys.keymap)
+        self.theme_choice = choose_theme(ws.root, ws.config.console.theme, theme, config_path)
+        self.theme = self.theme_choice.theme
+        self.remember_theme = remember_theme
+        self._remembered_theme = self.theme
         self.ws = ws
         self.engine = engine
         self.readonly = readonly
@@ -74,6 +90,7 @@ class EwgApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
+        self.theme_changed_signal.subscribe(self, self._theme_picked)
         # No SIGHUP handler where the platform or thread cannot have one (Windows; tests off the main thread).
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
@@ -86,6 +103,24 @@ class EwgApp(App[int]):
                     hint.remove()
             remember_hint_seen()
         await super().on_event(event)
+
+    def _theme_picked(self, theme) -> None:
+        """The operator picked a theme (the command palette's theme picker): remember it, off the loop."""
+        if self.remember_theme and theme.name != self._remembered_theme:
+            self._remembered_theme = theme.name
+            self._remember_theme(theme.name)
+
+    @work(thread=True, group="theme", exclusive=True, exit_on_error=False)
+    def _remember_theme(self, name: str) -> None:
+        try:
+            remember_picked(self.ws.root, name, self.ws.config.console.theme)
+        except (OSError, UnsafePath) as exc:
+            self.call_from_thread(
+                self.notify,
+                f"The theme {name} is used now but could not be remembered for the next start: {exc}",
+                title="Theme",
+                severity="warning",
+            )
 
     def _terminal_gone(self) -> None:
         """The SSH session dropped: stop the in-process engine gracefully (run_console does) and leave."""
@@ -161,13 +196,22 @@ def _unblock_screen_writes(app: App, seconds: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def run_console(root: Path, *, workers: int | None, attach: bool, readonly: bool) -> int:
-    """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only."""
+def run_console(
+    root: Path, *, workers: int | None, attach: bool, readonly: bool, theme: str | None = None
+) -> int:
+    """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only.
+    A bad `[console]` setting or --theme raises ConfigError before the screen or the engine starts."""
     ws = open_workspace(root, readonly=readonly)
+    try:
+        # --readonly writes nothing in the workspace, not even the theme picked: --theme or ewg.toml then
+        app = EwgApp(ws, readonly=readonly, theme=theme, remember_theme=not readonly)
+    except BaseException:
+        ws.close()
+        raise
     engine = None
     if not attach and not readonly and workers != 0:
         engine = Engine(ws, workers=workers)
-    app = EwgApp(ws, engine=engine, readonly=readonly)
+    app.engine = engine
 
     def wedged() -> None:  # the app did not end after its terminal went away: release the work, leave
         if engine is not None and engine.state in ("running", "stopping"):

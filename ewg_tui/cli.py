@@ -123,6 +123,11 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+THEME_HELP = (
+    "console: the Textual theme, e.g. nord, gruvbox, ansi-dark (default: [console] theme in ewg.toml)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
     p.add_argument(
@@ -143,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=_positive_int, metavar="N", help="worker threads (default from ewg.toml)"
     )
+    p.add_argument("--theme", metavar="NAME", help=THEME_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def verb_parser(name: str, help_text: str, where: bool = False) -> argparse.ArgumentParser:
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="simulated stages with scripted faults instead of real media (no PyAV work)",
     )
+    d.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help=THEME_HELP)
 
     i = sub.add_parser("init", help="create a workspace: ewg.toml with every default, the database, items/")
     i.add_argument("dir", nargs="?", help="folder (default: the workspace)")
@@ -999,7 +1006,9 @@ def _console(root: Path, args) -> int:
     ws.close()
     from ewg_tui.app import run_console
 
-    return run_console(root, workers=args.workers, attach=args.attach, readonly=args.readonly)
+    return run_console(
+        root, workers=args.workers, attach=args.attach, readonly=args.readonly, theme=args.theme
+    )
 
 
 WRITES = {

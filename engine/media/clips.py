@@ -120,7 +120,7 @@ def encoding(ctx: StageContext) -> Encoding:
         raise StageError(
             errors.CONFIG_ERROR,
             f"[stages.clip.{ctx.stage}] options.encoder_threads must be 0 (one per core) or more, got {threads}",
-            suggestion="Fix options.encoder_threads in ewg.toml, then retry (r).",
+            suggestion="Fix options.encoder_threads in ewg.toml, then retry.",
         )
     return Encoding(
         threads=threads or engine_cores(),
@@ -197,7 +197,7 @@ def transcode(
             raise StageError(
                 errors.PERSISTENT,
                 f"{src} has no video stream, so no clip can be cut from it",
-                suggestion="Skip the clip stages for audio-only episodes (s).",
+                suggestion="Skip the stage: audio-only episodes have no clips to render.",
             )
         vin = inp.streams.video[0]
         vin.thread_type, vin.thread_count = "AUTO", enc.threads  # frame threads: the same pictures, sooner
@@ -328,7 +328,7 @@ def _pump(
         raise StageError(
             errors.PERSISTENT,
             f"no video frames between {start:.2f} s and {end:.2f} s in {inp.name}",
-            suggestion="The clip range lies outside the video: rerun the episode's editorial stage (R).",
+            suggestion="The clip range lies outside the video: force reprocess the episode from editorial.",
         )
     _encode(graph.push(None), containers, vouts)
     return {
@@ -345,7 +345,7 @@ def _source(ctx: StageContext, path: str) -> Path:
         raise StageError(
             errors.PERSISTENT,
             f"the episode source {source} does not exist",
-            suggestion="Restore the source file, then retry (r).",
+            suggestion="Restore the source file, then retry.",
         )
     return source
 
@@ -356,7 +356,7 @@ def run_generated(ctx: StageContext) -> None:
         raise StageError(
             errors.PERSISTENT,
             f"clip {item.id} has no valid time range ({item.clip_start}, {item.clip_end})",
-            suggestion="Rerun the episode's editorial stage (R) to recreate its clips.",
+            suggestion="Force reprocess the episode from editorial to recreate its clips.",
         )
     source = _source(ctx, item.source)
     enc = encoding(ctx)
@@ -386,7 +386,7 @@ def _size(ctx: StageContext, key: str) -> tuple[int, int] | None:
         raise StageError(
             errors.CONFIG_ERROR,
             f'[stages.clip.rendered] options.{key} must look like "1280x720", got {value!r}',
-            suggestion=f"Fix options.{key}, then retry (r).",
+            suggestion=f"Fix options.{key}, then retry.",
         )
     return int(m.group(1)), int(m.group(2))
 
@@ -412,7 +412,7 @@ def run_clip_rendered(ctx: StageContext) -> None:
         raise StageError(
             errors.CONFIG_ERROR,
             "[stages.clip.rendered] options.thumbnail_format must be png or jpg",
-            suggestion="Fix options.thumbnail_format, then retry (r).",
+            suggestion="Fix options.thumbnail_format, then retry.",
         )
     outputs = [
         Output(ctx.output_dir / "landscape.mp4", Fraction(16, 9), _size(ctx, "landscape_size")),

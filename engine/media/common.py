@@ -29,7 +29,7 @@ def read_input(ctx: StageContext, stage: str, name: str, parent: bool = False) -
         raise StageError(
             errors.PERSISTENT,
             f"{whose} {stage} checkpoint is missing, so {ctx.stage} has no input",
-            suggestion=f"Force reprocess the episode from {stage} (R), then retry this item.",
+            suggestion=f"Force reprocess the episode from {stage}, then retry this item.",
         )
     path = Path(folder) / name
     try:
@@ -38,13 +38,13 @@ def read_input(ctx: StageContext, stage: str, name: str, parent: bool = False) -
         raise StageError(
             errors.CACHE_RELATED,
             f"checkpoint file {path} is missing; the {stage} checkpoint is damaged",
-            suggestion=f"Force reprocess from {stage} (R).",
+            suggestion=f"Force reprocess from {stage}.",
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StageError(
             errors.CACHE_RELATED,
             f"checkpoint file {path} is corrupt: {exc}",
-            suggestion=f"Force reprocess from {stage} (R).",
+            suggestion=f"Force reprocess from {stage}.",
         ) from None
 
 
@@ -60,7 +60,7 @@ def option(ctx: StageContext, key: str, default: Any, kind: type) -> Any:
     raise StageError(
         errors.CONFIG_ERROR,
         f"[stages.{ctx.item.kind}.{ctx.stage}] options.{key} must be {kind.__name__}, got {value!r}",
-        suggestion=f"Fix options.{key} in ewg.toml, then retry (r).",
+        suggestion=f"Fix options.{key} in ewg.toml, then retry.",
     )
 
 

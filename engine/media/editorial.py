@@ -85,7 +85,7 @@ def run_editorial(ctx: StageContext) -> None:
             errors.CONFIG_ERROR,
             f"[stages.episode.editorial] options: min_clip_seconds ({min_len}) must "
             f"be above 0 and not above max_clip_seconds ({max_len})",
-            suggestion="Fix the clip length bounds in ewg.toml, then retry (r).",
+            suggestion="Fix the clip length bounds in ewg.toml, then retry.",
         )
     weights = keyword_weights(enrichment.get("keywords", []))
     scores = score_segments(segments, weights)

@@ -123,14 +123,14 @@ def _llm_summary(ctx: StageContext, text: str) -> dict | None:
             errors.CONFIG_ERROR,
             f"options.llm_service names {service!r}, but there is no [services.{service}] in ewg.toml",
             suggestion=f'Add [services.{service}] with url = "http://127.0.0.1:11434/api/tags", '
-            "then restart and retry (r).",
+            "then restart and retry.",
         )
     if service not in ctx.stage_config.services:
         raise StageError(
             errors.CONFIG_ERROR,
             f"[stages.episode.enriched] uses the LLM service {service!r} but does "
             f"not list it in services, so it cannot wait as blocked while it is down",
-            suggestion=f'Add services = ["{service}"] to [stages.episode.enriched], then retry (r).',
+            suggestion=f'Add services = ["{service}"] to [stages.episode.enriched], then retry.',
         )
     model = option(ctx, "llm_model", None, str)
     if not model:

@@ -45,7 +45,7 @@ def _post(url: str, payload: dict, timeout: float) -> dict:
             errors.CONFIG_ERROR,
             f"the LLM service refused the request at {url}: HTTP {exc.code} {detail}",
             suggestion="Check options.llm_model (is the model pulled on the server?) and the service URL, "
-            "then retry (r).",
+            "then retry.",
         ) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise ServiceUnreachable(str(getattr(exc, "reason", exc))) from None

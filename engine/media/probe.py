@@ -22,7 +22,7 @@ def corrupt(path: str | Path, why: str) -> StageError:
     return StageError(
         errors.PERSISTENT,
         f"corrupt source: {path}: {why}",
-        suggestion="Replace the source file with a complete, readable copy, then force reprocess (R); "
+        suggestion="Replace the source file with a complete, readable copy, then force reprocess; "
         "or skip the episode.",
     )
 
@@ -44,7 +44,7 @@ def probe_file(path: Path, ctx: StageContext | None = None, full: bool = True) -
         raise StageError(
             errors.PERSISTENT,
             f"source file {path} does not exist",
-            suggestion="Restore the file or remove the episode, then retry (r).",
+            suggestion="Restore the file or remove the episode, then retry.",
         ) from None
     if st.st_size == 0:
         raise corrupt(path, "the file is empty (0 bytes)")

@@ -60,7 +60,7 @@ def _from_whisper(ctx: StageContext, source: Path, model_name: str, duration: fl
             errors.CONFIG_ERROR,
             f"the Whisper model {model_name!r} cannot be loaded: {exc}",
             suggestion="Set options.whisper_model to a downloaded model folder or a model size "
-            "(tiny, base, small, ...), then retry (r).",
+            "(tiny, base, small, ...), then retry.",
         ) from None
     pieces, _info = model.transcribe(
         str(source), language=option(ctx, "language", None, str), beam_size=1, temperature=0.0
@@ -130,7 +130,7 @@ def run_transcribed(ctx: StageContext) -> None:
             raise StageError(
                 errors.PERSISTENT,
                 f"caption file is unusable: {exc}",
-                suggestion="Fix or delete the caption file, then force reprocess (R).",
+                suggestion="Fix or delete the caption file, then force reprocess.",
             ) from None
         origin = {"source": "captions", "file": str(captions)}
     elif model_name and whisper_available():
@@ -155,14 +155,14 @@ def run_transcribed(ctx: StageContext) -> None:
                 "Do one of: put an .srt/.vtt with the same name next to the video; or "
                 "`pip install faster-whisper` and set [stages.episode.transcribed] options.whisper_model = "
                 '"small" (or a model folder); or set options.command = ["your-whisper", "{source}", '
-                '"{output_dir}"] writing segments.json. Then retry (r).'
+                '"{output_dir}"] writing segments.json. Then retry.'
             ),
         )
     if not segments:
         raise StageError(
             errors.PERSISTENT,
             f"the transcript of {source.name} is empty ({origin['source']})",
-            suggestion="Check the audio or the caption file, then force reprocess (R), or skip the stage.",
+            suggestion="Check the audio or the caption file, then force reprocess, or skip the stage.",
         )
     write_json(ctx.output_dir / "segments.json", {**origin, "segments": segments})
     text = "\n".join(seg["text"] for seg in segments) + "\n"

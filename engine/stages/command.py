@@ -310,5 +310,5 @@ def _check_outputs(ctx: StageContext, argv: list[str]) -> None:
             f"{argv[0]} exited 0 but did not write {names} into its output folder "
             f"([stages.{ctx.item.kind}.{ctx.stage}] outputs)",
             suggestion=f"Make the command write {{output_dir}}/{missing[0]}, or fix `outputs` in ewg.toml; "
-            "then retry (r).",
+            "then retry.",
         )

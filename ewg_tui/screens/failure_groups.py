@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Label, Static
 from engine.db import queries
 from engine.text import one_line
 
+from ..keys import keys_of
 from ..widgets import formatting as fmt
 
 
@@ -65,7 +66,11 @@ class FailureGroupsScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Failure groups · enter retries a whole group (preview first) · esc")
+            yield Label(
+                "Failure groups · enter retries a whole group (preview first) · "
+                + keys_of(self).label("groups.close"),
+                markup=False,
+            )
             yield DataTable(id="groups", cursor_type="row")
             yield Static("", id="group-message", markup=False)
 
@@ -112,7 +117,7 @@ class FailureGroupsScreen(ModalScreen[str | None]):
                 f" and {group['count'] - 5} more" if group["count"] > 5 else ""
             )
             self.query_one("#group-message", Static).update(
-                f"{one_line(group['message'])}\n{ids}\n{one_line(group['suggestion'])}"
+                f"{one_line(group['message'])}\n{ids}\n{one_line(keys_of(self).with_keys(group['suggestion']))}"
             )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

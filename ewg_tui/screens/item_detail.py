@@ -15,10 +15,12 @@ from engine import pipeline
 from engine.db import queries
 from engine.text import inert, one_line
 
+from ..keys import keys_of
 from ..messages import DetailRead
 from ..widgets import formatting as fmt
 from ..widgets.error_detail import describe
 from ..widgets.footer import Footer
+from . import get_out
 
 REFRESH_SECONDS = 1.0
 LOG_LINES = 40
@@ -50,6 +52,7 @@ class ItemDetailScreen(Screen[None]):
         Binding("escape,q", "back", "Back", id="detail.back"),
         Binding("j", "scroll(1)", "Down", show=False, id="detail.down"),
         Binding("k", "scroll(-1)", "Up", show=False, id="detail.up"),
+        *get_out.bindings("detail", show=True),
     ]
 
     def __init__(self, item_id: str) -> None:
@@ -125,7 +128,15 @@ class ItemDetailScreen(Screen[None]):
             )
         )
         self.query_one("#detail-summary", Static).update(
-            describe(item, [], now, limit, looks=lambda key: fmt.look(app, key))
+            describe(
+                item,
+                [],
+                now,
+                limit,
+                readonly=app.readonly,  # type: ignore[attr-defined]
+                looks=lambda key: fmt.look(app, key),
+                keys=keys_of(self),
+            )
         )
         attempts = self.query_one("#detail-attempts", DataTable)
         attempts.clear()
@@ -191,6 +202,25 @@ class ItemDetailScreen(Screen[None]):
             Content("\n").join(events) if events else Content("(no operator or engine events for this item)")
         )
         self.set_timer(REFRESH_SECONDS, self.load)
+
+    def action_copy_error(self) -> None:
+        if self._shown is None or self._shown[0] is None:
+            self.notify("Copy error: the item is not read yet, or no longer exists.", severity="warning")
+            return
+        item, attempts = self._shown[0], self._shown[1]
+        get_out.copy_error(self, item, attempts)
+
+    def action_open_pager(self) -> None:
+        self._read_report()
+
+    @work(thread=True, exclusive=True, group="pager", exit_on_error=False)
+    def _read_report(self) -> None:
+        text = get_out.read_report(self.app.ws.store, self.item_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(get_out.open_in_pager, self, self.item_id, text, "detail.copy")
+
+    def on_worker_state_changed(self, event) -> None:
+        if event.worker.group == "pager" and event.worker.error is not None:
+            self.notify(f"Reading the item failed: {event.worker.error}", severity="error", timeout=10)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -36,11 +36,12 @@ from ..widgets.footer import Footer
 from ..widgets.health_panel import HealthPanel
 from ..widgets.item_table import CLIP_COLUMNS, EPISODE_COLUMNS, ItemTable, RenderContext
 from ..widgets.stage_progress import StageProgress
+from . import get_out
 from .audit_log import AuditLogScreen
 from .choice import ChoiceScreen
 from .confirm_verb import ConfirmVerbScreen
 from .failure_groups import FailureGroupsScreen
-from .help import HelpEntry, HelpScreen, key_label, legend_entries
+from .help import HelpEntry, HelpScreen, legend_entries
 from .item_detail import ItemDetailScreen
 from .time_view import TimeViewScreen
 from .verb_catalog import (
@@ -86,7 +87,7 @@ class MainScreen(Screen[None]):
             "filter",
             "Filter",
             id="main.filter",
-            tooltip="Filter episodes: status:failed stage:enriched show:NAME stuck TEXT; esc clears",
+            tooltip="Filter episodes: status:failed stage:enriched show:NAME stuck TEXT",
         ),
         Binding(
             "colon",
@@ -169,8 +170,9 @@ class MainScreen(Screen[None]):
             "Pause updates",
             show=False,
             id="main.live",
-            tooltip="Freeze the live refresh (p again resumes); the engine keeps working",
+            tooltip="Freeze the live refresh (the same key resumes it); the engine keeps working",
         ),
+        *get_out.bindings("main", show=False),
         Binding("1", "focus_pane('episodes')", "Episodes", show=False, id="main.pane_episodes"),
         Binding("2", "focus_pane('clips')", "Clips", show=False, id="main.pane_clips"),
         Binding("3", "focus_pane('error-detail')", "Error detail", show=False, id="main.pane_detail"),
@@ -241,6 +243,10 @@ class MainScreen(Screen[None]):
     @property
     def clips(self) -> ItemTable:
         return self.query_one("#clips", ItemTable)
+
+    def _key(self, binding_id: str) -> str:
+        """The key a hint names for a binding: the active one (the keymap's, else the default)."""
+        return self.app.keys.label(binding_id)  # type: ignore[attr-defined]
 
     @property
     def operator(self) -> Operator:
@@ -351,6 +357,8 @@ class MainScreen(Screen[None]):
                 self._schedule()
         elif event.worker.group == "verbs":
             self.notify(f"The verb failed: {error}", severity="error", markup=False, timeout=10)
+        elif event.worker.group in ("copy", "pager"):
+            self.notify(f"Reading the item failed: {error}", severity="error", markup=False, timeout=10)
 
     def _apply(self, data: ViewData) -> None:
         previous = self.view
@@ -410,7 +418,10 @@ class MainScreen(Screen[None]):
         self.episodes.show_title(f"Episodes {self.episodes.position_label}{order}{filt}")
         clip_order = f"  {self.clips.sort_label}" if self.clips.sort_label else ""
         if self.all_clips:
-            self.clips.show_title(f"All clips {self.clips.position_label}{clip_order}  (a: this episode's)")
+            back = self.app.keys.label("main.all_clips")  # type: ignore[attr-defined]
+            self.clips.show_title(
+                f"All clips {self.clips.position_label}{clip_order}  ({back}: this episode's)"
+            )
         else:
             episode = self.episodes.current_id
             of = fmt.short_id(episode, 18 if self.has_class("-narrow") else 34) if episode else "no episode"
@@ -455,7 +466,7 @@ class MainScreen(Screen[None]):
                 self.notify(f"{item_id} succeeded after {verb.lower()}.", title="Recovered", markup=False)
             else:
                 self.notify(
-                    f"{item_id} failed again after {verb.lower()}; enter shows why.",
+                    f"{item_id} failed again after {verb.lower()}; {self._key('main.detail')} shows why.",
                     title="Failed again",
                     severity="error",
                     markup=False,
@@ -468,8 +479,8 @@ class MainScreen(Screen[None]):
         stuck = data.overview.stuck
         if stuck > self._known_stuck:
             self.notify(
-                f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with / stuck, "
-                "then i to intervene.",
+                f"{stuck} running item(s) are stuck (STALLED or TIMED OUT). Filter with "
+                f"{self._key('main.filter')} stuck, then {self._key('main.intervene')} to intervene.",
                 title="Stuck work",
                 severity="warning",
                 markup=False,
@@ -516,6 +527,8 @@ class MainScreen(Screen[None]):
         if action == "intervene":
             row = self._focused_table().current_row
             return True if row and row["status"] == "running" and row.get("verdict") else None
+        if action in ("copy_error", "open_pager"):
+            return True if self._focused_table().current_id else None
         if spec is None:
             return True
         if self.app.readonly:  # type: ignore[attr-defined]
@@ -603,43 +616,80 @@ class MainScreen(Screen[None]):
 
     # -- view actions --------------------------------------------------------------------
     def action_help(self) -> None:
+        keys = self.app.keys  # type: ignore[attr-defined]
         entries = []
         for group in ("Recovery", "Clips", "Engine"):
             for spec in VERBS:
                 if spec.group == group:
                     enabled = self.check_action(spec.action, ()) is True
                     confirm = " (asks first)" if spec.confirm else ""
-                    entries.append(HelpEntry(group, spec.key, f"{spec.title}: {spec.help}{confirm}", enabled))
+                    entries.append(
+                        HelpEntry(
+                            group,
+                            keys.labels(spec.binding_id),
+                            f"{spec.title}: {spec.help}{confirm}",
+                            enabled,
+                            binding_id=spec.binding_id,
+                        )
+                    )
         entries += [
-            HelpEntry("View", key_label(b.key), b.tooltip or b.description) for b in self._view_bindings()
-        ]
-        entries += [
-            HelpEntry("Navigation", k, d)
-            for k, d in (
-                ("j / k", "move down / up (↓ ↑ too)"),
-                ("g / G", "first / last row (the window slides in SQL)"),
-                ("pgup/dn", "page up / down"),
-                ("tab", "next pane: episodes, clips, error detail"),
-                ("1 2 3", "jump to episodes, clips, error detail"),
-                ("o / O", "sort by the next column / reverse (a header click sorts by that column)"),
+            HelpEntry(
+                "View",
+                keys.labels(b.id),
+                b.tooltip or b.description,
+                self.check_action(b.action, ()) is True,
+                binding_id=b.id or "",
             )
+            for b in self._view_bindings()
         ]
+
+        def pair(first: str, second: str) -> tuple[str, str]:
+            return f"{keys.label(first)} / {keys.label(second)}", f"{first}, {second}"
+
+        navigation = [
+            (*pair("table.down", "table.up"), "move down / up (↓ ↑ too)"),
+            (*pair("table.first", "table.last"), "first / last row (the window slides in SQL)"),
+            ("pgup/dn", "", "page up / down"),
+            ("tab", "", "next pane: episodes, clips, error detail"),
+            (
+                *pair("table.sort", "table.sort_reverse"),
+                "sort by the next column / reverse (a header click sorts by that column)",
+            ),
+        ]
+        entries += [HelpEntry("Navigation", k, d, binding_id=i) for k, i, d in navigation]
         entries += [
-            HelpEntry("App", "q", "Quit (asks what to do with work in flight)"),
-            HelpEntry("App", ": ctrl+p", "Command palette: every action by name"),
+            HelpEntry(
+                "App",
+                keys.labels("app.quit"),
+                "Quit (asks what to do with work in flight)",
+                binding_id="app.quit",
+            ),
+            HelpEntry(
+                "App",
+                f"{keys.label('main.palette')} ctrl+p",
+                "Command palette: every action by name",
+                binding_id="main.palette",
+            ),
         ]
-        entries += legend_entries(lambda key: fmt.look(self.app, key))
+        entries += legend_entries(lambda key: fmt.look(self.app, key), keys)
         note = "Read-only mode: verbs are shown but do not run." if self.app.readonly else ""  # type: ignore[attr-defined]
         self.app.push_screen(HelpScreen(entries, note))
 
     def _view_bindings(self) -> list[Binding]:
-        return [b for b in self.BINDINGS if isinstance(b, Binding) and b.action not in VERBS_BY_ACTION]
+        return [
+            b
+            for b in self.BINDINGS
+            if isinstance(b, Binding) and b.action not in VERBS_BY_ACTION and b.id != "main.palette"
+        ]
 
     def action_toggle_live(self) -> None:
         self.live = not self.live
         self._show_header()
         self.notify(
-            "Live updates paused; p resumes." if self.live is False else "Live updates resumed.", markup=False
+            f"Live updates paused; {self._key('main.live')} resumes."
+            if self.live is False
+            else "Live updates resumed.",
+            markup=False,
         )
         if self.live:
             self.poll(True)
@@ -693,7 +743,7 @@ class MainScreen(Screen[None]):
         more = f" (the first {len(rows)} of {total})" if total > len(rows) else ""
         self.notify(
             f"Marked {len(rows)} row(s) matching the filter{more}. Every verb shows its preview first; "
-            "esc clears the marks.",
+            f"{self._key('main.clear_marks')} clears the marks.",
             title="Mark matching",
             markup=False,
         )
@@ -705,9 +755,9 @@ class MainScreen(Screen[None]):
         self.show_discarded = not self.show_discarded
         self.episode_filter = replace(self.episode_filter, show_discarded=self.show_discarded)
         self.notify(
-            "Showing discarded items (dead letters); d hides them."
+            f"Showing discarded items (dead letters); {self._key('main.discarded')} hides them."
             if self.show_discarded
-            else "Discarded items hidden; d shows them.",
+            else f"Discarded items hidden; {self._key('main.discarded')} shows them.",
             markup=False,
         )
         self._changed_view()
@@ -740,10 +790,10 @@ class MainScreen(Screen[None]):
             stalled_for = f", no progress for {fmt.duration(self.view.now - self.view.detail['progress_at'])}"
         title = f"{row['id']} is {row['verdict']} at {fmt.current_stage(row)}{stalled_for}"
         choices: list[tuple[object, str]] = [
-            ("extend", "Wait longer: extend its timeout (e)"),
+            ("extend", f"Wait longer: extend its timeout ({self._key('verb.extend')})"),
             ("terminate", "Terminate and retry the stage (asks first)"),
-            ("skip", "Skip the stage (s, asks first)"),
-            ("log", "Open the log and attempt history (enter)"),
+            ("skip", f"Skip the stage ({self._key('verb.skip')}, asks first)"),
+            ("log", f"Open the log and attempt history ({self._key('main.detail')})"),
         ]
         if self.app.readonly:  # type: ignore[attr-defined]
             choices = choices[-1:]
@@ -771,6 +821,50 @@ class MainScreen(Screen[None]):
         if item_id:
             self.app.push_screen(ItemDetailScreen(item_id))
 
+    def _selected_with_detail(self) -> tuple[dict, list[dict]] | None:
+        """The selected row and its attempts as the last view read them, if that read is of this row."""
+        item_id = self._focused_table().current_id
+        view = self.view
+        if item_id and view is not None and view.detail and view.detail.get("id") == item_id:
+            return view.detail, view.detail_attempts
+        return None
+
+    def action_copy_error(self) -> None:
+        item_id = self._focused_table().current_id
+        if not item_id:
+            self.notify("Copy error: select a row first.", severity="warning")
+            return
+        shown = self._selected_with_detail()
+        if shown is not None:
+            get_out.copy_error(self, *shown)  # what the error pane shows: no read needed
+        else:
+            self._read_for_copy(item_id)  # the cursor moved since the last read
+
+    @work(thread=True, group="copy", exclusive=True, exit_on_error=False)
+    def _read_for_copy(self, item_id: str) -> None:
+        store = self.app.ws.store  # type: ignore[attr-defined]
+        item = queries.item(store, item_id)
+        attempts = queries.attempts(store, item_id) if item else []
+        self.app.call_from_thread(self._copy_read, item_id, item, attempts)
+
+    def _copy_read(self, item_id: str, item: dict | None, attempts: list[dict]) -> None:
+        if item is None:
+            self.notify(f"{item_id} no longer exists.", title="Copy error", severity="warning")
+        else:
+            get_out.copy_error(self, item, attempts)
+
+    def action_open_pager(self) -> None:
+        item_id = self._focused_table().current_id
+        if not item_id:
+            self.notify("Pager: select a row first.", severity="warning")
+            return
+        self._read_report(item_id)
+
+    @work(thread=True, group="pager", exclusive=True, exit_on_error=False)
+    def _read_report(self, item_id: str) -> None:
+        text = get_out.read_report(self.app.ws.store, item_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(get_out.open_in_pager, self, item_id, text, "main.copy")
+
     def palette_commands(self) -> list[tuple[str, str, str]]:
         commands = [
             (b.description, b.tooltip or b.description, b.action)
@@ -779,7 +873,7 @@ class MainScreen(Screen[None]):
         ]
         for spec in VERBS:
             if self.check_action(spec.action, ()) is True:
-                commands.append((spec.title, f"{spec.help} [{spec.key}]", spec.action))
+                commands.append((spec.title, f"{spec.help} [{self._key(spec.binding_id)}]", spec.action))
         return commands
 
     # -- verbs ---------------------------------------------------------------------------

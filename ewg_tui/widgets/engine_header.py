@@ -10,6 +10,7 @@ from textual.widgets import Static
 from engine.db.queries import Overview
 from engine.text import one_line
 
+from ..keys import keys_of
 from . import formatting as fmt
 
 # The engine's state drawn with the status palette: (mark, palette key) by engine_summary's level.
@@ -100,7 +101,7 @@ class EngineHeader(Static):
         if state.readonly:
             parts.append(("  READ-ONLY", "bold $warning"))
         if not state.live:
-            parts.append(("  updates paused (p)", "bold $warning"))
+            parts.append((f"  updates paused ({keys_of(self).label('main.live')})", "bold $warning"))
         if state.marked:
             parts.append((f"  {state.marked} marked", "bold $accent"))
         content = Content.assemble(*parts)

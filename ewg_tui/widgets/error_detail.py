@@ -9,30 +9,37 @@ from textual.widgets import Static
 from engine import errors
 from engine.text import inert, one_line
 
+from ..keys import DEFAULT_KEYS, ActiveKeys, keys_of, without_keys
 from . import formatting as fmt
 
 LOG_LINES = 6
 
-# What the operator can press, by situation. The engine's suggestion says why; this says which key.
+# What the operator can press, by situation. The engine's suggestion says why; this says which key
+# (the active one: `{key:ID}` is filled from the keymap, ewg_tui/keys.py).
 RECOVERY_KEYS = {
-    errors.TRANSIENT: "r retry now",
-    errors.CACHE_RELATED: "c clear cache · R force reprocess",
+    errors.TRANSIENT: "{key:verb.retry} retry now",
+    errors.CACHE_RELATED: "{key:verb.clear_cache} clear cache · {key:verb.reprocess} force reprocess",
     errors.RESOURCE: "free the resource; the engine resumes by itself",
-    errors.PERSISTENT: "R force reprocess · s skip stage",
-    errors.CONFIG_ERROR: "fix ewg.toml, then r retry",
-    errors.MISSING_DEPENDENCY: "install the tool, then r retry",
+    errors.PERSISTENT: "{key:verb.reprocess} force reprocess · {key:verb.skip} skip stage",
+    errors.CONFIG_ERROR: "fix ewg.toml, then {key:verb.retry} retry",
+    errors.MISSING_DEPENDENCY: "install the tool, then {key:verb.retry} retry",
 }
-STUCK_KEYS = "i intervene · e extend (wait longer) · X force stop · s skip stage"
+STUCK_KEYS = (
+    "{key:main.intervene} intervene · {key:verb.extend} extend (wait longer) · "
+    "{key:verb.force_stop} force stop · {key:verb.skip} skip stage"
+)
+STOPPED_KEYS = "{key:verb.resume} resume · {key:verb.retry} retry"
+BLOCKED_KEYS = "waits by itself for the service or resource; {key:verb.retry} retry to try now"
 
 
-def recovery_hint(item: dict) -> str:
+def recovery_hint(item: dict, keys: ActiveKeys = DEFAULT_KEYS) -> str:
     if item["status"] == "running" and item.get("verdict") in ("STALLED", "TIMED OUT", "SLOW"):
-        return STUCK_KEYS
+        return keys.fill(STUCK_KEYS)
     if item["status"] == "stopped":
-        return "u resume · r retry"
+        return keys.fill(STOPPED_KEYS)
     if item["status"] == "blocked":
-        return "waits by itself for the service or resource; r retry to try now"
-    return RECOVERY_KEYS.get(item.get("error_class") or "", "")
+        return keys.fill(BLOCKED_KEYS)
+    return keys.fill(RECOVERY_KEYS.get(item.get("error_class") or "", ""))
 
 
 def log_tail(attempts: list[dict], lines: int = LOG_LINES) -> list[str]:
@@ -51,8 +58,10 @@ def describe(
     width: int = 80,
     readonly: bool = False,
     looks=None,
+    keys: ActiveKeys = DEFAULT_KEYS,
 ) -> Content:
-    """`looks(key)` gives a status's or verdict's fmt.Look (the app's PALETTE column)."""
+    """`looks(key)` gives a status's or verdict's fmt.Look (the app's PALETTE column); `keys` the
+    active keys, named in the hint line and added to the engine's suggestion after each verb."""
     looks = looks or (lambda key: fmt.PALETTE["dark"].get(key, fmt.Look()))
     if item is None:
         return Content.assemble(
@@ -96,9 +105,12 @@ def describe(
         )
     elif item.get("blocked_reason"):
         lines.append(Content(inert(item["blocked_reason"])))
-    hint = "" if readonly else recovery_hint(item)
+    hint = "" if readonly else recovery_hint(item, keys)
     if item.get("error_suggestion"):
-        lines.append(Content.assemble(("→ ", "bold $accent"), inert(item["error_suggestion"])))
+        suggestion = (
+            without_keys(item["error_suggestion"]) if readonly else keys.with_keys(item["error_suggestion"])
+        )
+        lines.append(Content.assemble(("→ ", "bold $accent"), inert(suggestion)))
     if hint:
         lines.append(Content.assemble(("keys: ", "bold $accent"), (hint, "$accent")))
     if attempts:
@@ -159,6 +171,7 @@ class ErrorDetail(VerticalScroll):
             self.scrollable_content_region.width,
             readonly,
             looks=lambda key: fmt.look(self.app, key),
+            keys=keys_of(self),
         )
         if content != self._shown:  # an unchanged pane is not repainted (idle SSH sessions stay quiet)
             self._shown = content

@@ -15,10 +15,12 @@ from engine import pipeline
 from engine.db.queries import DISCARDED, STATUSES, ItemFilter
 from engine.text import one_line
 
+from ..keys import keys_of
 from . import formatting as fmt
 
-HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, esc clears)"
-KEYS_HINT = "enter keeps · esc clears"
+# `{key:filter.leave}`: the active key (ewg_tui/keys.py); enter is the input's own.
+HELP = "status:failed,retrying  stage:enriched  show:tech  stuck  free text   (enter keeps it, {key:filter.leave} clears)"
+KEYS_HINT = "enter keeps · {key:filter.leave} clears"
 
 
 FIELDS = ("status:", "stage:", "show:", "stuck")
@@ -156,13 +158,17 @@ class FilterBar(Input):
         self.suggestions = FilterSuggester()
         super().__init__(placeholder=HELP, id=id, suggester=self.suggestions)
         self.border_title = "filter episodes"
+        self.keys_hint = KEYS_HINT
 
     def on_mount(self) -> None:
         self.cursor_blink = getattr(self.app, "cursor_blink", True)
+        keys = keys_of(self)
+        self.placeholder = keys.fill(HELP)
+        self.keys_hint = keys.fill(KEYS_HINT)
 
     def open(self) -> None:
         if not self.has_class("-invalid"):
-            self.border_subtitle = KEYS_HINT
+            self.border_subtitle = self.keys_hint
         self.add_class("-active")
         self.focus()
 
@@ -187,7 +193,7 @@ class FilterBar(Input):
         token = words[-1] if words and not value[-1:].isspace() else ""
         options = candidates(token, self.suggestions.kind, self.suggestions.shows) if token else []
         if len(options) < 2:
-            return KEYS_HINT
+            return self.keys_hint
         cut = (
             max(token.rfind(":"), token.rfind(",")) + 1
         )  # show what each option adds: the value, or the field

@@ -14,9 +14,10 @@ from pathlib import Path
 from textual.content import Content
 from textual.widgets import Static
 
+from ..keys import keys_of
 from . import formatting as fmt
 
-TEXT = "First run: ? explains the marks ({marks}) and every key. Any key hides this."
+TEXT = "First run: {help} explains the marks ({marks}) and every key. Any key hides this."
 
 
 def hint_path() -> Path:
@@ -50,5 +51,8 @@ class FirstRunHint(Static):
     """
 
     def __init__(self) -> None:
+        super().__init__(id="first-run-hint")
+
+    def on_mount(self) -> None:  # the help key is the active one (the keymap may have moved it)
         marks = " ".join(fmt.glyph(k) for k in ("done", "running", "retrying", "blocked", "failed"))
-        super().__init__(Content(TEXT.format(marks=marks)), id="first-run-hint")
+        self.update(Content(TEXT.format(help=keys_of(self).label("main.help"), marks=marks)))

@@ -40,14 +40,14 @@ GLYPHS = {
     "DEAD": "☠",
 }
 VERDICTS = ("STALLED", "TIMED OUT", "SLOW", "DEAD")
-# What the legend (`?`) says about each mark.
+# What the legend (`?`) says about each mark; `{key:ID}` is the binding's active key (ewg_tui/keys.py).
 MEANING = {
     "done": "done: every stage finished",
     "running": "running: a worker has it now",
     "retrying": "retry: failed, the engine tries again after the countdown",
     "blocked": "blocked: waits for a service or disk space; no attempt spent",
-    "stopped": "stopped: an operator stopped it; u resumes",
-    "failed": "failed: the engine will not retry it (needs operator); r / R act",
+    "stopped": "stopped: an operator stopped it; {key:verb.resume} resumes",
+    "failed": "failed: the engine will not retry it (needs operator); {key:verb.retry} / {key:verb.reprocess} act",
     "queued": "queued: waiting for a worker",
     "STALLED": "STALLED: running, but no progress for a while",
     "TIMED OUT": "TIMED OUT: running past its stage timeout",

@@ -240,3 +240,32 @@ def test_first_run_hint(snap_compare, monkeypatch, tmp_path):
         await settled(pilot)
 
     assert snap_compare(console("hint", first_run_hint=None), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_main_screen_with_a_keymap(snap_compare):
+    """`[console.keymap]` moved retry to t and help to f1: the footer and the error pane's suggestion and
+    keys line name t, not r."""
+    ws, clock = seeded_workspace(fixed_root("keymap"))
+    ws.config.console.keymap = {"verb.retry": "t", "main.time_view": "T", "main.help": "f1"}
+    app = make_app(ws, clock, poll_interval=60.0)
+
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[8])  # missing dependency: "then retry (t)"
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
+
+
+def test_item_detail_in_a_theme_from_ewg_toml(snap_compare):
+    """`[console] theme = "nord"`: the console starts in it; the detail's footer shows copy and pager."""
+    ws, clock = seeded_workspace(fixed_root("theme-nord"))
+    ws.config.console.theme = "nord"
+    app = make_app(ws, clock, poll_interval=60.0)
+
+    async def run_before(pilot):
+        screen = await settled(pilot)
+        await move_to(pilot, screen.episodes, EP[7])
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
