@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import checkpoints, fsafe, ownership, pipeline, transitions
+from . import checkpoints, fsafe, ownership, pipeline
 from .config import Config, ConfigError
 from .config import load as load_config
 from .db import DatabasePathError, SQLiteStore, check_access, check_regular_file, sqlite_file, upkeep
@@ -697,8 +697,7 @@ class Doctor:
                 for p in links:
                     fsafe.remove_link(p)
                 with self.ws.store.write() as conn:
-                    transitions.record_event(
-                        conn,
+                    conn.record_event(
                         time.time(),
                         self.actor,
                         "doctor_repair",
@@ -732,8 +731,7 @@ class Doctor:
                 for p in orphan:
                     ownership.remove_tree(p)
                 with self.ws.store.write() as conn:
-                    transitions.record_event(
-                        conn,
+                    conn.record_event(
                         time.time(),
                         self.actor,
                         "doctor_repair",
@@ -918,8 +916,7 @@ class Doctor:
                 now=now,
             ):
                 return changed
-            event = transitions.record_event(
-                unit,
+            event = unit.record_event(
                 now,
                 self.actor,
                 "doctor_repair",

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from . import transitions
 from .db import Store, queries
 
 STATE_KEY = "warnings"
@@ -217,8 +216,7 @@ class Forecaster:
         new = [w for key, w in found.items() if key not in self.current]
         if new or found.keys() != self.current.keys():
             with self.store.write() as conn:
-                transitions.set_switch(
-                    conn,
+                conn.set_switch(
                     STATE_KEY,
                     json.dumps([w.to_dict() for w in found.values()]) if found else "",
                     reason=f"{len(found)} early warning(s)",
@@ -226,8 +224,7 @@ class Forecaster:
                     now=now,
                 )
                 for w in new:
-                    transitions.record_event(
-                        conn,
+                    conn.record_event(
                         now,
                         "engine",
                         "early_warning",

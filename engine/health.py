@@ -15,18 +15,15 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import psutil
 
-from . import errors, retention, transitions
+from . import errors, retention
 from .db.upkeep import RESOURCE_PAUSE, HealthSample
 from .forecast import Forecaster
 from .loop_failures import LoopFailures
+from .supervised import HealthHost
 from .verbs import finish_pending_removals
-
-if TYPE_CHECKING:
-    from .runtime import Engine
 
 log = logging.getLogger("ewg.health")
 
@@ -104,7 +101,7 @@ def check_service(url: str, timeout: float, expect_status: int = 200) -> tuple[b
 class HealthMonitor:
     def __init__(
         self,
-        engine: Engine,
+        engine: HealthHost,
         disk_free_mb: Callable[[str], float] | None = None,
         probe: Callable[[str, float, int], tuple[bool, str]] = check_service,
     ) -> None:
@@ -135,7 +132,7 @@ class HealthMonitor:
         last_backup = eng.clock.now()
         last_scan = last_forecast = last_prune = last_removals = -1e18
         failures = LoopFailures("health check", log)
-        while not eng._halt.wait(min(eng.config.health.interval, 1.0)):
+        while not eng.halted(min(eng.config.health.interval, 1.0)):
             try:
                 now = eng.clock.now()
                 if now - self.latest.get("at", 0) >= eng.config.health.interval:
@@ -287,8 +284,7 @@ class HealthMonitor:
             # the figures in the reason move with every sample: the switch is rewritten when they do
             change = unit.update_switch(RESOURCE_PAUSE, value, reason=value, actor="engine", now=now)
             if change.turned:  # one event when a pause begins, one when it ends
-                transitions.record_event(
-                    unit,
+                unit.record_event(
                     now,
                     "engine",
                     "resource_pause" if value else "resource_resume",
@@ -332,8 +328,7 @@ class HealthMonitor:
             if stages and ok and was_down:
                 unit.requeue_blocked(now=now, reason_prefix=f"{SERVICE_PREFIX}{name} ", matching=True)
             if ok == was_down:
-                transitions.record_event(
-                    unit,
+                unit.record_event(
                     now,
                     "engine",
                     "service_up" if ok else "service_down",

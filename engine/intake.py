@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import transitions
 from .config import ConfigError
 from .db import upkeep
 from .media.discovery import Problem, ScanConfigError, ScanEntry, SourceFolders, scan
@@ -98,8 +97,7 @@ def scan_once(ws: Workspace, actor: str = "engine") -> Intake:
             # only from the source read above: a concurrent change is not undone
             if unit.repoint_source(item_id, old=old, new=new, now=now):
                 intake.moved.append(item_id)
-        transitions.record_event(
-            unit,
+        unit.record_event(
             now,
             actor,
             "scan",

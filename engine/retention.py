@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import transitions
 from .db import Store
 from .db.upkeep import PruneCounts, count_prunable
 
@@ -68,8 +67,7 @@ def prune(
         )
         report.applied = True
         if report.total:
-            transitions.record_event(
-                unit,
+            unit.record_event(
                 now,
                 actor,
                 "prune",

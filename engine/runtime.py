@@ -15,18 +15,18 @@ import logging
 import os
 import queue
 import random
-import sqlite3
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import checkpoints, errors, fsafe, ownership, pipeline, policy, stages, transitions
+from . import checkpoints, errors, fsafe, ownership, pipeline, policy, stages
 from .alert_watch import AlertWatch
 from .alerts import Alerter
 from .clock import Clock
-from .db import Claim, Completion
+from .db import Claim, Completion, work
+from .db.unit import Unit
 from .errors import Cancelled, StageError
 from .health import RESOURCE_PREFIX, SERVICE_PREFIX, HealthMonitor
 from .loop_failures import LoopFailures
@@ -73,7 +73,7 @@ class Outcome:
 
     run: Run
     ctx: StageContext | None
-    apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None
+    apply: Callable[[Unit, float], Callable[[], None]] | None = None
     touches_files: bool = False  # renames files: run inside a savepoint of its own
     completion: Completion | None = None
 
@@ -162,29 +162,25 @@ class Engine:
         """Start-up repair: rescue work leased by dead processes on this host, sweep temporary leftovers."""
         now = self.clock.now()
         rescued = 0
-        for row in self.store.read(
-            "SELECT id, lease_owner, lease_token, rescues FROM items WHERE status='running'"
-        ):
-            if owner_alive(row["lease_owner"] or "") is False:
+        for item in work.running_items(self.store):
+            if owner_alive(item.owner) is False:
                 if self.rescue(
-                    row["id"],
-                    row["lease_token"],
-                    row["rescues"],
+                    item.id,
+                    item.token,
+                    item.rescues,
                     "crashed",
-                    f"owner {row['lease_owner']} is gone (found at start-up)",
+                    f"owner {item.owner} is gone (found at start-up)",
                     now,
                 ):
                     rescued += 1
         swept = self.sweep_leftovers()
         self._warn_unrecorded_outputs()
-        with self.store.write() as conn:
-            for row in conn.execute("SELECT owner FROM engines").fetchall():
-                if owner_alive(row["owner"]) is False:
-                    conn.execute("DELETE FROM engines WHERE owner=?", (row["owner"],))
+        with self.store.write() as unit:
+            for owner in unit.engine_owners():
+                if owner_alive(owner) is False:
+                    unit.forget_engine(owner)
             if rescued or swept:
-                transitions.record_event(
-                    conn, now, "engine", "recover", result=f"rescued {rescued}, swept {swept}"
-                )
+                unit.record_event(now, "engine", "recover", result=f"rescued {rescued}, swept {swept}")
         return {"rescued": rescued, "swept": swept}
 
     def _warn_unrecorded_outputs(self) -> None:
@@ -213,41 +209,19 @@ class Engine:
         """Take an item back from an owner that died; no attempt is spent (a poison pill is capped)."""
         give_up = rescues + 1 >= self.config.recovery.max_rescues
         self.end_orphan(item_id, token)  # before the item can be claimed again
-        with self.store.write() as conn:
-            ok = transitions.release(
-                conn,
-                item_id,
-                token,
-                now,
-                outcome,
-                "failed" if give_up else "queued",
-                f"rescued: {why}",
-                bump=True,
-                verdict="DEAD",
-                count_rescue=True,
+        give_up_error = (
+            (
+                errors.PERSISTENT,
+                f"worker died {rescues + 1} times on this stage",
+                "The stage may crash its process; check its log, then retry.",
             )
-            if ok and give_up:
-                conn.execute(
-                    "UPDATE items SET error_class=?, error_message=?, error_suggestion=?, error_at=?"
-                    " WHERE id=?",
-                    (
-                        errors.PERSISTENT,
-                        f"worker died {rescues + 1} times on this stage",
-                        "The stage may crash its process; check its log, then retry.",
-                        now,
-                        item_id,
-                    ),
-                )
-            if ok:
-                transitions.record_event(
-                    conn,
-                    now,
-                    actor,
-                    "rescue",
-                    affected=[item_id],
-                    reason=why,
-                    result="failed: too many rescues" if give_up else "queued",
-                )
+            if give_up
+            else None
+        )
+        with self.store.write() as unit:
+            ok = unit.rescue(
+                item_id, token, now, outcome=outcome, why=why, actor=actor, give_up=give_up_error
+            )
         if ok:
             self.wake()
         return ok
@@ -255,26 +229,18 @@ class Engine:
     def end_orphan(self, item_id: str, token: int) -> int:
         """Kill what is left of the recorded stage process group of a lease taken from its owner (on this
         host; another host's processes are out of reach), if it is still that attempt's group."""
-        row = self.store.read_one(
-            "SELECT lease_owner, stage_pid, stage_pgid FROM items WHERE id=? AND lease_token=? AND status='running'",
-            (item_id, token),
-        )
-        if row is None or not row["stage_pgid"] or owner_host(row["lease_owner"] or "") != self.host:
+        proc = work.stage_process(self.store, item_id, token)
+        if proc is None or not proc.pgid or owner_host(proc.owner) != self.host:
             return 0
-        marker = groups.lease_marker(row["lease_owner"], item_id, token)
-        return groups.kill_recorded(
-            row["stage_pid"], row["stage_pgid"], marker, self.config.engine.force_grace
-        )
+        marker = groups.lease_marker(proc.owner, item_id, token)
+        return groups.kill_recorded(proc.pid, proc.pgid, marker, self.config.engine.force_grace)
 
     def sweep_leftovers(self) -> int:
         """Delete the temporary and replaced folders of attempts that are over, only in known items'
         folders of an items root this database owns (OwnershipError otherwise: the engine does not start)."""
         self.ws.confirm_owned()
         finish_pending_removals(self.ws)
-        live = {
-            (r["id"], r["lease_token"])
-            for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
-        }
+        live = work.live_leases(self.store)
         known = self.ws.known_ids()
         swept = 0
         for link in checkpoints.stale_links(
@@ -336,9 +302,8 @@ class Engine:
             stuck = list(self._runs.values())
         now = self.clock.now()
         for run in stuck:
-            with self.store.write() as conn:
-                transitions.release(
-                    conn,
+            with self.store.write() as unit:
+                unit.release(
                     run.claim.item_id,
                     run.claim.lease_token,
                     now,
@@ -355,12 +320,9 @@ class Engine:
                 t.join(timeout=5)
         try:
             self.dispatch_once()  # record what finished during the last moments
-            with self.store.write() as conn:
-                conn.execute(
-                    "UPDATE engines SET state='stopped', busy=0, heartbeat_at=? WHERE owner=?",
-                    (now, self.owner),
-                )
-        except sqlite3.Error as exc:  # e.g. its disk is full: what is unrecorded is fenced and rescued later
+            with self.store.write() as unit:
+                unit.engine_stopped(self.owner, now)
+        except Exception as exc:  # e.g. its disk is full: what is unrecorded is fenced and rescued later
             log.error("could not record the engine's stop (%s); a later start rescues its work", exc)
         self.state = "stopped"
         self._emit(EngineEvent("state", text="stopped"))
@@ -394,6 +356,14 @@ class Engine:
         with self._lock:
             return len(self._runs)
 
+    def runs_here(self, item_id: str) -> bool:
+        with self._lock:
+            return item_id in self._runs
+
+    def halted(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the background loops to be told to end; True once they are."""
+        return self._halt.wait(seconds)
+
     def idle(self) -> bool:
         """Nothing pending, running or waiting for a retry or a resource. Items failed, stopped, or
         blocked by a service that is down wait for a person and do not count."""
@@ -401,12 +371,8 @@ class Engine:
         # outcome is recorded, and a claim waits in _ready until a worker takes it.
         if self.busy() or not self._ready.empty():
             return False
-        row = self.store.read_one(
-            "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')"
-            " OR (status='blocked' AND blocked_reason LIKE ?)",
-            (f"{RESOURCE_PREFIX}%",),
-        )
-        return row[0] == 0 and self.busy() == 0 and self._ready.empty()
+        pending = work.pending_work(self.store, RESOURCE_PREFIX)
+        return pending == 0 and self.busy() == 0 and self._ready.empty()
 
     def run_until_idle(self, timeout: float | None = None, poll: float = 0.2) -> bool:
         deadline = None if timeout is None else self.clock.now() + timeout
@@ -432,13 +398,8 @@ class Engine:
     def _register(self) -> None:
         now = self.clock.now()
         host, pid, _ = self.owner.rsplit(":", 2)
-        with self.store.write() as conn:
-            conn.execute(
-                "INSERT INTO engines (owner, host, pid, started_at, heartbeat_at, workers, busy, state, executions)"
-                " VALUES (?,?,?,?,?,?,0,'running',0) ON CONFLICT(owner) DO UPDATE SET state='running',"
-                " heartbeat_at=excluded.heartbeat_at, workers=excluded.workers",
-                (self.owner, host, int(pid), now, now, self.workers),
-            )
+        with self.store.write() as unit:
+            unit.register_engine(self.owner, host, int(pid), now, self.workers)
 
     # -- workers and the dispatcher ------------------------------------------------------
     # Workers only run stages. One dispatcher thread does the hot-path writes: in a single
@@ -515,28 +476,25 @@ class Engine:
         posts: list[Callable[[], None]] = []
         claims = []
         try:
-            with self.store.write() as conn:
+            with self.store.write() as unit:
                 batch = [o for o in outcomes if o.completion is not None]
                 if batch:  # plain successes: a few multi-row statements for all
-                    accepted = self.store.complete_batch(conn, [o.completion for o in batch], now)
+                    accepted = self.store.complete_batch(unit, [o.completion for o in batch], now)
                     posts += [self._recorded(o.run, o.ctx, o.run.claim.item_id in accepted) for o in batch]
                 for o in outcomes:
                     if o.apply is None:
                         continue
                     if not o.touches_files:  # plain SQL: nothing here can fail on its own
-                        posts.append(o.apply(conn, now))
+                        posts.append(o.apply(unit, now))
                         continue
-                    conn.execute("SAVEPOINT outcome")
                     try:
-                        posts.append(o.apply(conn, now))
-                        conn.execute("RELEASE outcome")
+                        with unit.savepoint():
+                            posts.append(o.apply(unit, now))
                     except Exception as exc:  # e.g. the rename of a checkpoint failed: a failed attempt
-                        conn.execute("ROLLBACK TO outcome")
-                        conn.execute("RELEASE outcome")
                         posts.append(lambda o=o, exc=exc: self._on_failure(o.run, exc, o.ctx))
                 if want > 0:
                     claims = self.store.claim_batch(
-                        conn,
+                        unit,
                         self.owner,
                         now,
                         self.config.engine.lease_duration,
@@ -565,7 +523,7 @@ class Engine:
         self,
         run: Run,
         ctx: StageContext | None,
-        apply: Callable[[sqlite3.Connection, float], Callable[[], None]] | None = None,
+        apply: Callable[[Unit, float], Callable[[], None]] | None = None,
         touches_files: bool = False,
         completion: Completion | None = None,
     ) -> None:
@@ -687,11 +645,8 @@ class Engine:
         """A stage's process group, written with its lease (fenced), before the stage goes on; a stage
         that cannot be recorded is not run: a crash would leave it running alongside its retry."""
         try:
-            with self.store.write() as conn:
-                conn.execute(
-                    "UPDATE items SET stage_pid=?, stage_pgid=? WHERE id=? AND lease_token=? AND status='running'",
-                    (pid, pgid, claim.item_id, claim.lease_token),
-                )
+            with self.store.write() as unit:
+                unit.record_stage_process(claim.item_id, claim.lease_token, pid, pgid)
         except BaseException:
             groups.end_group(pgid, 0)
             raise
@@ -730,88 +685,37 @@ class Engine:
             self._submit(run, ctx, completion=completion)
             return
 
-        def apply(conn: sqlite3.Connection, now: float) -> Callable[[], None]:
-            accepted = bool(self.store.complete_batch(conn, [completion], now))
+        def apply(unit: Unit, now: float) -> Callable[[], None]:
+            accepted = bool(self.store.complete_batch(unit, [completion], now))
             if accepted:
                 if prepared is not None and touches:
                     checkpoints.publish(prepared, claim.lease_token)  # renamed while the token is checked
                 if settles_clips:
-                    self._upsert_clips(conn, ctx, now)
+                    unit.upsert_clips(self._clip_batch(ctx), now)
             return self._recorded(run, ctx, accepted)
 
         self._submit(run, ctx, apply, touches_files=touches)
 
-    def _upsert_clips(self, conn, ctx: StageContext, now: float) -> None:
-        """Clips are keyed by episode and clip key, so an editorial rerun updates instead of duplicating.
-        Clips an operator verb set waiting for this rerun (verbs.AWAITS_EDITORIAL) are redone from
+    @staticmethod
+    def _clip_batch(ctx: StageContext) -> work.ClipBatch:
+        """The clips an editorial run picked, keyed by episode and clip key (engine.db.work.upsert_clips).
+        Clips an operator verb set waiting for this rerun (pipeline.AWAITS_EDITORIAL) are redone from
         generated when picked again, and discarded (kept, hidden) when the new run no longer picks them."""
-        picked = {f"{ctx.item.id}__{clip.key}" for clip in ctx.clips}
-        for waiting in conn.execute(
-            "SELECT id FROM items WHERE kind='clip' AND parent_id=? AND status='stopped' AND blocked_reason=?",
-            (ctx.item.id, pipeline.AWAITS_EDITORIAL),
-        ).fetchall():
-            if waiting["id"] in picked:
-                conn.execute(
-                    "UPDATE items SET status='queued', blocked_reason=NULL, next_attempt_at=?, updated_at=?"
-                    " WHERE id=?",
-                    (now, now, waiting["id"]),
-                )
-            else:
-                conn.execute(
-                    "UPDATE items SET status='discarded', blocked_reason=?, updated_at=? WHERE id=?",
-                    ("dropped: the episode's editorial rerun no longer picks this clip", now, waiting["id"]),
-                )
-        for clip in ctx.clips:
-            clip_id = f"{ctx.item.id}__{clip.key}"
-            row = conn.execute(
-                "SELECT clip_start, clip_end, status, lease_token FROM items WHERE id=?", (clip_id,)
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO items (id, kind, parent_id, source, show, title, stage, next_stage, target_stage,"
-                    " status, clip_start, clip_end, next_attempt_at, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        clip_id,
-                        pipeline.CLIP,
-                        ctx.item.id,
-                        ctx.item.source,
-                        ctx.item.show,
-                        clip.title,
-                        "discovered",
-                        "generated",
-                        pipeline.CLIP_STAGES[-1],
-                        "queued",
-                        clip.start,
-                        clip.end,
-                        now,
-                        now,
-                        now,
-                    ),
-                )
-            elif (row["clip_start"], row["clip_end"]) != (clip.start, clip.end):
-                if (
-                    row["status"] == "running"
-                ):  # its worker cuts the old bounds: record that attempt, fence it out
-                    transitions.close_attempt(
-                        conn,
-                        clip_id,
-                        row["lease_token"],
-                        now,
-                        "cancelled",
-                        decision="clip re-cut by an editorial rerun",
-                        spent=False,
-                    )
-                conn.execute(
-                    "UPDATE items SET title=?, clip_start=?, clip_end=?, stage='discovered', next_stage='generated',"
-                    " status='queued', lease_token=lease_token+1, lease_owner=NULL, lease_expires_at=NULL,"
-                    " cancel_requested=NULL, cancel_requested_at=NULL, attempts=0, next_attempt_at=?,"
-                    " updated_at=? WHERE id=?",
-                    (clip.title, clip.start, clip.end, now, now, clip_id),
-                )
-                conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (clip_id,))
-            else:
-                conn.execute("UPDATE items SET title=?, updated_at=? WHERE id=?", (clip.title, now, clip_id))
+        return work.ClipBatch(
+            episode_id=ctx.item.id,
+            source=ctx.item.source,
+            show=ctx.item.show,
+            kind=pipeline.CLIP,
+            first_stage="discovered",
+            next_stage="generated",
+            target_stage=pipeline.CLIP_STAGES[-1],
+            waiting_reason=pipeline.AWAITS_EDITORIAL,
+            dropped_reason="dropped: the episode's editorial rerun no longer picks this clip",
+            clips=tuple(
+                work.ClipCut(f"{ctx.item.id}__{clip.key}", clip.title, clip.start, clip.end)
+                for clip in ctx.clips
+            ),
+        )
 
     def _on_failure(self, run: Run, exc: BaseException, ctx: StageContext | None) -> None:
         claim = run.claim
@@ -855,9 +759,8 @@ class Engine:
         )
         tail = ctx.log_tail.text() if ctx else None
 
-        def apply(conn: sqlite3.Connection, _now: float) -> Callable[[], None]:
-            ok = transitions.settle_failure(
-                conn,
+        def apply(unit: Unit, _now: float) -> Callable[[], None]:
+            ok = unit.settle_failure(
                 claim.item_id,
                 claim.lease_token,
                 now,
@@ -871,8 +774,7 @@ class Engine:
                 log_tail=tail,
             )
             if ok:
-                transitions.record_event(
-                    conn,
+                unit.record_event(
                     now,
                     "engine",
                     "attempt_failed",
@@ -894,7 +796,7 @@ class Engine:
             return
         tail = ctx.log_tail.text() if ctx else None
 
-        def apply(conn: sqlite3.Connection, now: float) -> Callable[[], None]:
+        def apply(unit: Unit, now: float) -> Callable[[], None]:
             if reason in ("timeout", "stall"):
                 seconds = now - claim.started_at
                 verdict = "TIMED OUT" if reason == "timeout" else "STALLED"
@@ -906,8 +808,7 @@ class Engine:
                 decision = policy.after_failure(
                     self.config, errors.TRANSIENT, claim.attempt_number - 1, now, self.rng
                 )
-                ok = transitions.settle_failure(
-                    conn,
+                ok = unit.settle_failure(
                     claim.item_id,
                     claim.lease_token,
                     now,
@@ -927,13 +828,13 @@ class Engine:
                     if reason == "shutdown"
                     else "processing stopped by operator: released at a safe point, resumes on unpause"
                 )
-                ok = transitions.release(
-                    conn, claim.item_id, claim.lease_token, now, "cancelled", "queued", text, log_tail=tail
+                ok = unit.release(
+                    claim.item_id, claim.lease_token, now, "cancelled", "queued", text, log_tail=tail
                 )
             else:  # stop / force from an operator
                 text = "stopped by operator"
-                ok = transitions.release(
-                    conn, claim.item_id, claim.lease_token, now, "cancelled", "stopped", text, log_tail=tail
+                ok = unit.release(
+                    claim.item_id, claim.lease_token, now, "cancelled", "stopped", text, log_tail=tail
                 )
             return lambda: self._finish(
                 run, ctx, EngineEvent("released" if ok else "lost", claim.item_id, claim.stage, text)
@@ -983,23 +884,23 @@ class Engine:
             elif answer and run.cancel_seen_at is None:
                 self.cancel_local(item_id, answer)
         self._supervise(now)
-        with self.store.write() as conn:
-            conn.execute(
-                "UPDATE engines SET heartbeat_at=?, busy=?, workers=?, state=?, executions=? WHERE owner=?",
-                (now, len(runs), self.workers, self.state, self.executions, self.owner),
+        with self.store.write() as unit:
+            unit.engine_beat(
+                self.owner,
+                now,
+                busy=len(runs),
+                workers=self.workers,
+                state=self.state,
+                executions=self.executions,
             )
             if self.store.busy_waits != self._busy_reported:  # tell consoles and `ewg status`
                 self._busy_reported = self.store.busy_waits
-                conn.execute(
-                    "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('db_busy',?,?,?,?)"
-                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-                    " actor=excluded.actor, at=excluded.at",
-                    (
-                        str(self.store.busy_waits),
-                        "writes waited for a database lock held elsewhere",
-                        self.owner,
-                        self.store.last_busy_at or now,
-                    ),
+                unit.set_switch(
+                    "db_busy",
+                    str(self.store.busy_waits),
+                    reason="writes waited for a database lock held elsewhere",
+                    actor=self.owner,
+                    now=self.store.last_busy_at or now,
                 )
 
     def cancel_local(self, item_id: str, reason: str) -> None:

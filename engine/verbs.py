@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoints, errors, ownership, pipeline, transitions
+from . import checkpoints, errors, ownership, pipeline
 from .owners import owner_alive, owner_id
 from .stages import groups
 from .text import is_utf8
@@ -411,8 +411,7 @@ class Operator:
         if preview.also is not None:
             preview.also(conn, now)
         preview.applied = True
-        preview.event_id = transitions.record_event(
-            conn,
+        preview.event_id = conn.record_event(
             now,
             self.actor,
             preview.verb,
@@ -476,8 +475,7 @@ class Operator:
             values.update(
                 lease_owner=None, lease_expires_at=None, cancel_requested=None, cancel_requested_at=None
             )
-            transitions.close_attempt(
-                conn,
+            conn.close_attempt(
                 row["id"],
                 row["lease_token"],
                 now,
@@ -881,8 +879,8 @@ class Operator:
             return preview
         with self.store.write() as conn:
             self._set_paused(conn, value, reason, now)
-            preview.event_id = transitions.record_event(
-                conn, now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
+            preview.event_id = conn.record_event(
+                now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
             )
         preview.applied = True
         return preview
@@ -1021,8 +1019,7 @@ class Operator:
             )
         with self.store.write() as conn:
             for r in dead:
-                transitions.release(
-                    conn,
+                conn.release(
                     r["id"],
                     r["lease_token"],
                     now,
@@ -1041,8 +1038,7 @@ class Operator:
                     chunk,
                 )
             _hold_files(conn, work, self.actor, now)
-            preview.event_id = transitions.record_event(
-                conn,
+            preview.event_id = conn.record_event(
                 now,
                 self.actor,
                 "deep_clean",

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import statistics
-from typing import TYPE_CHECKING
 
-from . import errors, policy, transitions
+from . import errors, policy
+from .db import work
 from .loop_failures import LoopFailures
 from .owners import owner_alive
-
-if TYPE_CHECKING:
-    from .runtime import Engine
+from .supervised import WatchdogHost
 
 log = logging.getLogger("ewg.watchdog")
 
@@ -26,14 +24,14 @@ DEAD, STALLED, SLOW, TIMED_OUT = "DEAD", "STALLED", "SLOW", "TIMED OUT"
 
 
 class Watchdog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: WatchdogHost) -> None:
         self.engine = engine
         self._medians: dict[tuple[str, str], tuple[float, float | None]] = {}
 
     def loop(self) -> None:
         eng = self.engine
         failures = LoopFailures("watchdog check", log)
-        while not eng._halt.wait(eng.config.engine.check_interval):
+        while not eng.halted(eng.config.engine.check_interval):
             try:
                 self.check()
                 failures.ok()
@@ -46,71 +44,63 @@ class Watchdog:
         cfg = eng.config
         now = eng.clock.now() if now is None else now
         verdicts: dict[str, str] = {}
-        rows = eng.store.read(
-            "SELECT id, kind, next_stage, lease_owner, lease_token, lease_expires_at, heartbeat_at, progress,"
-            " progress_at, started_at, deadline_extension, cancel_requested, cancel_requested_at, verdict, rescues"
-            " FROM items WHERE status='running'"
-        )
+        items = work.running_items(eng.store)
         alive: dict[str, bool | None] = {}  # per owner, once per pass
         # Heartbeats land every heartbeat_interval; one older than three of them (but not yet past
         # dead_after) means the owner may be dying: judge it DEAD or alive, never STALLED meanwhile.
         fresh_after = now - min(3 * cfg.engine.heartbeat_interval, cfg.engine.dead_after)
-        for r in rows:
-            kind, stage, token = r["kind"], r["next_stage"], r["lease_token"]
-            owner = r["lease_owner"] or ""
-            with eng._lock:
-                mine = owner == eng.owner and r["id"] in eng._runs
-            beat = r["heartbeat_at"] or 0
+        for r in items:
+            kind, stage, token, owner = r.kind, r.stage, r.token, r.owner
+            mine = owner == eng.owner and eng.runs_here(r.id)
+            beat = r.heartbeat_at or 0
             if not mine and owner not in alive:
                 alive[owner] = owner_alive(owner)
             if mine and beat < now - cfg.engine.dead_after:
                 log.warning(
                     "heartbeat of %s is %.0f s old but this engine runs it (database slow or locked?)",
-                    r["id"],
+                    r.id,
                     now - beat,
                 )
             elif not mine and (
-                alive[owner] is False
-                or beat < now - cfg.engine.dead_after
-                or (r["lease_expires_at"] or 0) < now
+                alive[owner] is False or beat < now - cfg.engine.dead_after or (r.lease_expires_at or 0) < now
             ):
                 why = (
                     f"owner {owner} is gone (its process on this host has exited)"
                     if alive[owner] is False
                     else f"heartbeat of {owner} is {now - beat:.0f} s old"
                 )
-                if eng.rescue(r["id"], token, r["rescues"], "dead", why, now, actor="watchdog"):
-                    verdicts[r["id"]] = DEAD
+                if eng.rescue(r.id, token, r.rescues, "dead", why, now, actor="watchdog"):
+                    verdicts[r.id] = DEAD
                 continue
             if not mine and beat < fresh_after:
                 continue  # a late heartbeat: DEAD soon or alive again, not stuck
-            if r["cancel_requested"] and r["cancel_requested_at"] is not None:
+            if r.cancel_requested and r.cancel_requested_at is not None:
                 grace = (
                     cfg.engine.force_grace
-                    if r["cancel_requested"] in ("force", "force_release")
+                    if r.cancel_requested in ("force", "force_release")
                     else cfg.engine.stop_grace
                 )
-                if now > r["cancel_requested_at"] + grace:
-                    self.abandon_item(r["id"], token, r["cancel_requested"], now)
+                if now > r.cancel_requested_at + grace:
+                    self.abandon_item(r.id, token, r.cancel_requested, now)
                     continue
-            ext = r["deadline_extension"] or 0.0
+            ext = r.deadline_extension
             verdict = None
-            if now - (r["started_at"] or now) > cfg.timeout_for(kind, stage) + ext:
+            if now - (r.started_at or now) > cfg.timeout_for(kind, stage) + ext:
                 verdict = TIMED_OUT
-            elif now - (r["progress_at"] or now) > cfg.stall_after_for(kind, stage) + ext:
+            elif now - (r.progress_at or now) > cfg.stall_after_for(kind, stage) + ext:
                 verdict = STALLED
-            elif self._slow(kind, stage, now - (r["started_at"] or now), r["progress"] or 0.0):
+            elif self._slow(kind, stage, now - (r.started_at or now), r.progress):
                 verdict = SLOW
             policy_name = {TIMED_OUT: "timeout", STALLED: "stall", SLOW: "slow"}.get(verdict or "")
             setting = cfg.policy_for(kind, stage, policy_name) if policy_name else "off"
             if setting == "off":
                 verdict = None
             if verdict:
-                verdicts[r["id"]] = verdict
-            if verdict != r["verdict"]:
-                self._set_verdict(r["id"], token, verdict, now)
-            if setting == "enforce" and verdict in (TIMED_OUT, STALLED) and not r["cancel_requested"]:
-                self.request_cancel(r["id"], token, "timeout" if verdict == TIMED_OUT else "stall", now)
+                verdicts[r.id] = verdict
+            if verdict != r.verdict:
+                self._set_verdict(r.id, token, verdict, now)
+            if setting == "enforce" and verdict in (TIMED_OUT, STALLED) and not r.cancel_requested:
+                self.request_cancel(r.id, token, "timeout" if verdict == TIMED_OUT else "stall", now)
         self._mark_gone_engines(now, alive)
         return verdicts
 
@@ -118,57 +108,36 @@ class Watchdog:
         """An engine whose process is gone (this host) or whose heartbeat is past dead_after is `gone`."""
         eng = self.engine
         dead_after = eng.config.engine.dead_after
-        for row in eng.store.read(
-            "SELECT owner, heartbeat_at FROM engines WHERE state IN ('running', 'stopping')"
-        ):
-            owner = row["owner"]
+        for row in work.live_engines(eng.store):
+            owner = row.owner
             if owner == eng.owner:
                 continue
             if owner not in alive:
                 alive[owner] = owner_alive(owner)
-            if alive[owner] is False or row["heartbeat_at"] < now - dead_after:
-                with eng.store.write() as conn:
-                    cur = conn.execute(
-                        "UPDATE engines SET state='gone' WHERE owner=? AND state IN ('running', 'stopping')",
-                        (owner,),
-                    )
-                    if cur.rowcount:
-                        transitions.record_event(
-                            conn, now, "watchdog", "engine_gone", selection=owner, result="marked gone"
-                        )
+            if alive[owner] is False or row.heartbeat_at < now - dead_after:
+                with eng.store.write() as unit:
+                    unit.mark_engine_gone(owner, now, "watchdog")
 
     def _set_verdict(self, item_id: str, token: int, verdict: str | None, now: float) -> None:
-        with self.engine.store.write() as conn:
-            cur = conn.execute(
-                "UPDATE items SET verdict=? WHERE id=? AND lease_token=? AND status='running'",
-                (verdict, item_id, token),
-            )
-            if cur.rowcount and verdict in (STALLED, TIMED_OUT):
-                transitions.record_event(conn, now, "watchdog", "verdict", affected=[item_id], result=verdict)
+        with self.engine.store.write() as unit:
+            if unit.set_verdict(item_id, token, verdict) and verdict in (STALLED, TIMED_OUT):
+                unit.record_event(now, "watchdog", "verdict", affected=[item_id], result=verdict)
 
     def request_cancel(self, item_id: str, token: int, reason: str, now: float) -> None:
-        with self.engine.store.write() as conn:
-            conn.execute(
-                "UPDATE items SET cancel_requested=?, cancel_requested_at=? WHERE id=? AND lease_token=?"
-                " AND status='running' AND cancel_requested IS NULL",
-                (reason, now, item_id, token),
-            )
+        with self.engine.store.write() as unit:
+            unit.request_cancel(item_id, token, reason, now)
         self.engine.cancel_local(item_id, reason)
 
     def abandon_item(self, item_id: str, token: int, reason: str, now: float) -> bool:
         """Fence out an owner that did not stop: bump the token, record the attempt as abandoned."""
         eng = self.engine
-        with eng.store.write() as conn:
-            row = conn.execute(
-                "SELECT kind, next_stage, attempts, started_at FROM items WHERE id=? AND"
-                " lease_token=? AND status='running'",
-                (item_id, token),
-            ).fetchone()
-            if row is None:
+        with eng.store.write() as unit:
+            held = unit.held_attempt(item_id, token)
+            if held is None:
                 return False
             if reason in ("timeout", "stall"):
                 verdict = TIMED_OUT if reason == "timeout" else STALLED
-                decision = policy.after_failure(eng.config, errors.TRANSIENT, row["attempts"], now, eng.rng)
+                decision = policy.after_failure(eng.config, errors.TRANSIENT, held.attempts, now, eng.rng)
                 decision = policy.Decision(
                     decision.status,
                     decision.attempts,
@@ -176,9 +145,8 @@ class Watchdog:
                     decision.next_attempt_at,
                     f"abandoned: did not stop within the grace period; {decision.text}",
                 )
-                message = f"{verdict.lower()}: abandoned after {now - (row['started_at'] or now):.0f} s"
-                ok = transitions.settle_failure(
-                    conn,
+                message = f"{verdict.lower()}: abandoned after {now - (held.started_at or now):.0f} s"
+                ok = unit.settle_failure(
                     item_id,
                     token,
                     now,
@@ -192,8 +160,7 @@ class Watchdog:
                     bump=True,
                 )
             else:
-                ok = transitions.release(
-                    conn,
+                ok = unit.release(
                     item_id,
                     token,
                     now,
@@ -203,8 +170,7 @@ class Watchdog:
                     bump=True,
                 )
             if ok:
-                transitions.record_event(
-                    conn,
+                unit.record_event(
                     now,
                     "watchdog",
                     "abandon",
@@ -227,12 +193,7 @@ class Watchdog:
         cached = self._medians.get((kind, stage))
         if cached and now - cached[0] < 60:
             return cached[1]
-        rows = self.engine.store.read(
-            "SELECT a.duration FROM attempts a JOIN items i ON i.id = a.item_id WHERE i.kind=? AND a.stage=?"
-            " AND a.outcome='succeeded' ORDER BY a.id DESC LIMIT 50",
-            (kind, stage),
-        )
-        values = [r[0] for r in rows if r[0] is not None]
+        values = work.recent_durations(self.engine.store, kind, stage, limit=50)
         median = statistics.median(values) if len(values) >= 5 else None
         self._medians[(kind, stage)] = (now, median)
         return median

@@ -190,7 +190,6 @@ def test_an_engine_alerts_on_work_that_needs_an_operator_and_on_its_stop(make_de
 
 
 def test_engines_sharing_a_database_send_each_alert_once(make_demo):
-    from engine import transitions
     from engine.alert_watch import AlertWatch
 
     ws = make_demo(count=1)
@@ -210,8 +209,8 @@ def test_engines_sharing_a_database_send_each_alert_once(make_demo):
         AlertWatch(ws.store, Recorder(box), clock, host="h", owner=f"h:{n}:0") for n, box in enumerate(got)
     ]
     assert [w.tick() for w in watches] == [0, 0]  # first look: the cursor starts at now, not at history
-    with ws.store.write() as conn:
-        transitions.record_event(conn, clock.now(), "engine", "resource_pause", reason="disk below the floor")
+    with ws.store.write() as unit:
+        unit.record_event(clock.now(), "engine", "resource_pause", reason="disk below the floor")
     assert sorted(w.tick() for w in watches) == [0, 1]
     assert len(got[0]) + len(got[1]) == 1
     [alert] = got[0] + got[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine import forecast, transitions
+from engine import forecast
 from engine.db import queries
 from engine.forecast import Forecaster, WarningKind
 
@@ -127,9 +127,9 @@ def test_early_warnings_become_alerts(make_demo):
 
     watch = AlertWatch(ws.store, Recorder(), FakeClock(), host="h", owner="h:1:0")
     watch.prime()
-    with ws.store.write() as conn:
-        transitions.record_event(
-            conn, 1.0, "engine", "early_warning", selection="llm", reason="llm flaps", result="check llm"
+    with ws.store.write() as unit:
+        unit.record_event(
+            1.0, "engine", "early_warning", selection="llm", reason="llm flaps", result="check llm"
         )
     assert watch.tick() == 1
     assert got[0].event == AlertEvent.EARLY_WARNING and got[0].suggestion == "check llm"

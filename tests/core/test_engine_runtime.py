@@ -177,10 +177,8 @@ def test_an_attempt_row_is_written_once_when_the_attempt_ends(make_demo):
     assert row["started_at"] == pytest.approx(started) and row["duration"] == pytest.approx(5)
     assert not row["spent"]
     # a second try at closing the same lease (a late verb, a zombie) writes nothing: the token moved on
-    with ws.store.write() as conn:
-        from engine import transitions
-
-        transitions.close_attempt(conn, claim.item_id, claim.lease_token, time.time(), "cancelled")
+    with ws.store.write() as unit:
+        assert not unit.close_attempt(claim.item_id, claim.lease_token, time.time(), "cancelled")
     assert len(ws.store.read("SELECT * FROM attempts")) == 1
     assert [a["outcome"] for a in queries.attempts(ws.store, claim.item_id)] == ["crashed"]
 
@@ -199,13 +197,13 @@ def test_recutting_a_running_clip_records_its_attempt_and_fences_it_out(make_dem
         item=SimpleNamespace(id=episode, source="", show=""), clips=[ClipSpec("c01", 10.0, 40.0, "first cut")]
     )
     with ws.store.write() as conn:
-        eng._upsert_clips(conn, cut, now)
+        conn.upsert_clips(eng._clip_batch(cut), now)
         conn.execute("UPDATE items SET status='done' WHERE id=?", (episode,))  # only the clip is claimable
     claim = ws.store.claim("worker:1:1", now, 30)
     assert claim.item_id == clip_id
     recut = SimpleNamespace(item=cut.item, clips=[ClipSpec("c01", 12.0, 45.0, "second cut")])
     with ws.store.write() as conn:  # an editorial rerun moves the clip while its worker runs
-        eng._upsert_clips(conn, recut, now + 1)
+        conn.upsert_clips(eng._clip_batch(recut), now + 1)
     rows = ws.store.read("SELECT * FROM attempts WHERE item_id=?", (clip_id,))
     assert [(r["outcome"], r["lease_token"], r["spent"]) for r in rows] == [
         ("cancelled", claim.lease_token, 0)
