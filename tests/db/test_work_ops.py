@@ -12,9 +12,8 @@ import json
 import pytest
 
 from engine import pipeline
-from engine.db import work
+from engine.db import Completion, work
 from engine.policy import Decision
-from engine.store import Completion
 from engine.workspace import init_workspace
 
 T0 = 1_000.0
