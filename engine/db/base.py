@@ -162,7 +162,7 @@ class Store:
 
         No attempt row yet: the lease on the item row holds everything one needs (stage, number, owner,
         token, start), and the row is written once, when the attempt ends, by whoever ends it
-        (transitions.close_attempt, complete_batch): one statement and two index writes fewer per
+        (Unit.close_attempt, complete_batch): one statement and two index writes fewer per
         execution than opening a row here and closing it later.
 
         An item whose files a committed verb is still removing (`engine_state` key `files:ID`,

@@ -547,7 +547,7 @@ def _migration_3(store: Store) -> None:
 
 def _migration_4(store: Store) -> None:
     """No table changes: version 4 says that an attempt's row is written when the attempt ends, from
-    its lease (Store.claim_batch, transitions.close_attempt). An older ewg closes attempts only by
+    its lease (Store.claim_batch, Unit.close_attempt). An older ewg closes attempts only by
     updating a row opened at the claim, so on leases taken by this version it would record nothing;
     the version check makes it refuse this workspace instead ("from a newer ewg")."""
 
