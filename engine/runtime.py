@@ -322,7 +322,9 @@ class Engine:
             self.dispatch_once()  # record what finished during the last moments
             with self.store.write() as unit:
                 unit.engine_stopped(self.owner, now)
-        except Exception as exc:  # e.g. its disk is full: what is unrecorded is fenced and rescued later
+        # Whichever driver's error (a full disk, a database gone away): the stop must still finish, and
+        # what is unrecorded is fenced and rescued later.
+        except Exception as exc:
             log.error("could not record the engine's stop (%s); a later start rescues its work", exc)
         self.state = "stopped"
         self._emit(EngineEvent("state", text="stopped"))
