@@ -1,4 +1,4 @@
-"""The work's named operations (engine/db/work.py) against a real workspace database.
+"""The work's named operations (engine/db/work.py) against a real workspace database, on every driver.
 
 State is seeded through the repository (clips created by `upsert_clips`, leases taken by the
 claim); each operation is checked for what it writes, what it returns, and that a token that no
@@ -14,17 +14,15 @@ import pytest
 from engine import pipeline
 from engine.db import Completion, work
 from engine.policy import Decision
-from engine.workspace import init_workspace
 
 T0 = 1_000.0
 OWNER = "host-a:101:1"
 
 
 @pytest.fixture
-def store(tmp_path):
-    ws = init_workspace(tmp_path)
-    yield ws.store
-    ws.close()
+def store(any_workspace):
+    """The store of a fresh workspace, once per database driver (tests/conftest.py)."""
+    return any_workspace().store
 
 
 def batch(*clips: work.ClipCut, episode: str = "ep") -> work.ClipBatch:
