@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .upkeep import starts_with
+
 if TYPE_CHECKING:
     from .dialect import Dialect
     from .types import Readable
@@ -571,7 +573,7 @@ def pending_work(db: Readable, resource_prefix: str) -> int:
     row = db.read_one(
         "SELECT COUNT(*) FROM items WHERE status IN ('queued','retrying','running')"
         " OR (status='blocked' AND blocked_reason LIKE ? ESCAPE '\\')",
-        (_like_prefix(resource_prefix),),
+        (starts_with(resource_prefix),),
     )
     return int(row[0]) if row else 0
 
@@ -594,8 +596,3 @@ def recent_durations(db: Readable, kind: str, stage: str, limit: int = 50) -> li
         (kind, stage, int(limit)),
     )
     return [float(r[0]) for r in rows]
-
-
-def _like_prefix(text: str) -> str:
-    """A LIKE pattern matching what starts with `text`, its own `%`, `_` and `\\` taken literally."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
