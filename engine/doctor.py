@@ -587,8 +587,8 @@ class Doctor:
             )
 
     def _leases(self) -> None:
-        from .owners import owner_alive
-        from .runtime import Engine
+        from .owners import owner_alive, owner_host, owner_id
+        from .rescue import rescue
 
         now = time.time()
         cfg = self.ws.config
@@ -633,18 +633,21 @@ class Doctor:
                 items=[r.id for r in group],
             )
             if self.repair:
-                eng = Engine(self.ws, workers=0)
+                host = owner_host(owner_id())
                 done = [
                     r.id
                     for r in group
-                    if eng.rescue(
+                    if rescue(
+                        self.ws.store,
+                        cfg,
+                        host,
                         r.id,
                         r.lease_token,
                         r.rescues,
                         "crashed" if r in dead else "dead",
                         f"doctor: lease owner {r.lease_owner} is gone",
                         now,
-                        actor=self.actor,
+                        self.actor,
                     )
                 ]
                 f.repaired = f"rescued {len(done)} item(s) back to the queue (audit: rescue)"

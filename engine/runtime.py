@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import checkpoints, errors, fsafe, ownership, pipeline, policy, stages
+from . import rescue as rescuing
 from .alert_watch import AlertWatch
 from .alerts import Alerter
 from .clock import Clock
@@ -206,34 +207,13 @@ class Engine:
         now: float,
         actor: str = "engine",
     ) -> bool:
-        """Take an item back from an owner that died; no attempt is spent (a poison pill is capped)."""
-        give_up = rescues + 1 >= self.config.recovery.max_rescues
-        self.end_orphan(item_id, token)  # before the item can be claimed again
-        give_up_error = (
-            (
-                errors.PERSISTENT,
-                f"worker died {rescues + 1} times on this stage",
-                "The stage may crash its process; check its log, then retry.",
-            )
-            if give_up
-            else None
+        """Take an item back from an owner that died (engine.rescue), and look for work when it did."""
+        ok = rescuing.rescue(
+            self.store, self.config, self.host, item_id, token, rescues, outcome, why, now, actor
         )
-        with self.store.write() as unit:
-            ok = unit.rescue(
-                item_id, token, now, outcome=outcome, why=why, actor=actor, give_up=give_up_error
-            )
         if ok:
             self.wake()
         return ok
-
-    def end_orphan(self, item_id: str, token: int) -> int:
-        """Kill what is left of the recorded stage process group of a lease taken from its owner (on this
-        host; another host's processes are out of reach), if it is still that attempt's group."""
-        proc = work.stage_process(self.store, item_id, token)
-        if proc is None or not proc.pgid or owner_host(proc.owner) != self.host:
-            return 0
-        marker = groups.lease_marker(proc.owner, item_id, token)
-        return groups.kill_recorded(proc.pid, proc.pgid, marker, self.config.engine.force_grace)
 
     def sweep_leftovers(self) -> int:
         """Delete the temporary and replaced folders of attempts that are over, only in known items'
