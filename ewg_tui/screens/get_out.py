@@ -15,7 +15,7 @@ from textual.app import SuspendNotSupported
 from textual.binding import Binding
 from textual.screen import Screen
 
-from engine import queries
+from engine.db import queries
 from engine.text import one_line
 
 from ..export import NoPager, error_copy, full_report, pager_argv
