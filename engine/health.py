@@ -141,8 +141,9 @@ class HealthMonitor:
                     last_removals = now
                     # a verb process that died between its commit and its file work holds its items
                     finish_pending_removals(eng.ws)
+                leads = eng.leads()  # scans, pruning and backups run on one host of a site
                 keep = eng.config.retention
-                if keep.days and now - last_prune >= keep.interval:
+                if leads and keep.days and now - last_prune >= keep.interval:
                     last_prune = now
                     retention.prune(
                         eng.store,
@@ -157,11 +158,12 @@ class HealthMonitor:
                     self.forecast(now)
                 self.check_services()
                 sources = eng.config.sources
-                if sources.configured and sources.scan_interval and now - last_scan >= sources.scan_interval:
+                scan_due = sources.scan_interval and now - last_scan >= sources.scan_interval
+                if leads and sources.configured and scan_due:
                     last_scan = now
                     self._scan()
                 interval = eng.config.engine.backup_interval
-                if interval and eng.store.supports_backup and now - last_backup >= interval:
+                if leads and interval and eng.store.supports_backup and now - last_backup >= interval:
                     eng.store.backup(eng.ws.backups)
                     last_backup = now
                 failures.ok()

@@ -105,6 +105,8 @@ class Engine:
         self._slots: dict[int, threading.Thread] = {}
         self._claiming = threading.Event()  # cleared: workers stop taking new work
         self._halt = threading.Event()  # set: background loops end
+        self._beat_now = threading.Event()  # set: beat now, not at the next interval (a cancel came)
+        self._lead_checked, self._leading = -1e18, False
         self._force = threading.Event()  # set: a force stop was asked for
         self._ready: queue.SimpleQueue[Claim] = queue.SimpleQueue()  # claimed, waiting for a worker
         self._queued: dict[str, Claim] = {}  # the same, by item (for heartbeats)
@@ -130,6 +132,10 @@ class Engine:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> Engine:
+        if self.store.backend == "postgresql":  # other hosts publish into this folder too
+            ownership.check_shared_root(
+                self.ws.items_root, self.store.identity(), self.owner.split(":", 1)[0]
+            )
         self.recover()
         self._register()
         self.alerts.prime()
@@ -143,6 +149,7 @@ class Engine:
             ("watchdog", self.watchdog.loop),
             ("health", self.health.loop),
             *([("alerts", self._alert_loop)] if self.alerts.alerter.enabled else []),
+            *([("wake-ups", self._wakeup_loop)] if self.store.backend == "postgresql" else []),
         ):
             t = threading.Thread(target=loop, name=f"ewg-{name}", daemon=True)
             t.start()
@@ -293,6 +300,7 @@ class Engine:
                     bump=True,
                 )
         self._halt.set()
+        self._beat_now.set()  # the heartbeat loop sees the halt at once
         with self._lock:
             workers = list(self._slots.values())
         for t in self._threads + workers:  # no claim may land after stop() returns
@@ -369,6 +377,25 @@ class Engine:
     def wake(self) -> None:
         """Have the dispatcher look for work now (its queue doubles as its wake-up call)."""
         self._outbox.put(None)
+
+    def leads(self) -> bool:
+        """This engine runs the once-per-site maintenance (scans, pruning, backups, rescues of other
+        hosts' work). Always on one host; on PostgreSQL one host at a time holds the lead, and it moves
+        when that host dies or stops beating for dead_after. Asked at most once a second."""
+        mono = time.monotonic()
+        if mono - self._lead_checked >= 1.0:
+            self._lead_checked = mono
+            self._leading = self.store.try_lead(self.owner, self.config.engine.dead_after, self.clock.now())
+        return self._leading
+
+    def _wakeup_loop(self) -> None:
+        """Wake-ups from other hosts (LISTEN/NOTIFY): new work or a verb makes the dispatcher look now,
+        a cancel request is read at once instead of at the next heartbeat. Polling stays the fallback."""
+        while not self._halt.is_set():
+            for what in self.store.wait(1.0):
+                self.wake()
+                if what == "cancel":
+                    self._beat_now.set()
 
     def _emit(self, event: EngineEvent) -> None:
         if self.on_event is not None:
@@ -834,7 +861,11 @@ class Engine:
 
     def _heartbeat_loop(self) -> None:
         failures = LoopFailures("heartbeat", log)
-        while not self._halt.wait(self.config.engine.heartbeat_interval):
+        while True:
+            self._beat_now.wait(self.config.engine.heartbeat_interval)  # or sooner: a cancel request came
+            self._beat_now.clear()
+            if self._halt.is_set():
+                return
             self._heartbeat_tick = time.monotonic()
             try:
                 self.beat()

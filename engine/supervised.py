@@ -33,6 +33,10 @@ class Supervised(Protocol):
         """Have the dispatcher look for work now."""
         ...
 
+    def leads(self) -> bool:
+        """This engine runs the once-per-site maintenance (one host at a time on a shared database)."""
+        ...
+
 
 class HealthHost(Supervised, Protocol):
     """What engine.health needs besides: the stages running now (their expected disk use)."""

@@ -62,7 +62,9 @@ class Watchdog:
                     now - beat,
                 )
             elif not mine and (
-                alive[owner] is False or beat < now - cfg.engine.dead_after or (r.lease_expires_at or 0) < now
+                alive[owner] is False
+                # Another host's work is judged by its heartbeat, by the one host that leads rescues.
+                or ((beat < now - cfg.engine.dead_after or (r.lease_expires_at or 0) < now) and eng.leads())
             ):
                 why = (
                     f"owner {owner} is gone (its process on this host has exited)"

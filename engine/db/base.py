@@ -64,8 +64,9 @@ class Store:
         raise NotImplementedError
 
     # -- many hosts (one host on SQLite: it always leads, and wake-ups stay in the process) ----------
-    def try_lead(self) -> bool:
-        """True while this process leads the once-per-site maintenance."""
+    def try_lead(self, owner: str = "", dead_after: float | None = None, now: float | None = None) -> bool:
+        """True while this process leads the once-per-site maintenance (`owner` names it to the others,
+        and a leader whose heartbeat is older than `dead_after` loses the lead)."""
         return True
 
     def notify(self, unit: Unit, what: str) -> None:

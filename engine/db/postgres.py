@@ -216,13 +216,13 @@ class PostgresStore(Store):
         return redact(self.url)
 
     # -- connections ----------------------------------------------------------------------
-    def _open_raw(self, read_only: bool = False) -> psycopg.Connection:
+    def _open_raw(self, read_only: bool = False, application_name: str = "ewg") -> psycopg.Connection:
         conn = psycopg.connect(
             self.url,
             autocommit=True,
             row_factory=_row_factory,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="ewg",
+            application_name=application_name,
         )
         # SUM over integers is numeric in PostgreSQL: read it as a float, as SQLite's REAL.
         conn.adapters.register_loader("numeric", FloatLoader)
@@ -329,25 +329,50 @@ class PostgresStore(Store):
         self._healthy_connection().execute("VACUUM")
 
     # -- many hosts -----------------------------------------------------------------------
-    def try_lead(self) -> bool:
+    def try_lead(self, owner: str = "", dead_after: float | None = None, now: float | None = None) -> bool:
         """Hold (or take) the site's maintenance lead: a session advisory lock on a connection kept
-        for it, released by the server when this process or host dies. True while this process leads."""
+        for it, released by the server when this process or its host dies. True while this process
+        leads. A leader whose engine heartbeat is older than `dead_after` (a frozen host keeps its
+        session, and so its lock) has that session ended, so the lead moves on."""
         with self._aux_lock:
             try:
                 if self._lead is not None and not (self._lead.closed or self._lead.broken):
                     self._lead.execute("SELECT 1")
                     return True
-                self._lead = self._open_raw()
-                got = self._lead.execute("SELECT pg_try_advisory_lock(%s, 1)", (_LEAD_NAMESPACE,)).fetchone()[
-                    0
-                ]
-                if not got:
-                    self._lead.close()
-                    self._lead = None
-                return bool(got)
+                self._lead = self._open_raw(application_name=f"ewg lead {owner}"[:63])
+                if self._take_lead():
+                    return True
+                if dead_after is not None and self._end_frozen_leader(dead_after, now or time.time()):
+                    if self._take_lead():
+                        return True
+                self._lead.close()
+                self._lead = None
+                return False
             except psycopg.OperationalError:
                 self._lead = None
                 return False
+
+    def _take_lead(self) -> bool:
+        return bool(
+            self._lead.execute("SELECT pg_try_advisory_lock(%s, 1)", (_LEAD_NAMESPACE,)).fetchone()[0]
+        )
+
+    def _end_frozen_leader(self, dead_after: float, now: float) -> bool:
+        """End the lead session of an engine whose heartbeat stopped (True when one was ended)."""
+        holder = self._lead.execute(
+            "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = 1 AND l.granted",
+            (_LEAD_NAMESPACE,),
+        ).fetchone()
+        if holder is None:
+            return True  # released meanwhile
+        leader = holder[1].removeprefix("ewg lead ")
+        beat = self._lead.execute("SELECT heartbeat_at FROM engines WHERE owner = %s", (leader,)).fetchone()
+        if beat is None or beat[0] >= now - dead_after:
+            return False  # alive (or not an engine this can judge): it keeps the lead
+        self._lead.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
+        time.sleep(0.05)  # the server releases the lock as the session ends
+        return True
 
     def notify(self, unit: Unit, what: str) -> None:
         """Inside a unit: wake the other hosts when it commits (new work, a verb, a cancel request)."""

@@ -17,6 +17,7 @@ class Host:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     mine: set[str] = field(default_factory=set)
     rescued: list[tuple[str, int, str]] = field(default_factory=list)
+    leading: bool = True
 
     def __post_init__(self):
         self.config, self.store, self.clock = self.ws.config, self.ws.store, self.ws.clock
@@ -26,6 +27,9 @@ class Host:
 
     def wake(self) -> None:
         pass
+
+    def leads(self) -> bool:
+        return self.leading
 
     def runs_here(self, item_id: str) -> bool:
         return item_id in self.mine
@@ -54,3 +58,17 @@ def test_the_watchdog_rescues_another_owners_silent_work_and_leaves_its_own(make
 def test_the_watchdog_loop_ends_when_its_host_has_halted(make_demo):
     host = Host(make_demo(count=1))
     Watchdog(host).loop()  # returns at once: halted() says the engine stopped its loops
+
+
+def test_only_the_leading_host_rescues_another_hosts_silent_work(make_demo):
+    """Across hosts a stale heartbeat is judged once per site, by the leader; others leave it alone
+    (and never call it STALLED meanwhile)."""
+    ws = make_demo(count=1)
+    now = time.time()
+    theirs = ws.store.claim("other-host:7:7", now, 30)
+    follower = Host(ws, leading=False)
+    later = now + ws.config.engine.dead_after + 1
+    assert Watchdog(follower).check(later) == {}
+    assert follower.rescued == []
+    leader = Host(ws)
+    assert Watchdog(leader).check(later)[theirs.item_id] == DEAD

@@ -279,3 +279,28 @@ def test_a_readonly_workspace_cannot_write_on_any_backend(any_workspace):
             unit.execute("INSERT INTO engine_state (key, value) VALUES ('k', 'v')")
     finally:
         ro.close()
+
+
+def test_a_frozen_leader_loses_the_lead_to_a_live_host(pg_url):
+    """A frozen host keeps its session and so its advisory lock: its stale heartbeat hands the lead on."""
+    import psycopg
+
+    from engine.db.postgres import PostgresStore
+
+    first, second = PostgresStore.create(pg_url), PostgresStore(pg_url)
+    try:
+        now = time.time()
+        with first.write() as unit:
+            unit.execute(
+                "INSERT INTO engines (owner, host, pid, started_at, heartbeat_at, workers) VALUES (?,?,?,?,?,?)",
+                ("host-1:7:1", "host-1", 7, now - 100, now - 60, 2),
+            )
+        assert first.try_lead("host-1:7:1", dead_after=10, now=now)
+        assert not second.try_lead("host-2:8:1")  # no judgement asked: the lock holds
+        assert second.try_lead("host-2:8:1", dead_after=10, now=now)  # its heartbeat is 60 s old
+        with pytest.raises(psycopg.OperationalError):
+            first._lead.execute("SELECT 1")  # the frozen leader's session was ended
+        assert not first.try_lead("host-1:7:1", dead_after=10, now=now)  # ... and does not come back
+    finally:
+        first.close()
+        second.close()
