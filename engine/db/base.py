@@ -69,9 +69,6 @@ class Store:
         and a leader whose heartbeat is older than `dead_after` loses the lead)."""
         return True
 
-    def notify(self, unit: Unit, what: str) -> None:
-        """Inside a unit: wake other hosts when it commits (nothing to do with one host)."""
-
     def wait(self, timeout: float) -> list[str]:
         """Block up to `timeout` for wake-ups from other hosts (none on SQLite: it just waits)."""
         time.sleep(timeout)

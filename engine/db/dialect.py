@@ -24,6 +24,7 @@ class Dialect:
     scan_items: str = ""  # after `FROM items` in a free-text read: scan the table, walk no index
     # `column` matches a LIKE pattern (`?`, escaped with \\) whatever the case of ASCII letters
     nocase_like: str = "LOWER({column}) LIKE LOWER(?) ESCAPE '\\'"
+    notify: str = ""  # a statement that wakes the other hosts when the unit commits (none on one host)
 
     def sql(self, text: str) -> str:
         return text
@@ -57,6 +58,7 @@ POSTGRESQL = PostgresDialect(
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     text_bytes="convert_to({}, 'UTF8')",
+    notify="SELECT pg_notify('ewg', ?)",
 )
 
 

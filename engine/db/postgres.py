@@ -34,7 +34,7 @@ from .postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from .types import DatabaseError, ReadInterrupted
 from .unit import Unit
 
-CHANNEL = "ewg"  # one LISTEN/NOTIFY channel; the payload names what changed
+CHANNEL = "ewg"  # one LISTEN/NOTIFY channel (dialect.notify sends on it); the payload names what changed
 _LEAD_NAMESPACE = 0x65776700  # "ewg\0": advisory lock keys are (namespace, hash of the role)
 _MIGRATE_LOCK = 0x65776701
 CONNECT_TIMEOUT_S = 5
@@ -373,10 +373,6 @@ class PostgresStore(Store):
         self._lead.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
         time.sleep(0.05)  # the server releases the lock as the session ends
         return True
-
-    def notify(self, unit: Unit, what: str) -> None:
-        """Inside a unit: wake the other hosts when it commits (new work, a verb, a cancel request)."""
-        unit.execute("SELECT pg_notify(?, ?)", (CHANNEL, what))
 
     def wait(self, timeout: float) -> list[str]:
         """Block up to `timeout` seconds for wake-ups from any host; [] on timeout or a lost server."""

@@ -27,6 +27,13 @@ class Unit(WorkOps, OperatorOps, UpkeepOps):
         """Run one statement of the repository's SQL (written with `?` placeholders) in this unit."""
         return self._conn.execute(self.dialect.sql(sql), params)
 
+    def notify(self, what: str) -> None:
+        """Wake the other hosts when this unit commits: "work" (something became ready), "verb",
+        "cancel" (a running item was asked to stop). PostgreSQL delivers it at commit, never on a
+        rollback; on one host there is nobody to wake."""
+        if self.dialect.notify:
+            self.execute(self.dialect.notify, (what,))
+
     def executemany(self, sql: str, rows: Any) -> Any:
         """One statement for many parameter rows (seeding, bulk inserts)."""
         return self._conn.executemany(self.dialect.sql(sql), rows)

@@ -270,6 +270,8 @@ class UpkeepOps:
             ),
         )
         if cur.rowcount == 1:
+            if episode.next_stage:
+                self.notify("work")
             return True
         if episode.fingerprint is not None:
             self.execute(

@@ -240,7 +240,7 @@ def test_a_wake_up_from_another_host_arrives_in_well_under_a_second(pg_url):
         waiting.start()
         time.sleep(0.1)
         with sender.write() as unit:
-            sender.notify(unit, "verb")
+            unit.notify("verb")
         waiting.join(6)
         assert got == [["verb"]]
         assert time.monotonic() - started < 1.0

@@ -1,0 +1,77 @@
+"""Several engines on one PostgreSQL database: shared work done once, wake-ups across hosts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.demo import demo_config, seed_episodes, set_key
+from engine.runtime import Engine
+from engine.workspace import add_episode, init_workspace, open_workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pg_env(pg_url, monkeypatch):
+    monkeypatch.setenv("EWG_DATABASE_URL", pg_url)
+    return pg_url
+
+
+def test_two_engine_processes_share_the_work_and_do_it_once(pg_env, tmp_path):
+    text = set_key(demo_config(faults=False, speed=0.02), "poll_interval", "0.05")
+    ws = init_workspace(tmp_path / "ws", text)
+    seed_episodes(ws, 8)
+    ws.close()
+    cmd = [sys.executable, "-m", "ewg_tui.cli", "--workspace", str(tmp_path / "ws"), "--workers", "2"]
+    cmd += ["run", "--headless", "--until-idle", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    ws = open_workspace(tmp_path / "ws", readonly=True)
+    try:
+        statuses = {r["status"] for r in ws.store.read("SELECT status FROM items")}
+        assert statuses == {"done"}
+        twice = ws.store.read(
+            "SELECT item_id, stage FROM attempts WHERE outcome='succeeded' GROUP BY item_id, stage"
+            " HAVING COUNT(*) > 1"
+        )
+        assert twice == []
+        owners = {r["owner"] for r in ws.store.read("SELECT owner FROM engines")}
+        assert len(owners) == 2  # both processes registered on the one database
+    finally:
+        ws.close()
+
+
+def test_an_idle_engine_hears_new_work_from_another_host_at_once(pg_env, tmp_path):
+    """With polling slowed to 5 s, only the LISTEN/NOTIFY wake-up can start the work within a second."""
+    text = set_key(demo_config(faults=False, speed=0.02), "poll_interval", "5.0")
+    ws = init_workspace(tmp_path / "ws", text)
+    engine = Engine(ws, workers=1).start()
+    try:
+        time.sleep(1.0)  # idle, its dispatcher asleep in a 5 s poll
+        other = open_workspace(tmp_path / "ws")  # another host's connection
+        try:
+            added = time.time()
+            assert add_episode(other, "ep-late", "demo://late", show="s", title="late")
+        finally:
+            other.close()
+        deadline = added + 3.0
+        started = None
+        while time.time() < deadline and started is None:
+            row = ws.store.read_one("SELECT started_at FROM items WHERE id='ep-late' AND status != 'queued'")
+            started = row["started_at"] if row else None
+            time.sleep(0.02)
+        assert started is not None, "the idle engine never claimed the new work"
+        assert started - added < 1.0
+    finally:
+        engine.stop()
+        ws.close()
