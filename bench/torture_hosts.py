@@ -179,7 +179,7 @@ class MultiHostTorture:
         self.server.start()
         url = self.server.createdb("torture")
         os.environ["EWG_DATABASE_URL"] = url
-        text = chaos_config(seed=self.seed)
+        text = chaos_config(speed=0.15, seed=self.seed)  # stages long enough for kills to land in
         text = set_key(text, "lease_duration", str(LEASE))
         ws = init_workspace(self.root, text)
         seed_episodes(ws, self.episodes)
