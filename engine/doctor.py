@@ -41,11 +41,19 @@ from pathlib import Path
 from . import checkpoints, fsafe, ownership, pipeline
 from .config import Config, ConfigError
 from .config import load as load_config
-from .db import DatabasePathError, SQLiteStore, check_access, check_regular_file, sqlite_file, upkeep
+from .db import (
+    DatabaseError,
+    DatabasePathError,
+    SQLiteStore,
+    check_access,
+    check_regular_file,
+    sqlite_file,
+    upkeep,
+)
 from .db.sqlite import SCHEMA_VERSION
 from .health import check_service, disk_free_mb
 from .text import one_line
-from .workspace import CONFIG_NAME, Workspace, exposures
+from .workspace import CONFIG_NAME, Workspace, database_url, exposures
 
 OK, INFO, WARNING, ERROR, CRITICAL = "ok", "info", "warning", "error", "critical"
 SEVERITIES = (OK, INFO, WARNING, ERROR, CRITICAL)
@@ -338,6 +346,9 @@ class Doctor:
         try:
             self._config()
             cfg = self.config or Config()
+            url = self._database_url(cfg)
+            if url is not None:
+                return self._run_postgresql(url, cfg)
             db = self.root / cfg.paths.database
             backups_folder = self.root / cfg.paths.backups
             self.report.backups = list_backups(backups_folder)
@@ -361,6 +372,80 @@ class Doctor:
             if self.ws is not None:
                 self.ws.close()
         return self.report
+
+    def _database_url(self, cfg: Config) -> str | None:
+        try:
+            return database_url(cfg)
+        except ConfigError as exc:
+            self.report.add("database", CRITICAL, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
+            return None
+
+    def _run_postgresql(self, url: str, cfg: Config) -> Report:
+        """A server's database: reachable, its schema, stale hosts; then the checks of the items folder
+        that every host shares. Its backups are the server's own (pg_dump, base backups)."""
+        self._exposures()
+        if self._postgresql(url, cfg):
+            self._engines()
+            self._stale_hosts(cfg)
+            self._leases()
+            self._leftovers()
+            self._checkpoints()
+            self._unrecorded()
+        self._disk(None, cfg)
+        if self.config is not None:
+            self._services()
+            if not self.exposed:
+                self._dependencies()
+        self.report.add(
+            "backups",
+            INFO,
+            "the database is on a PostgreSQL server: ewg takes no copies of it",
+            "Back it up with the server's tools (pg_dump, or base backups with WAL archiving).",
+        )
+        return self.report
+
+    def _postgresql(self, url: str, cfg: Config) -> bool:
+        from .clock import SystemClock
+        from .db import postgres_schema
+        from .db.postgres import PostgresStore, redact
+
+        try:
+            store = PostgresStore.open(url, migrate=False, read_only=not self.repair)
+        except DatabaseError as exc:
+            text = str(exc)
+            self.report.add("database", CRITICAL, text.split(" (")[0] if " (" in text else text, text)
+            return False
+        self.report.add("database", OK, f"PostgreSQL {store.server_version()} at {redact(url)}: reachable")
+        version, newest = store.schema_version(), postgres_schema.SCHEMA_VERSION
+        if version < newest:
+            self.report.add(
+                "schema", INFO, f"schema version {version}; the next engine to start migrates it to {newest}"
+            )
+        else:
+            self.report.add("schema", OK, f"schema version {version} (current)")
+        self.ws = Workspace(self.root, cfg, store, SystemClock())
+        self.identity = store.identity()
+        return True
+
+    def _stale_hosts(self, cfg: Config) -> None:
+        """Engines on other hosts whose heartbeat stopped: their work is rescued by the leading host."""
+        now = time.time()
+        stale = [
+            e
+            for e in upkeep.engines(self.ws.store, running_only=True)
+            if e.heartbeat_at < now - cfg.engine.dead_after
+        ]
+        if stale:
+            self.report.add(
+                "hosts",
+                WARNING,
+                f"{len(stale)} engine(s) stopped beating: "
+                + ", ".join(f"{e.owner} ({now - e.heartbeat_at:.0f} s ago)" for e in stale[:4]),
+                "Their leases are rescued by the leading host without spending an attempt; check those "
+                "hosts (down, frozen, or cut off from the database).",
+            )
+        else:
+            self.report.add("hosts", OK, "every registered engine is beating")
 
     # configuration --------------------------------------------------------------------------------
     def _config(self) -> None:
@@ -953,9 +1038,11 @@ class Doctor:
         )
 
     # resources and dependencies -----------------------------------------------------------------
-    def _disk(self, db: Path, cfg: Config) -> None:
+    def _disk(self, db: Path | None, cfg: Config) -> None:
         items = self.root / cfg.paths.items
-        places = {"workspace items": items if items.is_dir() else self.root, "database": db.parent}
+        places = {"workspace items": items if items.is_dir() else self.root}
+        if db is not None:  # None: the database is on a server, its disk is the server's
+            places["database"] = db.parent
         for label, path in places.items():
             if not path.exists():
                 continue

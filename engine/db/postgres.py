@@ -215,6 +215,9 @@ class PostgresStore(Store):
     def describe(self) -> str:
         return redact(self.url)
 
+    def server_version(self) -> str:
+        return str(self.read_one("SHOW server_version")[0])
+
     # -- connections ----------------------------------------------------------------------
     def _open_raw(self, read_only: bool = False, application_name: str = "ewg") -> psycopg.Connection:
         conn = psycopg.connect(

@@ -75,3 +75,33 @@ def test_an_idle_engine_hears_new_work_from_another_host_at_once(pg_env, tmp_pat
     finally:
         engine.stop()
         ws.close()
+
+
+def test_doctor_reports_the_server_its_schema_and_a_stale_host(pg_env, tmp_path):
+    from engine.doctor import diagnose
+
+    ws = init_workspace(tmp_path / "ws", demo_config(faults=False))
+    now = time.time()
+    with ws.store.write() as unit:
+        unit.register_engine("far-host:7:1", "far-host", 7, now - 600, 2)
+    ws.close()
+    report = diagnose(tmp_path / "ws")
+    text = report.text()
+    assert "PostgreSQL 15" in text and "reachable" in text
+    assert "schema version 1 (current)" in text
+    assert "far-host:7:1" in text and "stopped beating" in text
+    assert "pg_dump" in text  # backups are the server's
+    assert "s3cret" not in text
+
+
+def test_doctor_names_an_unreachable_server_without_a_traceback(tmp_path, monkeypatch):
+    from engine.doctor import diagnose
+
+    monkeypatch.delenv("EWG_DATABASE_URL", raising=False)
+    ws = init_workspace(tmp_path / "ws", demo_config(faults=False))
+    ws.close()
+    monkeypatch.setenv("EWG_DATABASE_URL", "postgresql://u:s3cret@127.0.0.1:1/none?connect_timeout=1")
+    report = diagnose(tmp_path / "ws")
+    assert not report.healthy
+    text = report.text()
+    assert "cannot reach the PostgreSQL database" in text and "s3cret" not in text
