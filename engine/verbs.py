@@ -5,31 +5,41 @@ stages rerun, which caches go) without changing anything, and when applied
 does it in one transaction that also writes one audit event (who, when, verb,
 selection, reason, before/after). A running item that a verb takes over is
 fenced out by bumping its lease token, so its worker's late writes are refused.
-The console and the CLI call these; neither writes the database itself.
+The console and the CLI call these; neither writes the database itself, and
+neither does this module: its SQL is the repository's (engine/db/operator.py),
+where a verb plans from rows locked for its unit and each item change is a
+compare-and-swap on what it planned, so an item that another host's worker
+moved in between is reported as changed, never overwritten.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import math
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import checkpoints, errors, ownership, pipeline
+from . import checkpoints, errors, ownership, pipeline, transitions
+from .db import operator as ops
+from .db.operator import ItemFilter, ItemState, PendingRemoval, Unlocked
 from .owners import owner_alive, owner_id
 from .stages import groups
 from .text import is_utf8
 from .workspace import Workspace
 
+if TYPE_CHECKING:
+    from .db.unit import Unit
+
+    Rows = Unit | Unlocked  # a verb's selections: locked in its unit, or unlocked for a dry run
+
 ACTIVE = ("queued", "retrying", "blocked", "running")
 # engine_state key of an item whose files a committed verb has still to remove; Store.claim_batch
 # skips such an item, so no attempt starts in a folder that is about to lose files.
-PENDING_FILES = "files:"
+PENDING_FILES = ops.PENDING_FILES
 FileWork = dict[str, list[str]]  # item id -> entries of its folder to remove ("" the folder, "*" patterns)
 RETRYABLE = ("failed", "retrying", "blocked", "stopped")
 DISCARDED = "discarded"  # a dead letter: failed, archived by an operator, hidden by default, retryable
@@ -100,7 +110,7 @@ class Preview:
     notes: list[str] = field(default_factory=list)
     reason: str = field(default="", repr=False)
     replayable: bool = False  # planned per item (not a sweep): apply() can apply exactly this preview
-    also: Callable[[sqlite3.Connection, float], None] | None = field(default=None, repr=False)
+    also: Callable[[Unit, float], None] | None = field(default=None, repr=False)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -129,20 +139,15 @@ class Preview:
         }
 
 
-Planner = Callable[[sqlite3.Row], "Plan | str"]  # a Plan, or why the verb does not apply to the row
-
-_ROW = (
-    "SELECT id, kind, parent_id, stage, next_stage, status, lease_token, lease_owner, error_class,"
-    " error_message, attempts, deadline_extension, cancel_requested, parent_id, updated_at FROM items"
-)
+Planner = Callable[[ItemState], "Plan | str"]  # a Plan, or why the verb does not apply to the item
+CHANGED = "changed since the verb planned it (another worker or operator moved it); not touched"
 
 
 @dataclass(frozen=True)
 class Where:
-    """A selection by filter (`--where status=failed stage=transcribed ...`), applied in SQL."""
+    """A selection by filter (`--where status=failed stage=transcribed ...`), as the person wrote it."""
 
-    sql: str
-    params: tuple
+    filter: ItemFilter
     text: str
 
 
@@ -156,8 +161,8 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
     Discarded items are left out unless `status=discarded` names them."""
     from .db.queries import STATUSES
 
-    clauses, params, shown = [], [], []
-    statuses: tuple[str, ...] = ()
+    tests: list[ops.Term] = []
+    shown: list[str] = []
     for term in terms:
         words = term.split()  # "status=failed stage=x" in one argument, or one value with spaces
         for word in words if all("=" in w for w in words) else [term.strip()]:
@@ -169,6 +174,10 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
                     " (for example --where status=failed --where older-than=2h)."
                 )
             values = tuple(v for v in value.split(",") if v)
+            if not values:
+                raise VerbError(
+                    f"--where {word!r}: give at least one value after {key}= (commas separate them)."
+                )
             if key == "status":
                 known = (*STATUSES, DISCARDED)
                 bad = [v for v in values if v not in known]
@@ -176,9 +185,7 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
                     raise VerbError(
                         f"--where status={bad[0]!r} is not a status; statuses: {', '.join(known)}."
                     )
-                statuses = values
-                clauses.append(f"status IN ({','.join('?' * len(values))})")
-                params += values
+                tests.append(ops.Term("status", values))
             elif key == "stage":
                 every = {s for k in pipeline.KINDS for s in pipeline.stages_of(k)}
                 bad = [v for v in values if v not in every]
@@ -187,35 +194,27 @@ def parse_where(terms: Iterable[str], now: float) -> Where:
                         f"--where stage={bad[0]!r} is not a stage. Episode stages: "
                         f"{', '.join(pipeline.EPISODE_STAGES)}; clip stages: {', '.join(pipeline.CLIP_STAGES)}."
                     )
-                marks = ",".join("?" * len(values))
-                clauses.append(f"(stage IN ({marks}) OR next_stage IN ({marks}))")
-                params += values + values
+                tests.append(ops.Term("stage", values))
             elif key == "show":
-                clauses.append("(" + " OR ".join("show LIKE ?" for _ in values) + ")")
-                params += tuple(f"%{v}%" for v in values)
+                tests.append(ops.Term("show", values))
             elif key == "class":
                 bad = [v for v in values if v not in errors.ERROR_CLASSES]
                 if bad:
                     raise VerbError(
                         f"--where class={bad[0]!r} is not an error class; classes: {', '.join(errors.ERROR_CLASSES)}."
                     )
-                clauses.append(f"error_class IN ({','.join('?' * len(values))})")
-                params += values
+                tests.append(ops.Term("error_class", values))
             elif key == "kind":
                 bad = [v for v in values if v not in pipeline.KINDS]
                 if bad:
                     raise VerbError(f"--where kind={bad[0]!r}: kinds are {', '.join(pipeline.KINDS)}.")
-                clauses.append(f"kind IN ({','.join('?' * len(values))})")
-                params += values
+                tests.append(ops.Term("kind", values))
             else:
-                clauses.append("updated_at < ?")
-                params.append(now - _duration(value))
+                tests.append(ops.Term("updated_before", (now - _duration(value),)))
             shown.append(word)
     if not shown:
         raise VerbError("--where needs at least one KEY=VALUE filter.")
-    if DISCARDED not in statuses:
-        clauses.append("status <> 'discarded'")
-    return Where("WHERE " + " AND ".join(clauses), tuple(params), "where " + " ".join(shown))
+    return Where(ItemFilter(tuple(tests)), "where " + " ".join(shown))
 
 
 def _duration(text: str) -> float:
@@ -254,37 +253,32 @@ class Operator:
     # -- selections ----------------------------------------------------------------------
     def _select(
         self,
-        conn: sqlite3.Connection,
+        rows: Rows,
         ids: Iterable[str] | Where | None = None,
         *,
-        where: str = "",
-        params: tuple = (),
-    ) -> list[sqlite3.Row]:
+        matching: ItemFilter | None = None,
+    ) -> list[ItemState]:
+        """The items a verb plans from: named (in the order named), or those a filter matches (by
+        id; with neither, every item that is not discarded). `rows` is the verb's unit, which locks
+        them until it ends, or the unlocked read of a dry run."""
         if isinstance(ids, Where):
-            return conn.execute(f"{_ROW} {ids.sql} ORDER BY id", ids.params).fetchall()
+            return rows.select_matching(ids.filter)
         if isinstance(ids, _Found) and not ids:
             return []
         if ids is not None:
             ids = list(dict.fromkeys(ids))
             if not ids:
                 raise VerbError("No items selected. Name item ids, or use --failed / --all.")
-            rows = []
-            for chunk in _chunks(ids, 500):
-                rows += conn.execute(f"{_ROW} WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            found = {r["id"] for r in rows}
-            missing = [i for i in ids if i not in found]
+            found = rows.select_items(ids)
+            known = {item.id for item in found}
+            missing = [i for i in ids if i not in known]
             if missing:
                 raise VerbError(
                     f"Unknown item id{'s' if len(missing) > 1 else ''}: {', '.join(missing[:5])}"
                     f"{' ...' if len(missing) > 5 else ''}. `ewg status` lists the ids."
                 )
-            order = {i: n for n, i in enumerate(ids)}
-            return sorted(rows, key=lambda r: order[r["id"]])
-        if where and "discarded" not in where:
-            where += " AND status <> 'discarded'"
-        elif not where:
-            where = "WHERE status <> 'discarded'"
-        return conn.execute(f"{_ROW} {where} ORDER BY id", params).fetchall()
+            return found
+        return rows.select_matching(matching or ItemFilter())
 
     def failure_group_ids(self, fingerprint: str) -> list[str]:
         stage, _, rest = fingerprint.partition("|")
@@ -295,14 +289,11 @@ class Operator:
                 f"{fingerprint!r} is not a failure group fingerprint (STAGE|CLASS|MESSAGE);"
                 " `ewg failures` lists the groups with the command for each."
             )
-        rows = self.store.read(
-            "SELECT id, source, next_stage, error_class, error_message FROM items WHERE status='failed'"
-        )
         ids = [
-            r["id"]
-            for r in rows
+            item.id
+            for item in ops.read_failed(self.store)
             if errors.fingerprint(
-                r["next_stage"], r["error_class"], r["error_message"], item_id=r["id"], source=r["source"]
+                item.next_stage, item.error_class, item.error_message, item_id=item.id, source=item.source
             )
             == fingerprint
         ]
@@ -313,37 +304,37 @@ class Operator:
         self,
         verb: str,
         selection: str,
-        select: Callable[[sqlite3.Connection], list[sqlite3.Row]],
+        select: Callable[[Rows], list[ItemState]],
         plan: Planner,
         reason: str,
         dry_run: bool,
         *,
         named: bool = False,
-        also: Callable[[sqlite3.Connection, float], None] | None = None,
-        expand: Callable[[sqlite3.Connection, Preview], None] | None = None,
+        also: Callable[[Unit, float], None] | None = None,
+        expand: Callable[[Rows, Preview], None] | None = None,
     ) -> Preview:
-        """Plan and (unless dry_run) apply in one transaction. `named`: the ids were named by a person,
-        so a verb that does not apply to one of them is a mistake in the call (VerbError, nothing
-        changed); a selection that matches nothing is "nothing to do" and writes no event."""
+        """Plan and (unless dry_run) apply in one transaction, from rows locked for it. `named`: the ids
+        were named by a person, so a verb that does not apply to one of them is a mistake in the call
+        (VerbError, nothing changed); a selection that matches nothing is "nothing to do" and writes no
+        event."""
         reason = check_reason(reason)
         now = self.clock.now()
         if dry_run:
-            conn = self.store.connection()
-            preview = self._plan(verb, selection, select(conn), plan)
+            rows = Unlocked(self.store)
+            preview = self._plan(verb, selection, select(rows), plan)
             if expand:
-                expand(conn, preview)
+                expand(rows, preview)
             self._check_named(preview, named and self.strict)
             preview.also, preview.replayable = also, True
             return preview
         self._finish_removals()
-        with self.store.write() as conn:
-            rows = select(conn)
-            preview = self._plan(verb, selection, rows, plan)
+        with self.store.write() as unit:
+            preview = self._plan(verb, selection, select(unit), plan)
             if expand:
-                expand(conn, preview)
+                expand(unit, preview)
             self._check_named(preview, named and self.strict)
             preview.reason, preview.also = reason, also
-            work = self._commit(conn, preview, now)
+            work = self._commit(unit, preview, now)
         _remove_files(self.ws, work)  # only now that the change is committed
         return preview
 
@@ -370,48 +361,51 @@ class Operator:
         )
         done.reason, done.also = reason, preview.also
         self._finish_removals()
-        with self.store.write() as conn:
-            ids = [c.item_id for c in preview.changes]
-            rows = {}
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                rows.update({r["id"]: r for r in conn.execute(f"{_ROW} WHERE id IN ({marks})", chunk)})
+        with self.store.write() as unit:
+            now_held = {item.id: item for item in unit.select_items(preview.item_ids)}
             for change in preview.changes:
-                row = rows.get(change.item_id)
+                item = now_held.get(change.item_id)
                 if (
-                    row is None
-                    or row["lease_token"] != change.lease_token
-                    or row["status"] != change.before.get("status")
+                    item is None
+                    or item.lease_token != change.lease_token
+                    or item.status != change.before.get("status")
                 ):
-                    done.skipped.append((change.item_id, "changed since the preview; not touched"))
+                    done.skipped.append((change.item_id, CHANGED))
                 else:
                     done.changes.append(change)
-            work = self._commit(conn, done, now)
+            work = self._commit(unit, done, now)
         _remove_files(self.ws, work)
         return done
 
-    def _commit(self, conn: sqlite3.Connection, preview: Preview, now: float) -> FileWork:
-        """Write the planned changes and their audit event; return the file work for after the commit."""
+    def _commit(self, unit: Unit, preview: Preview, now: float) -> FileWork:
+        """Write the planned changes and their audit event; return the file work for after the commit.
+        Each change is a compare-and-swap on the status and lease it was planned from: one that no
+        longer holds moves from the changes to the skipped, untouched."""
         work: FileWork = {}
         if preview.nothing_to_do and preview.also is None:
             preview.notes.insert(0, "nothing to do")
             return work  # no change, no audit event
-        rows = {}
-        ids = [c.item_id for c in preview.changes]
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows.update({r["id"]: r for r in conn.execute(f"{_ROW} WHERE id IN ({marks})", chunk)})
+        applied: list[Change] = []
         for change in preview.changes:
-            names = self._apply(conn, rows[change.item_id], change, preview.verb, now)
+            names = self._apply(unit, change, preview.verb, now)
+            if names is None:
+                preview.skipped.append((change.item_id, CHANGED))
+                continue
+            applied.append(change)
             if names:
                 work[change.item_id] = names
+        preview.changes = applied
+        if preview.nothing_to_do and preview.also is None:
+            preview.notes.insert(0, "nothing to do")
+            return work  # every item moved under the verb: no change, no audit event
         if work:
             self._confirm_owned()
-            _hold_files(conn, work, self.actor, now)
+            _hold_files(unit, work, self.actor, now)
         if preview.also is not None:
-            preview.also(conn, now)
+            preview.also(unit, now)
         preview.applied = True
-        preview.event_id = conn.record_event(
+        preview.event_id = transitions.record_event(
+            unit,
             now,
             self.actor,
             preview.verb,
@@ -435,68 +429,65 @@ class Operator:
                 f"{'that item' if len(preview.skipped) == 1 else 'those items'} out of the call."
             )
 
-    def _plan(self, verb: str, selection: str, rows: list[sqlite3.Row], plan: Planner) -> Preview:
+    def _plan(self, verb: str, selection: str, items: list[ItemState], plan: Planner) -> Preview:
         preview = Preview(verb, selection)
-        for row in rows:
-            outcome = plan(row)
+        for item in items:
+            outcome = plan(item)
             if isinstance(outcome, str):
-                preview.skipped.append((row["id"], outcome))
+                preview.skipped.append((item.id, outcome))
                 continue
             values = outcome.values
             after = outcome.shown_after or {
-                "stage": values.get("stage", row["stage"]),
-                "status": values.get("status", row["status"]),
+                "stage": values.get("stage", item.stage),
+                "status": values.get("status", item.status),
             }
             preview.changes.append(
                 Change(
-                    row["id"],
-                    row["kind"],
-                    {"stage": row["stage"], "status": row["status"]},
+                    item.id,
+                    item.kind,
+                    {"stage": item.stage, "status": item.status},
                     after,
                     outcome.stages_rerun,
                     outcome.drop_cache,
                     outcome.delete_files,
-                    interrupts_run=row["status"] == "running" and "status" in values,
+                    interrupts_run=item.status == "running" and "status" in values,
                     plan=outcome,
                     note=outcome.note,
-                    lease_token=row["lease_token"],
+                    lease_token=item.lease_token,
                 )
             )
         return preview
 
-    def _apply(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, change: Change, verb: str, now: float
-    ) -> list[str]:
-        """Write one change; return the entries of the item's folder to remove once it has committed."""
+    def _apply(self, unit: Unit, change: Change, verb: str, now: float) -> list[str] | None:
+        """Write one change, fenced by the status and lease it was planned from; return the entries of
+        the item's folder to remove once it has committed, or None when the item moved under the verb
+        (nothing written)."""
         plan = change.plan
         assert plan is not None
+        item_id, status, token = change.item_id, str(change.before.get("status")), change.lease_token
         values = {**plan.values, "updated_at": now}
         if change.interrupts_run:
             values.update(
                 lease_owner=None, lease_expires_at=None, cancel_requested=None, cancel_requested_at=None
             )
-            conn.close_attempt(
-                row["id"],
-                row["lease_token"],
+            transitions.close_attempt(  # fenced by the token too: it writes nothing if the lease moved
+                unit,
+                item_id,
+                token,
                 now,
                 "cancelled",
                 decision=f"taken over by operator verb {verb}",
                 spent=False,
             )
-        sets = ", ".join(f"{k}=?" for k in values)
-        bump = ", lease_token=lease_token+1" if change.interrupts_run else ""
-        conn.execute(f"UPDATE items SET {sets}{bump} WHERE id=?", (*values.values(), row["id"]))
+        if not unit.change_item(item_id, status, token, values, fence_out=change.interrupts_run):
+            return None
         if change.stages_rerun:
-            marks = ",".join("?" * len(change.stages_rerun))
-            conn.execute(
-                f"UPDATE checkpoints SET stale=1 WHERE item_id=? AND stage IN ({marks})",
-                (row["id"], *change.stages_rerun),
-            )
+            unit.mark_stale(item_id, change.stages_rerun)
         # Only what is there: an item with nothing to lose is neither held from claims nor refused.
-        item_dir = self.ws.item_dir(row["id"])
+        item_dir = self.ws.item_dir(item_id)
         names: list[str] = []
         if change.files_deleted:
-            conn.execute("UPDATE checkpoints SET stale=1 WHERE item_id=?", (row["id"],))
+            unit.mark_stale(item_id)
             if os.path.lexists(item_dir):
                 names.append("")
         elif change.cache_dropped:
@@ -507,12 +498,7 @@ class Operator:
         if values.get("status") == "queued" and self.ws.config.recovery.auto_cleanup_failed_files:
             names += _failed_outputs(item_dir)
         if plan.skipped_stage:
-            conn.execute(
-                "INSERT INTO checkpoints (item_id, stage, manifest, created_at, stale) VALUES (?,?,?,?,0)"
-                " ON CONFLICT(item_id, stage) DO UPDATE SET manifest=excluded.manifest,"
-                " created_at=excluded.created_at, stale=0",
-                (row["id"], plan.skipped_stage, json.dumps({"files": [], "skipped": True}), now),
-            )
+            unit.record_skipped_stage(item_id, plan.skipped_stage, now)
         return list(dict.fromkeys(names))
 
     # -- the verbs -----------------------------------------------------------------------
@@ -528,16 +514,18 @@ class Operator:
     ) -> Preview:
         """Retry the current stage now, with a fresh attempt budget (and a clean cache, by policy).
         A discarded item (a dead letter) named here comes back."""
-        ids, selection, where, params = self._selection(ids, failed=failed, group=group, kind=kind)
+        ids, selection, matching = self._selection(ids, failed=failed, group=group, kind=kind)
         recovery = self.ws.config.recovery
         drop = recovery.auto_clear_cache_on_retry
 
         def plan(row):
-            if row["status"] not in (*RETRYABLE, DISCARDED):
-                return f"is {row['status']}; retry applies to failed, waiting, blocked, stopped or discarded items"
+            if row.status not in (*RETRYABLE, DISCARDED):
+                return (
+                    f"is {row.status}; retry applies to failed, waiting, blocked, stopped or discarded items"
+                )
             note = ""
             if not recovery.auto_cleanup_failed_files:
-                kept = len(checkpoints.failed_outputs(self.ws.item_dir(row["id"])))
+                kept = len(checkpoints.failed_outputs(self.ws.item_dir(row.id)))
                 if kept:
                     note = (
                         f"keeps {kept} failed output(s) .failed-* (auto_cleanup_failed_files = false;"
@@ -545,7 +533,7 @@ class Operator:
                     )
             return Plan(
                 _requeue(self.clock.now()),
-                [row["next_stage"]] if row["next_stage"] else [],
+                [row.next_stage] if row.next_stage else [],
                 drop_cache=drop,
                 note=note,
             )
@@ -553,7 +541,7 @@ class Operator:
         return self._run(
             "retry",
             selection,
-            lambda c: self._select(c, ids, where=where, params=params),
+            lambda rows: self._select(rows, ids, matching=matching),
             plan,
             reason,
             dry_run,
@@ -564,17 +552,19 @@ class Operator:
         self, ids: Iterable[str] | Where | None = None, *, reason: str = "", dry_run: bool = False
     ) -> Preview:
         """Continue from the last complete checkpoint, keeping the cache."""
-        where = "" if ids is not None else "WHERE status IN ('stopped','failed','blocked','retrying')"
+        matching = (
+            None if ids is not None else ItemFilter.of(status=("stopped", "failed", "blocked", "retrying"))
+        )
 
         def plan(row):
-            if row["status"] not in RETRYABLE:
-                return f"is {row['status']}; resume applies to stopped, failed, waiting or blocked items"
-            return Plan(_requeue(self.clock.now()), [row["next_stage"]] if row["next_stage"] else [])
+            if row.status not in RETRYABLE:
+                return f"is {row.status}; resume applies to stopped, failed, waiting or blocked items"
+            return Plan(_requeue(self.clock.now()), [row.next_stage] if row.next_stage else [])
 
         return self._run(
             "resume",
             _describe(ids, "all stopped and failed"),
-            lambda c: self._select(c, ids, where=where),
+            lambda rows: self._select(rows, ids, matching=matching),
             plan,
             reason,
             dry_run,
@@ -597,24 +587,24 @@ class Operator:
         `failed`/`group`: Retry Failed Episodes: caches cleared, errors cleared, from the start."""
         if ids is not None and not isinstance(ids, Where):
             ids = list(ids)
-        ids, selection, where, params = self._selection(ids, failed=failed, group=group, kind=None)
+        ids, selection, matching = self._selection(ids, failed=failed, group=group, kind=None)
 
         def plan(row):
-            order = pipeline.stages_of(row["kind"])
-            first = pipeline.first_stage(row["kind"])
+            order = pipeline.stages_of(row.kind)
+            first = pipeline.first_stage(row.kind)
             start = from_stage or first
             if start not in order or order.index(start) < order.index(first):
                 return (
-                    f"has no stage {start!r} to run ({row['kind']} stages: "
+                    f"has no stage {start!r} to run ({row.kind} stages: "
                     f"{', '.join(order[order.index(first) :])})"
                 )
-            if start != first and pipeline.stage_index(row["kind"], row["stage"]) < order.index(start) - 1:
+            if start != first and pipeline.stage_index(row.kind, row.stage) < order.index(start) - 1:
                 return (
                     f"has not completed {order[order.index(start) - 1]!r} yet, so it cannot rerun from "
                     f"{start!r}; use reprocess without --from"
                 )
-            completed = pipeline.previous_stage(row["kind"], start)
-            values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], completed)}
+            completed = pipeline.previous_stage(row.kind, start)
+            values = {**_requeue(self.clock.now()), **_at_stage(row.kind, completed)}
             return Plan(values, list(order[order.index(start) :]), drop_cache=True, delete_files=delete_files)
 
         if from_stage is not None and not any(from_stage in pipeline.stages_of(k) for k in pipeline.KINDS):
@@ -626,7 +616,7 @@ class Operator:
         return self._run(
             verb,
             selection,
-            lambda c: self._select(c, ids, where=where, params=params),
+            lambda rows: self._select(rows, ids, matching=matching),
             plan,
             reason,
             dry_run,
@@ -651,24 +641,24 @@ class Operator:
             )
 
         def plan(row):
-            if row["stage"] is None and row["status"] == "queued":
+            if row.stage is None and row.status == "queued":
                 return "has not completed discovered yet; nothing to reset"
-            order = pipeline.stages_of(row["kind"])
-            values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], "discovered")}
-            if row["stage"] is None:  # never discovered: start from the start
-                values.update(_at_stage(row["kind"], None))
+            order = pipeline.stages_of(row.kind)
+            values = {**_requeue(self.clock.now()), **_at_stage(row.kind, "discovered")}
+            if row.stage is None:  # never discovered: start from the start
+                values.update(_at_stage(row.kind, None))
             return Plan(values, list(order[1:]), drop_cache=True)
 
         if all_items:
-            chosen, where, selection = None, "", "all items"
+            chosen, matching, selection = None, None, "all items"
         elif failed:
-            chosen, where, selection = None, "WHERE status='failed'", "all failed"
+            chosen, matching, selection = None, ItemFilter.of(status=("failed",)), "all failed"
         else:
-            chosen, where, selection = ids, "", _describe(ids, "")
+            chosen, matching, selection = ids, None, _describe(ids, "")
         return self._run(
             "reset",
             selection,
-            lambda c: self._select(c, chosen, where=where),
+            lambda rows: self._select(rows, chosen, matching=matching),
             plan,
             reason,
             dry_run,
@@ -686,22 +676,22 @@ class Operator:
         config = self.ws.config
 
         def plan(row):
-            if row["next_stage"] is None:
+            if row.next_stage is None:
                 return "is done; there is no stage to skip"
-            needs = _needed_by(row["kind"], row["next_stage"], config)
+            needs = _needed_by(row.kind, row.next_stage, config)
             if needs:
                 return (
-                    f"cannot skip {row['next_stage']}: {needs} reads its output and would fail without it."
-                    f" Retry or fix {row['next_stage']} instead, or declare skip_fallback = true under"
-                    f" [stages.{row['kind']}.{row['next_stage']}] if later stages cope without it"
+                    f"cannot skip {row.next_stage}: {needs} reads its output and would fail without it."
+                    f" Retry or fix {row.next_stage} instead, or declare skip_fallback = true under"
+                    f" [stages.{row.kind}.{row.next_stage}] if later stages cope without it"
                 )
-            values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], row["next_stage"])}
-            return Plan(values, skipped_stage=row["next_stage"])
+            values = {**_requeue(self.clock.now()), **_at_stage(row.kind, row.next_stage)}
+            return Plan(values, skipped_stage=row.next_stage)
 
         return self._run(
             "skip",
             _describe(ids, ""),
-            lambda c: self._select(c, ids),
+            lambda rows: self._select(rows, ids),
             plan,
             reason,
             dry_run,
@@ -712,26 +702,26 @@ class Operator:
         """Move `stage` back to an earlier checkpoint; later checkpoints become stale and rerun."""
 
         def plan(row):
-            order = pipeline.stages_of(row["kind"])
+            order = pipeline.stages_of(row.kind)
             if to_stage not in order:
                 raise VerbError(
-                    f"{row['id']} has no stage {to_stage!r} ({row['kind']} stages: {', '.join(order)})."
+                    f"{row.id} has no stage {to_stage!r} ({row.kind} stages: {', '.join(order)})."
                 )
-            if row["stage"] == to_stage:
-                raise VerbError(f"{row['id']} is already at {to_stage!r}; nothing to roll back.")
-            if pipeline.stage_index(row["kind"], row["stage"]) < order.index(to_stage):
+            if row.stage == to_stage:
+                raise VerbError(f"{row.id} is already at {to_stage!r}; nothing to roll back.")
+            if pipeline.stage_index(row.kind, row.stage) < order.index(to_stage):
                 raise VerbError(
-                    f"Cannot roll {row['id']} back to {to_stage!r}: its last completed stage is "
-                    f"{row['stage'] or 'none'}, so that would be a move forward. Pick an earlier stage, "
+                    f"Cannot roll {row.id} back to {to_stage!r}: its last completed stage is "
+                    f"{row.stage or 'none'}, so that would be a move forward. Pick an earlier stage, "
                     "or use skip to move forward."
                 )
-            values = {**_requeue(self.clock.now()), **_at_stage(row["kind"], to_stage)}
+            values = {**_requeue(self.clock.now()), **_at_stage(row.kind, to_stage)}
             return Plan(values, list(order[order.index(to_stage) + 1 :]))
 
         return self._run(
             "rollback",
             f"{item_id} to {to_stage}",
-            lambda c: self._select(c, [item_id]),
+            lambda rows: self._select(rows, [item_id]),
             plan,
             reason,
             dry_run,
@@ -745,14 +735,14 @@ class Operator:
             ids = list(ids)
 
         def plan(row):
-            if row["status"] == "running":
+            if row.status == "running":
                 return "is running; stop it first so its stage does not lose files under it"
             return Plan({}, drop_cache=True)
 
         return self._run(
             "clear_cache",
             _describe(ids, ""),
-            lambda c: self._select(c, ids),
+            lambda rows: self._select(rows, ids),
             plan,
             reason,
             dry_run,
@@ -766,14 +756,14 @@ class Operator:
             ids = list(ids)
 
         def plan(row):
-            if row["status"] != "failed":
-                return f"is {row['status']}; only failed items can be discarded"
+            if row.status != "failed":
+                return f"is {row.status}; only failed items can be discarded"
             return Plan({"status": DISCARDED, "next_attempt_at": 0.0})
 
         return self._run(
             "discard",
             _describe(ids, ""),
-            lambda c: self._select(c, ids),
+            lambda rows: self._select(rows, ids),
             plan,
             reason,
             dry_run,
@@ -807,28 +797,28 @@ class Operator:
             shown = "stopped now (subprocess killed)" if force else "stopped at a safe point"
 
         def plan(row):
-            if row["status"] == "running":
+            if row.status == "running":
                 return Plan(
                     {"cancel_requested": request, "cancel_requested_at": now},
-                    shown_after={"stage": row["stage"], "status": shown},
+                    shown_after={"stage": row.stage, "status": shown},
                 )
             if every:
                 return "is not running"
-            if row["status"] in ("queued", "retrying", "blocked"):
+            if row.status in ("queued", "retrying", "blocked"):
                 return Plan({"status": "stopped", "next_attempt_at": now})
-            return f"is {row['status']}; only running or waiting items can be stopped"
+            return f"is {row.status}; only running or waiting items can be stopped"
 
-        where = "WHERE status='running'" if every else ""
+        matching = ItemFilter.of(status=("running",)) if every else None
         verb = "force_stop" if force else "stop"
         preview = self._run(
             verb,
             _describe(ids_list, "all running work"),
-            lambda c: self._select(c, ids_list, where=where),
+            lambda rows: self._select(rows, ids_list, matching=matching),
             plan,
             reason,
             dry_run,
             named=_named(ids_list),
-            also=(lambda conn, at: self._set_paused(conn, "1", reason or "stop processing", at))
+            also=(lambda unit, at: self._set_paused(unit, "1", reason or "stop processing", at))
             if every
             else None,
         )
@@ -842,17 +832,17 @@ class Operator:
             raise VerbError(f"Extend by a positive, finite number of seconds (got {seconds}).")
 
         def plan(row):
-            if row["status"] != "running":
-                return f"is {row['status']}; only running items have a timeout to extend"
-            values = {"deadline_extension": (row["deadline_extension"] or 0) + seconds, "verdict": None}
-            if row["cancel_requested"] in ("timeout", "stall"):
+            if row.status != "running":
+                return f"is {row.status}; only running items have a timeout to extend"
+            values = {"deadline_extension": (row.deadline_extension or 0) + seconds, "verdict": None}
+            if row.cancel_requested in ("timeout", "stall"):
                 values.update(cancel_requested=None, cancel_requested_at=None)
             return Plan(values)
 
         return self._run(
             "extend",
             f"{item_id} by {seconds:.0f} s",
-            lambda c: self._select(c, [item_id]),
+            lambda rows: self._select(rows, [item_id]),
             plan,
             reason,
             dry_run,
@@ -870,30 +860,24 @@ class Operator:
         reason = check_reason(reason)
         now = self.clock.now()
         preview = Preview(verb, "engine")
-        row = self.store.read_one("SELECT value FROM engine_state WHERE key='paused'")
-        current = row["value"] if row else ""
+        current = ops.read_paused(self.store)
         preview.notes.append(
             f"engine {'paused' if current else 'running'} -> {'paused' if value else 'running'}"
         )
         if dry_run:
             return preview
-        with self.store.write() as conn:
-            self._set_paused(conn, value, reason, now)
-            preview.event_id = conn.record_event(
-                now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
+        with self.store.write() as unit:
+            self._set_paused(unit, value, reason, now)
+            preview.event_id = transitions.record_event(
+                unit, now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
             )
         preview.applied = True
         return preview
 
-    def _set_paused(self, conn: sqlite3.Connection, value: str, reason: str, now: float) -> None:
-        conn.execute(
-            "INSERT INTO engine_state (key, value, reason, actor, at) VALUES ('paused',?,?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-            " actor=excluded.actor, at=excluded.at",
-            (value, reason, self.actor, now),
-        )
+    def _set_paused(self, unit: Unit, value: str, reason: str, now: float) -> None:
+        transitions.set_switch(unit, "paused", value, reason=reason, actor=self.actor, now=now)
 
-    def _redo_clips(self, conn: sqlite3.Connection, preview: Preview) -> None:
+    def _redo_clips(self, rows: Rows, preview: Preview) -> None:
         """An episode that reruns editorial has clips born of the old run: they wait (stopped) for the
         new editorial, which redoes those it picks again and discards those it no longer picks."""
         parents = [
@@ -903,35 +887,29 @@ class Operator:
             return
         taken = set(preview.item_ids)
         now = self.clock.now()
-        for chunk in _chunks(parents, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"{_ROW} WHERE kind='clip' AND parent_id IN ({marks}) AND status <> 'discarded' ORDER BY id",
-                chunk,
-            ).fetchall()
-            for row in rows:
-                if row["id"] in taken:
-                    continue
-                values = {
-                    **_requeue(now),
-                    **_at_stage(pipeline.CLIP, "discovered"),
-                    "status": "stopped",
-                    "blocked_reason": AWAITS_EDITORIAL,
-                }
-                plan = Plan(values, list(pipeline.CLIP_STAGES[1:]))
-                preview.changes.append(
-                    Change(
-                        row["id"],
-                        row["kind"],
-                        {"stage": row["stage"], "status": row["status"]},
-                        {"stage": "discovered", "status": "stopped"},
-                        plan.stages_rerun,
-                        interrupts_run=row["status"] == "running",
-                        plan=plan,
-                        note=f"{AWAITS_EDITORIAL} ({row['parent_id']}): redone if picked again, else discarded",
-                        lease_token=row["lease_token"],
-                    )
+        for clip in rows.select_clips_of(parents):
+            if clip.id in taken:
+                continue
+            values = {
+                **_requeue(now),
+                **_at_stage(pipeline.CLIP, "discovered"),
+                "status": "stopped",
+                "blocked_reason": AWAITS_EDITORIAL,
+            }
+            plan = Plan(values, list(pipeline.CLIP_STAGES[1:]))
+            preview.changes.append(
+                Change(
+                    clip.id,
+                    clip.kind,
+                    {"stage": clip.stage, "status": clip.status},
+                    {"stage": "discovered", "status": "stopped"},
+                    plan.stages_rerun,
+                    interrupts_run=clip.status == "running",
+                    plan=plan,
+                    note=f"{AWAITS_EDITORIAL} ({clip.parent_id}): redone if picked again, else discarded",
+                    lease_token=clip.lease_token,
                 )
+            )
 
     def deep_clean(self, *, reason: str = "", dry_run: bool = False, vacuum: bool = True) -> Preview:
         """Sweep orphan folders, temporary files, stale checkpoints and dead leases; vacuum the database.
@@ -944,10 +922,8 @@ class Operator:
         root = self.ws.items_root
         self._confirm_owned()
         known = self.ws.known_ids()
-        live = {
-            (r["id"], r["lease_token"])
-            for r in self.store.read("SELECT id, lease_token FROM items WHERE status='running'")
-        }
+        running = ops.read_running_leases(self.store)
+        live = {(lease.id, lease.lease_token) for lease in running}
         work: FileWork = {}
         foreign: list[str] = []
         if root.exists():
@@ -966,14 +942,18 @@ class Operator:
         kept_failed = {p.parent.name for p in root.glob(f"*/{FAILED_OUTPUTS}")} if root.exists() else set()
         for item_id in sorted(kept_failed & known):
             work.setdefault(item_id, []).append(FAILED_OUTPUTS)
-        stale = self.store.read("SELECT item_id, stage FROM checkpoints WHERE stale=1")
-        for r in stale:
-            if r["item_id"] in known and (self.ws.item_dir(r["item_id"]) / r["stage"]).exists():
-                work.setdefault(r["item_id"], []).append(r["stage"])
+        stale = ops.read_stale_checkpoints(self.store)
+        stale_folders = [
+            (item_id, stage)
+            for item_id, stage in stale
+            if item_id in known and (self.ws.item_dir(item_id) / stage).exists()
+        ]
+        for item_id, stage in stale_folders:
+            work.setdefault(item_id, []).append(stage)
         failed_caches = [  # Deep Clean also clears the caches of failed (and discarded) items
-            r["id"]
-            for r in self.store.read("SELECT id FROM items WHERE status IN ('failed','discarded')")
-            if r["id"] in known and (self.ws.item_dir(r["id"]) / "cache").is_dir()
+            item_id
+            for item_id in ops.read_item_ids(self.store, statuses=("failed", DISCARDED))
+            if item_id in known and (self.ws.item_dir(item_id) / "cache").is_dir()
         ]
         for item_id in failed_caches:
             work.setdefault(item_id, []).append("cache")
@@ -983,18 +963,8 @@ class Operator:
             for name in names
         ]
         # Stale state: what only a running attempt may hold, left on rows that are not running.
-        leftover = self.store.read(
-            "SELECT id FROM items WHERE status <> 'running' AND (lease_owner IS NOT NULL"
-            " OR cancel_requested IS NOT NULL OR verdict IS NOT NULL OR lease_expires_at IS NOT NULL)"
-        )
-        dead = [
-            r
-            for r in self.store.read(
-                "SELECT id, lease_owner, lease_token, rescues, stage_pid, stage_pgid FROM items"
-                " WHERE status='running'"
-            )
-            if owner_alive(r["lease_owner"] or "") is False
-        ]
+        leftover = ops.read_stale_run_state(self.store)
+        dead = [lease for lease in running if owner_alive(lease.lease_owner or "") is False]
         preview.notes.append(
             f"{len(doomed)} folder(s) to delete ({len(failed_caches)} cache(s) of failed items), "
             f"{len(stale)} stale checkpoint record(s), {len(leftover)} item(s) with stale run state to reset, "
@@ -1006,45 +976,54 @@ class Operator:
                 f"left alone: {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} of {root} that ewg did "
                 f"not make: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}"
             )
-        preview.changes = [Change(r["id"], "", {"status": "running"}, {"status": "queued"}) for r in dead]
+        preview.changes = [
+            Change(lease.id, "", {"status": "running"}, {"status": "queued"}, lease_token=lease.lease_token)
+            for lease in dead
+        ]
         if dry_run:
             return preview
         now = self.clock.now()
-        for r in dead:  # a dead owner's stage processes end before its item can run again
+        for lease in dead:  # a dead owner's stage processes end before its item can run again
             groups.kill_recorded(
-                r["stage_pid"],
-                r["stage_pgid"],
-                groups.lease_marker(r["lease_owner"], r["id"], r["lease_token"]),
+                lease.stage_pid,
+                lease.stage_pgid,
+                groups.lease_marker(lease.lease_owner, lease.id, lease.lease_token),
                 self.ws.config.engine.force_grace,
             )
-        with self.store.write() as conn:
-            for r in dead:
-                conn.release(
-                    r["id"],
-                    r["lease_token"],
+        with self.store.write() as unit:
+            rescued = []
+            for change in preview.changes:  # fenced by the lease read: another host may have rescued it
+                if transitions.release(
+                    unit,
+                    change.item_id,
+                    change.lease_token,
                     now,
                     "dead",
                     "queued",
                     "rescued by deep clean: owner process is gone",
                     bump=True,
                     verdict="DEAD",
-                )
-            conn.execute("DELETE FROM checkpoints WHERE stale=1")
-            for chunk in _chunks([r["id"] for r in leftover], 500):
-                conn.execute(
-                    "UPDATE items SET lease_owner=NULL, lease_expires_at=NULL, cancel_requested=NULL,"
-                    " cancel_requested_at=NULL, verdict=NULL WHERE status <> 'running'"
-                    f" AND id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            _hold_files(conn, work, self.actor, now)
-            preview.event_id = conn.record_event(
+                ):
+                    rescued.append(change)
+                else:
+                    preview.skipped.append((change.item_id, CHANGED))
+            preview.changes = rescued
+            dropped = set(unit.drop_stale_checkpoints(stale))
+            for item_id, stage in stale_folders:  # republished since it was read: its folder stays
+                if (item_id, stage) not in dropped:
+                    work[item_id].remove(stage)
+                    if not work[item_id]:
+                        del work[item_id]
+            unit.clear_run_state(leftover)
+            _hold_files(unit, work, self.actor, now)
+            preview.event_id = transitions.record_event(
+                unit,
                 now,
                 self.actor,
                 "deep_clean",
                 selection="workspace",
                 reason=reason,
-                affected=[r["id"] for r in dead],
+                affected=preview.item_ids,
                 result=preview.notes[0],
             )
         _remove_files(self.ws, work)
@@ -1093,10 +1072,9 @@ class Operator:
         self, ids: Iterable[str] | None = None, *, reason: str = "", dry_run: bool = False
     ) -> Preview:
         if ids is None:
-            ids = [
-                r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' AND status='failed'")
-            ]
-            ids = _Found(ids)  # none: nothing to do
+            ids = _Found(
+                ops.read_item_ids(self.store, statuses=("failed",), kind=pipeline.CLIP)
+            )  # none: nothing to do
         return self.reprocess(
             self._clip_ids(ids),
             from_stage="generated",
@@ -1109,12 +1087,8 @@ class Operator:
     def _clip_ids(self, ids: Iterable[str]) -> list[str]:
         found = isinstance(ids, _Found)
         ids = _Found(ids) if found else list(ids)
-        rows = (
-            self.store.read(f"SELECT id, kind FROM items WHERE id IN ({','.join('?' * len(ids))})", ids)
-            if ids
-            else []
-        )
-        not_clips = [r["id"] for r in rows if r["kind"] != pipeline.CLIP]
+        kinds = ops.read_kinds(self.store, ids)
+        not_clips = [i for i in dict.fromkeys(ids) if i in kinds and kinds[i] != pipeline.CLIP]
         if not_clips:
             raise VerbError(
                 f"{', '.join(not_clips[:5])} {'is' if len(not_clips) == 1 else 'are'} not a clip; "
@@ -1123,36 +1097,30 @@ class Operator:
         return ids
 
     def _clips_of(self, episode_ids: Iterable[str] | None) -> list[str]:
-        if episode_ids is None:
-            return [r["id"] for r in self.store.read("SELECT id FROM items WHERE kind='clip' ORDER BY id")]
-        eps = list(episode_ids)
-        return [
-            r["id"]
-            for r in self.store.read(
-                f"SELECT id FROM items WHERE kind='clip' AND parent_id IN ({','.join('?' * len(eps))}) ORDER BY id",
-                eps,
-            )
-        ]
+        parents = None if episode_ids is None else list(episode_ids)
+        return ops.read_item_ids(self.store, kind=pipeline.CLIP, parents=parents)
 
-    def _selection(self, ids, *, failed: bool, group: str | None, kind: str | None):
-        kind_sql = f" AND kind='{kind}'" if kind in pipeline.KINDS else ""
+    def _selection(
+        self, ids, *, failed: bool, group: str | None, kind: str | None
+    ) -> tuple[Iterable[str] | Where | None, str, ItemFilter | None]:
+        """(the ids or filter to select, how the audit log names the selection, the filter when no ids)."""
         if isinstance(ids, Where):
-            return ids, ids.text, "", ()
+            return ids, ids.text, None
         if group is not None:
-            return _Found(self.failure_group_ids(group)), f"failure group {group}", "", ()
+            return _Found(self.failure_group_ids(group)), f"failure group {group}", None
         if failed:
+            kinds = (kind,) if kind in pipeline.KINDS else ()
             return (
                 None,
                 f"all failed{' ' + kind + 's' if kind else ''}",
-                f"WHERE status='failed'{kind_sql}",
-                (),
+                ItemFilter.of(status=("failed",), kind=kinds),
             )
         if ids is None:
             raise VerbError(
                 "Name the items, or use --failed for all failed items, --group FINGERPRINT or --where."
             )
         ids = list(ids)
-        return ids, _describe(ids, ""), "", ()
+        return ids, _describe(ids, ""), None
 
 
 class _Found(list):
@@ -1195,29 +1163,13 @@ def _failed_outputs(item_dir: Path) -> list[str]:
     return [FAILED_OUTPUTS] if next(item_dir.glob(FAILED_OUTPUTS), None) is not None else []
 
 
-def _hold_files(conn: sqlite3.Connection, work: FileWork, actor: str, now: float) -> None:
+def _hold_files(unit: Unit, work: FileWork, actor: str, now: float) -> None:
     """Inside the verb's transaction: mark each item's files pending removal, so no claim starts the
-    item before `_remove_files` has run (a crash in between is finished by `finish_pending_removals`)."""
+    item before `_remove_files` has run (a crash in between is finished by `finish_pending_removals`).
+    An earlier removal of the item that has not run yet is done with this one."""
     owner = owner_id()
     for item_id, names in work.items():
-        key = PENDING_FILES + item_id
-        row = conn.execute("SELECT value FROM engine_state WHERE key=?", (key,)).fetchone()
-        if row is not None:  # an earlier removal that has not run yet: this one does both
-            names = work[item_id] = list(dict.fromkeys([*_pending_names(row["value"]), *names]))
-        conn.execute(
-            "INSERT INTO engine_state (key, value, reason, actor, at) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET value=excluded.value, reason=excluded.reason,"
-            " actor=excluded.actor, at=excluded.at",
-            (key, json.dumps({"owner": owner, "names": names}), "files pending removal", actor, now),
-        )
-
-
-def _pending_names(value: str) -> list[str]:
-    try:
-        names = json.loads(value).get("names", [])
-    except (ValueError, AttributeError):
-        return []
-    return [n for n in names if isinstance(n, str) and "/" not in n and n not in (".", "..")]
+        work[item_id] = unit.hold_files(item_id, names, owner, actor, now)
 
 
 def _remove_files(ws: Workspace, work: FileWork) -> None:
@@ -1227,35 +1179,21 @@ def _remove_files(ws: Workspace, work: FileWork) -> None:
     for item_id, names in work.items():
         ownership.remove_in_item(ws.item_dir(item_id), names)
     owner = owner_id()
-    with ws.store.write() as conn:
+    with ws.store.write() as unit:
         for item_id in work:
-            conn.execute(
-                "DELETE FROM engine_state WHERE key=? AND json_extract(value, '$.owner')=?",
-                (PENDING_FILES + item_id, owner),
-            )
+            unit.release_files(item_id, owner)
 
 
-def _pending_rows(ws: Workspace) -> list[sqlite3.Row]:
-    return ws.store.read(
-        "SELECT key, value, at FROM engine_state WHERE key >= ? AND key < ?",
-        (PENDING_FILES, PENDING_FILES[:-1] + chr(ord(PENDING_FILES[-1]) + 1)),
-    )
-
-
-def _orphaned(ws: Workspace, row: sqlite3.Row, now: float) -> bool:
+def _orphaned(ws: Workspace, removal: PendingRemoval, now: float) -> bool:
     """The verb process that holds this removal is gone (or, on another host, silent for a lease)."""
-    try:
-        owner = str(json.loads(row["value"]).get("owner", ""))
-    except (ValueError, AttributeError):
-        owner = ""
-    alive = owner_alive(owner)
-    return not alive and (alive is False or now - row["at"] >= ws.config.engine.lease_duration)
+    alive = owner_alive(removal.owner)
+    return not alive and (alive is False or now - removal.at >= ws.config.engine.lease_duration)
 
 
 def orphaned_removals(ws: Workspace) -> list[str]:
     """Items held from claims by the file removal of a verb process that died after its commit."""
     now = ws.clock.now()
-    return [r["key"][len(PENDING_FILES) :] for r in _pending_rows(ws) if _orphaned(ws, r, now)]
+    return [r.item_id for r in ops.read_pending_removals(ws.store) if _orphaned(ws, r, now)]
 
 
 def finish_pending_removals(ws: Workspace) -> int:
@@ -1263,13 +1201,13 @@ def finish_pending_removals(ws: Workspace) -> int:
     stopped for longer than a lease); the items they hold become claimable again."""
     now = ws.clock.now()
     done = 0
-    for row in _pending_rows(ws):
-        if not _orphaned(ws, row, now):
+    for removal in ops.read_pending_removals(ws.store):
+        if not _orphaned(ws, removal, now):
             continue  # its own process is still at it
         ws.confirm_owned()
-        ownership.remove_in_item(ws.item_dir(row["key"][len(PENDING_FILES) :]), _pending_names(row["value"]))
-        with ws.store.write() as conn:
-            conn.execute("DELETE FROM engine_state WHERE key=? AND value=?", (row["key"], row["value"]))
+        ownership.remove_in_item(ws.item_dir(removal.item_id), list(removal.names))
+        with ws.store.write() as unit:
+            unit.finish_removal(removal)
         done += 1
     return done
 
@@ -1281,11 +1219,6 @@ def _describe(ids, default: str) -> str:
         return ids.text
     ids = list(ids)
     return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-
-
-def _chunks(seq: list, n: int):
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 def _os_user() -> str:
