@@ -11,7 +11,7 @@ import pytest
 from engine import queries
 from engine.db import operator as ops
 from engine.db.operator import ItemFilter, OperatorOps, Term
-from engine.verbs import CHANGED, Operator, finish_pending_removals
+from engine.verbs import CHANGED, Operator, VerbError, finish_pending_removals, parse_where
 
 
 def _ids(ws) -> list[str]:
@@ -246,3 +246,18 @@ def test_reads_return_values_not_rows(make_demo):
     assert ops.read_paused(ws.store) is False
     assert isinstance(ops.Unlocked(ws.store).select_items([b, a])[0], ops.ItemState)
     assert [i.id for i in ops.Unlocked(ws.store).select_items([b, a, b])] == [b, a]
+
+
+def test_a_where_term_without_a_value_is_a_clear_mistake(make_demo, capsys):
+    from ewg_tui.cli import main
+
+    ws = make_demo(count=1)
+    with pytest.raises(VerbError, match="at least one value after status="):
+        parse_where(["status=,"], 0.0)
+    assert main(["-w", str(ws.root), "retry", "--where", "show=,"]) == 2
+    assert "at least one value after show=" in capsys.readouterr().err
+    where = parse_where(["status=failed show=Tech", "older-than=1h"], 7200.0)
+    assert where.filter == ItemFilter(
+        (Term("status", ("failed",)), Term("show", ("Tech",)), Term("updated_before", (3600.0,)))
+    )
+    assert where.text == "where status=failed show=Tech older-than=1h"
