@@ -1,9 +1,11 @@
 """The operator's named operations (engine/db/operator.py): a verb's change to an item is a
 compare-and-swap on what it planned from, so an item another worker moved between the plan and the
-write (on PostgreSQL, another host's commit) is reported as changed and never overwritten."""
+write (on PostgreSQL, another host's commit) is reported as changed and never overwritten. Every
+test runs on SQLite and on a real PostgreSQL (tests/conftest.py `any_workspace`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -12,6 +14,32 @@ from engine import queries
 from engine.db import operator as ops
 from engine.db.operator import ItemFilter, OperatorOps, Term
 from engine.verbs import CHANGED, Operator, VerbError, finish_pending_removals, parse_where
+from engine.workspace import add_episode
+
+
+@pytest.fixture
+def make_ws(any_workspace):
+    """make_ws(count) -> a workspace on the backend under test with `count` new episodes."""
+
+    def make(count: int):
+        ws = any_workspace()
+        for n in range(count):
+            assert add_episode(ws, f"ep{n:04d}", f"/media/ep{n:04d}.mp4", show="show", title=f"ep{n}")
+        return ws
+
+    return make
+
+
+def _through_transitions(request, backend: str) -> None:
+    """The verb also writes through engine.transitions (the audit event, closing a taken-over
+    attempt), which still uses SQLite's lastrowid and ?N placeholders until it becomes WorkOps
+    methods: on PostgreSQL the test must fail until then, and says so (strict) once it passes."""
+    if backend == "postgresql":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="engine.transitions is not yet portable (WorkOps, issue 10)"
+            )
+        )
 
 
 def _ids(ws) -> list[str]:
@@ -44,8 +72,8 @@ def _attempts(ws, item_id: str) -> list[dict]:
     return [dict(r) for r in ws.store.read("SELECT * FROM attempts WHERE item_id=?", (item_id,))]
 
 
-def test_change_item_swaps_only_what_was_planned(make_demo):
-    ws = make_demo(count=2)
+def test_change_item_swaps_only_what_was_planned(make_ws):
+    ws = make_ws(2)
     a, _ = _ids(ws)
     _running(ws, a, token=5)
     with ws.store.write() as unit:
@@ -66,15 +94,18 @@ def test_change_item_swaps_only_what_was_planned(make_demo):
     assert (_row(ws, a)["status"], _row(ws, a)["lease_token"]) == ("stopped", 6)
 
 
-def test_change_item_refuses_a_column_no_verb_sets(make_demo):
-    ws = make_demo(count=1)
+def test_change_item_refuses_a_column_no_verb_sets(make_ws):
+    ws = make_ws(1)
     (a,) = _ids(ws)
     with ws.store.write() as unit, pytest.raises(ValueError, match="lease_token"):
         unit.change_item(a, "queued", 0, {"lease_token": 99})
 
 
-def test_a_verb_does_not_overwrite_an_item_a_worker_completed_while_it_ran(make_demo, monkeypatch):
-    ws = make_demo(count=2)
+def test_a_verb_does_not_overwrite_an_item_a_worker_completed_while_it_ran(
+    request, backend, make_ws, monkeypatch
+):
+    _through_transitions(request, backend)
+    ws = make_ws(2)
     a, b = _ids(ws)
     _running(ws, a, token=5)
     _running(ws, b, token=7)
@@ -102,8 +133,8 @@ def test_a_verb_does_not_overwrite_an_item_a_worker_completed_while_it_ran(make_
     assert a not in event["affected"] and b in event["affected"]
 
 
-def test_a_verb_whose_every_item_moved_writes_nothing(make_demo, monkeypatch):
-    ws = make_demo(count=1)
+def test_a_verb_whose_every_item_moved_writes_nothing(make_ws, monkeypatch):
+    ws = make_ws(1)
     (a,) = _ids(ws)
     _running(ws, a, token=3)
     select = OperatorOps.select_items
@@ -122,8 +153,9 @@ def test_a_verb_whose_every_item_moved_writes_nothing(make_demo, monkeypatch):
     assert _row(ws, a)["cancel_requested"] is None
 
 
-def test_a_previewed_verb_leaves_an_item_that_moved_before_the_confirmation(make_demo):
-    ws = make_demo(count=2)
+def test_a_previewed_verb_leaves_an_item_that_moved_before_the_confirmation(request, backend, make_ws):
+    _through_transitions(request, backend)
+    ws = make_ws(2)
     a, b = _ids(ws)
     _running(ws, a, token=5)
     _running(ws, b, token=7)
@@ -138,8 +170,8 @@ def test_a_previewed_verb_leaves_an_item_that_moved_before_the_confirmation(make
     assert _row(ws, b)["cancel_requested"] == "force"
 
 
-def test_filters_match_any_case_and_take_the_users_wildcards_literally(make_demo):
-    ws = make_demo(count=3)
+def test_filters_match_any_case_and_take_the_users_wildcards_literally(make_ws):
+    ws = make_ws(3)
     a, b, c = _ids(ws)
     with ws.store.write() as unit:
         for item_id, show in ((a, "Tech Talk"), (b, "50% Off"), (c, "under_score")):
@@ -160,8 +192,8 @@ def test_filters_match_any_case_and_take_the_users_wildcards_literally(make_demo
         Term("lease_token", (1,))
 
 
-def test_file_holds_merge_and_are_released_only_by_their_owner(make_demo):
-    ws = make_demo(count=1)
+def test_file_holds_merge_and_are_released_only_by_their_owner(make_ws):
+    ws = make_ws(1)
     (a,) = _ids(ws)
     with ws.store.write() as unit:
         assert unit.hold_files(a, ["cache"], "host:1", "ana", 1.0) == ["cache"]
@@ -176,8 +208,8 @@ def test_file_holds_merge_and_are_released_only_by_their_owner(make_demo):
     assert ops.read_pending_removals(ws.store) == []
 
 
-def test_a_finished_removal_is_forgotten_only_if_nobody_took_it_over(make_demo):
-    ws = make_demo(count=1)
+def test_a_finished_removal_is_forgotten_only_if_nobody_took_it_over(make_ws):
+    ws = make_ws(1)
     (a,) = _ids(ws)
     with ws.store.write() as unit:
         unit.hold_files(a, ["cache"], "gone-host:1", "ana", 1.0)
@@ -192,8 +224,8 @@ def test_a_finished_removal_is_forgotten_only_if_nobody_took_it_over(make_demo):
     assert ops.read_pending_removals(ws.store) == []
 
 
-def test_unreadable_holds_remove_nothing_outside_the_item(make_demo):
-    ws = make_demo(count=1)
+def test_unreadable_holds_remove_nothing_outside_the_item(make_ws):
+    ws = make_ws(1)
     (a,) = _ids(ws)
     with ws.store.write() as unit:
         unit.execute(
@@ -210,8 +242,11 @@ def test_unreadable_holds_remove_nothing_outside_the_item(make_demo):
     assert ops.read_pending_removals(ws.store) == []
 
 
-def test_deep_clean_keeps_the_folder_of_a_checkpoint_republished_since_it_was_read(make_demo, monkeypatch):
-    ws = make_demo(count=1)
+def test_deep_clean_keeps_the_folder_of_a_checkpoint_republished_since_it_was_read(
+    request, backend, make_ws, monkeypatch
+):
+    _through_transitions(request, backend)
+    ws = make_ws(1)
     (a,) = _ids(ws)
     folder = ws.item_dir(a) / "transcribed"
     folder.mkdir(parents=True)
@@ -234,8 +269,8 @@ def test_deep_clean_keeps_the_folder_of_a_checkpoint_republished_since_it_was_re
     assert ws.store.read_one("SELECT stale FROM checkpoints WHERE item_id=?", (a,))["stale"] == 0
 
 
-def test_reads_return_values_not_rows(make_demo):
-    ws = make_demo(count=2)
+def test_reads_return_values_not_rows(make_ws):
+    ws = make_ws(2)
     a, b = _ids(ws)
     _running(ws, a, token=4)
     (lease,) = ops.read_running_leases(ws.store)
@@ -248,10 +283,10 @@ def test_reads_return_values_not_rows(make_demo):
     assert [i.id for i in ops.Unlocked(ws.store).select_items([b, a, b])] == [b, a]
 
 
-def test_a_where_term_without_a_value_is_a_clear_mistake(make_demo, capsys):
+def test_a_where_term_without_a_value_is_a_clear_mistake(make_ws, capsys):
     from ewg_tui.cli import main
 
-    ws = make_demo(count=1)
+    ws = make_ws(1)
     with pytest.raises(VerbError, match="at least one value after status="):
         parse_where(["status=,"], 0.0)
     assert main(["-w", str(ws.root), "retry", "--where", "show=,"]) == 2
@@ -261,3 +296,35 @@ def test_a_where_term_without_a_value_is_a_clear_mistake(make_demo, capsys):
         (Term("status", ("failed",)), Term("show", ("Tech",)), Term("updated_before", (3600.0,)))
     )
     assert where.text == "where status=failed show=Tech older-than=1h"
+
+
+def test_a_second_hosts_verb_waits_for_the_first_and_cannot_overwrite_it(make_ws):
+    """On PostgreSQL the unit's selection holds the rows (FOR UPDATE); on SQLite the one writer does.
+    Either way a second verb plans from what the first left, and a change planned before is refused."""
+    ws = make_ws(1)
+    (a,) = _ids(ws)
+    _running(ws, a, token=5)
+    seen: dict = {}
+    selected = threading.Event()
+
+    def second_host():
+        selected.wait(10)
+        started = time.monotonic()
+        with ws.store.write() as unit:  # this thread's own connection
+            (item,) = unit.select_items([a])
+            seen["waited"], seen["item"] = time.monotonic() - started, item
+            seen["swap"] = unit.change_item(a, "running", 5, {"status": "stopped"})  # planned before
+
+    other = threading.Thread(target=second_host)
+    other.start()
+    with ws.store.write() as unit:
+        (item,) = unit.select_items([a])
+        selected.set()
+        time.sleep(0.5)
+        assert "item" not in seen  # still waiting on this unit
+        assert unit.change_item(a, item.status, item.lease_token, {"status": "queued"}, fence_out=True)
+    other.join(30)
+    assert seen["waited"] >= 0.4
+    assert (seen["item"].status, seen["item"].lease_token) == ("queued", 6)
+    assert seen["swap"] is False
+    assert (_row(ws, a)["status"], _row(ws, a)["lease_token"]) == ("queued", 6)
