@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..store import Readable
+from .types import Readable
 
 # engine_state key of an item whose files a committed verb has still to remove; the claim skips
 # such an item, so no attempt starts in a folder that is about to lose files.
