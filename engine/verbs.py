@@ -926,12 +926,15 @@ class Operator:
         live = {(lease.id, lease.lease_token) for lease in running}
         work: FileWork = {}
         foreign: list[str] = []
+        orphans: list[str] = []  # folders no item names
+        temps: list[tuple[str, str, int]] = []  # (item, entry, token) of attempts' temporary folders
         if root.exists():
             for entry in sorted(root.iterdir()):
                 if entry.name in known or entry.name == ownership.ITEMS_MARKER:
                     continue
                 if ownership.looks_like_item_dir(entry):
                     work[entry.name] = [""]
+                    orphans.append(entry.name)
                 else:
                     foreign.append(entry.name)
         for path, item_id, _stage, token in checkpoints.leftovers(root):
@@ -939,6 +942,8 @@ class Operator:
                 continue
             if not (path.name.startswith(checkpoints.TMP_PREFIX) and (item_id, token) in live):
                 work.setdefault(item_id, []).append(path.name)
+                if path.name.startswith(checkpoints.TMP_PREFIX):
+                    temps.append((item_id, path.name, token))
         kept_failed = {p.parent.name for p in root.glob(f"*/{FAILED_OUTPUTS}")} if root.exists() else set()
         for item_id in sorted(kept_failed & known):
             work.setdefault(item_id, []).append(FAILED_OUTPUTS)
@@ -1008,12 +1013,17 @@ class Operator:
                 else:
                     preview.skipped.append((change.item_id, CHANGED))
             preview.changes = rescued
+            # What changed since the listing keeps its files: a stale checkpoint republished, an
+            # attempt started (its temporary folder), a folder whose item was added (another host).
             dropped = set(unit.drop_stale_checkpoints(stale))
-            for item_id, stage in stale_folders:  # republished since it was read: its folder stays
-                if (item_id, stage) not in dropped:
-                    work[item_id].remove(stage)
-                    if not work[item_id]:
-                        del work[item_id]
+            kept = [(item_id, stage) for item_id, stage in stale_folders if (item_id, stage) not in dropped]
+            now_live = {(lease.id, lease.lease_token) for lease in unit.running_leases()}
+            kept += [(item_id, name) for item_id, name, token in temps if (item_id, token) in now_live]
+            kept += [(item_id, "") for item_id in unit.existing_ids(orphans)]
+            for item_id, name in kept:
+                work[item_id].remove(name)
+                if not work[item_id]:
+                    del work[item_id]
             unit.clear_run_state(leftover)
             _hold_files(unit, work, self.actor, now)
             preview.event_id = transitions.record_event(

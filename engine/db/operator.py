@@ -377,6 +377,20 @@ class OperatorOps:
         return cur.rowcount == 1
 
     # -- deep clean ------------------------------------------------------------------------
+    def running_leases(self) -> list[Lease]:
+        """The leases running now, as this unit sees them (deep clean's second look, unlocked: the
+        workers' heartbeats must not wait on it)."""
+        return _leases(lambda sql, params: self.execute(sql, params).fetchall())
+
+    def existing_ids(self, item_ids: Sequence[str]) -> set[str]:
+        """Which of `item_ids` are items now (one made since deep clean listed the folders keeps its)."""
+        found: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(item_ids))):
+            found |= {
+                r["id"] for r in self.execute(f"SELECT id FROM items WHERE id IN ({_marks(chunk)})", chunk)
+            }
+        return found
+
     def drop_stale_checkpoints(self, checkpoints: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Delete these (item, stage) checkpoint records if they are still stale; return those deleted
         (one republished since it was read keeps its record, and its folder)."""
@@ -451,14 +465,18 @@ def read_kinds(db: Readable, ids: Sequence[str]) -> dict[str, str]:
     return kinds
 
 
-def read_running_leases(db: Readable) -> list[Lease]:
+def _leases(fetch: Fetch) -> list[Lease]:
     return [
         Lease(r["id"], r["lease_owner"], int(r["lease_token"]), r["stage_pid"], r["stage_pgid"])
-        for r in db.read(
+        for r in fetch(
             "SELECT id, lease_owner, lease_token, stage_pid, stage_pgid FROM items WHERE status=? ORDER BY id",
             ("running",),
         )
     ]
+
+
+def read_running_leases(db: Readable) -> list[Lease]:
+    return _leases(db.read)
 
 
 def read_stale_run_state(db: Readable) -> list[str]:

@@ -328,3 +328,36 @@ def test_a_second_hosts_verb_waits_for_the_first_and_cannot_overwrite_it(make_ws
     assert (seen["item"].status, seen["item"].lease_token) == ("queued", 6)
     assert seen["swap"] is False
     assert (_row(ws, a)["status"], _row(ws, a)["lease_token"]) == ("queued", 6)
+
+
+def test_deep_clean_keeps_what_started_or_appeared_since_it_listed_the_folders(
+    request, backend, make_ws, monkeypatch
+):
+    _through_transitions(request, backend)
+    ws = make_ws(1)
+    (a,) = _ids(ws)
+    temp = ws.item_dir(a) / ".tmp-transcribed-6"  # the attempt that starts after the listing
+    temp.mkdir(parents=True)
+    (temp / "part.txt").write_text("being written")
+    newcomer = ws.items_root / "ep9999"  # an item another host adds after the listing
+    (newcomer / "discovered").mkdir(parents=True)
+    (newcomer / "discovered" / "manifest.json").write_text("{}")
+    drop = OperatorOps.drop_stale_checkpoints
+
+    def meanwhile(unit, checkpoints):  # the first statement of deep clean's unit
+        unit.execute(
+            "UPDATE items SET status='running', lease_token=6, lease_owner='elsewhere:1' WHERE id=?", (a,)
+        )
+        unit.execute(
+            "INSERT INTO items (id, kind, source, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+            ("ep9999", "episode", "/media/x.mp4", "queued", 1.0, 1.0),
+        )
+        return drop(unit, checkpoints)
+
+    preview = Operator(ws).deep_clean(dry_run=True)
+    assert {f"delete {temp}", f"delete {newcomer}"} <= set(preview.notes)  # what the listing found
+    monkeypatch.setattr(OperatorOps, "drop_stale_checkpoints", meanwhile)
+    assert Operator(ws).deep_clean(vacuum=False).applied
+    assert (temp / "part.txt").read_text() == "being written"
+    assert (newcomer / "discovered" / "manifest.json").is_file()
+    assert ops.read_pending_removals(ws.store) == []
