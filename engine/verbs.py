@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import checkpoints, errors, ownership, pipeline, transitions
+from . import checkpoints, errors, ownership, pipeline
 from .db import operator as ops
 from .db.operator import ItemFilter, ItemState, PendingRemoval, Unlocked
 from .owners import owner_alive, owner_id
@@ -404,8 +404,7 @@ class Operator:
         if preview.also is not None:
             preview.also(unit, now)
         preview.applied = True
-        preview.event_id = transitions.record_event(
-            unit,
+        preview.event_id = unit.record_event(
             now,
             self.actor,
             preview.verb,
@@ -470,8 +469,7 @@ class Operator:
             values.update(
                 lease_owner=None, lease_expires_at=None, cancel_requested=None, cancel_requested_at=None
             )
-            transitions.close_attempt(  # fenced by the token too: it writes nothing if the lease moved
-                unit,
+            unit.close_attempt(  # fenced by the token too: it writes nothing if the lease moved
                 item_id,
                 token,
                 now,
@@ -868,14 +866,14 @@ class Operator:
             return preview
         with self.store.write() as unit:
             self._set_paused(unit, value, reason, now)
-            preview.event_id = transitions.record_event(
-                unit, now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
+            preview.event_id = unit.record_event(
+                now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
             )
         preview.applied = True
         return preview
 
     def _set_paused(self, unit: Unit, value: str, reason: str, now: float) -> None:
-        transitions.set_switch(unit, "paused", value, reason=reason, actor=self.actor, now=now)
+        unit.set_switch("paused", value, reason=reason, actor=self.actor, now=now)
 
     def _redo_clips(self, rows: Rows, preview: Preview) -> None:
         """An episode that reruns editorial has clips born of the old run: they wait (stopped) for the
@@ -998,8 +996,7 @@ class Operator:
         with self.store.write() as unit:
             rescued = []
             for change in preview.changes:  # fenced by the lease read: another host may have rescued it
-                if transitions.release(
-                    unit,
+                if unit.release(
                     change.item_id,
                     change.lease_token,
                     now,
@@ -1026,8 +1023,7 @@ class Operator:
                     del work[item_id]
             unit.clear_run_state(leftover)
             _hold_files(unit, work, self.actor, now)
-            preview.event_id = transitions.record_event(
-                unit,
+            preview.event_id = unit.record_event(
                 now,
                 self.actor,
                 "deep_clean",

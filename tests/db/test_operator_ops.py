@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from engine import queries
 from engine.db import operator as ops
+from engine.db import queries
 from engine.db.operator import ItemFilter, OperatorOps, Term
 from engine.verbs import CHANGED, Operator, VerbError, finish_pending_removals, parse_where
 from engine.workspace import add_episode
@@ -28,18 +28,6 @@ def make_ws(any_workspace):
         return ws
 
     return make
-
-
-def _through_transitions(request, backend: str) -> None:
-    """The verb also writes through engine.transitions (the audit event, closing a taken-over
-    attempt), which still uses SQLite's lastrowid and ?N placeholders until it becomes WorkOps
-    methods: on PostgreSQL the test must fail until then, and says so (strict) once it passes."""
-    if backend == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="engine.transitions is not yet portable (WorkOps, issue 10)"
-            )
-        )
 
 
 def _ids(ws) -> list[str]:
@@ -104,7 +92,6 @@ def test_change_item_refuses_a_column_no_verb_sets(make_ws):
 def test_a_verb_does_not_overwrite_an_item_a_worker_completed_while_it_ran(
     request, backend, make_ws, monkeypatch
 ):
-    _through_transitions(request, backend)
     ws = make_ws(2)
     a, b = _ids(ws)
     _running(ws, a, token=5)
@@ -153,8 +140,7 @@ def test_a_verb_whose_every_item_moved_writes_nothing(make_ws, monkeypatch):
     assert _row(ws, a)["cancel_requested"] is None
 
 
-def test_a_previewed_verb_leaves_an_item_that_moved_before_the_confirmation(request, backend, make_ws):
-    _through_transitions(request, backend)
+def test_a_previewed_verb_leaves_an_item_that_moved_before_the_confirmation(make_ws):
     ws = make_ws(2)
     a, b = _ids(ws)
     _running(ws, a, token=5)
@@ -245,7 +231,6 @@ def test_unreadable_holds_remove_nothing_outside_the_item(make_ws):
 def test_deep_clean_keeps_the_folder_of_a_checkpoint_republished_since_it_was_read(
     request, backend, make_ws, monkeypatch
 ):
-    _through_transitions(request, backend)
     ws = make_ws(1)
     (a,) = _ids(ws)
     folder = ws.item_dir(a) / "transcribed"
@@ -333,7 +318,6 @@ def test_a_second_hosts_verb_waits_for_the_first_and_cannot_overwrite_it(make_ws
 def test_deep_clean_keeps_what_started_or_appeared_since_it_listed_the_folders(
     request, backend, make_ws, monkeypatch
 ):
-    _through_transitions(request, backend)
     ws = make_ws(1)
     (a,) = _ids(ws)
     temp = ws.item_dir(a) / ".tmp-transcribed-6"  # the attempt that starts after the listing
