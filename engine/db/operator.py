@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .types import Readable
+from .upkeep import latest_switch, starts_with
 
 # engine_state key of an item whose files a committed verb has still to remove; the claim skips
 # such an item, so no attempt starts in a folder that is about to lose files.
@@ -176,9 +177,8 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 def _like_part(text: str) -> str:
-    """`text` anywhere in a value, as a LIKE pattern that treats the user's `%`, `_` and `\\` literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    """`text` anywhere in a value, as a LIKE pattern that takes the user's `%`, `_` and `\\` literally."""
+    return "%" + starts_with(text)
 
 
 def _filter_sql(f: ItemFilter) -> tuple[str, tuple]:
@@ -500,8 +500,9 @@ def read_stale_checkpoints(db: Readable) -> list[tuple[str, str]]:
 
 
 def read_paused(db: Readable) -> bool:
-    row = db.read_one("SELECT value FROM engine_state WHERE key=?", ("paused",))
-    return bool(row and row["value"])
+    """Whether an operator paused the engine (the `paused` switch is on)."""
+    switch = latest_switch(db, "paused")
+    return bool(switch and switch.value)
 
 
 def read_pending_removals(db: Readable) -> list[PendingRemoval]:
