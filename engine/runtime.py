@@ -389,13 +389,13 @@ class Engine:
         return self._leading
 
     def _wakeup_loop(self) -> None:
-        """Wake-ups from other hosts (LISTEN/NOTIFY): new work or a verb makes the dispatcher look now,
-        a cancel request is read at once instead of at the next heartbeat. Polling stays the fallback."""
+        """Wake-ups from other hosts (LISTEN/NOTIFY): new work or a verb makes the dispatcher look now
+        and the heartbeat read cancel requests at once instead of at its next interval. Polling stays
+        the fallback."""
         while not self._halt.is_set():
-            for what in self.store.wait(1.0):
+            if self.store.wait(1.0):  # any change from another host: work to claim or a cancel to read
                 self.wake()
-                if what == "cancel":
-                    self._beat_now.set()
+                self._beat_now.set()
 
     def _emit(self, event: EngineEvent) -> None:
         if self.on_event is not None:

@@ -404,6 +404,7 @@ class Operator:
         if preview.also is not None:
             preview.also(unit, now)
         preview.applied = True
+        unit.notify("verb")  # other hosts: look for the work it queued, or the cancel it asked for
         preview.event_id = unit.record_event(
             now,
             self.actor,
@@ -866,6 +867,7 @@ class Operator:
             return preview
         with self.store.write() as unit:
             self._set_paused(unit, value, reason, now)
+            unit.notify("verb")
             preview.event_id = unit.record_event(
                 now, self.actor, verb, selection="engine", reason=reason, result=preview.notes[0]
             )

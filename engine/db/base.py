@@ -164,7 +164,7 @@ class Store:
         execution than opening a row here and closing it later.
 
         An item whose files a committed verb is still removing (`engine_state` key `files:ID`,
-        engine.verbs.PENDING_FILES) is not claimed until they are gone."""
+        engine.db.operator.PENDING_FILES) is not claimed until they are gone."""
         d = unit.dialect
         skip = ""
         params: list[Any] = [now]

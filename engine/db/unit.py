@@ -28,9 +28,9 @@ class Unit(WorkOps, OperatorOps, UpkeepOps):
         return self._conn.execute(self.dialect.sql(sql), params)
 
     def notify(self, what: str) -> None:
-        """Wake the other hosts when this unit commits: "work" (something became ready), "verb",
-        "cancel" (a running item was asked to stop). PostgreSQL delivers it at commit, never on a
-        rollback; on one host there is nobody to wake."""
+        """Wake the other hosts when this unit commits ("work": something became ready, "verb": an
+        operator changed items or switches). PostgreSQL delivers it at commit, never on a rollback;
+        on one host there is nobody to wake."""
         if self.dialect.notify:
             self.execute(self.dialect.notify, (what,))
 

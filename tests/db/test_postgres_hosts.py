@@ -105,3 +105,36 @@ def test_doctor_names_an_unreachable_server_without_a_traceback(tmp_path, monkey
     assert not report.healthy
     text = report.text()
     assert "cannot reach the PostgreSQL database" in text and "s3cret" not in text
+
+
+def test_a_stop_from_another_host_reaches_a_running_stage_within_a_second(pg_env, tmp_path):
+    """The heartbeat is slowed to 5 s: only the verb's wake-up can bring its cancel request this fast."""
+    from engine.verbs import Operator
+
+    text = set_key(demo_config(faults=False, speed=3.0), "heartbeat_interval", "5.0")
+    text = set_key(text, "dead_after", "30.0")
+    text = set_key(text, "stall_after", "60.0")
+    ws = init_workspace(tmp_path / "ws", text)
+    seed_episodes(ws, 1)
+    engine = Engine(ws, workers=1).start()
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not ws.store.read("SELECT id FROM items WHERE status='running'"):
+            time.sleep(0.05)
+        (row,) = ws.store.read("SELECT id FROM items WHERE status='running'")
+        other = open_workspace(tmp_path / "ws")
+        try:
+            asked = time.time()
+            Operator(other).stop([row["id"]])
+        finally:
+            other.close()
+        while time.time() < asked + 4 and ws.store.read_one(
+            "SELECT 1 FROM items WHERE id=? AND status='running'", (row["id"],)
+        ):
+            time.sleep(0.02)
+        status = ws.store.read_one("SELECT status FROM items WHERE id=?", (row["id"],))["status"]
+        assert status == "stopped"
+        assert time.time() - asked < 2.0
+    finally:
+        engine.stop()
+        ws.close()
