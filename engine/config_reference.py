@@ -50,7 +50,7 @@ def reference_toml() -> str:
         else:
             model, keyed = config._section_model(field.annotation)
             if model is None or keyed:
-                raise TypeError(f"config.Config.{name}: no way to print this kind of section")
+                raise TypeError(f"config.Config.{name}: no way to print this kind of section (add it here)")
             out += _section(name, model, commented=name in COMMENTED_SECTIONS)
     return "\n".join(out) + "\n"
 
@@ -118,13 +118,15 @@ def _key_lines(name: str, field: FieldInfo, commented: bool, value: Any = None) 
                 help_text += " (required)"
             elif default is None and "unset" not in help_text:
                 help_text += " (unset by default)"
-    if value is None or value is PydanticUndefined:
-        raise TypeError(f"{name}: a key with no default needs an example (Field(examples=[...]))")
+    if value is None or value is PydanticUndefined:  # no default and no example: nothing to show
+        return []  # (tests/core/test_config_reference.py fails on the key missing)
     return _assignment(_key(name, field), _toml(value), help_text, commented)
 
 
 def _assignment(key: str, value: str, help_text: str, commented: bool) -> list[str]:
     text = _line(f"{key} = {value}", commented)
+    if not help_text:
+        return [text]
     trailing = f"{text.ljust(COMMENT_COLUMN - 2)}  # {help_text}"
     if len(trailing) <= WIDTH:
         return [trailing]
@@ -136,16 +138,15 @@ def _key(name: str, field: FieldInfo) -> str:
 
 
 def _help(field: FieldInfo) -> str:
-    if not field.description:
-        raise TypeError(f"{field}: every configuration key needs a description (Field(description=...))")
-    return field.description
+    """A key's comment: its Field(description=...); the tests fail on a key without one, while ewg still
+    starts."""
+    return field.description or ""
 
 
 def _doc(model: type[BaseModel]) -> str:
+    """A section's comment: its class docstring (pydantic's own is not one)."""
     doc = model.__doc__ or ""
-    if not doc.strip() or doc == BaseModel.__doc__:
-        raise TypeError(f"config.{model.__name__}: every section needs a docstring (its comment)")
-    return " ".join(doc.split())
+    return "" if doc == BaseModel.__doc__ else " ".join(doc.split())
 
 
 def _line(text: str, commented: bool) -> str:
