@@ -203,6 +203,8 @@ def _global_options(p: argparse.ArgumentParser, top: bool, json_help: str | None
     Below the top they default to SUPPRESS: a sub-command's parser then sets nothing when the option is
     not given after it, and the value given before the name stands."""
     unset = {} if top else {"default": argparse.SUPPRESS}
+    if not top:
+        p = p.add_argument_group("global options (also before the command)")  # type: ignore[assignment]
     p.add_argument(
         "--workspace",
         "-w",
@@ -239,7 +241,13 @@ _VERB_JSON = "print the preview/result as JSON"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
+    p = _Parser(
+        prog="ewg",
+        description="Resume-and-recovery console for the AI-EWG video pipeline. Without a command: "
+        "the console.",
+        epilog="--workspace, --readonly, --json and --workers go before or after the command. "
+        "`ewg COMMAND --help` shows a command's options; `ewg completion bash|zsh|tcsh` a completion script.",
+    )
     p.add_argument(
         "--version", action="version", version=f"ewg {_version()}", help="print the version and exit"
     )
