@@ -42,7 +42,11 @@ class Paths(_Section):
     """Where the workspace keeps its files, relative to the workspace folder."""
 
     items: str = Field("items", description="per-item folders: checkpoints, cache, temporary outputs")
-    database: str = Field("ewg.db", description="the single source of truth (SQLite, WAL)")
+    database: str = Field(
+        "ewg.db",
+        description="the single source of truth: a SQLite file (WAL), or a postgresql:// URL for many hosts "
+        "($EWG_DATABASE_URL overrides it)",
+    )
     backups: str = Field(
         "backups", description="online database backups (before migrations and on a schedule)"
     )
