@@ -512,12 +512,20 @@ class Sources(_Section):
 
 
 class Console(_Section):
-    """The operator console's look and keys (ewg_tui). What only Textual knows (the theme names, the
-    binding ids and which keys clash) is checked when the console opens (ewg_tui/keys.py)."""
+    """The operator console (`ewg`, `ewg demo`, `ewg --attach`): its look and keys. The theme names, the
+    binding ids and clashing keys are checked when the console opens."""
 
-    theme: str = ""  # "" = the console's default (textual-dark), or the theme last picked in the console
-    # binding id -> key(s), e.g. "verb.retry" = "t" or "main.copy" = "y,ctrl+y" (posting's way)
-    keymap: dict[str, Any] = Field(default_factory=dict)
+    theme: str = Field(
+        "",
+        description='a Textual theme, e.g. "nord", "gruvbox", "ansi-dark"; "" = the default (textual-dark) '
+        "or the theme last picked in the console; `--theme NAME` overrides it",
+    )
+    keymap: dict[str, Any] = Field(
+        default_factory=dict,
+        description="binding id -> key(s) (posting's way); `?` in the console lists every binding id "
+        "with its key; also written as a [console.keymap] table",
+        examples=[{"verb.retry": "t", "main.copy": "y,ctrl+y"}],
+    )
 
     @field_validator("keymap")
     @classmethod

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import pipeline, queries
+from engine import pipeline
+from engine.db import queries
 from engine.verbs import Operator
 from ewg_tui import cli
 from ewg_tui.cli import main
