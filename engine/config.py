@@ -522,8 +522,8 @@ class Console(_Section):
     )
     keymap: dict[str, Any] = Field(
         default_factory=dict,
-        description="binding id -> key(s) (posting's way); `?` in the console lists every binding id "
-        "with its key; also written as a [console.keymap] table",
+        description="binding id = key(s), posting's way (`verb.retry` unquoted works too); `?` in the "
+        "console lists every binding id with its key",
         examples=[{"verb.retry": "t", "main.copy": "y,ctrl+y"}],
     )
 

@@ -66,6 +66,13 @@ def _section(table: str, model: type[BaseModel], commented: bool = False) -> lis
             later += ["", *_comment(f"{_help(field)} (repeatable):"), f"# [[{table}.{_key(name, field)}]]"]
             later += [line for f_name, f in sub.model_fields.items() for line in _key_lines(f_name, f, True)]
             continue
+        if sub is None and field.get_default(call_default_factory=True) == {}:
+            # a table of names (keymap, shows): its own [table.key], empty, where the names go
+            later += _comment(_help(field))
+            later.append(_line(f"[{table}.{_key(name, field)}]", commented))
+            for key, value in (field.examples[0] if field.examples else {}).items():
+                later += _assignment(_toml_key(key), _toml(value), "for example", commented=True)
+            continue
         out += _key_lines(name, field, commented)
     return out + later
 
@@ -161,6 +168,10 @@ def _comment(text: str) -> list[str]:
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -177,7 +188,7 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        keys = (k if _BARE_KEY.match(k) else json.dumps(k, ensure_ascii=False) for k in value)
+        keys = (_toml_key(k) for k in value)
         return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in zip(keys, value.values())) + " }"
     if isinstance(value, BaseModel):
         return _toml(value.model_dump(by_alias=True))
