@@ -7,6 +7,7 @@ numbers (docs/ARCHITECTURE.md, Configuration).
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import shutil
@@ -38,26 +39,67 @@ class _Section(BaseModel):
 
 
 class Paths(_Section):
-    items: str = "items"
-    database: str = "ewg.db"
-    backups: str = "backups"
+    """Where the workspace keeps its files, relative to the workspace folder."""
+
+    items: str = Field("items", description="per-item folders: checkpoints, cache, temporary outputs")
+    database: str = Field(
+        "ewg.db",
+        description="the single source of truth: a SQLite file (WAL), or a postgresql:// URL for many hosts "
+        "($EWG_DATABASE_URL overrides it)",
+    )
+    backups: str = Field(
+        "backups", description="online database backups (before migrations and on a schedule)"
+    )
 
 
 class Engine(_Section):
-    workers: int = Field(2, ge=0, le=256)
-    heartbeat_interval: float = Field(1.0, gt=0, le=60)
-    lease_duration: float = Field(30.0, gt=0, le=3600)
-    dead_after: float = Field(10.0, gt=0, le=3600)
-    check_interval: float = Field(1.0, gt=0, le=60)
-    poll_interval: float = Field(0.25, gt=0, le=60)
-    stop_grace: float = Field(10.0, ge=0, le=3600)
-    force_grace: float = Field(3.0, ge=0, le=600)
-    synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
-    busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
-    backup_interval: float = Field(3600.0, ge=0)
-    worker_nice: int = Field(10, ge=0, le=19)  # CPU priority of isolated (heavy) stages' subprocesses
-    metrics: str = (
-        ""  # HOST:PORT where `ewg run` serves Prometheus /metrics (engine.metrics_export); "" = off
+    """The stage engine: workers, leases, heartbeats, stopping, the database."""
+
+    workers: int = Field(2, ge=0, le=256, description="worker threads of `ewg run` and of the console")
+    heartbeat_interval: float = Field(
+        1.0, gt=0, le=60, description="leases are extended and progress written this often (batched)"
+    )
+    lease_duration: float = Field(
+        30.0, gt=0, le=3600, description="a lease not extended for this long may be taken over"
+    )
+    dead_after: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="heartbeat older than this: the owner is DEAD and its work is rescued",
+    )
+    check_interval: float = Field(
+        1.0, gt=0, le=60, description="how often the watchdog looks for DEAD / STALLED / SLOW / TIMED OUT"
+    )
+    poll_interval: float = Field(0.25, gt=0, le=60, description="idle workers look for new work this often")
+    stop_grace: float = Field(
+        10.0, ge=0, le=3600, description="graceful stop: how long stages get to reach a safe point"
+    )
+    force_grace: float = Field(
+        3.0, ge=0, le=600, description="force stop: SIGTERM to SIGKILL, and when a Python stage is abandoned"
+    )
+    synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite synchronous: NORMAL survives process crashes, FULL also power loss"
+    )
+    busy_timeout_ms: int = Field(
+        5000,
+        ge=0,
+        le=600_000,
+        description="wait this long for a database lock before backing off and retrying",
+    )
+    backup_interval: float = Field(
+        3600.0, ge=0, description="online database backup every N seconds (0 = never)"
+    )
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority of heavy stages (media, transcription), run in worker subprocesses",
+    )
+    metrics: str = Field(
+        "",
+        description='HOST:PORT where `ewg run` serves Prometheus text at /metrics (e.g. "127.0.0.1:9464"); '
+        '"" = off; `ewg run --metrics HOST:PORT` overrides it',
     )
 
     @model_validator(mode="after")
@@ -68,18 +110,28 @@ class Engine(_Section):
 
 
 class Timeouts(_Section):
-    episode_processing: float = Field(3600.0, gt=0, le=7 * 86400)
-    clip_generation: float = Field(1800.0, gt=0, le=7 * 86400)
-    api_requests: float = Field(300.0, gt=0, le=86400)
-    file_operations: float = Field(120.0, gt=0, le=86400)
+    """How long one stage run may take (AI-EWG defaults); [stages.KIND.NAME] timeout overrides per stage."""
+
+    episode_processing: float = Field(3600.0, gt=0, le=7 * 86400, description="an episode stage")
+    clip_generation: float = Field(1800.0, gt=0, le=7 * 86400, description="a clip stage")
+    api_requests: float = Field(
+        300.0, gt=0, le=86400, description="one request to an external service (e.g. an LLM)"
+    )
+    file_operations: float = Field(
+        120.0, gt=0, le=86400, description="the built-in probe (episode `discovered`): it only reads the file"
+    )
 
 
 class Retry(_Section):
-    max_attempts: int = Field(3, ge=1, le=100)
-    base_delay: float = Field(5.0, ge=0, le=86400)
-    max_delay: float = Field(60.0, ge=0, le=7 * 86400)
-    exponential_base: float = Field(2.0, ge=1, le=10)
-    jitter: float = Field(0.1, ge=0, le=1)
+    """Automatic retries: exponential backoff with jitter, base_delay * exponential_base^(n-1), capped."""
+
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="attempts of one stage before it needs an operator"
+    )
+    base_delay: float = Field(5.0, ge=0, le=86400, description="the wait before the first retry")
+    max_delay: float = Field(60.0, ge=0, le=7 * 86400, description="no wait is longer than this")
+    exponential_base: float = Field(2.0, ge=1, le=10, description="each wait is this many times the last")
+    jitter: float = Field(0.1, ge=0, le=1, description="+-10% so retries of many items do not stampede")
 
     @model_validator(mode="after")
     def _max_not_below_base(self) -> Retry:
@@ -89,14 +141,26 @@ class Retry(_Section):
 
 
 class Recovery(_Section):
-    auto_retry_transient: bool = True
-    auto_clear_cache_on_retry: bool = True
-    auto_cleanup_failed_files: bool = True
-    keep_failed_outputs: int = Field(3, ge=1, le=1000)  # with cleanup off: newest .failed-* kept per item
-    manual_intervention_required: list[str] = Field(
-        default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY]
+    """What the engine does on its own after a failure."""
+
+    auto_retry_transient: bool = Field(True, description="transient failures are retried with backoff")
+    auto_clear_cache_on_retry: bool = Field(True, description="operator retries drop the item's cache first")
+    auto_cleanup_failed_files: bool = Field(
+        True, description="false keeps a failed attempt's partial output in .failed-STAGE-N"
     )
-    max_rescues: int = Field(20, ge=1, le=10_000)
+    keep_failed_outputs: int = Field(
+        3, ge=1, le=1000, description="with cleanup off: the newest N .failed-* folders of an item are kept"
+    )
+    manual_intervention_required: list[str] = Field(
+        default_factory=lambda: [errors.CONFIG_ERROR, errors.MISSING_DEPENDENCY],
+        description=f"error classes never retried automatically; classes: {', '.join(errors.ERROR_CLASSES)}",
+    )
+    max_rescues: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="an item whose worker died this often on one stage is failed (poison pill)",
+    )
 
     @field_validator("manual_intervention_required")
     @classmethod
@@ -108,20 +172,36 @@ class Recovery(_Section):
 
 
 class Watchdog(_Section):
-    stall_after: float = Field(300.0, gt=0)
-    stall_policy: Policy = "enforce"
-    timeout_policy: Policy = "enforce"
-    slow_policy: Policy = "warn"
-    slow_factor: float = Field(3.0, gt=1)
+    """Stuck work. Policies: off | warn | enforce (enforce stops the attempt); per stage in [stages.KIND.NAME]."""
+
+    stall_after: float = Field(
+        300.0, gt=0, description="heartbeat fresh but progress frozen this long: STALLED"
+    )
+    stall_policy: Policy = Field("enforce", description="what a STALLED stage gets")
+    timeout_policy: Policy = Field("enforce", description="what a stage past its [timeouts] gets")
+    slow_policy: Policy = Field("warn", description="what a SLOW stage gets")
+    slow_factor: float = Field(
+        3.0, gt=1, description="SLOW: projected duration over slow_factor x the stage's median"
+    )
 
 
 class Health(_Section):
-    interval: float = Field(5.0, gt=0, le=3600)
-    cpu_warn_percent: float = Field(90.0, gt=0, le=100)
-    memory_warn_percent: float = Field(90.0, gt=0, le=100)
-    disk_warn_free_mb: float = Field(5120.0, ge=0)
-    disk_critical_free_mb: float = Field(1024.0, ge=0)
-    forecast_interval: float = Field(30.0, ge=0, le=3600)  # early warnings (engine.forecast); 0 = off
+    """The host's resources, sampled by the engine and shown by the console."""
+
+    interval: float = Field(5.0, gt=0, le=3600, description="CPU, memory and disk are sampled this often")
+    cpu_warn_percent: float = Field(90.0, gt=0, le=100, description="CPU use above this is a warning")
+    memory_warn_percent: float = Field(90.0, gt=0, le=100, description="memory use above this is a warning")
+    disk_warn_free_mb: float = Field(5120.0, ge=0, description="free disk below this is a warning")
+    disk_critical_free_mb: float = Field(
+        1024.0, ge=0, description="below this the engine stops claiming work until space returns"
+    )
+    forecast_interval: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="early warnings from history (disk for the queued work, failure rates, flapping "
+        "services, memory climbing, slow hosts); 0 = off",
+    )
 
     @model_validator(mode="after")
     def _floor_below_warning(self) -> Health:
@@ -131,10 +211,14 @@ class Health(_Section):
 
 
 class Service(_Section):
-    url: str
-    timeout: float = Field(5.0, gt=0, le=600)
-    interval: float = Field(10.0, gt=0, le=3600)
-    expect_status: int = Field(200, ge=100, le=599)
+    """An external service a stage needs ([services.NAME]); while it is down its stages wait as blocked."""
+
+    url: str = Field(
+        description="checked with a GET (required)", examples=["http://127.0.0.1:11434/api/tags"]
+    )
+    timeout: float = Field(5.0, gt=0, le=600, description="one check gives up after this long")
+    interval: float = Field(10.0, gt=0, le=3600, description="checked this often")
+    expect_status: int = Field(200, ge=100, le=599, description="the HTTP status that means up")
 
     @field_validator("url")
     @classmethod
@@ -145,13 +229,35 @@ class Service(_Section):
 
 
 class Alerts(_Section):
-    """Where alerts go (engine.alerts): a webhook, a command, or both; neither means no alerts."""
+    """Where alerts go (engine.alerts): a webhook, a command, or both; neither means no alerts. Alerts are
+    sent for work that needs an operator, stuck work, resource pauses, services down and engine stops;
+    `ewg alerts test` sends one now."""
 
-    webhook: str = ""
-    command: list[str] = Field(default_factory=list)
-    dedupe_window: float = Field(600.0, ge=0, le=7 * 86400)
-    per_minute: int = Field(10, ge=1, le=10_000)
-    max_tries: int = Field(5, ge=1, le=100)
+    webhook: str = Field(
+        "", description='a JSON POST goes here, e.g. "https://hooks.example.org/ewg"; empty: no webhook'
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description='run with the alert\'s JSON on stdin, e.g. ["/usr/local/bin/page-oncall"]; empty: no command',
+    )
+    dedupe_window: float = Field(
+        600.0,
+        ge=0,
+        le=7 * 86400,
+        description="the same alert (event, items, class) is sent once in this window",
+    )
+    per_minute: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="at most this many alerts a minute; the next says how many were held back",
+    )
+    max_tries: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="deliveries are retried with exponential backoff, off the engine's threads",
+    )
 
     @field_validator("webhook")
     @classmethod
@@ -171,16 +277,34 @@ class Alerts(_Section):
 
 
 class Retention(_Section):
-    """How much history the database keeps (engine.retention)."""
+    """How much history the database keeps (engine.retention); `ewg prune --dry-run` shows what goes."""
 
-    days: float = Field(90.0, ge=0, le=36500)  # 0 = keep everything
-    keep_attempts_per_item: int = Field(5, ge=1, le=10_000)
-    interval: float = Field(3600.0, ge=60, le=7 * 86400)
+    days: float = Field(
+        90.0,
+        ge=0,
+        le=36500,
+        description="finished attempts, engine events and health samples older than this go (0 = never)",
+    )
+    keep_attempts_per_item: int = Field(
+        5, ge=1, le=10_000, description="each item keeps its newest attempts whatever their age"
+    )
+    interval: float = Field(
+        3600.0,
+        ge=60,
+        le=7 * 86400,
+        description="how often the engine prunes; people's verbs in the audit log are never pruned",
+    )
 
 
 class ErrorRuleConfig(_Section):
-    pattern: str
-    error_class: str = Field(alias="class")
+    """A stage's own error classification: output matching `pattern` fails with `class`."""
+
+    pattern: str = Field(
+        description="a regular expression searched in the error", examples=["CUDA out of memory"]
+    )
+    error_class: str = Field(
+        alias="class", description=f"one of {', '.join(errors.ERROR_CLASSES)}", examples=[errors.RESOURCE]
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -202,25 +326,74 @@ class ErrorRuleConfig(_Section):
 
 
 class StageConfig(_Section):
-    kind: Literal["demo", "python", "command", "builtin", "noop"] = "builtin"
-    callable: str | None = None
-    command: list[str] | None = None
-    exit_codes: dict[str, str] = Field(default_factory=dict)
-    timeout: float | None = Field(None, gt=0, le=7 * 86400)
-    stall_after: float | None = Field(None, gt=0)
-    stall_policy: Policy | None = None
-    timeout_policy: Policy | None = None
-    slow_policy: Policy | None = None
-    services: list[str] = Field(default_factory=list)
-    error_rules: list[ErrorRuleConfig] = Field(default_factory=list)
-    duration: float = Field(2.0, ge=0, le=86400)
-    options: dict[str, Any] = Field(default_factory=dict)
-    isolate: bool | None = None  # run in a worker subprocess; unset: heavy built-in stages only
-    outputs: list[str] = Field(default_factory=list)  # files a command must write into its output_dir
-    # Earlier stages whose output this stage reads (unset: the built-in table, engine.pipeline.BUILTIN_READS,
-    # for built-in stages, nothing for others): skip refuses to skip a stage a later one reads.
-    reads: list[str] | None = None
-    skip_fallback: bool = False  # later stages cope without this stage's output: it may be skipped
+    """How one stage runs; a stage without a table runs ewg's built-in stage with its defaults."""
+
+    kind: Literal["demo", "python", "command", "builtin", "noop"] = Field(
+        "builtin",
+        description="builtin (ewg's own, engine/media) | command (a program) | python (a function) | "
+        "demo (simulated) | noop (does nothing)",
+    )
+    callable: str | None = Field(
+        None, description="a python stage: the function to call", examples=["mypackage.stages:transcribe"]
+    )
+    command: list[str] | None = Field(
+        None,
+        description="a command stage: the program and its arguments; placeholders such as {source} and "
+        "{output_dir} are filled in",
+        examples=[["my-whisper", "--in", "{source}", "--out", "{output_dir}"]],
+    )
+    exit_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="a command's exit code -> error class",
+        examples=[{"75": errors.TRANSIENT, "65": errors.PERSISTENT}],
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=7 * 86400, description="overrides [timeouts] for this stage", examples=[1800.0]
+    )
+    stall_after: float | None = Field(
+        None, gt=0, description="overrides [watchdog] stall_after for this stage", examples=[600.0]
+    )
+    stall_policy: Policy | None = Field(
+        None, description="overrides [watchdog] stall_policy", examples=["warn"]
+    )
+    timeout_policy: Policy | None = Field(
+        None, description="overrides [watchdog] timeout_policy", examples=["enforce"]
+    )
+    slow_policy: Policy | None = Field(None, description="overrides [watchdog] slow_policy", examples=["off"])
+    services: list[str] = Field(
+        default_factory=list,
+        description="[services.NAME] this stage needs: it waits as blocked while one is down",
+        examples=[["llm"]],
+    )
+    error_rules: list[ErrorRuleConfig] = Field(
+        default_factory=list,
+        description="classify this stage's errors by their text",
+        examples=[[{"pattern": "CUDA out of memory", "class": errors.RESOURCE}]],
+    )
+    duration: float = Field(2.0, ge=0, le=86400, description="a demo stage: seconds a simulated run takes")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the stage's own settings ([stages.KIND.NAME.options]; the built-in stages' are listed below)",
+    )
+    isolate: bool | None = Field(
+        None,
+        description="run in a worker subprocess (unset: heavy built-in stages only)",
+        examples=[True],
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="a command stage: files it must write into its output_dir",
+        examples=[["segments.json"]],
+    )
+    reads: list[str] | None = Field(
+        None,
+        description="earlier stages whose output this stage reads (unset: the built-in table for built-in "
+        "stages, nothing for others): skip refuses to skip a stage a later one reads",
+        examples=[["discovered"]],
+    )
+    skip_fallback: bool = Field(
+        False, description="later stages cope without this stage's output: it may be skipped"
+    )
 
     @field_validator("outputs")
     @classmethod
@@ -255,9 +428,10 @@ class StageConfig(_Section):
 
 
 class DemoFault(_Section):
-    item: int | str  # an episode number (any show) or an item id
+    """One scripted fault ([[demo.faults]], repeatable)."""
 
-    stage: str
+    item: int | str = Field(description="an episode number (any show) or an item id", examples=[2])
+    stage: str = Field(description="the stage it hits", examples=["transcribed"])
     fault: Literal[
         "transient",
         "persistent",
@@ -268,30 +442,55 @@ class DemoFault(_Section):
         "slow",
         "missing_dependency",
         "config_error",
-    ]
-    times: int = Field(1, ge=1, le=1000)
-    kind: Literal["episode", "clip"] = "episode"
+    ] = Field(
+        description="transient | persistent | cache | disk_full | hang | hang_hard | slow | "
+        "missing_dependency | config_error",
+        examples=["transient"],
+    )
+    times: int = Field(1, ge=1, le=1000, description="how many attempts fail this way")
+    kind: Literal["episode", "clip"] = Field("episode", description="episode | clip")
 
 
 class Demo(_Section):
     """Fault injection ("chaos"): applies to every stage kind, so real stages can show recovery too."""
 
-    seed: int = 7
-    transient_probability: float = Field(0.0, ge=0, le=1)
-    pace: float = Field(0.0, ge=0, le=600)  # minimum seconds per stage, so a demo can be watched
-    faults: list[DemoFault] = Field(default_factory=list)
+    seed: int = Field(7, description="the random seed of injected faults: the same seed, the same run")
+    transient_probability: float = Field(
+        0.0, ge=0, le=1, description="each stage run fails as transient with this probability"
+    )
+    pace: float = Field(0.0, ge=0, le=600, description="minimum seconds per stage, so a demo can be watched")
+    faults: list[DemoFault] = Field(default_factory=list, description="scripted faults")
 
 
 class Sources(_Section):
     """Source folders the engine scans for new episodes (one folder per show)."""
 
-    root: str | None = None  # every sub-folder is a show named after it
-    shows: dict[str, str] = Field(default_factory=dict)
-    include: list[str] | None = None
-    exclude: list[str] | None = None
-    stable_seconds: float = Field(30.0, ge=0, le=86400)
-    state_file: str = ".ewg-scan.json"
-    scan_interval: float = Field(30.0, ge=0, le=86400)  # 0 = only `ewg scan`
+    root: str | None = Field(
+        None, description="a folder whose every sub-folder is a show named after it", examples=["/srv/shows"]
+    )
+    shows: dict[str, str] = Field(
+        default_factory=dict,
+        description="show name -> its folder, beside or instead of root",
+        examples=[{"Tech Talk Weekly": "/srv/ttw"}],
+    )
+    include: list[str] | None = Field(
+        None,
+        description="only files matching these globs (unset: the usual video and audio types, "
+        "engine/media/discovery.py DEFAULT_INCLUDE)",
+        examples=[["*.mp4"]],
+    )
+    exclude: list[str] | None = Field(
+        None,
+        description="never files matching these globs (unset: hidden and partial downloads, DEFAULT_EXCLUDE)",
+        examples=[["*.part", "*.tmp"]],
+    )
+    stable_seconds: float = Field(
+        30.0, ge=0, le=86400, description="a file must keep its size and mtime this long before it is taken"
+    )
+    state_file: str = Field(".ewg-scan.json", description="what the scanner remembers, in the workspace")
+    scan_interval: float = Field(
+        30.0, ge=0, le=86400, description="the engine scans this often (0 = only `ewg scan`)"
+    )
 
     @property
     def configured(self) -> bool:
@@ -313,12 +512,20 @@ class Sources(_Section):
 
 
 class Console(_Section):
-    """The operator console's look and keys (ewg_tui). What only Textual knows (the theme names, the
-    binding ids and which keys clash) is checked when the console opens (ewg_tui/keys.py)."""
+    """The operator console (`ewg`, `ewg demo`, `ewg --attach`): its look and keys. The theme names, the
+    binding ids and clashing keys are checked when the console opens."""
 
-    theme: str = ""  # "" = the console's default (textual-dark), or the theme last picked in the console
-    # binding id -> key(s), e.g. "verb.retry" = "t" or "main.copy" = "y,ctrl+y" (posting's way)
-    keymap: dict[str, Any] = Field(default_factory=dict)
+    theme: str = Field(
+        "",
+        description='a Textual theme, e.g. "nord", "gruvbox", "ansi-dark"; "" = the default (textual-dark) '
+        "or the theme last picked in the console; `--theme NAME` overrides it",
+    )
+    keymap: dict[str, Any] = Field(
+        default_factory=dict,
+        description="binding id = key(s), posting's way (`verb.retry` unquoted works too); `?` in the "
+        "console lists every binding id with its key",
+        examples=[{"verb.retry": "t", "main.copy": "y,ctrl+y"}],
+    )
 
     @field_validator("keymap")
     @classmethod
@@ -424,14 +631,38 @@ def _where(loc: tuple) -> str:
     return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
 
 
+def _keys_beside(loc: tuple) -> list[str]:
+    """The keys the table holding loc[-1] knows (its model's fields), for a did-you-mean."""
+    model: type[BaseModel] | None = Config
+    parts = [p for p in loc[:-1] if not str(p).startswith("function-")]
+    while parts and model is not None:
+        fields = model.model_fields
+        part = str(parts.pop(0))
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        if part == "stages":  # [stages.KIND.NAME]: two levels of names
+            parts, model = parts[2:], StageConfig
+            continue
+        model, keyed = _section_model(field.annotation)
+        if keyed and parts:
+            parts.pop(0)  # the NAME of [services.NAME], the index of [[demo.faults]]
+    if model is None or parts:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
 def _explain(exc: ValidationError, path: Path) -> str:
     lines = [f"{path}: the configuration is not valid."]
     for err in exc.errors():
         where = _where(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), _keys_beside(err["loc"]), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             lines.append(
-                f"  {where}: unknown key. Remove it or check its spelling against the defaults (`ewg init --print-config`)."
+                f"  {where}: unknown key.{hint} Remove it or check its spelling against every key with its "
+                "default: `ewg init --print-config`."
             )
             continue
         got = err.get("input")

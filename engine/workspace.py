@@ -13,6 +13,7 @@ from . import config as configmod
 from . import fsafe, ownership, pipeline
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError
+from .config_reference import reference_toml
 from .db import DatabaseError, SQLiteStore, Store, upkeep
 from .db.dialect import is_url
 from .fsafe import Exposure, UnsafePath
@@ -20,105 +21,9 @@ from .fsafe import Exposure, UnsafePath
 CONFIG_NAME = "ewg.toml"
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 
-DEFAULT_TOML = """\
-# ewg workspace configuration. Every key is shown with its default.
-# Times are seconds. Validation happens at start: a mistake stops ewg with a
-# message that names the key; nothing is changed until the file is valid.
-
-[paths]
-items = "items"          # per-item folders: checkpoints, cache, temporary outputs
-database = "ewg.db"      # the single source of truth (SQLite, WAL)
-backups = "backups"      # online database backups (before migrations and on a schedule)
-
-[engine]
-workers = 2              # worker threads of `ewg run` and of the console
-heartbeat_interval = 1.0 # leases are extended and progress written this often (batched)
-lease_duration = 30.0    # a lease not extended for this long may be taken over
-dead_after = 10.0        # heartbeat older than this: the owner is DEAD and its work is rescued
-check_interval = 1.0     # how often the watchdog looks for DEAD / STALLED / SLOW / TIMED OUT
-poll_interval = 0.25     # idle workers look for new work this often
-stop_grace = 10.0        # graceful stop: how long stages get to reach a safe point
-force_grace = 3.0        # force stop: SIGTERM to SIGKILL, and when a Python stage is abandoned
-synchronous = "NORMAL"   # SQLite synchronous: NORMAL survives process crashes, FULL also power loss
-busy_timeout_ms = 5000   # wait this long for a database lock before backing off and retrying
-backup_interval = 3600.0 # online database backup every N seconds (0 = never)
-worker_nice = 10         # CPU priority of heavy stages (media, transcription), run in worker subprocesses
-metrics = ""             # HOST:PORT: `ewg run` serves Prometheus text at /metrics there (e.g. "127.0.0.1:9464");
-                         # "" = off; `ewg run --metrics HOST:PORT` overrides it
-
-[timeouts]               # AI-EWG defaults; [stages.KIND.NAME] timeout overrides per stage
-episode_processing = 3600.0
-clip_generation = 1800.0
-api_requests = 300.0
-file_operations = 120.0  # the built-in probe (episode `discovered`): it only reads the file
-
-[retry]                  # exponential backoff with jitter: base * exponential_base^(n-1), capped
-max_attempts = 3
-base_delay = 5.0
-max_delay = 60.0
-exponential_base = 2.0
-jitter = 0.1             # +-10% so retries of many items do not stampede
-
-[recovery]
-auto_retry_transient = true
-auto_clear_cache_on_retry = true     # operator retries drop the item's cache first
-auto_cleanup_failed_files = true     # false keeps a failed attempt's partial output in .failed-STAGE-N
-keep_failed_outputs = 3              # with cleanup off: the newest N .failed-* folders of an item are kept
-manual_intervention_required = ["config_error", "missing_dependency"]
-max_rescues = 20         # an item whose worker died this often on one stage is failed (poison pill)
-
-[watchdog]               # policies: off | warn | enforce; per stage in [stages.KIND.NAME]
-stall_after = 300.0      # heartbeat fresh but progress frozen this long: STALLED
-stall_policy = "enforce"
-timeout_policy = "enforce"
-slow_policy = "warn"
-slow_factor = 3.0        # SLOW: projected duration over slow_factor x the stage's median
-
-[health]
-interval = 5.0
-cpu_warn_percent = 90.0
-memory_warn_percent = 90.0
-disk_warn_free_mb = 5120.0
-disk_critical_free_mb = 1024.0   # below this the engine stops claiming work until space returns
-forecast_interval = 30.0 # early warnings from history (disk for the queued work, failure rates,
-                         # flapping services, memory climbing, slow hosts); 0 = off
-
-# Alerts: a JSON POST to a webhook and/or a command run with the JSON on stdin, for work that
-# needs an operator, stuck work, resource pauses, services down and engine stops. `ewg alerts test`.
-[alerts]
-webhook = ""             # e.g. "https://hooks.example.org/ewg"; empty: no webhook
-command = []             # e.g. ["/usr/local/bin/page-oncall"]; empty: no command
-dedupe_window = 600.0    # the same alert (event, items, class) is sent once in this window
-per_minute = 10          # at most this many alerts a minute; the next one says how many were held back
-max_tries = 5            # deliveries are retried with exponential backoff, off the engine's threads
-
-[retention]              # the database stays bounded: `ewg prune --dry-run` shows what goes
-days = 90.0              # finished attempts, engine events and health samples older than this go (0 = never)
-keep_attempts_per_item = 5   # each item keeps its newest attempts whatever their age
-interval = 3600.0        # how often the engine prunes; people's verbs in the audit log are never pruned
-
-[console]                # the operator console (`ewg`, `ewg demo`, `ewg --attach`)
-theme = ""               # a Textual theme, e.g. "nord", "gruvbox", "ansi-dark"; "" = textual-dark.
-                         # `--theme NAME` overrides it; a theme picked in the console is remembered
-[console.keymap]         # binding id = key(s), e.g. "verb.retry" = "t" or "main.copy" = "y,ctrl+y";
-                         # `?` in the console lists every binding id with its key
-
-# External services a stage needs; while one is down its stages wait as blocked.
-# [services.llm]
-# url = "http://127.0.0.1:11434/api/tags"
-# timeout = 5.0
-# interval = 10.0
-# expect_status = 200
-
-# Stages: kind = demo | python | command | builtin | noop, one table per stage.
-# [stages.episode.transcribed]
-# kind = "command"
-# command = ["my-whisper", "--in", "{source}", "--out", "{output_dir}"]
-# exit_codes = { "75" = "transient", "65" = "persistent" }
-# timeout = 1800.0
-# services = ["llm"]
-# error_rules = [{ pattern = "CUDA out of memory", class = "resource" }]
-"""
+# What `ewg init` writes and `ewg init --print-config` prints: every key of engine/config.py with its
+# default and its description (engine/config_reference.py).
+DEFAULT_TOML = reference_toml()
 
 
 @dataclass

@@ -15,6 +15,8 @@ nothing printed any other way (argparse, a traceback) reaches the terminal raw e
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
 import json
 import logging
 import math
@@ -39,6 +41,7 @@ from engine.verbs import Operator, Preview, VerbError, parse_where
 from engine.workspace import DEFAULT_TOML, Workspace, open_workspace, resolve_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+SHELLS = ("bash", "zsh", "tcsh")  # what shtab writes completion scripts for (`ewg completion SHELL`)
 
 
 class UsageError(Exception):
@@ -46,12 +49,64 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with ewg's exit code and wording: a mistyped command, option or choice names the closest
+    match (difflib) and points at --help; under --json the error is a JSON document (_fail)."""
+
     def error(self, message: str) -> None:  # argparse's default exit code is 2 too; keep its wording short
-        self.print_usage(sys.stderr)
-        self.exit(
-            EXIT_USAGE,
-            f"ewg: {one_line(message)}\nRun `ewg --help` (or `ewg COMMAND --help`) for the options.\n",
-        )
+        if not _json_errors:
+            self.print_usage(sys.stderr)
+        if self.prog == "ewg":
+            hint = "Run `ewg --help` for the commands and options."
+        else:
+            hint = f"Run `{self.prog} --help` for its options, `ewg --help` for the commands."
+        _fail(f"ewg: {message}", EXIT_USAGE, hint=hint)
+        self.exit(EXIT_USAGE)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(c) for c in action.choices]
+        if isinstance(action, argparse._SubParsersAction):
+            if self.prog == "ewg":
+                what = f"{value!r} is not an ewg command"
+            else:
+                noun = str(action.metavar or "command").lower()
+                what = f"{value!r} is not {'an' if noun[0] in 'aeiou' else 'a'} `{self.prog}` {noun}"
+        else:
+            name = "/".join(action.option_strings) or action.metavar or action.dest
+            what = f"{name}: {value!r} is not one of {', '.join(choices)}"
+        raise argparse.ArgumentError(None, what + _did_you_mean(str(value), choices))
+
+
+def _did_you_mean(value: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(value, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+_json_errors = False  # set by main() when --json is on the command line: errors are then JSON documents
+
+
+def _fail(message: str, code: int, hint: str = "") -> None:
+    """One error, as `ewg: ...` on stderr, or under --json as a JSON document on stdout."""
+    if _json_errors:
+        doc = {"error": message.removeprefix("ewg: "), "exit": code}
+        if hint:
+            doc["hint"] = hint
+        print(json.dumps(_versioned(doc), indent=1), flush=True)
+        return
+    print(f"{inert(message)}" + (f"\n{hint}" if hint else ""), file=sys.stderr, flush=True)
+
+
+JSON_SCHEMA = 1  # the version of ewg's --json documents; raised when a field changes meaning or goes
+
+
+def _versioned(doc: dict) -> dict:
+    """Every --json document says which ewg wrote it and which document schema it follows."""
+    return {**doc, "version": {"ewg": _version(), "schema": JSON_SCHEMA}}
+
+
+def _print_json(doc: dict, **kw: Any) -> None:
+    print(json.dumps(_versioned(doc), indent=1, **kw))
 
 
 def _positive_int(text: str) -> int:
@@ -113,6 +168,7 @@ def _seconds(text: str) -> float:
     return value
 
 
+@functools.cache
 def _version() -> str:
     """The installed package's version (pyproject.toml), without importing anything heavy."""
     from importlib.metadata import PackageNotFoundError, version
@@ -128,45 +184,117 @@ THEME_HELP = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ewg", description="Resume-and-recovery console for the AI-EWG video pipeline.")
-    p.add_argument(
-        "--version", action="version", version=f"ewg {_version()}", help="print the version and exit"
-    )
+def _stage_names() -> list[str]:
+    """Every stage name, episode stages first (engine/pipeline.py): the choices where a stage is asked for."""
+    return list(dict.fromkeys(s for kind in pipeline.KINDS for s in pipeline.stages_of(kind)))
+
+
+def _stages_help() -> str:
+    return "; ".join(f"{kind} stages: {', '.join(pipeline.stages_of(kind))}" for kind in pipeline.KINDS)
+
+
+# Commands whose output --json turns into one JSON document (`ewg log --follow --json`: one a line).
+JSON_COMMANDS = {"scan", "doctor", "status", "failures", "metrics", "log", "prune", "clip"}
+
+
+def _global_options(p: argparse.ArgumentParser, top: bool, json_help: str | None = None) -> None:
+    """The options every command takes before or after its name (`ewg -w DIR status` = `ewg status -w DIR`).
+
+    Below the top they default to SUPPRESS: a sub-command's parser then sets nothing when the option is
+    not given after it, and the value given before the name stands."""
+    unset = {} if top else {"default": argparse.SUPPRESS}
+    if not top:
+        p = p.add_argument_group("global options (also before the command)")  # type: ignore[assignment]
     p.add_argument(
         "--workspace",
         "-w",
         metavar="DIR",
         help="workspace folder (default: $EWG_WORKSPACE or the current folder)",
+        **unset,
     )
-    p.add_argument("--readonly", action="store_true", help="console: everything visible, no verb runs")
+    p.add_argument(
+        "--readonly",
+        action="store_true",
+        help="open the workspace read-only: everything visible, no verb runs",
+        **unset,
+    )
+    if top or json_help:
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help=json_help or "JSON output, and errors as JSON on stdout (commands with a --json option)",
+            **unset,
+        )
+
+
+def _workers_option(p: argparse.ArgumentParser, top: bool) -> None:
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker threads (default: [engine] workers in ewg.toml)",
+        **({} if top else {"default": argparse.SUPPRESS}),
+    )
+
+
+_VERB_JSON = "print the preview/result as JSON"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ewg",
+        description="Resume-and-recovery console for the AI-EWG video pipeline. Without a command: "
+        "the console.",
+        epilog="--workspace, --readonly, --json and --workers go before or after the command. "
+        "`ewg COMMAND --help` shows a command's options; `ewg completion bash|zsh|tcsh` a completion script.",
+    )
+    p.add_argument(
+        "--version", action="version", version=f"ewg {_version()}", help="print the version and exit"
+    )
+    _global_options(p, top=True)
     p.add_argument(
         "--attach",
         action="store_true",
         help="console: show the work of a headless engine running elsewhere (same as --workers 0)",
     )
-    p.add_argument(
-        "--workers", type=_positive_int, metavar="N", help="worker threads (default from ewg.toml)"
-    )
+    _workers_option(p, top=True)
     p.add_argument("--theme", metavar="NAME", help=THEME_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    def command(
+        name: str, help_text: str, json_help: str | None = None, **kw: Any
+    ) -> argparse.ArgumentParser:
+        cp = sub.add_parser(name, help=help_text, description=kw.pop("description", help_text), **kw)
+        _global_options(cp, top=False, json_help=json_help)
+        return cp
+
     def verb_parser(name: str, help_text: str, where: bool = False) -> argparse.ArgumentParser:
-        vp = sub.add_parser(name, help=help_text, description=help_text)
+        vp = command(name, help_text, _VERB_JSON)
+        JSON_COMMANDS.add(name)
         vp.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
         vp.add_argument("--reason", default="", help="why: goes into the audit log")
-        vp.add_argument("--json", action="store_true", help="print the preview/result as JSON")
         if where:
             vp.add_argument(
                 "--where",
                 action="append",
                 metavar="KEY=VALUE",
                 help="select by filter instead of ids (repeatable, all must match): status=failed,stopped "
-                "stage=transcribed show=NAME class=transient kind=clip older-than=2h",
+                f"stage=STAGE show=NAME class=transient kind=clip older-than=2h ({_stages_help()})",
             )
         return vp
 
-    d = sub.add_parser("demo", help="create a demo workspace with injected faults and open the console on it")
+    def ids(vp: argparse.ArgumentParser, what: str = "items to act on (`ewg status` lists the ids)") -> None:
+        vp.add_argument("ids", nargs="*", metavar="ID", help=what)
+
+    def group(vp: argparse.ArgumentParser) -> None:
+        vp.add_argument(
+            "--group",
+            metavar="N|FINGERPRINT",
+            help="every failed item of a failure group: its number in `ewg failures` (1 is the largest) "
+            "or its fingerprint",
+        )
+
+    d = command("demo", "create a demo workspace with injected faults and open the console on it")
     d.add_argument(
         "dir",
         nargs="?",
@@ -187,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated stages with scripted faults instead of real media (no PyAV work)",
     )
     d.add_argument("--theme", metavar="NAME", default=argparse.SUPPRESS, help=THEME_HELP)
+    _workers_option(d, top=False)
 
-    i = sub.add_parser("init", help="create a workspace: ewg.toml with every default, the database, items/")
+    i = command("init", "create a workspace: ewg.toml with every default, the database, items/")
     i.add_argument("dir", nargs="?", help="folder (default: the workspace)")
     i.add_argument(
         "--demo",
@@ -199,9 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--simulated", action="store_true", help="with --demo: simulated stages instead of real media"
     )
-    i.add_argument("--print-config", action="store_true", help="print the default ewg.toml and exit")
+    i.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every ewg.toml key with its default and a comment, and exit",
+    )
 
-    r = sub.add_parser("run", help="run the engine without the console")
+    r = command("run", "run the engine without the console (the default way to run it headless)")
     r.add_argument("--headless", action="store_true", help="(the default for `run`; kept for scripts)")
     r.add_argument(
         "--until-idle",
@@ -215,43 +348,42 @@ def build_parser() -> argparse.ArgumentParser:
         default="plain",
         help="event and warning lines: plain text, or one JSON object a line (for journald, Loki, jq)",
     )
-    r.add_argument(
-        "--workers",
-        dest="run_workers",
-        type=_positive_int,
-        metavar="N",
-        help="worker threads (default from ewg.toml)",
-    )
+    _workers_option(r, top=False)
     r.add_argument(
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus text at http://HOST:PORT/metrics (default: [engine] metrics; port 0 picks one)",
     )
 
-    sc = sub.add_parser("scan", help="look for new, settled files in the [sources] folders and add them")
-    sc.add_argument("--json", action="store_true")
-
-    dr = sub.add_parser(
+    command(
+        "scan",
+        "look for new, settled files in the [sources] folders and add them",
+        '{"added": [...], "known": N, "waiting": [...], "problems": [...], ...}',
+    )
+    dr = command(
         "doctor",
-        help="check the workspace (database, leases, temp files, checkpoints, disk, "
+        "check the workspace (database, leases, temp files, checkpoints, disk, "
         "services, dependencies, backups); --repair fixes what is safe",
+        "the report as JSON: every check with its verdict, evidence and fix",
     )
     dr.add_argument(
         "--repair",
         action="store_true",
         help="sweep temp files, rescue dead leases, rerun stages with damaged checkpoints (audited)",
     )
-    dr.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("status", help="counts and per-item state")
-    s.add_argument("--json", action="store_true", help='{"episodes": [...], "clips": [...], "counts": {...}}')
+    s = command("status", "counts and per-item state", '{"episodes": [...], "clips": [...], "counts": {...}}')
     s.add_argument("--all", action="store_true", help="also list discarded items (dead letters)")
-    f = sub.add_parser("failures", help="failure groups: stage + error class + normalized message")
-    f.add_argument("--json", action="store_true")
-    m = sub.add_parser(
-        "metrics", help="recovery success rate, time to recovery, failure points, verb effectiveness"
+    command(
+        "failures",
+        "failure groups, numbered: stage + error class + normalized message",
+        '{"groups": [{"number": 1, "fingerprint": ..., "ids": [...]}, ...]}',
     )
-    m.add_argument("--json", action="store_true")
+    m = command(
+        "metrics",
+        "recovery success rate, time to recovery, failure points, verb effectiveness",
+        "the metrics and the cost of recovery as JSON",
+    )
     m.add_argument(
         "--since",
         type=_since,
@@ -259,96 +391,147 @@ def build_parser() -> argparse.ArgumentParser:
         help="only what ended since then: a duration back from now (90m, 6h, 7d, 1h30m) or a UTC time "
         "(2026-12-01 or 2026-12-01T08:00)",
     )
-    lg = sub.add_parser("log", help="the audit/engine log, or one item's attempt history and log tail")
-    lg.add_argument("id", nargs="?")
+    lg = command(
+        "log",
+        "the audit/engine log, or one item's attempt history and log tail",
+        '{"events": [...], "attempts": [...]}; with --follow one JSON object a line',
+    )
+    lg.add_argument("id", nargs="?", metavar="ID", help="one item: its events, attempts and last log tail")
     lg.add_argument("--limit", type=_limit, default=50, help="newest N events (1 to 1000000)")
-    lg.add_argument("--json", action="store_true")
+    lg.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="like tail -f: keep printing new events (and the item's attempts) as they arrive, "
+        "until Ctrl-C; reads the database only",
+    )
+    lg.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --follow: how often the database is read (default 1)",
+    )
 
-    pr = sub.add_parser(
-        "prune", help="delete history older than [retention] days (people's verbs in the audit log stay)"
+    pr = command(
+        "prune",
+        "delete history older than [retention] days (people's verbs in the audit log stay)",
+        "what was (or would be) deleted, as JSON",
     )
     pr.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     pr.add_argument("--days", type=_days, metavar="N", help="override [retention] days for this run")
-    pr.add_argument("--json", action="store_true")
 
-    al = sub.add_parser("alerts", help="alerts ([alerts] in ewg.toml): `ewg alerts test` sends one now")
+    al = command("alerts", "alerts ([alerts] in ewg.toml): `ewg alerts test` sends one now")
     al_sub = al.add_subparsers(dest="alerts_command", metavar="ACTION", parser_class=_Parser, required=True)
-    al_sub.add_parser("test", help="send a test alert to every configured sink and say how each went")
+    _global_options(
+        al_sub.add_parser("test", help="send a test alert to every configured sink and say how each went"),
+        top=False,
+    )
+
+    co = command(
+        "completion",
+        "print a shell completion script: eval it, or save it where your shell loads completions",
+        description="Print a completion script for ewg's commands, options and stage names. "
+        'bash: eval "$(ewg completion bash)" in ~/.bashrc; zsh: ewg completion zsh > '
+        '"${fpath[1]}/_ewg"; tcsh: eval `ewg completion tcsh` in ~/.tcshrc.',
+    )
+    co.add_argument("shell", choices=SHELLS, help=f"the shell: {', '.join(SHELLS)}")
 
     v = verb_parser(
         "retry", "retry failed, waiting, blocked, stopped or discarded items now (fresh attempt budget)", True
     )
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v)
     v.add_argument("--failed", action="store_true", help="every failed item")
-    v.add_argument(
-        "--group", metavar="FINGERPRINT", help="every failed item of a failure group (`ewg failures`)"
-    )
+    group(v)
     v = verb_parser("reprocess", "force reprocess from the start, or from a stage (cache dropped)", True)
-    v.add_argument("ids", nargs="*", metavar="ID")
-    v.add_argument("--from", dest="from_stage", metavar="STAGE")
+    ids(v)
+    v.add_argument(
+        "--from",
+        dest="from_stage",
+        metavar="STAGE",
+        help=f"the first stage to run again (default: the first); {_stages_help()}",
+    )
     v.add_argument("--failed", action="store_true", help="every failed item (Retry Failed Episodes)")
-    v.add_argument("--group", metavar="FINGERPRINT", help="every failed item of a failure group")
+    group(v)
     v = verb_parser("resume", "continue stopped or failed items from their last checkpoint", True)
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v, "items to resume (none: every stopped, failed, waiting or blocked item)")
     v = verb_parser(
         "reset", "reset to discovered: clear results, caches and errors (Clear Results / System Reset)", True
     )
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v)
     v.add_argument("--all", action="store_true", help="every item (System Reset)")
     v.add_argument(
         "--failed", action="store_true", help="every failed item (Retry Failed Episodes: caches cleared)"
     )
     v = verb_parser("skip", "mark the current stage done without running it", True)
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v)
     v = verb_parser(
         "discard", "dead letters: archive failed items (kept, hidden from lists; `retry` brings back)", True
     )
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v)
     v = verb_parser("rollback", "move an item back to an earlier checkpoint; later stages rerun")
-    v.add_argument("id", metavar="ID")
-    v.add_argument("--to", dest="to_stage", required=True, metavar="STAGE")
+    v.add_argument("id", metavar="ID", help="the item to roll back")
+    v.add_argument(
+        "--to",
+        dest="to_stage",
+        required=True,
+        metavar="STAGE",
+        help=f"the checkpoint to go back to (later stages rerun); {_stages_help()}",
+    )
     v = verb_parser("clear-cache", "remove items' caches", True)
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v)
     verb_parser("deep-clean", "sweep orphans, temp files, stale checkpoints and dead leases; vacuum")
     v = verb_parser(
         "stop", "stop items (they wait for resume); with no ids stop all processing (pause)", True
     )
-    v.add_argument("ids", nargs="*", metavar="ID")
+    ids(v, "items to stop (none: stop all processing)")
     v.add_argument(
         "--force", action="store_true", help="kill subprocesses now; abandon stages that ignore it"
     )
     v = verb_parser("extend", "wait longer: push a running item's timeout and stall limits out")
-    v.add_argument("id", metavar="ID")
-    v.add_argument("seconds", type=_seconds, metavar="SECONDS")
+    v.add_argument("id", metavar="ID", help="the running item")
+    v.add_argument("seconds", type=_seconds, metavar="SECONDS", help="how much longer (up to 604800)")
     verb_parser("pause", "stop claiming new work (running work finishes)")
     verb_parser("unpause", "claim work again")
 
-    clip = sub.add_parser(
-        "clip", help="clip verbs: retry, rerender, delete-retry, retry-failed, regenerate-all, clean-retry"
+    clip = command(
+        "clip",
+        "clip verbs: retry, rerender, delete-retry, retry-failed, regenerate-all, clean-retry",
+        _VERB_JSON,
     )
     csub = clip.add_subparsers(dest="clip_command", metavar="VERB", parser_class=_Parser, required=True)
 
-    def clip_parser(name: str, help_text: str, ids: str) -> None:
+    def clip_parser(name: str, help_text: str, nargs: str, what: str = "clip ids") -> None:
         cp = csub.add_parser(name, help=help_text, description=help_text)
-        cp.add_argument("--dry-run", action="store_true")
-        cp.add_argument("--reason", default="")
-        cp.add_argument("--json", action="store_true")
-        if ids:
-            cp.add_argument("ids", nargs=ids, metavar="ID")
+        _global_options(cp, top=False, json_help=_VERB_JSON)
+        cp.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+        cp.add_argument("--reason", default="", help="why: goes into the audit log")
+        if nargs:
+            cp.add_argument("ids", nargs=nargs, metavar="ID", help=what)
 
     clip_parser("retry", "retry failed clips", "+")
     clip_parser("rerender", "render clips again from their generated cut", "+")
     clip_parser("delete-retry", "delete clips' files and generate them again", "+")
     clip_parser("retry-failed", "retry every failed clip", "")
-    clip_parser("regenerate-all", "regenerate every clip (of the given episodes)", "*")
-    clip_parser("clean-retry", "delete failed clips' files and retry them", "*")
+    clip_parser(
+        "regenerate-all",
+        "regenerate every clip (of the given episodes)",
+        "*",
+        "episode ids (none: every clip)",
+    )
+    clip_parser(
+        "clean-retry",
+        "delete failed clips' files and retry them",
+        "*",
+        "episode ids (none: every failed clip)",
+    )
     return p
 
 
 # -- output --------------------------------------------------------------------------------------
 def _print_preview(preview: Preview, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(preview.to_dict(), indent=1, default=str))
+        _print_json(preview.to_dict(), default=str)
         return EXIT_OK
     if preview.nothing_to_do and not preview.applied:
         print(
@@ -395,7 +578,7 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
 def _cmd_status(ws: Workspace, args) -> int:
     doc = queries.status(ws.store, include_discarded=args.all)
     if args.json:
-        print(json.dumps(doc, indent=1))
+        _print_json(doc)
         return EXIT_OK
     for kind, key in ((pipeline.EPISODE, "episodes"), (pipeline.CLIP, "clips")):
         c = doc["counts"][kind]
@@ -450,23 +633,45 @@ def _cmd_status(ws: Workspace, args) -> int:
     return EXIT_OK
 
 
+def _numbered_groups(ws: Workspace) -> list[dict]:
+    """`ewg failures`' groups with their numbers: 1 is the largest (ties by fingerprint), the same order
+    in text and JSON, so `--group 2` means the second group printed."""
+    return [{"number": n, **g} for n, g in enumerate(queries.failure_groups(ws.store), start=1)]
+
+
 def _cmd_failures(ws: Workspace, args) -> int:
-    groups = queries.failure_groups(ws.store)
+    groups = _numbered_groups(ws)
     if args.json:
-        print(json.dumps(groups, indent=1))
+        _print_json({"groups": groups})
         return EXIT_OK
     if not groups:
         print("No failed items.")
         return EXIT_OK
     for g in groups:
         fingerprint = one_line(g["fingerprint"])
-        print(f"[{g['count']}] {fingerprint}")
+        print(f"{g['number']}. [{g['count']}] {fingerprint}")
         print(f"    first {iso(g['first_seen'])}  last {iso(g['last_seen'])}")
         print(f"    ids: {one_line(', '.join(g['ids'][:8]))}{' ...' if len(g['ids']) > 8 else ''}")
         if g["suggestion"]:
             print(f"    fix: {one_line(g['suggestion'])}")
-        print(f"    retry the group: ewg retry --group '{fingerprint}'")
+        print(f"    retry the group: ewg retry --group {g['number']}")
     return EXIT_OK
+
+
+def _group_fingerprint(ws: Workspace, given: str | None) -> str | None:
+    """`--group N` (a number from `ewg failures`) or `--group FINGERPRINT`: the fingerprint either way.
+    A fingerprint always holds `|` (STAGE|CLASS|MESSAGE), so a whole number is never one."""
+    if given is None or not given.strip().isdigit():
+        return given
+    groups = _numbered_groups(ws)
+    number = int(given)
+    if not 1 <= number <= len(groups):
+        have = f"groups 1 to {len(groups)}" if len(groups) > 1 else ("group 1" if groups else "no groups")
+        raise UsageError(
+            f"--group {number}: there is no failure group {number}; `ewg failures` shows {have} now "
+            "(the numbers follow the current failures, largest group first)."
+        )
+    return groups[number - 1]["fingerprint"]
 
 
 def _pct(x: float | None) -> str:
@@ -484,7 +689,7 @@ def _cmd_metrics(ws: Workspace, args) -> int:
     m["since"] = None if since is None else iso(since)
     m["recovery_cost"] = cost = queries.recovery_cost(ws.store, since, now)
     if args.json:
-        print(json.dumps(m, indent=1))
+        _print_json(m)
         return EXIT_OK
     if since is not None:
         print(f"since {iso(since)}:")
@@ -576,33 +781,106 @@ def _cmd_log(ws: Workspace, args) -> int:
         raise UsageError(f"Unknown item id {args.id!r}. `ewg status` lists the ids.")
     events = queries.events(ws.store, args.id, limit=args.limit)
     attempts = queries.attempts(ws.store, args.id) if args.id else []
+    if args.follow:
+        return _follow_log(ws, args, events, attempts)
     if args.json:
-        print(json.dumps({"events": events, "attempts": attempts}, indent=1))
+        _print_json({"events": events, "attempts": attempts})
         return EXIT_OK
     for e in reversed(events):
-        affected = e["affected"] or []
-        target = ", ".join(affected[:3]) + (f" (+{len(affected) - 3})" if len(affected) > 3 else "")
-        print(  # each value on this line: a newline in a reason must not start a forged event line
-            f"{iso(e['at'])}  {one_line(e['actor']):<10} {one_line(e['verb']):<16} "
-            + one_line(target or e["selection"])
-            + (f"  reason: {one_line(e['reason'])}" if e["reason"] else "")
-            + (f"  -> {one_line(e['result'])}" if e["result"] else "")
-        )
+        _print_event(e)
     if attempts:
         print(f"\nattempts of {one_line(args.id)}:")
         for a in attempts:
-            print(
-                f"  #{a['number']} {one_line(a['stage']):<12} {one_line(a['outcome'] or 'running'):<10} "
-                f"{_secs(a['duration']):>8}  {one_line(a['error_class'])} {one_line(a['error_message'])}"
-            )
-            if a["decision"]:
-                print(f"      decision: {one_line(a['decision'])}")
-        last = attempts[-1]
-        if last["log_tail"]:
-            print(f"\nlog tail of attempt #{last['number']} ({one_line(last['stage'])}):")
-            for line in inert(last["log_tail"]).splitlines():  # indented: a stage's line reads as its own
-                print(f"    {line}")
+            _print_attempt(a)
+        _print_log_tail(attempts[-1])
     return EXIT_OK
+
+
+def _print_event(e: dict) -> None:
+    affected = e["affected"] or []
+    target = ", ".join(affected[:3]) + (f" (+{len(affected) - 3})" if len(affected) > 3 else "")
+    print(  # each value on this line: a newline in a reason must not start a forged event line
+        f"{iso(e['at'])}  {one_line(e['actor']):<10} {one_line(e['verb']):<16} "
+        + one_line(target or e["selection"])
+        + (f"  reason: {one_line(e['reason'])}" if e["reason"] else "")
+        + (f"  -> {one_line(e['result'])}" if e["result"] else ""),
+        flush=True,
+    )
+
+
+def _print_attempt(a: dict) -> None:
+    print(
+        f"  #{a['number']} {iso(a['started_at'])} {one_line(a['stage']):<12} "
+        f"{one_line(a['outcome'] or 'running'):<10} {_secs(a['duration']):>8}  "
+        f"{one_line(a['error_class'])} {one_line(a['error_message'])}".rstrip(),
+        flush=True,
+    )
+    if a["decision"]:
+        print(f"      decision: {one_line(a['decision'])}", flush=True)
+
+
+def _print_log_tail(a: dict) -> None:
+    if a["log_tail"]:
+        print(f"\nlog tail of attempt #{a['number']} ({one_line(a['stage'])}):")
+        for line in inert(a["log_tail"]).splitlines():  # indented: a stage's line reads as its own
+            print(f"    {line}")
+        sys.stdout.flush()
+
+
+def _attempt_key(a: dict) -> tuple:
+    """An attempt while it runs has no row yet (queries.attempts reads it off the lease): it is known by
+    its lease token, then by its row id once it ended."""
+    return ("ended", a["id"]) if a["id"] is not None else ("running", a["lease_token"])
+
+
+def _follow_log(ws: Workspace, args, events: list[dict], attempts: list[dict]) -> int:
+    """`ewg log [ID] --follow`: what `ewg log` prints, then each new event (and, for one item, each attempt
+    as it starts and ends, with its log tail) as the database gets it, until Ctrl-C (exit 0). Under
+    --json one document a line. The workspace is open read-only: following never writes."""
+
+    def emit_event(e: dict) -> None:
+        if args.json:
+            print(json.dumps(_versioned({"event": e})), flush=True)
+        else:
+            _print_event(e)
+
+    def emit_attempt(a: dict, tail: bool) -> None:
+        if args.json:
+            print(json.dumps(_versioned({"attempt": a})), flush=True)
+            return
+        if tail and a["id"] is not None:
+            print(f"attempt of {one_line(args.id)}:", flush=True)
+        _print_attempt(a)
+        if tail:
+            _print_log_tail(a)
+
+    last_event = max((e["id"] for e in events), default=0)
+    seen = set()
+    try:
+        for e in reversed(events):
+            emit_event(e)
+        if attempts and not args.json:
+            print(f"\nattempts of {one_line(args.id)}:", flush=True)
+        for a in attempts:
+            seen.add(_attempt_key(a))
+            emit_attempt(a, tail=False)
+        if attempts and not args.json:
+            _print_log_tail(attempts[-1])
+        if not args.json:
+            print(f"-- following{' ' + one_line(args.id) if args.id else ''}; Ctrl-C stops --", flush=True)
+        while True:
+            time.sleep(args.interval)
+            new = queries.events(ws.store, args.id, limit=1000, since_id=last_event)
+            for e in reversed(new):
+                emit_event(e)
+                last_event = max(last_event, e["id"])
+            if args.id:
+                for a in queries.attempts(ws.store, args.id):
+                    if _attempt_key(a) not in seen:
+                        seen.add(_attempt_key(a))
+                        emit_attempt(a, tail=True)
+    except KeyboardInterrupt:  # the way to stop following: not an error, and no traceback
+        return EXIT_OK
 
 
 def _cmd_verb(ws: Workspace, args) -> int:
@@ -610,6 +888,8 @@ def _cmd_verb(ws: Workspace, args) -> int:
     kw = {"reason": args.reason, "dry_run": args.dry_run}
     cmd = args.command
     ids: Any = getattr(args, "ids", None) or None
+    if getattr(args, "group", None) is not None:
+        args.group = _group_fingerprint(ws, args.group)
     if getattr(args, "where", None):
         if (
             ids
@@ -623,12 +903,12 @@ def _cmd_verb(ws: Workspace, args) -> int:
         "retry": lambda: (
             op.retry(ids, failed=args.failed, group=args.group, **kw)
             if (ids or args.failed or args.group)
-            else _missing("retry", "ID..., --failed, --group FINGERPRINT or --where KEY=VALUE")
+            else _missing("retry", "ID..., --failed, --group N|FINGERPRINT or --where KEY=VALUE")
         ),
         "reprocess": lambda: (
             op.reprocess(ids, from_stage=args.from_stage, failed=args.failed, group=args.group, **kw)
             if (ids or args.failed or args.group)
-            else _missing("reprocess", "ID..., --failed, --group FINGERPRINT or --where KEY=VALUE")
+            else _missing("reprocess", "ID..., --failed, --group N|FINGERPRINT or --where KEY=VALUE")
         ),
         "resume": lambda: op.resume(ids, **kw),
         "reset": lambda: op.reset(ids, all_items=args.all, failed=args.failed, **kw),
@@ -685,7 +965,7 @@ def _cmd_run(ws: Workspace, args) -> int:
         text = f"  {event.text}" if event.text else ""
         print(one_line(f"{stamp} {event.kind:<9} {event.item_id} {event.stage}{text}"), flush=True)
 
-    engine = Engine(ws, workers=getattr(args, "run_workers", None) or args.workers, on_event=show)
+    engine = Engine(ws, workers=args.workers, on_event=show)
     signals = {"count": 0}
     wake = threading.Event()
 
@@ -809,7 +1089,7 @@ def _cmd_prune(ws: Workspace, args) -> int:
         actor=_os_user(),
     )
     if args.json:
-        print(json.dumps({**report.to_dict(), "cutoff": iso(report.cutoff)}, indent=1))
+        _print_json({**report.to_dict(), "cutoff": iso(report.cutoff)})
         return EXIT_OK
     what = (
         f"{report.attempts} finished attempts, {report.events} engine events, {report.health} health samples"
@@ -881,6 +1161,30 @@ def _cmd_init(args) -> int:
     return EXIT_OK
 
 
+def _cmd_completion(args) -> int:
+    """A completion script from the parser itself (shtab), so it knows every command, option and choice:
+    the stage names of --from and --to, the verbs, the shells; folders for --workspace and DIR."""
+    import shtab
+
+    parser = build_parser()
+    for action in _all_actions(parser):
+        if action.dest in ("workspace", "dir"):
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+        elif action.dest in ("from_stage", "to_stage"):  # offered, not enforced: the verb names the kind's
+            action.choices = _stage_names()
+    print(shtab.complete(parser, shell=args.shell), end="")
+    return EXIT_OK
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    """Every action of a parser and of its sub-commands' parsers, depth first."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _all_actions(sub)
+
+
 def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
     from engine import demo
 
@@ -897,20 +1201,17 @@ def _cmd_scan(ws: Workspace, args) -> int:
 
     intake = scan_once(ws, actor=Operator(ws).actor)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "added": intake.added,
-                    "known": intake.known,
-                    "moved": intake.moved,
-                    "waiting": [{"file": printable(str(p)), "why": w} for p, w in intake.waiting],
-                    "missing_folders": [
-                        {"show": printable(s), "folder": printable(str(p))} for s, p in intake.missing_folders
-                    ],
-                    "problems": [{"file": p.shown, "why": p.why} for p in intake.problems],
-                },
-                indent=1,
-            )
+        _print_json(
+            {
+                "added": intake.added,
+                "known": intake.known,
+                "moved": intake.moved,
+                "waiting": [{"file": printable(str(p)), "why": w} for p, w in intake.waiting],
+                "missing_folders": [
+                    {"show": printable(s), "folder": printable(str(p))} for s, p in intake.missing_folders
+                ],
+                "problems": [{"file": p.shown, "why": p.why} for p in intake.problems],
+            }
         )
         return EXIT_OK
     print(
@@ -936,7 +1237,7 @@ def _cmd_doctor(root: Path, args) -> int:
 
     report = diagnose(root, repair=args.repair)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
+        _print_json(report.to_dict(), default=str)
     else:
         print(inert(report.text()))
     return EXIT_OK if report.healthy else EXIT_FAILED
@@ -1036,42 +1337,68 @@ def main(argv: list[str] | None = None) -> int:
     # Everything ewg and its stages create is owner-only, whatever umask the caller had (a stricter one
     # is kept): under umask 000 another user could append a command stage to ewg.toml.
     os.umask(os.umask(0o077) | 0o077)
+    global _json_errors
+    given = sys.argv[1:] if argv is None else list(argv)
+    _json_errors = "--json" in given[: given.index("--")] if "--" in given else "--json" in given
     with inert_output():  # argparse echoes what it was given: an id holding ESC[2J must not clear the screen
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), given)
     if args.command is None or (args.command == "demo" and not args.headless):
         return _run(args)  # the console: Textual owns the terminal and gets its text inert from its widgets
     with inert_output():
         return _run(args)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, with an unknown option or argument named in the words of the (sub-)command it was
+    given to, and the closest option of that command suggested."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        target = _chosen_parser(parser, args)
+        word = extras[0]
+        if word.startswith("-") and word != "-":
+            options = [o for a in target._actions for o in a.option_strings if o.startswith("--")]
+            what = f"`{target.prog}` has no option {word!r}" + _did_you_mean(word.split("=", 1)[0], options)
+        else:
+            what = f"`{target.prog}` takes no argument {word!r}"
+        target.error(what)
+    return args
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost sub-command parser the arguments chose (`ewg clip retry` -> the clip retry parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen_parser(chosen, args)
+    return parser
+
+
 def _run(args) -> int:
     try:
         return _dispatch(args)
-    except UsageError as exc:
-        print(f"ewg: {inert(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ConfigError, VerbError, UnsafePath) as exc:
-        print(f"ewg: {inert(exc)}", file=sys.stderr)
+    except (UsageError, ConfigError, VerbError, UnsafePath) as exc:
+        _fail(f"ewg: {exc}", EXIT_USAGE)
         return EXIT_USAGE
     except DatabasePathError as exc:  # a path or permission set up wrong: the user's to fix, no damage
-        print(f"ewg: {inert(exc)}", file=sys.stderr)
+        _fail(f"ewg: {exc}", EXIT_USAGE)
         return EXIT_USAGE
     except DatabaseError as exc:
-        print(f"ewg: {inert(exc)}", file=sys.stderr)
+        _fail(f"ewg: {exc}", EXIT_DATABASE)
         return EXIT_DATABASE
     except sqlite3.DatabaseError as exc:
         if "readonly" in str(exc):  # made read-only after ewg opened it: a permission, not damage
-            print(
+            _fail(
                 f"ewg: the database cannot be written ({exc}): a permission problem, not damage. "
                 "Check the owner and mode of the database, its -wal/-shm files and its folder (ls -l); "
                 "`chmod u+rw` the files and `chmod u+rwx` the folder as the workspace's owner.",
-                file=sys.stderr,
+                EXIT_USAGE,
             )
             return EXIT_USAGE
-        print(
+        _fail(
             f"ewg: the database cannot be used ({one_line(exc)}). `ewg doctor` checks it and shows the way back "
             "from the newest backup.",
-            file=sys.stderr,
+            EXIT_DATABASE,
         )
         return EXIT_DATABASE
     except KeyboardInterrupt:
@@ -1094,10 +1421,19 @@ def _check_ids(args) -> None:
 
 
 def _dispatch(args) -> int:
+    if args.json and args.command not in JSON_COMMANDS:
+        if args.command is None:
+            raise UsageError("the console has no JSON output: `ewg status --json` prints the state as JSON.")
+        other = " (`ewg run --log-format json` writes its lines as JSON)" if args.command == "run" else ""
+        raise UsageError(
+            f"`ewg {args.command}` has no --json output{other}; `ewg --help` lists the commands."
+        )
     if args.command == "init":
         return _cmd_init(args)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "completion":
+        return _cmd_completion(args)
     root = resolve_root(args.workspace)
     if args.command is None:
         return _console(root, args)
@@ -1107,7 +1443,8 @@ def _dispatch(args) -> int:
     if args.command == "doctor":
         return _cmd_doctor(root, args)
     _check_ids(args)
-    ws = open_workspace(root, readonly=args.readonly)
+    following = args.command == "log" and args.follow  # reads only, even when another process migrates
+    ws = open_workspace(root, readonly=args.readonly or following)
     try:
         if args.command == "run":
             return _cmd_run(ws, args)

@@ -296,7 +296,7 @@ def test_status_json_shape(finished):
         text=True,
     )
     doc = json.loads(out.stdout)
-    assert set(doc) == {"episodes", "clips", "counts"}
+    assert set(doc) == {"episodes", "clips", "counts", "version"}
     assert {"id", "kind", "stage", "status", "attempts", "verdict", "error_class", "error_message"} <= set(
         doc["episodes"][0]
     )

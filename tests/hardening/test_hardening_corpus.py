@@ -193,8 +193,8 @@ def _args(ids):
         "workers not a number": (["--workers", "many", "status"], 2, "is not a whole number"),
         "log limit not a number": (["log", "--limit", "x"], 2, "is not a whole number"),
         "log of an unknown id": (["log", "nobody"], 2, "Unknown item id"),
-        "unknown command": (["frobnicate"], 2, "invalid choice"),
-        "unknown option": (["status", "--colour"], 2, "unrecognized arguments"),
+        "unknown command": (["frobnicate"], 2, "is not an ewg command"),
+        "unknown option": (["status", "--colour"], 2, "has no option '--colour'"),
         "clip verb on an episode": (["clip", "retry", first], 2, "is not a clip"),
         "retry a failure group that does not exist": (
             ["retry", "--group", "x|y|z"],
