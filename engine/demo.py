@@ -144,9 +144,14 @@ def seed_episodes(ws: Workspace, count: int, start: int = 1) -> list[str]:
 
 
 def create_demo(
-    root: Path, count: int = 10, faults: bool = True, speed: float = 1.0, clock: Clock | None = None
+    root: Path,
+    count: int = 10,
+    faults: bool = True,
+    speed: float = 1.0,
+    clock: Clock | None = None,
+    database: str | None = None,
 ) -> Workspace:
-    ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock)
+    ws = init_workspace(root, demo_config(faults=faults, speed=speed), clock=clock, database=database)
     ownership.mark_demo(ws.root, ws.store.identity())
     seed_episodes(ws, count)
     return ws
@@ -197,7 +202,12 @@ max_clips = 2
 
 
 def create_media_demo(
-    root: Path, count: int = 6, faults: bool = True, pace: float = 1.5, clock: Clock | None = None
+    root: Path,
+    count: int = 6,
+    faults: bool = True,
+    pace: float = 1.5,
+    clock: Clock | None = None,
+    database: str | None = None,
 ) -> Workspace:
     """A workspace of real demo media, scanned once so its episodes are there from the start."""
     from .intake import scan_once
@@ -205,7 +215,9 @@ def create_media_demo(
 
     root = Path(root)
     episodes = generate_demo_media(root / "sources", count, seed=7)
-    ws = init_workspace(root, media_demo_config(episodes, faults=faults, pace=pace), clock=clock)
+    ws = init_workspace(
+        root, media_demo_config(episodes, faults=faults, pace=pace), clock=clock, database=database
+    )
     ownership.mark_demo(ws.root, ws.store.identity())
     scan_once(ws)
     return ws

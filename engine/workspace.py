@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -215,8 +216,28 @@ def check_foreign_engines(store: Store) -> None:
             )
 
 
-def init_workspace(root: Path, config_text: str = DEFAULT_TOML, clock: Clock | None = None) -> Workspace:
+def with_database(config_text: str, url: str) -> str:
+    """The configuration with `[paths] database` naming a PostgreSQL server (`ewg init --database`)."""
+    if not is_url(url):
+        raise ConfigError(
+            f"--database must be a postgresql:// URL (got {url[:60]!r}), e.g. "
+            "postgresql://ewg@db.example/ewg; leave it out for the embedded SQLite file."
+        )
+    line = re.compile(r'^database = "[^"\n]*"', re.MULTILINE)
+    text, n = line.subn(lambda _m: f"database = {json.dumps(url)}", config_text, count=1)
+    if n != 1:
+        raise ConfigError("the configuration has no [paths] database line to point at the server")
+    return text
+
+
+def init_workspace(
+    root: Path, config_text: str = DEFAULT_TOML, clock: Clock | None = None, database: str | None = None
+) -> Workspace:
+    """A new workspace; `database` (a postgresql:// URL) puts its database on a server instead of
+    the SQLite file beside it."""
     root = Path(root)
+    if database is not None:
+        config_text = with_database(config_text, database)
     if (root / CONFIG_NAME).exists():
         raise ConfigError(
             f"{root} already holds a workspace ({CONFIG_NAME} exists); nothing was changed. "

@@ -333,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every ewg.toml key with its default and a comment, and exit",
     )
+    i.add_argument(
+        "--database",
+        metavar="URL",
+        help="keep the database on a PostgreSQL server (postgresql://USER@HOST/DB) so several hosts share "
+        "the work; credentials from the URL, PG* variables or ~/.pgpass (default: ewg.db beside ewg.toml)",
+    )
 
     r = command("run", "run the engine without the console (the default way to run it headless)")
     r.add_argument("--headless", action="store_true", help="(the default for `run`; kept for scripts)")
@@ -1147,14 +1153,14 @@ def _cmd_init(args) -> int:
         return EXIT_OK
     root = resolve_root(args.dir or args.workspace)
     if args.demo:
-        ws = _make_demo(root, args.demo, args.simulated)
+        ws = _make_demo(root, args.demo, args.simulated, args.database)
         print(
             f"Created a demo workspace in {one_line(root)} with {args.demo} episodes, bad inputs and injected faults."
         )
     else:
         from engine.workspace import init_workspace
 
-        ws = init_workspace(root)
+        ws = init_workspace(root, database=args.database)
         shown = one_line(root)
         print(f"Created a workspace in {shown}: edit {shown}/ewg.toml, then `ewg --workspace {shown}`.")
     ws.close()
@@ -1185,12 +1191,12 @@ def _all_actions(parser: argparse.ArgumentParser):
                 yield from _all_actions(sub)
 
 
-def _make_demo(root: Path, count: int, simulated: bool) -> Workspace:
+def _make_demo(root: Path, count: int, simulated: bool, database: str | None = None) -> Workspace:
     from engine import demo
 
     if simulated:
-        return demo.create_demo(root, count=count)
-    return demo.create_media_demo(root, count=count)
+        return demo.create_demo(root, count=count, database=database)
+    return demo.create_media_demo(root, count=count, database=database)
 
 
 def _cmd_scan(ws: Workspace, args) -> int:

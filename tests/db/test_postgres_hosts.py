@@ -138,3 +138,39 @@ def test_a_stop_from_another_host_reaches_a_running_stage_within_a_second(pg_env
     finally:
         engine.stop()
         ws.close()
+
+
+def _ewg(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ewg_tui.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ewg_init_database_url_then_every_command_uses_the_server(pg_url, tmp_path, monkeypatch):
+    monkeypatch.delenv("EWG_DATABASE_URL", raising=False)
+    ws_dir = tmp_path / "ws"
+    made = _ewg("init", str(ws_dir), "--database", pg_url, "--demo", "3", "--simulated")
+    assert made.returncode == 0, made.stderr
+    assert f'database = "{pg_url}"' in (ws_dir / "ewg.toml").read_text()
+    assert not (ws_dir / "ewg.db").exists()
+    status = _ewg("-w", str(ws_dir), "status", "--json")
+    assert status.returncode == 0, status.stderr
+    import json
+
+    assert json.loads(status.stdout)["counts"]["episode"]["total"] == 3
+    run = _ewg("-w", str(ws_dir), "run", "--until-idle", "--quiet")
+    assert run.returncode == 0, run.stderr
+    failures = _ewg("-w", str(ws_dir), "failures", "--json")
+    assert failures.returncode == 0, failures.stderr
+
+
+def test_ewg_init_refuses_a_database_that_is_not_postgresql(tmp_path):
+    made = _ewg("init", str(tmp_path / "ws"), "--database", "mysql://x/y")
+    assert made.returncode == 2
+    assert "--database must be a postgresql:// URL" in made.stderr and "Traceback" not in made.stderr
+    assert not (tmp_path / "ws").exists()
