@@ -11,14 +11,13 @@ with configurable durations, for tests and for machines without media.
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from pathlib import Path
 
 from . import ownership
 from .clock import Clock
 from .config import ConfigError
-from .db import DatabaseError
+from .db import DatabaseError, faults
 from .db.queries import overview
 from .workspace import DEFAULT_TOML, Workspace, add_episode, init_workspace, open_workspace
 
@@ -239,7 +238,7 @@ def why_not_replaceable(root: Path) -> str | None:
     try:
         identity = ws.store.identity()
         engines = overview(ws.store, time.time()).engines
-    except (DatabaseError, sqlite3.Error):
+    except (DatabaseError, *faults.driver_errors()):
         identity, engines = "", []
     finally:
         ws.close()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import re
-import sqlite3
 import subprocess
 from dataclasses import dataclass
+
+from .db import faults
 
 TRANSIENT = "transient"
 CACHE_RELATED = "cache_related"
@@ -151,10 +152,13 @@ def classify(exc: BaseException, rules: tuple[ErrorRule, ...] = ()) -> Classific
         return _result(TRANSIENT, f"errno {errno.errorcode.get(exc.errno, exc.errno)}")
     if isinstance(exc, (TimeoutError, ConnectionError, subprocess.TimeoutExpired)):
         return _result(TRANSIENT, type(exc).__name__)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    db_fault = faults.fault(exc)
+    if db_fault == faults.BUSY:
         return _result(TRANSIENT, "database busy")
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-        return _result(RESOURCE, "database or disk is full (SQLITE_FULL)")
+    if db_fault == faults.FULL:
+        return _result(RESOURCE, "database or disk is full")
+    if db_fault == faults.LOST:
+        return _result(TRANSIENT, "the database server could not be reached")
     for rule in DEFAULT_RULES:
         if rule.matches(text):
             return _result(rule.error_class, f"built-in rule /{rule.pattern}/ matched")

@@ -23,7 +23,6 @@ import math
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from typing import Any
 from engine import pipeline
 from engine.clock import iso
 from engine.config import ConfigError, command_warnings
-from engine.db import DatabaseError, DatabasePathError, queries
+from engine.db import DatabaseError, DatabasePathError, faults, queries
 from engine.fsafe import UnsafePath
 from engine.text import InertFormatter, inert, inert_output, is_utf8, one_line
 from engine.verbs import Operator, Preview, VerbError, parse_where
@@ -1380,6 +1379,32 @@ def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return parser
 
 
+def _database_failed(exc: BaseException) -> int:
+    """A driver's error that reached the command: a permission, a lost server, or damage."""
+    kind = faults.fault(exc)
+    if kind == faults.READ_ONLY and "readonly" in str(exc):  # SQLite's file made read-only under ewg
+        _fail(
+            f"ewg: the database cannot be written ({one_line(exc)}): a permission problem, not damage. "
+            "Check the owner and mode of the database, its -wal/-shm files and its folder (ls -l); "
+            "`chmod u+rw` the files and `chmod u+rwx` the folder as the workspace's owner.",
+            EXIT_USAGE,
+        )
+        return EXIT_USAGE
+    if kind == faults.LOST:
+        _fail(
+            f"ewg: the database server went away during the command ({one_line(str(exc).strip())[:200]}); "
+            "what was committed is kept. Run the command again when `ewg doctor` reaches it.",
+            EXIT_DATABASE,
+        )
+        return EXIT_DATABASE
+    _fail(
+        f"ewg: the database cannot be used ({one_line(exc)}). `ewg doctor` checks it and shows the way back "
+        "from the newest backup.",
+        EXIT_DATABASE,
+    )
+    return EXIT_DATABASE
+
+
 def _run(args) -> int:
     try:
         return _dispatch(args)
@@ -1392,21 +1417,10 @@ def _run(args) -> int:
     except DatabaseError as exc:
         _fail(f"ewg: {exc}", EXIT_DATABASE)
         return EXIT_DATABASE
-    except sqlite3.DatabaseError as exc:
-        if "readonly" in str(exc):  # made read-only after ewg opened it: a permission, not damage
-            _fail(
-                f"ewg: the database cannot be written ({exc}): a permission problem, not damage. "
-                "Check the owner and mode of the database, its -wal/-shm files and its folder (ls -l); "
-                "`chmod u+rw` the files and `chmod u+rwx` the folder as the workspace's owner.",
-                EXIT_USAGE,
-            )
-            return EXIT_USAGE
-        _fail(
-            f"ewg: the database cannot be used ({one_line(exc)}). `ewg doctor` checks it and shows the way back "
-            "from the newest backup.",
-            EXIT_DATABASE,
-        )
-        return EXIT_DATABASE
+    except Exception as exc:
+        if not isinstance(exc, faults.driver_errors()):
+            raise
+        return _database_failed(exc)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -18,7 +18,7 @@ from ..pipeline import EPISODE
 from .dialect import SQLITE, Dialect
 
 if TYPE_CHECKING:
-    from ..store import Readable
+    from .types import Readable
 
 RESOURCE_PAUSE = "resource_pause"  # the engine_state switch engine.health writes
 _IN_CHUNK = 500  # ids per IN (...) list: far below SQLite's variable limit
