@@ -201,11 +201,19 @@ def _unblock_screen_writes(app: App, seconds: float = 3.0) -> None:
 
 
 def run_console(
-    root: Path, *, workers: int | None, attach: bool, readonly: bool, theme: str | None = None
+    root: Path,
+    *,
+    workers: int | None,
+    attach: bool,
+    readonly: bool,
+    theme: str | None = None,
+    ws: Workspace | None = None,
 ) -> int:
-    """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only.
+    """Open the console on the workspace at `root` (or on `ws`, opened there already, which it closes);
+    run an in-process engine unless attached or read-only.
     A bad `[console]` setting or --theme raises ConfigError before the screen or the engine starts."""
-    ws = open_workspace(root, readonly=readonly)
+    if ws is None:
+        ws = open_workspace(root, readonly=readonly)
     try:
         # --readonly writes nothing in the workspace, not even the theme picked: --theme or ewg.toml then
         app = EwgApp(ws, readonly=readonly, theme=theme, remember_theme=not readonly)
