@@ -93,6 +93,7 @@ import psutil  # noqa: E402
 from engine import errors, pipeline  # noqa: E402
 from engine.db import queries  # noqa: E402
 from engine.demo import SHOWS, TOPICS, demo_config, episode_id  # noqa: E402
+from engine.health import SERVICE_PREFIX  # noqa: E402
 from engine.workspace import init_workspace, open_workspace  # noqa: E402
 
 TARGET_FIRST_PAINT = 1.0  # s
@@ -210,7 +211,10 @@ def build_workspace(root: Path, episodes: int, seed: int = 7, media: int = 0) ->
         elif roll < 0.97:
             row.update(status="stopped", progress=rng.random())
         elif roll < 0.99:
-            row.update(status="blocked", blocked_reason="service:llm is down (connection refused)")
+            # The engine's own wording for a service that is down: any other reason is a resource
+            # block, which every health sample puts back in the queue (with --media, those fillers
+            # then ran the built-in stages on demo:// sources and failed at once, over and over).
+            row.update(status="blocked", blocked_reason=f"{SERVICE_PREFIX}llm is down (connection refused)")
         elif roll < 0.991:
             row.update(
                 status="running",
@@ -345,6 +349,20 @@ def engine_executions(root: Path) -> int:
     try:
         return db.execute(
             "SELECT COUNT(*) FROM attempts WHERE worker != ? AND ended_at IS NOT NULL", (FOREIGN_OWNER,)
+        ).fetchone()[0]
+    finally:
+        db.close()
+
+
+def filler_executions(root: Path) -> int:
+    """Attempts this run's engine made on the 100k filler episodes (their sources are `demo://` names).
+    With --media there must be none: every core is meant for the real episodes."""
+    db = sqlite3.connect(root / "ewg.db", timeout=10)
+    try:
+        return db.execute(
+            "SELECT COUNT(*) FROM attempts JOIN items ON items.id = attempts.item_id"
+            " WHERE attempts.worker != ? AND items.source LIKE 'demo://%'",
+            (FOREIGN_OWNER,),
         ).fetchone()[0]
     finally:
         db.close()
@@ -801,6 +819,7 @@ def main() -> int:
         term = pty_console(root, args.idle, attach=args.engine == "process")
         load_text = load.stop()
         executions = engine_executions(root) - executions0
+        fillers = filler_executions(root) if args.media else 0
         engine_s = time.perf_counter() - t_engine
         if engine is not None and engine.poll() is not None:
             raise SystemExit(
@@ -858,6 +877,9 @@ def main() -> int:
         f"({executions} stage executions in {engine_s:.0f} s); {cpu} cores, load {load_text}, "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     )
+    if args.media:
+        honest = "none, as meant" if not fillers else "NOT MEANT: the figures include that churn"
+        print(f"executions on the filler episodes (demo:// sources): {fillers} ({honest})")
     print(f"{'figure'.ljust(width)}  {'result':>10}  {'target':<18}  verdict")
     for name, value, target, verdict in rows:
         print(f"{name.ljust(width)}  {value:>10}  {target:<18}  {verdict}")
@@ -906,6 +928,7 @@ def main() -> int:
                     "idle_cpu_percent": term["idle_cpu_percent"],
                     "engine_executions": executions,
                     "media_episodes": args.media,
+                    "filler_executions": fillers,
                     "load": load_text,
                 }
             )
