@@ -11,8 +11,9 @@ speed=0.05))`: the demo stages take 50-200 ms, so two workers finish several
 stages a second. N episodes are inserted in one `executemany` with a fixed
 random mix: ~55% done, ~25% queued at various stages, ~8% failed (error class,
 message, suggestion, one failed attempt row), ~6% retrying (next_attempt_at in
-the future), ~3% stopped, ~2% blocked, ~0.1% running (a lease held by an engine
-on another host, some flagged STALLED). The engine then runs in a separate
+the future), ~3% stopped, ~2% blocked (a service down), ~0.1% running (a lease held
+by an engine on another host, some flagged STALLED; the bench heartbeats those leases
+through the run, as that engine would). The engine then runs in a separate
 process (`python -m ewg_tui.cli -w WS run --quiet`, 2 workers) for the whole
 benchmark, so the 25k queued episodes keep it claiming, heartbeating and
 committing while the console reads. Its executions during the run are reported.
@@ -317,6 +318,41 @@ class LoadSampler:
         if not self.samples:
             return f"{os.getloadavg()[0]:.1f}"
         return f"{sum(self.samples) / len(self.samples):.1f} mean, {max(self.samples):.1f} max"
+
+
+class ForeignEngine:
+    """The other host's engine that holds the ~100 running fillers: it heartbeats their leases every
+    2 s, as a live engine does. Without it their heartbeats went stale after `dead_after` (10 s), the
+    watchdog rescued them and this run's engine ran them (with --media: the built-in stages on
+    `demo://` sources, failing at once)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.root / "ewg.db", timeout=10)
+        try:
+            while True:
+                now = time.time()
+                with db:
+                    db.execute(
+                        "UPDATE items SET heartbeat_at=?, lease_expires_at=? WHERE lease_owner=? AND status='running'",
+                        (now, now + 3600, FOREIGN_OWNER),
+                    )
+                if self._stop.wait(2.0):
+                    return
+        finally:
+            db.close()
+
+    def start(self) -> ForeignEngine:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def start_engine(root: Path, log: Path) -> subprocess.Popen:
@@ -791,6 +827,7 @@ def main() -> int:
     if root.exists():
         shutil.rmtree(root)
     engine = None
+    foreign: ForeignEngine | None = None
     try:
         t = time.perf_counter()
         mix = build_workspace(root, args.episodes, media=args.media)
@@ -804,6 +841,7 @@ def main() -> int:
             flush=True,
         )
         executions0 = engine_executions(root)
+        foreign = ForeignEngine(root).start()
         t_engine = time.perf_counter()
         if args.engine == "process":
             engine = start_engine(root, tmp / "engine.log")
@@ -826,6 +864,8 @@ def main() -> int:
                 f"the engine exited during the benchmark ({engine.returncode}); see {tmp / 'engine.log'}"
             )
     finally:
+        if foreign is not None:
+            foreign.stop()
         if engine is not None and engine.poll() is None:
             engine.terminate()
             try:
