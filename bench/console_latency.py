@@ -326,8 +326,12 @@ class ForeignEngine:
     watchdog rescued them and this run's engine ran them (with --media: the built-in stages on
     `demo://` sources, failing at once)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, progress: bool = False) -> None:
         self.root = root
+        # With --media the built-in stages' policies enforce stall and timeout limits: a lease that
+        # makes no progress is cancelled and the item queued again. There the other engine reports
+        # progress too, so its items stay its own (without --media some show STALLED, as meant).
+        self.progress = progress
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -336,10 +340,13 @@ class ForeignEngine:
         try:
             while True:
                 now = time.time()
+                progress = ", progress_at=?, started_at=?" if self.progress else ""
+                values = (now, now + 3600, *((now, now - 60) if self.progress else ()), FOREIGN_OWNER)
                 with db:
                     db.execute(
-                        "UPDATE items SET heartbeat_at=?, lease_expires_at=? WHERE lease_owner=? AND status='running'",
-                        (now, now + 3600, FOREIGN_OWNER),
+                        f"UPDATE items SET heartbeat_at=?, lease_expires_at=?{progress}"
+                        " WHERE lease_owner=? AND status='running'",
+                        values,
                     )
                 if self._stop.wait(2.0):
                     return
@@ -841,7 +848,7 @@ def main() -> int:
             flush=True,
         )
         executions0 = engine_executions(root)
-        foreign = ForeignEngine(root).start()
+        foreign = ForeignEngine(root, progress=bool(args.media)).start()
         t_engine = time.perf_counter()
         if args.engine == "process":
             engine = start_engine(root, tmp / "engine.log")
