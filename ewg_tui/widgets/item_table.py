@@ -264,12 +264,17 @@ class ItemTable(DataTable):
         )
         # Cells rendered by what they show (text and styles), not by where they are: see _render_cell.
         self._cells_by_look: LRUCache[tuple, list[list[Segment]]] = LRUCache(4096)
+        self._looks_theme: str | None = None
 
     def on_mount(self) -> None:
         self._fit(self.size.width or self.app.size.width)
 
     def notify_style_update(self) -> None:
-        self._cells_by_look.clear()  # a theme or CSS change: looks are made again
+        # Every look is keyed by the styles it was drawn with, so a focus change (:focus tints the table)
+        # finds the looks drawn under either tint; after a theme change the old ones are dropped.
+        if self._looks_theme != self.app.theme:
+            self._looks_theme = self.app.theme
+            self._cells_by_look.clear()
         super().notify_style_update()
 
     def _render_cell(
