@@ -198,7 +198,7 @@ def test_deep_windows_page_over_ids(tmp_path):
 def test_an_unfiltered_window_pages_on_the_covering_index_until_something_is_discarded(tmp_path):
     """`status <> 'discarded'` reads the row behind every index entry a deep window skips (48 ms at
     100k against 4 ms): with nothing discarded it is left out, and the rows are the same either way."""
-    from engine import queries
+    from engine.db import queries
 
     ws = init_workspace(tmp_path)
     with ws.store.write() as conn:
