@@ -320,11 +320,32 @@ class LoadSampler:
         return f"{sum(self.samples) / len(self.samples):.1f} mean, {max(self.samples):.1f} max"
 
 
+FOREIGN_BEATS = """
+import sqlite3, sys, time
+path, owner, progress = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+db = sqlite3.connect(path, timeout=10)
+extra = ", progress_at=?, started_at=?" if progress else ""
+while True:
+    now = time.time()
+    with db:
+        db.execute(
+            f"UPDATE items SET heartbeat_at=?, lease_expires_at=?{extra} WHERE lease_owner=? AND status='running'",
+            (now, now + 3600, *((now, now - 60) if progress else ()), owner),
+        )
+    time.sleep(2.0)
+"""
+
+
 class ForeignEngine:
-    """The other host's engine that holds the ~100 running fillers: it heartbeats their leases every
-    2 s, as a live engine does. Without it their heartbeats went stale after `dead_after` (10 s), the
-    watchdog rescued them and this run's engine ran them (with --media: the built-in stages on
-    `demo://` sources, failing at once)."""
+    """The other host's engine that holds the ~100 running fillers: a process of its own that heartbeats
+    their leases every 2 s, as a live engine does. Without it their heartbeats went stale after
+    `dead_after` (10 s), the watchdog rescued them and this run's engine ran them (with --media: the
+    built-in stages on `demo://` sources, failing at once).
+
+    Its own process, not a thread of the bench: POSIX locks belong to a process, and the bench opens
+    workspaces (whose database check opens and closes the file), which would drop a connection's locks
+    held in this process; a checkpoint elsewhere then reset the WAL under it ("database disk image is
+    malformed", seen twice)."""
 
     def __init__(self, root: Path, progress: bool = False) -> None:
         self.root = root
@@ -332,34 +353,30 @@ class ForeignEngine:
         # makes no progress is cancelled and the item queued again. There the other engine reports
         # progress too, so its items stay its own (without --media some show STALLED, as meant).
         self.progress = progress
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        db = sqlite3.connect(self.root / "ewg.db", timeout=10)
-        try:
-            while True:
-                now = time.time()
-                progress = ", progress_at=?, started_at=?" if self.progress else ""
-                values = (now, now + 3600, *((now, now - 60) if self.progress else ()), FOREIGN_OWNER)
-                with db:
-                    db.execute(
-                        f"UPDATE items SET heartbeat_at=?, lease_expires_at=?{progress}"
-                        " WHERE lease_owner=? AND status='running'",
-                        values,
-                    )
-                if self._stop.wait(2.0):
-                    return
-        finally:
-            db.close()
+        self._proc: subprocess.Popen | None = None
 
     def start(self) -> ForeignEngine:
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                FOREIGN_BEATS,
+                str(self.root / "ewg.db"),
+                FOREIGN_OWNER,
+                "1" if self.progress else "0",
+            ],
+            start_new_session=True,
+        )
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 def start_engine(root: Path, log: Path) -> subprocess.Popen:
