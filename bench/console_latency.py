@@ -344,8 +344,8 @@ class ForeignEngine:
 
     Its own process, not a thread of the bench: POSIX locks belong to a process, and the bench opens
     workspaces (whose database check opens and closes the file), which would drop a connection's locks
-    held in this process; a checkpoint elsewhere then reset the WAL under it ("database disk image is
-    malformed", seen twice)."""
+    held in this process; most likely a checkpoint elsewhere then reset the WAL under it ("database
+    disk image is malformed", seen twice; not since)."""
 
     def __init__(self, root: Path, progress: bool = False) -> None:
         self.root = root
