@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import events, work
@@ -87,6 +88,9 @@ class EwgApp(App[int]):
         self.cursor_blink = cursor_blink  # snapshot tests turn it off
         # None: shown until this person dismissed it once (widgets/first_run_hint.py); tests pass False
         self.first_run_hint = not hint_seen() if first_run_hint is None else first_run_hint
+        # Called once, after the first window of episodes is on screen (run_console starts its engine
+        # there: the screen comes first, the engine's start-up work after it).
+        self.after_first_view: Callable[[], None] | None = None
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -197,11 +201,19 @@ def _unblock_screen_writes(app: App, seconds: float = 3.0) -> None:
 
 
 def run_console(
-    root: Path, *, workers: int | None, attach: bool, readonly: bool, theme: str | None = None
+    root: Path,
+    *,
+    workers: int | None,
+    attach: bool,
+    readonly: bool,
+    theme: str | None = None,
+    ws: Workspace | None = None,
 ) -> int:
-    """Open the console on the workspace at `root`; run an in-process engine unless attached or read-only.
+    """Open the console on the workspace at `root` (or on `ws`, opened there already, which it closes);
+    run an in-process engine unless attached or read-only.
     A bad `[console]` setting or --theme raises ConfigError before the screen or the engine starts."""
-    ws = open_workspace(root, readonly=readonly)
+    if ws is None:
+        ws = open_workspace(root, readonly=readonly)
     try:
         # --readonly writes nothing in the workspace, not even the theme picked: --theme or ewg.toml then
         app = EwgApp(ws, readonly=readonly, theme=theme, remember_theme=not readonly)
@@ -222,18 +234,35 @@ def run_console(
         threading.Thread(target=_unblock_screen_writes, args=(app,), daemon=True).start()
         app.call_from_thread(lambda: app.exit(return_code=129))
 
+    # The engine starts after the first frame with episodes, on a thread of its own: its start-up work
+    # (recovery, the items folder sweep, health; 0.5 s at 100k episodes) no longer delays the screen.
+    start_failed: list[BaseException] = []
+
+    def start_engine() -> None:
+        try:
+            engine.start()
+        except BaseException as exc:  # noqa: BLE001 - raised again after the app ends, as before
+            start_failed.append(exc)
+            with contextlib.suppress(RuntimeError):  # the app already ended
+                app.call_from_thread(app.exit, 1)
+
+    starter = threading.Thread(target=start_engine, name="ewg-engine-start", daemon=True)
     watch = TerminalWatch(leave, wedged)
     try:
         if engine is not None:
             engine.on_event = app.engine_event
-            engine.start()
+            app.after_first_view = starter.start
         watch.start()
         app.run()
     finally:
         watch.stop()
+        if starter.is_alive():
+            starter.join()  # quit while it was starting: let it finish, then stop it below
         if engine is not None and engine.state in ("running", "stopping") and not app.leave_running:
             engine.stop()
         ws.close()
+    if start_failed:
+        raise start_failed[0]
     if watch.gone.is_set():
         return 129
     return app.return_code or 0

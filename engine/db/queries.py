@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import errors, pipeline
@@ -128,8 +128,20 @@ def _source(store: Readable, flt: ItemFilter, walk_index: bool = False) -> str:
     return "items" + _dialect(store).scan_items if flt.text and not walk_index else "items"
 
 
+def _hiding_needed(store: Readable, flt: ItemFilter) -> ItemFilter:
+    """The filter without `status <> 'discarded'` when no item of its kind is discarded (a lookup on
+    ix_items_kind_status). That clause makes SQLite read the row behind every entry its walk of
+    ix_items_kind_id passes, the status not being in that index: a window 100k deep cost 48 ms with
+    it against 4 ms without, an unfiltered count 6 ms against 4."""
+    if flt.statuses or flt.show_discarded:
+        return flt
+    if store.read_one("SELECT 1 FROM items WHERE kind=? AND status=? LIMIT 1", [flt.kind, DISCARDED]):
+        return flt
+    return replace(flt, show_discarded=True)  # nothing to hide: the same rows
+
+
 def count_items(store: Readable, flt: ItemFilter) -> int:
-    where, params = flt.where(_dialect(store))
+    where, params = _hiding_needed(store, flt).where(_dialect(store))
     return store.read_one(f"SELECT COUNT(*) FROM {_source(store, flt)} WHERE {where}", params)[0]
 
 
@@ -151,7 +163,7 @@ def item_window(
     """
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
-    where, params = flt.where(_dialect(store))
+    where, params = _hiding_needed(store, flt).where(_dialect(store))
     direction = "DESC" if descending else "ASC"
     nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
     order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")

@@ -350,6 +350,7 @@ class MainScreen(Screen[None]):
         if event.worker.group == "poll":
             self._polling = False
             self.notify(f"Reading the workspace failed: {error}. Retrying.", severity="error", markup=False)
+            self._first_view_shown()  # the engine does not wait for a screen that cannot read
             if self._poll_again:  # the view changed meanwhile: read it now, not at the next tick
                 self._poll_again = False
                 self.poll(True)
@@ -388,11 +389,19 @@ class MainScreen(Screen[None]):
                 self.app.ws.config.retry.max_attempts,  # type: ignore[attr-defined]
                 self.app.readonly,
             )  # type: ignore[attr-defined]
+        if previous is None:
+            self.call_after_refresh(self._first_view_shown)  # once this frame is drawn
         self._report_follow_ups(data.follow_ups)
         self._report_stuck(data)
         if self._selected_detail_id() != data.detail_id:
             self._changed_view(reset_clips=False)  # the cursor moved while reading: read its detail
         self._refresh_bindings_if_changed()
+
+    def _first_view_shown(self) -> None:
+        """The first window is on screen (or its read failed): what waited for it may start now."""
+        hook, self.app.after_first_view = self.app.after_first_view, None  # type: ignore[attr-defined]
+        if hook is not None:
+            hook()
 
     def _refresh_bindings_if_changed(self) -> None:
         """Rebuilding the footer repaints it: do it only when what the verbs depend on has changed."""

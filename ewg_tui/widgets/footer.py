@@ -23,11 +23,12 @@ class Footer(TextualFooter):
     widget, then a layout pass) cost 20-60 ms of a key press with 100k episodes and a busy engine.
     """
 
-    _shown: tuple | None = None  # the keys the last rebuild drew
+    _shown: tuple | None = None  # the keys shown now (or by the rebuild on its way)
+    _built: tuple | None = None  # the keys the last rebuild made widgets for; some may be hidden now
 
     def compose(self) -> ComposeResult:
         if self._bindings_ready:
-            self._shown = shown_bindings(self.screen)
+            self._shown = self._built = shown_bindings(self.screen)
         yield from super().compose()
 
     def bindings_changed(self, screen: Screen) -> None:
@@ -35,21 +36,32 @@ class Footer(TextualFooter):
             shown = shown_bindings(screen)
             if shown == self._shown:
                 return
-            if self._shown is not None and _without_state(shown) == _without_state(self._shown):
-                self._set_states(shown)  # same keys, some enabled or disabled: no rebuild
+            if self._built is not None and _in_order(_without_state(shown), _without_state(self._built)):
+                self._set_states(shown)  # the same keys or fewer, some enabled or disabled: no rebuild
                 return
+            if screen.app.app_focus and self.is_attached:
+                self._shown = shown  # a rebuild is on its way: the signals before it ask for no other
         super().bindings_changed(screen)
 
     def _set_states(self, shown: tuple) -> None:
-        """Moving the cursor from a failed row to a done one enables and disables verbs; a rebuild for
-        that took 20-60 ms a key press. Toggle the keys' state where they are instead."""
+        """Moving the cursor from a failed row to a done one enables and disables verbs, and focusing the
+        filter bar takes the letter keys away (the bar types them); a rebuild for either cost 20-60 ms of
+        the key press (three rebuilds for `/` and three for esc). Toggle the keys' state and hide the
+        ones not shown where they are instead."""
         enabled = {(key, action): state for (key, action, _d, _g, state, _t) in shown}
         for widget in self.query(FooterKey):
             state = enabled.get((widget.key, widget.action))
+            widget.display = state is not None
             if state is not None and widget._disabled == state:
                 widget._disabled = not state
                 widget.set_class(not state, "-disabled")
         self._shown = shown
+
+
+def _in_order(shown: tuple, built: tuple) -> bool:
+    """Whether `shown` is `built` with some keys left out, the rest in the same order."""
+    rest = iter(built)
+    return all(any(key == other for other in rest) for key in shown)
 
 
 def _without_state(shown: tuple) -> tuple:

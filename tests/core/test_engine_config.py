@@ -195,6 +195,38 @@ def test_deep_windows_page_over_ids(tmp_path):
     ws.close()
 
 
+def test_an_unfiltered_window_pages_on_the_covering_index_until_something_is_discarded(tmp_path):
+    """`status <> 'discarded'` reads the row behind every index entry a deep window skips (48 ms at
+    100k against 4 ms): with nothing discarded it is left out, and the rows are the same either way."""
+    from engine.db import queries
+
+    ws = init_workspace(tmp_path)
+    with ws.store.write() as conn:
+        conn.executemany(
+            "INSERT INTO items (id, kind, status, next_stage, next_attempt_at) VALUES (?,?,?,?,0)",
+            [(f"ep{n:04d}", "episode", "queued", "transcribed") for n in range(500)],
+        )
+    statements: list[str] = []
+    ws.store.connection().set_trace_callback(statements.append)
+    flt = queries.ItemFilter()
+    assert queries.count_items(ws.store, flt) == 500
+    rows = queries.item_window(ws.store, flt, offset=400, limit=3)
+    assert [r["id"] for r in rows] == ["ep0400", "ep0401", "ep0402"]
+    assert not [s for s in statements if "<> 'discarded'" in s]
+    with ws.store.write() as conn:
+        conn.execute("UPDATE items SET status='discarded' WHERE id IN ('ep0000', 'ep0401')")
+    statements.clear()
+    assert queries.count_items(ws.store, flt) == 498
+    rows = queries.item_window(ws.store, flt, offset=399, limit=3)
+    assert [r["id"] for r in rows] == ["ep0400", "ep0402", "ep0403"]
+    assert [s for s in statements if "<> 'discarded'" in s]  # hidden again once there is one
+    shown = queries.ItemFilter(show_discarded=True)
+    assert queries.count_items(ws.store, shown) == 500
+    assert queries.count_items(ws.store, queries.ItemFilter(statuses=("discarded",))) == 2
+    ws.store.connection().set_trace_callback(None)
+    ws.close()
+
+
 def test_a_free_text_window_is_the_same_whether_it_walks_the_index_or_scans(tmp_path):
     from engine.db import queries
 

@@ -130,3 +130,26 @@ async def test_engine_events_during_start_up_and_tear_down_do_not_crash_the_cons
         done.set()
         thread.join(5)
     assert app.return_code in (None, 0)
+
+
+async def test_the_engine_starts_after_the_first_window_is_on_screen(make_demo):
+    """run_console hands the engine's start to `after_first_view`: its start-up work (0.5 s at 100k
+    episodes) comes after the first frame with episodes, not before it; it is called once."""
+    ws, engine, app = engine_app(make_demo, count=2)
+    calls: list[int] = []
+
+    def start() -> None:
+        calls.append(len(app.screen.episodes.order))  # rows already shown when it is called
+        engine.start()
+
+    app.after_first_view = start
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await wait_for(pilot, lambda: engine.state == "running", timeout=20, what="the engine started")
+            for _ in range(3):
+                app.screen.poll(True)
+                await pilot.pause(0.1)
+        assert calls == [2] and app.after_first_view is None
+    finally:
+        engine.stop(force=True)

@@ -62,3 +62,33 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change():
         await pilot.pause(0.3)
         assert CountingFooter.builds == built + 1
         assert "x" in {k.key for k in app.query(FooterKey)}
+
+
+async def test_keys_taken_away_and_given_back_are_hidden_and_shown_without_a_rebuild():
+    """Focusing the filter bar takes the letter keys away (the bar types them) and esc gives them back:
+    three rebuilds each way before (20-60 ms each); now the keys are hidden where they are."""
+    app = Keys()
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause(0.1)
+        built = CountingFooter.builds
+        keys = {k.action: k for k in app.query(FooterKey)}
+        assert {"retry", "skip"} <= set(keys)
+        bindings = app._bindings.key_to_bindings
+        before = dict(bindings)
+        del bindings["s"]  # as a focused Input takes a letter key away
+        for _ in range(3):
+            app.screen.refresh_bindings()
+            await pilot.pause(0.05)
+        assert CountingFooter.builds == built
+        assert not keys["skip"].display and keys["retry"].display
+        bindings.clear()
+        bindings.update(before)  # given back, in the same order
+        app.screen.refresh_bindings()
+        await pilot.pause(0.1)
+        assert CountingFooter.builds == built and keys["skip"].display
+        app.bind("x", "extra", description="Extra")  # a key the widgets were not built for: one rebuild
+        for _ in range(3):
+            app.screen.refresh_bindings()
+        await pilot.pause(0.3)
+        assert CountingFooter.builds == built + 1
+        assert "x" in {k.key for k in app.query(FooterKey)}

@@ -480,3 +480,44 @@ async def test_sort_by_key_and_header_click_is_done_in_sql_and_kept(seeded):
         screen.poll(True)  # a refresh keeps the sort
         await pilot.pause(0.3)
         assert table.order == want[: len(table.order)] and table.sort_by == "show"
+
+
+async def test_a_window_slide_renders_only_cells_not_drawn_before_and_clicks_land_on_their_row(seeded):
+    """A DataTable renders every cell again after any change (its cache key holds a change counter):
+    a slide by one row cost a Rich render of all 121 cells. The table keys cells by what they show, so
+    a slide renders only the looks not drawn before; the row and column of each cell (the mouse's
+    metadata) still follow its place."""
+    from textual.renderables.styled import Styled
+
+    ws, clock = seeded
+    seed_episodes(ws, 300, start=11)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        table.focus()
+        await pilot.pause(0.2)
+        for _ in range(len(table.order)):
+            await pilot.press("j")
+        await pilot.pause(0.2)
+        offset = table.window_offset
+        renders: list[int] = []
+        console = app.console
+        original = console.render_lines
+        console.render_lines = lambda r, *a, **k: (
+            renders.append(isinstance(r, Styled)),
+            original(r, *a, **k),
+        )[1]
+        try:
+            await pilot.press("j")  # past the last row: the window slides by one
+            await wait_for(pilot, lambda: table.window_offset == offset + 1, what="the slide")
+            await pilot.pause(0.2)
+        finally:
+            console.render_lines = original
+        cells = len(table.order) * len(table.columns)
+        assert 0 < sum(renders) < cells / 4  # the new row's id, title and a few others; not every cell
+        target = 3
+        top = table.content_region.y - table.region.y + (1 if table.show_header else 0)  # title, header
+        await pilot.click(table, offset=(30, top + target))
+        await wait_for(pilot, lambda: table.cursor_row == target, what="the click to move the cursor")
+        assert table.window_offset == offset + 1
