@@ -96,6 +96,32 @@ def check_access(path: Path, write: bool = True) -> None:
     )
 
 
+_HEADER_FDS: dict[tuple[int, int], int] = {}
+_HEADER_LOCK = threading.Lock()
+
+
+def read_header(path: Path, size: int = len(SQLITE_HEADER)) -> bytes:
+    """The first bytes of a database file, read without ever closing a descriptor of it.
+
+    POSIX advisory locks belong to the process: closing any descriptor of a file drops every lock the
+    process holds on it, its SQLite connections' too, and another connection may then write under a
+    reader that believes it is protected ("database disk image is malformed", seen twice in a bench
+    that opened a second store beside its first). So one descriptor per file is opened once and kept
+    for the life of the process; reads are pread()s on it."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    with _HEADER_LOCK:
+        fd = _HEADER_FDS.get(key)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != key:  # replaced between the stat and the open
+                key = (opened.st_dev, opened.st_ino)
+            _HEADER_FDS.setdefault(key, fd)
+            fd = _HEADER_FDS[key]
+    return os.pread(fd, size, 0)
+
+
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
@@ -193,8 +219,7 @@ class SQLiteStore(Store):
                 f"backups), or create a new workspace with `ewg init`."
             )
         check_access(path, write=migrate)
-        with open(path, "rb") as fh:
-            header = fh.read(16)
+        header = read_header(path)
         if not header:  # connecting would write a fresh header into it (journal_mode=WAL)
             raise DatabaseError(
                 f"{path} is empty (0 bytes): it was cut short (a full disk?) and holds no items. "

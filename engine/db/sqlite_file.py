@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sqlite import SQLITE_HEADER
+from .sqlite import SQLITE_HEADER, read_header
 
 INTEGRITY_LINES = 20  # damage reports past this many lines say nothing more that helps
 
@@ -71,8 +71,7 @@ def inspect(path: Path, *, count_items: bool = False) -> FileInspection:
     """Read `path`'s header, schema version, integrity (and its items, when asked) read-only."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            header = fh.read(len(SQLITE_HEADER))
+        header = read_header(path)  # never open-and-close: that would drop this process's SQLite locks
     except OSError as exc:
         return FileInspection(path, unreadable=str(exc))
     if header != SQLITE_HEADER:

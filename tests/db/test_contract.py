@@ -304,3 +304,38 @@ def test_a_frozen_leader_loses_the_lead_to_a_live_host(pg_url):
     finally:
         first.close()
         second.close()
+
+
+def test_checking_a_database_file_keeps_this_processs_sqlite_locks(tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock this process holds on it, its SQLite
+    connections' included (a WAL connection holds a shared lock on the file while it is open): the
+    header check keeps its descriptor, so another process still sees the lock afterwards."""
+    import subprocess
+    import sys
+
+    from engine.db.sqlite import read_header
+    from engine.workspace import init_workspace
+
+    ws = init_workspace(tmp_path / "ws")
+    probe = (
+        "import fcntl, os, struct, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "req = struct.pack('hhqqi4x', fcntl.F_WRLCK, 0, 0x40000002, 510, 0)\n"
+        "got = struct.unpack('hhqqi4x', fcntl.fcntl(fd, fcntl.F_GETLK, req))\n"
+        "print('locked' if got[0] != fcntl.F_UNLCK else 'free')\n"
+    )
+
+    def seen() -> str:
+        return subprocess.run(
+            [sys.executable, "-c", probe, str(ws.store.path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        ws.store.read_one("SELECT COUNT(*) FROM items")  # the connection holds its shared lock
+        assert seen() == "locked"
+        for _ in range(3):
+            assert read_header(ws.store.path) == b"SQLite format 3\x00"
+            open_workspace(ws.root, readonly=True).close()  # a second store checks the header too
+        assert seen() == "locked"  # an open()/close() of the file here would have dropped it
+    finally:
+        ws.close()
