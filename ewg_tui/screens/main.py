@@ -22,8 +22,9 @@ from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from engine import pipeline
-from engine.db import Reader, ReadInterrupted, queries
+from engine.db import Reader, ReadInterrupted, faults, queries
 from engine.db.queries import ItemFilter
+from engine.text import one_line
 from engine.verbs import Operator, Preview, VerbError
 
 from ..messages import EngineNotice, VerbApplied, VerbPreviewed, VerbRefused, ViewData, ViewRead
@@ -189,6 +190,7 @@ class MainScreen(Screen[None]):
         self.show_discarded = False
         self.followed: dict[str, tuple[str, float]] = {}  # item id -> (verb title, since)
         self.live = True
+        self.db_lost_since: float | None = None  # the database server stopped answering the reads
         self.generation = 0
         self.polls = 0
         self._polling = False
@@ -331,6 +333,9 @@ class MainScreen(Screen[None]):
     def on_view_read(self, message: ViewRead) -> None:
         self._polling = False
         data = message.data
+        if data is not None and self.db_lost_since is not None:
+            self.db_lost_since = None  # the database answers again
+            self._show_header()
         if data is not None and data.generation == self.generation:
             if data.overview is not None:
                 self._overview_due = False
@@ -349,7 +354,16 @@ class MainScreen(Screen[None]):
         error = event.worker.error
         if event.worker.group == "poll":
             self._polling = False
-            self.notify(f"Reading the workspace failed: {error}. Retrying.", severity="error", markup=False)
+            if error is not None and faults.fault(error) == faults.LOST:
+                if self.db_lost_since is None:  # said once in the header, not a toast every poll
+                    self.db_lost_since = time.time()
+                    self._show_header()
+            else:
+                self.notify(
+                    f"Reading the workspace failed: {one_line(str(error))}. Retrying.",
+                    severity="error",
+                    markup=False,
+                )
             self._first_view_shown()  # the engine does not wait for a screen that cannot read
             if self._poll_again:  # the view changed meanwhile: read it now, not at the next tick
                 self._poll_again = False
@@ -451,6 +465,7 @@ class MainScreen(Screen[None]):
                 readonly=app.readonly,  # type: ignore[attr-defined]
                 live=self.live,
                 marked=len(self.marked),
+                db_lost_since=self.db_lost_since or app.ws.store.unreachable_since,  # type: ignore[attr-defined]
             )
         )
 

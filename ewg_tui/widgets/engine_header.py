@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual.content import Content
@@ -32,6 +33,7 @@ class HeaderState:
     readonly: bool = False
     live: bool = True
     marked: int = 0
+    db_lost_since: float | None = None  # the database server cannot be reached, since when
 
 
 def engine_summary(state: HeaderState) -> tuple[str, str, int, int]:
@@ -44,6 +46,14 @@ def engine_summary(state: HeaderState) -> tuple[str, str, int, int]:
         workers, busy = (
             max(workers, state.local_workers),
             max(busy, state.local_busy) if not engines else busy,
+        )
+    if state.db_lost_since is not None:
+        since = time.strftime("%H:%M:%SZ", time.gmtime(state.db_lost_since))
+        return (
+            f"database unreachable since {since}: retrying; running stages go on, nothing new is claimed",
+            "error",
+            busy,
+            workers,
         )
     if state.local_state == "stopping" or any(e["state"] == "stopping" for e in engines):
         return "stopping", "warning", busy, workers
