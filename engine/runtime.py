@@ -911,7 +911,7 @@ class Engine:
                 unit.set_switch(
                     "db_busy",
                     str(self.store.busy_waits),
-                    reason="writes waited for a database lock held elsewhere",
+                    reason=self.store.busy_reason,
                     actor=self.owner,
                     now=self.store.last_busy_at or now,
                 )

@@ -612,10 +612,8 @@ def _cmd_status(ws: Workspace, args) -> int:
             f"early warning: {one_line(w['message'])} ({one_line(w['evidence'])}). {one_line(w['suggestion'])}"
         )
     if ov.db_busy_at and time.time() - ov.db_busy_at < 300:
-        print(
-            f"warning: database writes waited for a lock held by another process at {iso(ov.db_busy_at)}; "
-            "check for long-running sqlite3 sessions or backups on this workspace"
-        )
+        why = one_line(ov.db_busy_reason or "writes waited for a database lock held elsewhere")
+        print(f"warning: {why} (last at {iso(ov.db_busy_at)}); {_busy_fix(ws)}")
     rows = []
     for item in doc["episodes"] + doc["clips"]:
         attempts = f"{item['attempts']}/{ws.config.retry.max_attempts}" if item["attempts"] else ""
@@ -1376,6 +1374,12 @@ def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if chosen is not None:
                 return _chosen_parser(chosen, args)
     return parser
+
+
+def _busy_fix(ws: Workspace) -> str:
+    if ws.store.backend == "postgresql":
+        return "check the server and the network between it and the engine hosts (`ewg doctor`)"
+    return "check for long-running sqlite3 sessions or backups on this workspace"
 
 
 def _database_failed(exc: BaseException) -> int:

@@ -32,6 +32,7 @@ class Store:
     schema_target = 0  # the newest schema version this driver knows
     supports_backup = True  # ewg copies the database itself (SQLite); a server's own tools do otherwise
     unreachable_since: float | None = None  # a server this process cannot reach right now, since when
+    busy_reason = "writes waited for a database lock held elsewhere"  # what busy_waits counts
 
     def __init__(self) -> None:
         self._local = threading.local()

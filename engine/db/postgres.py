@@ -158,6 +158,7 @@ class PostgresStore(Store):
     schema_target = SCHEMA_VERSION
     path = None  # no file on this host: disk checks look at the items folder instead
     supports_backup = False  # the server's own tools (pg_dump, base backups) own that
+    busy_reason = "the database server could not be reached for a while (the engine reconnected)"
 
     def __init__(self, url: str, retry_for_s: float = 10.0, read_only: bool = False, **_ignored: Any) -> None:
         super().__init__()

@@ -440,6 +440,7 @@ class Overview:
     executions_per_minute: int = 0
     stuck: int = 0
     db_busy_at: float | None = None  # last time a write waited past busy_timeout (a lock held elsewhere)
+    db_busy_reason: str = ""  # ... and why, in the driver's words (a lock, or a server out of reach)
     warnings: list[dict] = field(default_factory=list)  # engine.forecast's early warnings
 
 
@@ -463,8 +464,9 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
         "SELECT COUNT(*) FROM items WHERE kind IN ('episode','clip') AND status='running'"
         " AND verdict IN ('STALLED', 'TIMED OUT')"
     )[0]  # kind first: the (kind, status) index serves it; SLOW work moves, DEAD work is being rescued
-    busy = store.read_one("SELECT at FROM engine_state WHERE key='db_busy'")
+    busy = store.read_one("SELECT at, reason FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
+    ov.db_busy_reason = busy["reason"] if busy else ""
     ov.warnings = early_warnings(store)
     return ov
 

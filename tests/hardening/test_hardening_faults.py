@@ -285,4 +285,6 @@ def test_a_database_lock_held_elsewhere_is_visible_to_status(make_demo):
     out = subprocess.run(
         [sys.executable, "-m", "ewg_tui.cli", "-w", str(ws.root), "status"], capture_output=True, text=True
     )
-    assert "waited for a lock held by another process" in out.stdout
+    assert (
+        "writes waited for a database lock held elsewhere" in out.stdout and "sqlite3 sessions" in out.stdout
+    )
