@@ -3,9 +3,9 @@
 Episodes and clips share one `items` table (`kind` tells them apart, clips
 point at their episode with `parent_id`): the claim query, the watchdog and the
 verbs then treat every unit of work the same way. Times are UTC epoch seconds.
-The hot path reads and writes these tables through `engine.store` with the
-sqlite3 driver; this module declares their shape, and tests/core/test_engine_schema.py checks
-that the frozen migrations in engine/store.py build it.
+Every read and write goes through the repository (engine/db/) with the database's own driver;
+this module declares the tables' shape, and tests/core/test_engine_schema.py checks that the
+SQLite driver's frozen migrations (engine/db/sqlite.py) build it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
 
     id: int | None = Field(default=None, primary_key=True)
-    item_id: str  # indexed with id: ix_attempts_item (store.py)
+    item_id: str  # indexed with id: ix_attempts_item (engine/db/sqlite.py)
     stage: str
     number: int
     worker: str

@@ -1,6 +1,6 @@
 """The engine process: worker threads, batched heartbeats, watchdog and health.
 
-Workers claim items with a lease and a fencing token (engine.store), run the
+Workers claim items with a lease and a fencing token (engine.db), run the
 stage in a temporary directory, and commit the checkpoint and the new state in
 one transaction that first checks the token (engine.checkpoints). Anything
 that goes wrong takes the road engine.policy decides. Several engine processes
