@@ -291,10 +291,7 @@ def test_a_frozen_leader_loses_the_lead_to_a_live_host(pg_url):
     try:
         now = time.time()
         with first.write() as unit:
-            unit.execute(
-                "INSERT INTO engines (owner, host, pid, started_at, heartbeat_at, workers) VALUES (?,?,?,?,?,?)",
-                ("host-1:7:1", "host-1", 7, now - 100, now - 60, 2),
-            )
+            unit.register_engine("host-1:7:1", "host-1", 7, now - 60, 2)  # its last beat: 60 s ago
         assert first.try_lead("host-1:7:1", dead_after=10, now=now)
         assert not second.try_lead("host-2:8:1")  # no judgement asked: the lock holds
         assert second.try_lead("host-2:8:1", dead_after=10, now=now)  # its heartbeat is 60 s old
