@@ -134,10 +134,24 @@ def ewg_config(synchronous: str) -> str:
     return text
 
 
+def seed_episodes(ws, episodes: int) -> None:
+    """N episodes ready for their first stage, in one unit (not timed): the row add_episode writes."""
+    from engine import pipeline
+
+    now = ws.clock.now()
+    first = pipeline.next_stage(pipeline.EPISODE, None)
+    row = (pipeline.EPISODE, "bench", first, pipeline.EPISODE_STAGES[-1], "queued", now, now, now)
+    with ws.store.write() as unit:
+        unit.executemany(
+            "INSERT INTO items (id, source, title, kind, show, next_stage, target_stage, status,"
+            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(f"ep{i:06d}", f"bench://{i}.mp4", f"episode {i}", *row) for i in range(episodes)],
+        )
+
+
 def run_ewg(
     tmp: Path, episodes: int, workers: int, synchronous: str, profile: str | None = None, poll: float = 0.002
 ) -> Result:
-    from engine import pipeline
     from engine.runtime import Engine
     from engine.workspace import init_workspace
 
@@ -155,31 +169,7 @@ def run_ewg(
         return conn
 
     store.connection = connection  # type: ignore[method-assign]
-    now = ws.clock.now()
-    first = pipeline.next_stage(pipeline.EPISODE, None)
-    rows = [
-        (
-            f"ep{i:06d}",
-            pipeline.EPISODE,
-            f"bench://{i}.mp4",
-            "bench",
-            f"episode {i}",
-            None,
-            first,
-            pipeline.EPISODE_STAGES[-1],
-            "queued",
-            now,
-            now,
-            now,
-        )
-        for i in range(episodes)
-    ]
-    with store.write() as conn:  # the same row engine.workspace.add_episode writes
-        conn.executemany(
-            "INSERT INTO items (id, kind, source, show, title, stage, next_stage, target_stage, status,"
-            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+    seed_episodes(ws, episodes)
     level = store.connection().execute("PRAGMA synchronous").fetchone()[0]
     assert level == SYNC_LEVEL[synchronous], (level, synchronous)
 
@@ -432,36 +422,13 @@ def run_ewg_postgresql(srv, tmp: Path, episodes: int, processes: int, workers: i
     Returns (executions/s from the first claim to the last completion, wall seconds incl. start-up)."""
     import subprocess
 
-    from engine import pipeline
     from engine.workspace import init_workspace
 
     url = srv.createdb("ewg")
     os.environ["EWG_DATABASE_URL"] = url
     try:
         ws = init_workspace(tmp / "ewg", ewg_config("NORMAL"))
-        now = ws.clock.now()
-        first = pipeline.next_stage(pipeline.EPISODE, None)
-        with ws.store.write() as unit:
-            unit.executemany(
-                "INSERT INTO items (id, kind, source, show, title, next_stage, target_stage, status,"
-                " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        f"ep{i:06d}",
-                        pipeline.EPISODE,
-                        f"bench://{i}",
-                        "bench",
-                        f"e{i}",
-                        first,
-                        pipeline.EPISODE_STAGES[-1],
-                        "queued",
-                        now,
-                        now,
-                        now,
-                    )
-                    for i in range(episodes)
-                ],
-            )
+        seed_episodes(ws, episodes)
         root = Path(__file__).resolve().parents[1]
         cmd = [
             sys.executable,

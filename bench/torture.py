@@ -86,6 +86,16 @@ def chaos_config(speed: float = 0.03, transient_probability: float = 0.05, seed:
     return text
 
 
+def fmt_seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def figure_table(rows: list[tuple[str, str]]) -> str:
+    """The figures as two aligned columns, as both tortures print them."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
 @dataclass
 class KillRecord:
     number: int
@@ -123,9 +133,6 @@ class Figures:
         return fn(self.resume_times) if self.resume_times else None
 
     def table(self) -> str:
-        def fmt(x: float | None) -> str:
-            return "-" if x is None else f"{x:.2f} s"
-
         p95 = (
             sorted(self.resume_times)[max(0, int(len(self.resume_times) * 0.95) - 1)]
             if self.resume_times
@@ -144,13 +151,12 @@ class Figures:
                 "max reruns in one kill",
                 f"{self.max_reruns_per_kill} (in flight at most {self.max_in_flight})",
             ),
-            ("time to resume (median)", fmt(self.resume(statistics.median))),
-            ("time to resume (p95 / max)", f"{fmt(p95)} / {fmt(self.resume(max))}"),
+            ("time to resume (median)", fmt_seconds(self.resume(statistics.median))),
+            ("time to resume (p95 / max)", f"{fmt_seconds(p95)} / {fmt_seconds(self.resume(max))}"),
             ("invariant violations", f"{len(self.problems)}"),
             ("wall time", f"{self.seconds:.0f} s"),
         ]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+        return figure_table(rows)
 
 
 def _connect(db: Path) -> sqlite3.Connection:

@@ -23,6 +23,7 @@ Needs root (or user namespaces) for unshare.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -44,7 +45,7 @@ for path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(path))
 
 import pgserver  # noqa: E402
-from torture import FINAL_FAILURE_CLASSES, chaos_config  # noqa: E402
+from torture import FINAL_FAILURE_CLASSES, chaos_config, figure_table, fmt_seconds  # noqa: E402
 
 from engine import checkpoints, pipeline  # noqa: E402
 from engine.demo import seed_episodes, set_key  # noqa: E402
@@ -74,9 +75,6 @@ class HostFigures:
     problems: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        def fmt(x: float | None) -> str:
-            return "-" if x is None else f"{x:.2f} s"
-
         med = statistics.median(self.rescue_times) if self.rescue_times else None
         worst = max(self.rescue_times) if self.rescue_times else None
         rows = [
@@ -91,12 +89,11 @@ class HostFigures:
             ("attempts spent on dead hosts", f"{self.spent_on_dead_hosts}"),
             ("late writes of a frozen host refused", f"{self.late_writes_refused}"),
             ("stage executions committed", f"{self.executions}"),
-            ("time to rescue a dead host's work", f"median {fmt(med)}, max {fmt(worst)}"),
+            ("time to rescue a dead host's work", f"median {fmt_seconds(med)}, max {fmt_seconds(worst)}"),
             ("invariant violations", f"{len(self.problems)}"),
             ("wall time", f"{self.seconds:.0f} s"),
         ]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+        return figure_table(rows)
 
 
 class Host:
@@ -130,36 +127,29 @@ class Host:
 
     def signal_all(self, sig: int) -> None:
         for p in self.processes():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
+
+    def _end(self, sig: int, wait: float) -> None:
+        """Signal the namespace's first process (PID 1 inside: every process goes with it) and reap."""
+        inner = self.processes()
+        if inner:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                inner[0].send_signal(sig)
+        if self.proc is not None:
+            self.proc.wait(wait)
+        self.proc = None
 
     def kill(self) -> None:
-        """The machine dies: SIGKILL to the namespace's init takes every process in it."""
-        inner = self.processes()
-        if inner:
-            try:
-                inner[0].kill()
-            except psutil.NoSuchProcess:
-                pass
-        if self.proc is not None:
-            self.proc.wait(10)
-        self.proc = None
+        """The machine dies."""
+        self._end(signal.SIGKILL, 10)
 
     def stop(self) -> None:
-        inner = self.processes()
-        if inner:
-            try:
-                inner[0].terminate()
-            except psutil.NoSuchProcess:
-                pass
-        if self.proc is not None:
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.proc = None
+        """The machine shuts down: the engine releases its work on SIGTERM."""
+        try:
+            self._end(signal.SIGTERM, 30)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 class MultiHostTorture:

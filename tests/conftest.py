@@ -13,7 +13,7 @@ for path in (ROOT, TESTS):  # `engine` and the test stage library (stagelib) imp
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from ewgtest import fast_demo_text  # noqa: E402
+from ewgtest import fast_demo_text, pg_database  # noqa: E402
 
 from engine.workspace import init_workspace  # noqa: E402
 
@@ -50,33 +50,11 @@ def make_demo(tmp_path):
         ws.close()
 
 
-def _with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 def pg_url():
-    """A fresh, empty PostgreSQL database for one test (dropped after it), on the server named by
-    EWG_TEST_PG_URL (`.ci/run` starts one). Outside CI the test skips when there is none; in CI
-    (EWG_REQUIRE_PG=1) it fails instead, so a broken server can never pass as a skip."""
-    import os
-    import uuid
-
-    url = os.environ.get("EWG_TEST_PG_URL")
-    if not url:
-        if os.environ.get("EWG_REQUIRE_PG"):
-            pytest.fail("EWG_REQUIRE_PG is set but EWG_TEST_PG_URL is not: the CI server did not start")
-        pytest.skip("no PostgreSQL server: set EWG_TEST_PG_URL (bash .ci/run starts one)")
-    import psycopg
-
-    name = f"ewg_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(url, name)
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh, empty PostgreSQL database for one test (ewgtest.pg_database)."""
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
 
 from engine.demo import demo_config, set_key
 
@@ -60,3 +67,25 @@ class HealthService:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh, empty database on the server named by EWG_TEST_PG_URL (`.ci/run` starts one),
+    dropped afterwards. Without a server the test skips, except in CI (EWG_REQUIRE_PG=1), where it
+    fails: a broken server can never pass as a skip."""
+    url = os.environ.get("EWG_TEST_PG_URL")
+    if not url:
+        if os.environ.get("EWG_REQUIRE_PG"):
+            pytest.fail("EWG_REQUIRE_PG is set but EWG_TEST_PG_URL is not: the CI server did not start")
+        pytest.skip("no PostgreSQL server: set EWG_TEST_PG_URL (bash .ci/run starts one)")
+    import psycopg
+
+    name = f"ewg_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,6 +9,7 @@ a claim batch and a completion batch run on the caller's `Unit`, in one transact
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import threading
 import time
@@ -24,7 +25,7 @@ from .unit import Unit
 _BATCH_ROWS = 200
 
 
-class Store:
+class Store(abc.ABC):
     """One per process and database; hands each thread its own connection."""
 
     backend = ""  # "sqlite" | "postgresql"
@@ -42,14 +43,13 @@ class Store:
         self.last_busy_at: float | None = None
 
     # -- what each driver supplies --------------------------------------------------------
+    @abc.abstractmethod
     def _connect(self) -> Any:
-        raise NotImplementedError
+        """A new connection for the calling thread."""
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[Unit]:
+    @abc.abstractmethod
+    def write(self) -> contextlib.AbstractContextManager[Unit]:
         """One write transaction: commits when the block ends, rolls back on an error."""
-        raise NotImplementedError
-        yield  # pragma: no cover - the generator shape for the drivers' overrides
 
     @property
     def local_dir(self):  # -> Path | None
@@ -57,12 +57,13 @@ class Store:
         path = getattr(self, "path", None)
         return None if path is None else path.parent
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """The database as an operator would name it (a path, or a URL without its password)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def schema_version(self) -> int:
-        raise NotImplementedError
+        """The schema version the database holds (0: none of ewg's)."""
 
     # -- many hosts (one host on SQLite: it always leads, and wake-ups stay in the process) ----------
     def try_lead(self, owner: str = "", dead_after: float | None = None, now: float | None = None) -> bool:

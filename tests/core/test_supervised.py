@@ -26,7 +26,7 @@ class Host:
         return True
 
     def wake(self) -> None:
-        pass
+        """No dispatcher here: the test drives the watchdog itself."""
 
     def leads(self) -> bool:
         return self.leading
@@ -39,7 +39,7 @@ class Host:
         return True
 
     def cancel_local(self, item_id: str, reason: str) -> None:
-        pass
+        """No stages run here to cancel."""
 
 
 def test_the_watchdog_rescues_another_owners_silent_work_and_leaves_its_own(make_demo):

@@ -14,13 +14,11 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import os
 import re
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from ewgtest import pg_database
 
 from engine.db import SQLiteStore, queries
 
@@ -220,22 +218,10 @@ def _seed(unit) -> None:
 
 
 @pytest.fixture(scope="module")
-def pg_database():
-    """A database of this module's own on the EWG_TEST_PG_URL server, dropped after it (skipped
-    without a server, except in CI: EWG_REQUIRE_PG)."""
-    url = os.environ.get("EWG_TEST_PG_URL")
-    if not url:
-        if os.environ.get("EWG_REQUIRE_PG"):
-            pytest.fail("EWG_REQUIRE_PG is set but EWG_TEST_PG_URL is not: the CI server did not start")
-        pytest.skip("no PostgreSQL server: set EWG_TEST_PG_URL (bash .ci/run starts one)")
-    import psycopg
-
-    name = f"ewg_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_database_url():
+    """A database of this module's own on the EWG_TEST_PG_URL server (ewgtest.pg_database)."""
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -246,7 +232,7 @@ def db(request, tmp_path_factory):
     else:
         from engine.db.postgres import PostgresStore
 
-        store = PostgresStore.create(request.getfixturevalue("pg_database"))
+        store = PostgresStore.create(request.getfixturevalue("pg_database_url"))
     try:
         with store.write() as unit:
             _seed(unit)
