@@ -52,10 +52,20 @@ def spawn_children(ctx) -> None:
 
 
 def where_am_i(ctx) -> None:
-    """Write the process it runs in (pid, nice) and report progress and a log line on the way."""
+    """Write the process it runs in (pid, session, nice, autogroup) and report progress and a log line."""
     ctx.progress(0.5, "halfway")
     ctx.logger.info("working in %d", os.getpid())
-    info = {"pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0), "inputs": sorted(ctx.inputs)}
+    try:
+        autogroup = open("/proc/self/autogroup").read().strip()  # "/autogroup-N nice K"
+    except OSError:
+        autogroup = None
+    info = {
+        "pid": os.getpid(),
+        "sid": os.getsid(0),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "autogroup": autogroup,
+        "inputs": sorted(ctx.inputs),
+    }
     (ctx.output_dir / "where.json").write_text(json.dumps(info))
     ctx.cancel.wait(float(ctx.options.get("seconds", 0)))
 

@@ -154,7 +154,7 @@ class _Relay:
         )
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = dict(os.environ, EWG_WORKER_FD=str(from_child_w), EWG_WORKER_NICE=str(self.nice))
+        env = dict(os.environ, EWG_WORKER_FD=str(from_child_w))
         env[groups.LEASE_ENV] = ctx.lease_marker  # a rescue after a crash knows the group by it
         try:
             # its own session and group (a force stop and the clean-up reach grandchildren), PDEATHSIG armed
@@ -166,6 +166,7 @@ class _Relay:
                 pass_fds=(from_child_w,),
                 env=env,
                 cwd=str(ctx.workspace),
+                nice=self.nice,
             )
         finally:
             os.close(to_child_r)
@@ -283,8 +284,6 @@ class _Forward(logging.Handler):
 def child_main() -> None:
     """The worker's side: rebuild the context, run the stage, report its end."""
     out = int(os.environ["EWG_WORKER_FD"])
-    with contextlib.suppress(OSError):
-        os.nice(int(os.environ.get("EWG_WORKER_NICE", "0")))
     first = _receive(0)
     if first is None:
         os._exit(1)

@@ -61,6 +61,9 @@ def test_an_isolated_stage_runs_in_a_lower_priority_child_and_publishes_its_outp
     info = json.loads((ws.item_dir(item_id) / "transcribed" / "where.json").read_text())
     assert info["pid"] != os.getpid()
     assert info["nice"] >= os.getpriority(os.PRIO_PROCESS, 0) + 7
+    assert info["sid"] == info["pid"]  # a session of its own: a force stop reaches all it starts
+    if info["autogroup"] is not None:  # a kernel with autogroups: the session's group yields too
+        assert info["autogroup"].endswith(f"nice {info['nice']}"), info["autogroup"]
     assert info["inputs"] == ["discovered"]  # the earlier checkpoints reach the child
     attempt = [a for a in queries.attempts(ws.store, item_id) if a["stage"] == "transcribed"][-1]
     assert attempt["outcome"] == "succeeded"
