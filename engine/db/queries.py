@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import errors, pipeline
 from .dialect import SQLITE, Dialect
-from .types import Readable
+from .types import RUNNING, Readable
 
 ITEM_FIELDS = (
     "id",
@@ -461,9 +461,8 @@ def overview(store: Readable, now: float, live_after: float = 15.0) -> Overview:
         "SELECT COUNT(*) FROM attempts WHERE ended_at > ? AND outcome='succeeded'", (now - 60,)
     )[0]
     ov.stuck = store.read_one(
-        "SELECT COUNT(*) FROM items WHERE kind IN ('episode','clip') AND status='running'"
-        " AND verdict IN ('STALLED', 'TIMED OUT')"
-    )[0]  # kind first: the (kind, status) index serves it; SLOW work moves, DEAD work is being rescued
+        f"SELECT COUNT(*) FROM items WHERE {RUNNING} AND verdict IN ('STALLED', 'TIMED OUT')"
+    )[0]  # SLOW work moves, DEAD work is being rescued
     busy = store.read_one("SELECT at, reason FROM engine_state WHERE key='db_busy'")
     ov.db_busy_at = busy["at"] if busy else None
     ov.db_busy_reason = busy["reason"] if busy else ""

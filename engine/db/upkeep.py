@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..pipeline import EPISODE
 from .dialect import SQLITE, Dialect
+from .types import RUNNING
 
 if TYPE_CHECKING:
     from .types import Readable
@@ -413,7 +414,7 @@ def held_leases(readable: Readable) -> list[HeldLease]:
     """Every running item's lease."""
     rows = readable.read(
         "SELECT id, lease_owner, lease_token, lease_expires_at, heartbeat_at, rescues, next_stage"
-        " FROM items WHERE status='running' ORDER BY id"
+        f" FROM items WHERE {RUNNING} ORDER BY id"
     )
     return [
         HeldLease(

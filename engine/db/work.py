@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .types import RUNNING
 from .upkeep import starts_with
 
 if TYPE_CHECKING:
@@ -531,7 +532,7 @@ def running_items(db: Readable) -> list[RunningItem]:
     rows = db.read(
         "SELECT id, kind, next_stage, lease_owner, lease_token, lease_expires_at, heartbeat_at, progress,"
         " progress_at, started_at, deadline_extension, cancel_requested, cancel_requested_at, verdict, rescues"
-        " FROM items WHERE status='running' ORDER BY id"
+        f" FROM items WHERE {RUNNING} ORDER BY id"
     )
     return [
         RunningItem(
@@ -557,7 +558,7 @@ def running_items(db: Readable) -> list[RunningItem]:
 
 def live_leases(db: Readable) -> set[tuple[str, int]]:
     """(item, token) of every running attempt: their temporary folders are in use."""
-    return {(r[0], int(r[1])) for r in db.read("SELECT id, lease_token FROM items WHERE status='running'")}
+    return {(r[0], int(r[1])) for r in db.read(f"SELECT id, lease_token FROM items WHERE {RUNNING}")}
 
 
 def stage_process(db: Readable, item_id: str, token: int) -> StageProcess | None:
