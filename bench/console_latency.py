@@ -50,7 +50,7 @@ What is measured.
      parse yet (`status:f`), and for esc the unfiltered table. Keys are pressed one
      at a time, `--gap` seconds after the previous one was shown.
    * where the time goes: every read the console's poll worker makes is timed
-     (`read_view`, and inside it `queries.count_items`, `item_window`, `counts`,
+     (`read_view`, and inside it `queries.count_items`, `item_window`, `text_window_head`, `counts`,
      `overview`).
 2. A real pseudo-terminal (120x40, TERM=xterm-256color): the console as an
    operator starts it, `python -m ewg_tui.cli -w WS --attach`, in its own process.
@@ -480,6 +480,9 @@ class ReadTimes:
             return f"item_window ({flt_label(a[1])}){deep}"
 
         proxy.item_window = wrap(q_window, window_label)
+        proxy.text_window_head = wrap(
+            queries.text_window_head, lambda a, kw: "text_window_head (before the count)"
+        )
         proxy.counts = wrap(queries.counts, lambda a, kw: "counts (with overview)")
         proxy.overview = wrap(queries.overview, lambda a, kw: "overview")
         view_reader.queries = proxy
@@ -814,6 +817,18 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def compile_bytecode() -> None:
+    """An installed ewg has its bytecode; a checkout under PYTHONDONTWRITEBYTECODE=1 (set on some
+    machines) compiles every module from source at each start: 0.2 s of the cold first paint
+    measured here. Compile it once, as `make setup` does, so the figure is an installed console's."""
+    import compileall
+
+    for package in ("engine", "ewg_tui"):
+        compileall.compile_dir(REPO / package, quiet=1)
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("bytecode: compiled engine/ and ewg_tui/ (PYTHONDONTWRITEBYTECODE is set here)", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--episodes", type=int, default=100_000)
@@ -846,6 +861,7 @@ def main() -> int:
     args = ap.parse_args()
 
     started = time.perf_counter()
+    compile_bytecode()
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ewg-console-bench-"))
     root = tmp / "ws"
     if root.exists():

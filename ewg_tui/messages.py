@@ -31,17 +31,22 @@ class ViewData:
     counts: dict | None = None
     follow_ups: dict[str, str] = field(default_factory=dict)  # item id -> succeeded | failed_again
     episode_id: str | None = None  # the episode whose clips were read (None: all clips)
+    counting: bool = False  # the episode rows came before their count: episode_total is a lower bound
 
 
 class ViewRead(Message):
-    """A fresh read of the visible window; a newer one replaces an older one still in the queue."""
+    """A fresh read of the visible window; a newer one replaces an older one still in the queue.
 
-    def __init__(self, data: ViewData | None) -> None:
+    A partial one (the rows of a free-text filter before their count) comes first and replaces
+    nothing: the read goes on, and its whole result follows."""
+
+    def __init__(self, data: ViewData | None, partial: bool = False) -> None:
         super().__init__()
         self.data = data  # None: the read was interrupted because the view changed
+        self.partial = partial
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ViewRead)
+        return isinstance(message, ViewRead) and not self.partial
 
 
 class EngineNotice(Message, bubble=False):

@@ -178,6 +178,54 @@ def item_window(
     )
 
 
+TEXT_PROBE = 1000  # rows a free-text window's first look reads, in order, before it scans
+TEXT_CAP = 2000  # matches a free-text scan keeps: fewer, and the scan counted them too
+
+
+def text_window_head(
+    store: Readable, flt: ItemFilter, sort: str = "id", descending: bool = False, limit: int = 100
+) -> tuple[list[dict], int | None]:
+    """The first window of a free-text filter without its count, and the count when it came free.
+
+    Counting a free-text filter reads every row (45 ms at 100k with the cores busy), and the
+    console shows the rows first and the total when it follows. Two looks, the cheaper first:
+    the first TEXT_PROBE rows in the window's order (when it is the id order) hold the window
+    when matches are dense (one letter typed: ~1 ms); otherwise one scan keeps the first TEXT_CAP
+    matches in order, and when fewer match, that scan was the count as well.
+    """
+    if sort not in SORTABLE:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
+    flt = _hiding_needed(store, flt)
+    where, params = flt.where(_dialect(store))
+    direction = "DESC" if descending else "ASC"
+    nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
+    order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
+    fields = ", ".join(ITEM_FIELDS)
+    if sort == "id":
+        # The inner LIMIT keeps both databases from pushing the filter into the walk.
+        rows = _rows(
+            store,
+            f"SELECT {fields} FROM items WHERE id IN (SELECT id FROM"
+            f" (SELECT * FROM items WHERE kind=? {order} LIMIT ?) AS head WHERE {where} {order} LIMIT ?) {order}",
+            [flt.kind, TEXT_PROBE, *params, int(limit)],
+        )
+        if len(rows) >= limit:
+            return rows, None
+    cap = max(TEXT_CAP, int(limit))
+    ids = [
+        r[0]
+        for r in store.read(
+            f"SELECT id FROM {_source(store, flt)} WHERE {where} {order} LIMIT ?", [*params, cap]
+        )
+    ]
+    total = len(ids) if len(ids) < cap else None
+    page = ids[: int(limit)]
+    if not page:
+        return [], total
+    rows = _rows(store, f"SELECT {fields} FROM items WHERE id IN ({','.join('?' * len(page))}) {order}", page)
+    return rows, total
+
+
 def counts(store: Readable) -> dict:
     """{kind: {"by_status": {...}, "by_stage": {stage: {done, in_flight, failed, waiting}}, "total": n}}"""
     out: dict[str, Any] = {}

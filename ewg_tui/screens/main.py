@@ -201,6 +201,7 @@ class MainScreen(Screen[None]):
         self._timer: Timer | None = None
         self._want_offset: dict[str, int] = {"episodes": 0, "clips": 0}
         self.view: ViewData | None = None
+        self._counted_filter: ItemFilter | None = None  # the poll worker's: the last filter it counted
         self._known_stuck = 0
         self._detail_id: str | None = None
         self._bindings_key: tuple = ()
@@ -322,7 +323,18 @@ class MainScreen(Screen[None]):
             reader = self._reader = self.app.ws.store.reader()  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
-            data = read_view(reader, request, self.app.clock.now())  # type: ignore[attr-defined]
+            # A new free-text filter shows its rows before its count; a refresh of one shown does not
+            # (the title would flicker between "counting" and the total on every poll).
+            new_filter = request.episode_filter != self._counted_filter
+            data = read_view(
+                reader,
+                request,
+                self.app.clock.now(),  # type: ignore[attr-defined]
+                shown=(lambda first: self.post_message(ViewRead(first, partial=True)))
+                if new_filter
+                else None,
+            )
+            self._counted_filter = request.episode_filter
             self._read_seconds = time.perf_counter() - started
             if data.overview is not None and not data.overview.resource_pause:
                 data.overview.resource_pause = self.app.ws.disk_floor_breach()  # type: ignore[attr-defined]
@@ -331,8 +343,12 @@ class MainScreen(Screen[None]):
         self.post_message(ViewRead(data))
 
     def on_view_read(self, message: ViewRead) -> None:
-        self._polling = False
         data = message.data
+        if message.partial:  # the read goes on: its whole result follows
+            if data is not None and data.generation == self.generation:
+                self._apply(data)
+            return
+        self._polling = False
         if data is not None and self.db_lost_since is not None:
             self.db_lost_since = None  # the database answers again
             self._show_header()
@@ -386,7 +402,9 @@ class MainScreen(Screen[None]):
             if row["id"] in self.marked:
                 self.marked[row["id"]] = row
         with self.app.batch_update():
-            self.episodes.show_window(data.episodes, data.episode_offset, data.episode_total, ctx, marked)
+            self.episodes.show_window(
+                data.episodes, data.episode_offset, data.episode_total, ctx, marked, counting=data.counting
+            )
             self.clips.show_window(data.clips, data.clip_offset, data.clip_total, ctx, marked)
             self._want_offset = {"episodes": data.episode_offset, "clips": data.clip_offset}
             self._titles()

@@ -6,6 +6,7 @@ of the screen's view state taken on the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine import pipeline
@@ -46,22 +47,59 @@ def clamp_offset(offset: int, limit: int, total: int) -> int:
     return max(0, min(offset, total - limit))
 
 
-def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
+def read_view(
+    store: Readable, request: ViewRequest, now: float, shown: Callable[[ViewData], None] | None = None
+) -> ViewData:
+    """Everything the main screen shows. `shown`, when given, gets the rows of a new free-text
+    filter before their count (ViewData.counting): counting reads every row, and the operator
+    sees the matches as soon as they are found; the returned ViewData has the count."""
     flt = request.episode_filter
-    episode_total = queries.count_items(store, flt)
-    episode_offset = clamp_offset(request.episode_offset, request.episode_limit, episode_total)
+    total: int | None = None
     episodes: list[dict] = []
-    if request.episode_limit and episode_total:
-        # The count tells a free-text window how dense its matches are, so it can pick its plan.
-        episodes = queries.item_window(
-            store,
-            flt,
-            request.sort,
-            request.descending,
-            episode_offset,
-            request.episode_limit,
-            matches=episode_total if flt.text else None,
+    offset = request.episode_offset
+    if flt.text and shown is not None and offset == 0 and request.episode_limit:
+        episodes, total = queries.text_window_head(
+            store, flt, request.sort, request.descending, request.episode_limit
         )
+        if total is None:  # the count is the slow part: show the rows first
+            shown(_view(store, request, now, episodes, 0, len(episodes), counting=True))
+    if total is None:
+        total = queries.count_items(store, flt)
+        offset = clamp_offset(offset, request.episode_limit, total)
+        if not (request.episode_limit and total):
+            episodes = []
+        elif offset or not episodes:
+            # The count tells a free-text window how dense its matches are, so it can pick its plan.
+            episodes = queries.item_window(
+                store,
+                flt,
+                request.sort,
+                request.descending,
+                offset,
+                request.episode_limit,
+                matches=total if flt.text else None,
+            )
+    data = _view(store, request, now, episodes, offset, total)
+    if request.with_overview:
+        data.overview = queries.overview(store, now)
+        data.counts = queries.counts(store)
+    for item_id, since in request.followed:
+        outcome = queries.follow_up(store, item_id, since)
+        if outcome != "pending":
+            data.follow_ups[item_id] = outcome
+    return data
+
+
+def _view(
+    store: Readable,
+    request: ViewRequest,
+    now: float,
+    episodes: list[dict],
+    episode_offset: int,
+    episode_total: int,
+    counting: bool = False,
+) -> ViewData:
+    """The episode window with what follows the cursor: the clips and detail of its episode."""
     clip_filter, detail_id, episode_id = request.clip_filter, request.detail_id, request.episode_id
     if request.episode_cursor is not None and episodes:
         pending, keep_id, keep_index = request.episode_cursor
@@ -79,7 +117,7 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
     )
     detail = queries.item(store, detail_id) if detail_id else None
     detail_attempts = queries.attempts(store, detail_id)[-DETAIL_ATTEMPTS:] if detail else []
-    data = ViewData(
+    return ViewData(
         request.generation,
         now,
         episodes,
@@ -92,15 +130,8 @@ def read_view(store: Readable, request: ViewRequest, now: float) -> ViewData:
         detail,
         detail_attempts,
         episode_id=episode_id,
+        counting=counting,
     )
-    if request.with_overview:
-        data.overview = queries.overview(store, now)
-        data.counts = queries.counts(store)
-    for item_id, since in request.followed:
-        outcome = queries.follow_up(store, item_id, since)
-        if outcome != "pending":
-            data.follow_ups[item_id] = outcome
-    return data
 
 
 def clip_filter_for(episode_id: str | None, all_clips: bool, show_discarded: bool = False) -> ItemFilter:

@@ -26,6 +26,8 @@ from engine.text import one_line
 
 from . import formatting as fmt
 
+END = 2**62  # "the last window" while the count is not known yet: the read clamps it to the end
+
 CellRender = Callable[[dict, "RenderContext"], Text]
 
 
@@ -251,6 +253,7 @@ class ItemTable(DataTable):
         self.item_columns = columns  # the ones shown: fit_columns() picks them by width on every resize
         self.window_offset = 0
         self.total = 0
+        self.counting = False  # the rows came before their count (a free-text filter being counted)
         self.rows_by_id: dict[str, dict] = {}
         self.order: list[str] = []
         self.pending_cursor: str | None = None
@@ -415,6 +418,8 @@ class ItemTable(DataTable):
         if not self.total:
             return "none"
         first = self.window_offset + 1
+        if self.counting:
+            return f"{first}-{self.window_offset + len(self.order)}, counting"
         return f"{first}-{self.window_offset + len(self.order)} of {self.total}"
 
     def show_title(self, text: str) -> None:
@@ -425,9 +430,16 @@ class ItemTable(DataTable):
             self.border_title = Content(one_line(text))
 
     def show_window(
-        self, rows: list[dict], offset: int, total: int, ctx: RenderContext, marked: set[str]
+        self,
+        rows: list[dict],
+        offset: int,
+        total: int,
+        ctx: RenderContext,
+        marked: set[str],
+        counting: bool = False,
     ) -> None:
-        """Bring the table to exactly `rows`, changing only the cells that changed."""
+        """Bring the table to exactly `rows`, changing only the cells that changed. `counting`: the
+        rows came before their count, and `total` is only how many are known so far."""
         self._shown_with = (ctx, marked)
         ctx = replace(ctx, hidden=self.hidden_keys)
         keep_id = self.current_id
@@ -460,11 +472,12 @@ class ItemTable(DataTable):
             self.rows_by_id = {r["id"]: r for r in rows}
             self.order = new_order
             if self.requested_offset is not None and (
-                offset == self.requested_offset or offset + len(rows) >= total
+                offset == self.requested_offset or (not counting and offset + len(rows) >= total)
             ):
                 self.requested_offset = None  # the slide arrived (or was clamped at an end)
             self.window_offset = offset
             self.total = total
+            self.counting = counting
             self._place_cursor(keep_id, keep_index)
 
     def _place_cursor(self, keep_id: str | None, keep_index: int) -> None:
@@ -479,7 +492,7 @@ class ItemTable(DataTable):
         """Re-render every row (after a theme change or a mark toggle)."""
         rows = [self.rows_by_id[i] for i in self.order]
         self._cells = {i: [()] * (len(self.item_columns) + 1) for i in self._cells}
-        self.show_window(rows, self.window_offset, self.total, ctx, marked)
+        self.show_window(rows, self.window_offset, self.total, ctx, marked, self.counting)
 
     @property
     def target_offset(self) -> int:
@@ -487,11 +500,14 @@ class ItemTable(DataTable):
         return self.window_offset if self.requested_offset is None else self.requested_offset
 
     def _request(self, offset: int, cursor: str) -> None:
-        offset = max(0, min(offset, self.total - self.window_size))
+        # While the count is on its way the end is not known: the read clamps the offset instead.
+        offset = max(0, offset if self.counting else min(offset, self.total - self.window_size))
         self.requested_offset = offset
         self.post_message(self.WindowRequested(self, offset, cursor))
 
     def _more_below(self) -> bool:
+        if self.counting:
+            return len(self.order) >= self.window_size
         return self.target_offset + len(self.order) < self.total
 
     def action_cursor_down(self) -> None:
@@ -526,7 +542,7 @@ class ItemTable(DataTable):
 
     def action_last(self) -> None:
         if self._more_below():
-            self._request(self.total - self.window_size, "last")
+            self._request(END if self.counting else self.total - self.window_size, "last")
         else:
             self.move_cursor(row=len(self.order) - 1, animate=False)
 

@@ -276,6 +276,31 @@ def test_filters_count_and_list_the_same_items(db, flt, expected):
     if flt.text:  # the dense plan (an index walk) and the sparse one (a scan) agree
         for matches in (len(expected), 10_000):
             assert _ids(queries.item_window(db, flt, matches=matches)) == expected
+        # ... and the console's first look, before the count: the same rows, and here the count too
+        rows, total = queries.text_window_head(db, flt, limit=10)
+        assert (_ids(rows), total) == (expected, len(expected))
+
+
+@pytest.mark.parametrize("probe, cap", [(1, 100), (100, 100), (1, 3), (1, 1)])
+@pytest.mark.parametrize("sort, descending", [("id", False), ("id", True), ("title", False), ("stage", True)])
+def test_a_free_text_head_is_the_first_window_whichever_look_finds_it(
+    db, monkeypatch, probe, cap, sort, descending
+):
+    """The first look reads `probe` rows in order, the second keeps `cap` matches: whichever answers,
+    the rows are the first window's, and a count comes only when every match was seen."""
+    monkeypatch.setattr(queries, "TEXT_PROBE", probe)
+    monkeypatch.setattr(queries, "TEXT_CAP", cap)
+    flt = F(text="e")  # five matches
+    expected = _ids(queries.item_window(db, flt, sort, descending))
+    for limit in (1, 2, 5, 10):
+        rows, total = queries.text_window_head(db, flt, sort, descending, limit)
+        assert _ids(rows) == expected[:limit]
+        assert total in (None, 5)
+        kept = max(cap, limit)  # what the scan keeps: a window is never cut short by the cap
+        if kept <= 5:
+            assert total is None  # the scan stopped at what it keeps: it cannot have counted
+        elif sort != "id":
+            assert total == 5  # no first look in the id order: the scan saw every match
 
 
 @pytest.mark.parametrize(

@@ -369,7 +369,7 @@ async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, 
     real = main_module.read_view
     interrupted: list[str] = []
 
-    def read_view(reader, request, now):
+    def read_view(reader, request, now, shown=None):
         if request.episode_filter.text == "slow":  # the stale view: a scan that takes minutes
             try:
                 reader.read(
@@ -379,7 +379,7 @@ async def test_a_newer_view_interrupts_a_stale_read_and_is_read_instead(seeded, 
             except ReadInterrupted:
                 interrupted.append(request.episode_filter.text)
                 raise
-        return real(reader, request, now)
+        return real(reader, request, now, shown)
 
     monkeypatch.setattr(main_module, "read_view", read_view)
     app = make_app(ws, clock)
@@ -521,3 +521,55 @@ async def test_a_window_slide_renders_only_cells_not_drawn_before_and_clicks_lan
         await pilot.click(table, offset=(30, top + target))
         await wait_for(pilot, lambda: table.cursor_row == target, what="the click to move the cursor")
         assert table.window_offset == offset + 1
+
+
+async def test_free_text_rows_come_before_their_count_and_keys_work_meanwhile(tmp_path, monkeypatch):
+    """Counting a free-text filter reads every row; the matches are shown first ("counting" in the
+    title), the total follows, and a key pressed meanwhile is not lost or clamped to a guess."""
+    import threading
+
+    from console_fixtures import seeded_workspace
+
+    ws, clock = seeded_workspace(tmp_path / "ws", count=60)
+    monkeypatch.setattr(queries, "TEXT_CAP", 1)  # the head's scan never counts: the count must follow
+    real_count = queries.count_items
+    release = threading.Event()
+
+    def count_items(store, flt):
+        if flt.text == "ep" and flt.kind == "episode":
+            assert release.wait(10), "the test never released the count"
+        return real_count(store, flt)
+
+    monkeypatch.setattr(queries, "count_items", count_items)
+    total = real_count(ws.store, queries.ItemFilter(text="ep"))
+    try:
+        app = make_app(ws, clock)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await ready(pilot)
+            await pilot.press("slash", *"ep")
+            table = screen.episodes
+            await wait_for(
+                pilot,
+                lambda: str(table.border_title).endswith("counting  filter: ep"),
+                what="the rows before their count",
+            )
+            assert len(table.order) == table.window_size and table.window_offset == 0
+            await pilot.press("enter", "G")  # to the last window before the end is known
+            release.set()
+            await wait_for(
+                pilot,
+                lambda: table.window_offset == total - table.window_size and not table.counting,
+                what="the last window once counted",
+            )
+            assert f"of {total}" in str(table.border_title) and "counting" not in str(table.border_title)
+            assert table.cursor_row == len(table.order) - 1
+            await pilot.press("g")  # back to the top: the refreshes of a counted filter count first
+            await wait_for(pilot, lambda: table.window_offset == 0, what="the first window")
+            titles: list[str] = []
+            real_title = table.show_title
+            monkeypatch.setattr(table, "show_title", lambda text: (titles.append(text), real_title(text)))
+            await pilot.pause(1.0)  # three polls and more
+            assert screen.polls >= 3 and not [t for t in titles if "counting" in t], titles
+    finally:
+        release.set()
+        ws.close()
