@@ -614,7 +614,7 @@ def expectation(screen, key: str, total: int):
 
 async def headless(root: Path, args, total: int) -> dict:
     from engine.runtime import Engine
-    from ewg_tui.app import EwgApp
+    from ewg_tui.app import EwgApp, settle_heap
     from ewg_tui.screens.main import MainScreen
 
     probe = FrameProbe()
@@ -637,6 +637,7 @@ async def headless(root: Path, args, total: int) -> dict:
                     await asyncio.sleep(0.001)
                 future = probe.expect(lambda s: len(s.episodes.order) > 0)
                 first = await asyncio.wait_for(future, 20) - t0
+                settle_heap()  # as run_console does once its first window is drawn
                 if start == 0:
                     out["open_workspace"] = t_open
                     out["window_size"] = app.screen.episodes.window_size

@@ -153,3 +153,38 @@ async def test_the_engine_starts_after_the_first_window_is_on_screen(make_demo):
         assert calls == [2] and app.after_first_view is None
     finally:
         engine.stop(force=True)
+
+
+def test_run_console_settles_the_heap_then_starts_the_engine_after_the_first_view(make_demo, monkeypatch):
+    """After the first window: start-up's objects are frozen out of the collector's full passes
+    (a 90 ms pause between a key and its frame, measured), then the engine starts and is frozen too."""
+    import gc
+    import time
+
+    from ewg_tui import app as app_module
+
+    ws = make_demo(count=1)
+    order: list[str] = []
+    monkeypatch.setattr(app_module, "settle_heap", lambda: order.append("settled"))
+    monkeypatch.setattr(gc, "freeze", lambda: order.append("engine frozen"))
+    real_start = Engine.start
+
+    def start(self):
+        order.append("engine started")
+        return real_start(self)
+
+    monkeypatch.setattr(Engine, "start", start)
+
+    def run(self, *a, **kw):  # the first window is drawn, then the operator quits
+        order.append("first view")
+        self.after_first_view()
+        deadline = time.monotonic() + 20
+        while order[-1] != "engine frozen" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return 0
+
+    monkeypatch.setattr(EwgApp, "run", run)
+    monkeypatch.setattr(app_module.TerminalWatch, "start", lambda self: None)
+    monkeypatch.setattr(app_module.TerminalWatch, "stop", lambda self: None)
+    assert app_module.run_console(ws.root, workers=1, attach=False, readonly=False, ws=ws) == 0
+    assert order == ["first view", "settled", "engine started", "engine frozen"]
