@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.db.queries import Overview
+from engine.db.queries import ItemFilter, Overview
 from engine.runtime import EngineEvent
 from engine.verbs import Preview
 
@@ -32,6 +32,7 @@ class ViewData:
     follow_ups: dict[str, str] = field(default_factory=dict)  # item id -> succeeded | failed_again
     episode_id: str | None = None  # the episode whose clips were read (None: all clips)
     counting: bool = False  # the episode rows came before their count: episode_total is a lower bound
+    episode_filter: ItemFilter | None = None  # what the episode rows were read for
 
 
 class ViewRead(Message):

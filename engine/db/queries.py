@@ -183,7 +183,12 @@ TEXT_CAP = 2000  # matches a free-text scan keeps: fewer, and the scan counted t
 
 
 def text_window_head(
-    store: Readable, flt: ItemFilter, sort: str = "id", descending: bool = False, limit: int = 100
+    store: Readable,
+    flt: ItemFilter,
+    sort: str = "id",
+    descending: bool = False,
+    limit: int = 100,
+    start: str | None = None,
 ) -> tuple[list[dict], int | None]:
     """The first window of a free-text filter without its count, and the count when it came free.
 
@@ -192,6 +197,11 @@ def text_window_head(
     the first TEXT_PROBE rows in the window's order (when it is the id order) hold the window
     when matches are dense (one letter typed: ~1 ms); otherwise one scan keeps the first TEXT_CAP
     matches in order, and when fewer match, that scan was the count as well.
+
+    `start` (ascending id order only): no match has a smaller id. A letter typed onto a filter
+    narrows it, so its first match is at or after the first match of the filter it extends; the
+    first look then reads from there (matches clustered in one show are found past the rows of
+    the shows before it).
     """
     if sort not in SORTABLE:
         raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
@@ -202,12 +212,13 @@ def text_window_head(
     order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
     fields = ", ".join(ITEM_FIELDS)
     if sort == "id":
+        since, since_params = ("AND id >= ? ", [start]) if start is not None and not descending else ("", [])
         # The inner LIMIT keeps both databases from pushing the filter into the walk.
         rows = _rows(
             store,
-            f"SELECT {fields} FROM items WHERE id IN (SELECT id FROM"
-            f" (SELECT * FROM items WHERE kind=? {order} LIMIT ?) AS head WHERE {where} {order} LIMIT ?) {order}",
-            [flt.kind, TEXT_PROBE, *params, int(limit)],
+            f"SELECT {fields} FROM items WHERE id IN (SELECT id FROM (SELECT * FROM items WHERE kind=? {since}"
+            f"{order} LIMIT ?) AS head WHERE {where} {order} LIMIT ?) {order}",
+            [flt.kind, *since_params, TEXT_PROBE, *params, int(limit)],
         )
         if len(rows) >= limit:
             return rows, None

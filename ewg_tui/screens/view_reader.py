@@ -41,6 +41,8 @@ class ViewRequest:
     episode_cursor: tuple[str | None, str | None, int] | None = None
     all_clips: bool = False
     show_discarded: bool = False  # dead letters shown too (the `d` toggle)
+    # A free-text filter that narrows the one shown: no match has an id before this (its first row).
+    text_start: str | None = None
 
 
 def clamp_offset(offset: int, limit: int, total: int) -> int:
@@ -59,7 +61,7 @@ def read_view(
     offset = request.episode_offset
     if flt.text and shown is not None and offset == 0 and request.episode_limit:
         episodes, total = queries.text_window_head(
-            store, flt, request.sort, request.descending, request.episode_limit
+            store, flt, request.sort, request.descending, request.episode_limit, request.text_start
         )
         if total is None:  # the count is the slow part: show the rows first
             shown(_view(store, request, now, episodes, 0, len(episodes), counting=True))
@@ -131,6 +133,7 @@ def _view(
         detail_attempts,
         episode_id=episode_id,
         counting=counting,
+        episode_filter=request.episode_filter,
     )
 
 

@@ -811,3 +811,20 @@ def test_sqlite_reads_of_running_work_look_it_up_instead_of_scanning(tmp_path):
             assert any("ix_items_kind_status" in step for step in plan), (sql, plan)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("probe", [1, 2, 100])
+def test_a_narrowed_free_text_head_reads_from_where_the_wider_filter_began(db, monkeypatch, probe):
+    """`start` is the first match of the filter the text extends: the first look reads from there,
+    and finds what it would from the top (no match of the narrower text comes before it)."""
+    monkeypatch.setattr(queries, "TEXT_PROBE", probe)
+    wide = _ids(queries.item_window(db, F(text="e")))  # every episode: ids or titles with an e
+    narrow = _ids(queries.item_window(db, F(text="et vote")))  # "Budget vote"
+    assert narrow == ["ep_a"] and wide[0] == "EP_A"
+    for start in (wide[0], "ep_a"):
+        rows, total = queries.text_window_head(db, F(text="et vote"), limit=10, start=start)
+        assert (_ids(rows), total) == (narrow, 1)
+    # Given a later start than the truth, the first look shows it reads from there (EP_A is skipped);
+    # when it cannot fill the window, the scan reads from the top.
+    rows, _ = queries.text_window_head(db, F(text="e"), limit=2, start="epXa")
+    assert _ids(rows) == (["epXa", "ep_a"] if probe >= 2 else ["EP_A", "epXa"])

@@ -573,3 +573,75 @@ async def test_free_text_rows_come_before_their_count_and_keys_work_meanwhile(tm
     finally:
         release.set()
         ws.close()
+
+
+async def test_a_letter_typed_onto_a_filter_reads_from_its_first_match(seeded, monkeypatch):
+    """Typing narrows: the matches of "ep" are among those of "e", so the first look starts at the
+    first row shown for "e"; deleting a letter widens, and the read starts from the top again."""
+    from ewg_tui.screens import main as main_module
+
+    ws, clock = seeded
+    real = main_module.read_view
+    starts: list[tuple[str, str | None]] = []
+
+    def read_view(reader, request, now, shown=None):
+        if request.episode_filter.text:
+            starts.append((request.episode_filter.text, request.text_start))
+        return real(reader, request, now, shown)
+
+    monkeypatch.setattr(main_module, "read_view", read_view)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        await pilot.press("slash", "e")
+        await wait_for(pilot, lambda: str(table.border_title).endswith("filter: e"), what="the rows of e")
+        first_of_e = table.order[0]
+        await pilot.press("p")
+        await wait_for(pilot, lambda: str(table.border_title).endswith("filter: ep"), what="the rows of ep")
+        await pilot.press("backspace")
+        await wait_for(
+            pilot, lambda: str(table.border_title).endswith("filter: e"), what="the rows of e again"
+        )
+        assert starts[0] == ("e", None)  # the unfiltered rows say nothing about where e begins
+        assert ("ep", first_of_e) in starts
+        assert starts[-1] == ("e", None)
+
+
+async def test_leaving_a_filter_shows_the_unfiltered_rows_at_once_then_reads_them_again(seeded, monkeypatch):
+    """esc draws the unfiltered first window as last read in the frame that closes the bar; the read
+    it starts brings it up to date (here: a title changed while the filter was open)."""
+    import threading
+
+    from ewg_tui.screens import main as main_module
+
+    ws, clock = seeded
+    real = main_module.read_view
+    gate = threading.Event()
+    gate.set()
+
+    def read_view(reader, request, now, shown=None):
+        if not request.episode_filter.statuses:
+            assert gate.wait(10), "the test never released the read"
+        return real(reader, request, now, shown)
+
+    monkeypatch.setattr(main_module, "read_view", read_view)
+    app = make_app(ws, clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await ready(pilot)
+        table = screen.episodes
+        before = list(table.order)
+        first = before[0]
+        await pilot.press("slash", *"status:failed")
+        await wait_for(pilot, lambda: table.total == 2, what="the filtered rows")
+        with ws.store.write() as unit:  # changed while the filter is open
+            unit.execute("UPDATE items SET title='Renamed meanwhile' WHERE id=?", (first,))
+        gate.clear()  # the unfiltered read now waits
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "filter:" not in str(table.border_title), what="the bar to close")
+        assert table.order == before  # the snapshot, while its read waits
+        assert table.rows_by_id[first]["title"] != "Renamed meanwhile"
+        gate.set()
+        await wait_for(
+            pilot, lambda: table.rows_by_id[first]["title"] == "Renamed meanwhile", what="the fresh read"
+        )
