@@ -93,7 +93,7 @@ def _store_for(root: Path, config: Config) -> tuple[Path, dict]:
     return path, {"synchronous": config.engine.synchronous, "busy_timeout_ms": config.engine.busy_timeout_ms}
 
 
-def _open_store(root: Path, config: Config, readonly: bool) -> Store:
+def _open_store(root: Path, config: Config, readonly: bool, verify: bool = True) -> Store:
     url = database_url(config)
     if url is not None:
         from .db.postgres import PostgresStore  # psycopg only where a server is used
@@ -101,7 +101,12 @@ def _open_store(root: Path, config: Config, readonly: bool) -> Store:
         return PostgresStore.open(url, migrate=not readonly, read_only=readonly)
     path, kw = _store_for(root, config)
     return SQLiteStore.open(
-        path, backups=root / config.paths.backups, migrate=not readonly, read_only=readonly, **kw
+        path,
+        backups=root / config.paths.backups,
+        migrate=not readonly,
+        verify=verify,
+        read_only=readonly,
+        **kw,
     )
 
 
@@ -115,10 +120,14 @@ def _create_store(root: Path, config: Config) -> Store:
     return SQLiteStore.create(path, **kw)
 
 
-def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = False) -> Workspace:
+def open_workspace(
+    root: Path, clock: Clock | None = None, readonly: bool = False, verify: bool = True
+) -> Workspace:
     """Open an existing workspace; ConfigError / DatabaseError say what is wrong and how to fix it.
 
-    `readonly` opens it without writing anything, not even a schema migration."""
+    `readonly` opens it without writing anything, not even a schema migration. `verify` False
+    leaves the database's page check to `ws.store.verify()` (the console runs it after its first
+    frame, before its engine starts)."""
     root = Path(root)
     if not (root / CONFIG_NAME).exists():
         raise ConfigError(
@@ -128,7 +137,7 @@ def open_workspace(root: Path, clock: Clock | None = None, readonly: bool = Fals
     refuse_unsafe(root)  # before the configuration is even read: another user may have written it
     config = configmod.load(root / CONFIG_NAME)
     refuse_unsafe(root, config)
-    store = _open_store(root, config, readonly)
+    store = _open_store(root, config, readonly, verify)
     try:
         check_foreign_engines(store)
     except DatabaseError:

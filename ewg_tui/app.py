@@ -249,12 +249,16 @@ def run_console(
 
     # The engine starts after the first frame with episodes, on a thread of its own: its start-up work
     # (recovery, the items folder sweep, health; 0.5 s at 100k episodes) no longer delays the screen.
+    # The database's page check comes first on that thread: a damaged file ends the console, with the
+    # same message the CLI gives, before any engine writes to it.
     start_failed: list[BaseException] = []
 
     def start_engine() -> None:
         try:
-            engine.start()
-            gc.freeze()  # the engine's long-lived objects too (see settle_heap)
+            ws.store.verify()  # the page check the CLI's open left for after the first frame
+            if engine is not None:
+                engine.start()
+                gc.freeze()  # the engine's long-lived objects too (see settle_heap)
         except BaseException as exc:  # noqa: BLE001 - raised again after the app ends, as before
             start_failed.append(exc)
             with contextlib.suppress(RuntimeError):  # the app already ended
@@ -268,8 +272,7 @@ def run_console(
 
         def first_view() -> None:
             settle_heap()
-            if engine is not None:
-                starter.start()
+            starter.start()
 
         app.after_first_view = first_view
         watch.start()

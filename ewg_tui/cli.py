@@ -1305,8 +1305,9 @@ def _need_terminal() -> None:
 def _console(root: Path, args) -> int:
     _need_terminal()
     # Opened before the screen takes over, so its errors print plainly; the console goes on with it
-    # (opening twice ran the database's quick_check twice: 80 ms each at 100k episodes).
-    ws = open_workspace(root, readonly=args.readonly)
+    # (opening twice ran the database's quick_check twice: 80 ms each at 100k episodes). That check
+    # runs after the first frame (run_console), and a damaged database ends the console the same way.
+    ws = open_workspace(root, readonly=args.readonly, verify=False)
     from ewg_tui.app import run_console
 
     return run_console(

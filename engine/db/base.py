@@ -57,6 +57,11 @@ class Store(abc.ABC):
         path = getattr(self, "path", None)
         return None if path is None else path.parent
 
+    def verify(self) -> None:
+        """Check the database's own pages; DatabaseError when damaged. PostgreSQL checks its pages
+        itself (checksums, WAL), so the default does nothing."""
+        return None
+
     @abc.abstractmethod
     def describe(self) -> str:
         """The database as an operator would name it (a path, or a URL without its password)."""

@@ -187,9 +187,28 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
+        self._backups: Path | None = None  # named in the damage message
+        self._verified = False
 
     def describe(self) -> str:
         return str(self.path)
+
+    def verify(self) -> None:
+        """PRAGMA quick_check (every page read once): DatabaseError saying how to restore when the
+        file is damaged. Once per store; it changes nothing."""
+        if self._verified:
+            return
+        try:
+            damage = [r[0] for r in self.connection().execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            damage = [str(exc)]
+        if damage != ["ok"]:
+            raise DatabaseError(
+                f"{self.path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
+                f"changed. Restore the newest backup from {self._backups or 'the backups folder'}; "
+                "`ewg doctor` shows how."
+            )
+        self._verified = True
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -205,9 +224,13 @@ class SQLiteStore(Store):
         return store
 
     @classmethod
-    def open(cls, path: Path, backups: Path | None = None, migrate: bool = True, **kw: Any) -> SQLiteStore:
+    def open(
+        cls, path: Path, backups: Path | None = None, migrate: bool = True, verify: bool = True, **kw: Any
+    ) -> SQLiteStore:
         """Open an existing database; an older schema is backed up and migrated unless `migrate` is
-        False (read-only use: every query works on older schemas, only slower without newer indexes)."""
+        False (read-only use: every query works on older schemas, only slower without newer indexes).
+        `verify` False leaves the page check (`verify`, ~90 ms at 100k items) to the caller, for the
+        console to run after its first frame; a migration still checks first."""
         path = Path(path)
         fix = "Set [paths] database in ewg.toml to a database file, or move this out of the way and restore the database there."
         for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -257,17 +280,13 @@ class SQLiteStore(Store):
                 f"{path} holds no ewg schema. Point --workspace at an ewg workspace "
                 "or create one with `ewg init`."
             )
-        try:
-            damage = [r[0] for r in store.connection().execute("PRAGMA quick_check(5)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            damage = [str(exc)]
-        if damage != ["ok"]:
-            store.close()
-            raise DatabaseError(
-                f"{path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
-                f"changed. Restore the newest backup from {backups or 'the backups folder'}; "
-                "`ewg doctor` shows how."
-            )
+        store._backups = backups
+        if verify or (version < SCHEMA_VERSION and migrate):
+            try:
+                store.verify()
+            except DatabaseError:
+                store.close()
+                raise
         if version < SCHEMA_VERSION and migrate:
             if backups is not None:
                 store.backup(backups, label=f"pre-migration-v{version}")
