@@ -140,6 +140,15 @@ def _hiding_needed(store: Readable, flt: ItemFilter) -> ItemFilter:
     return replace(flt, show_discarded=True)  # nothing to hide: the same rows
 
 
+def _order_by(sort: str, descending: bool) -> str:
+    """A window's ORDER BY: the column, NULLs where SQLite puts them, then id to break ties."""
+    if sort not in SORTABLE:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
+    direction = "DESC" if descending else "ASC"
+    nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
+    return f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
+
+
 def count_items(store: Readable, flt: ItemFilter) -> int:
     where, params = _hiding_needed(store, flt).where(_dialect(store))
     return store.read_one(f"SELECT COUNT(*) FROM {_source(store, flt)} WHERE {where}", params)[0]
@@ -161,12 +170,8 @@ def item_window(
     part of the table ("n" in 100k titles: 0.1 ms); when they are sparse, one scan with a bounded
     sort is cheaper than walking the whole index and reading each row (25 ms against 75 ms).
     """
-    if sort not in SORTABLE:
-        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
+    order = _order_by(sort, descending)
     where, params = _hiding_needed(store, flt).where(_dialect(store))
-    direction = "DESC" if descending else "ASC"
-    nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
-    order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
     walk = sort == "id" and matches is not None and matches > 3 * (offset + limit)
     # Page over ids on a covering index first, then read the full rows of that page only: OFFSET then
     # skips index entries, not whole rows, so a window at 100k costs what one at 0 does.
@@ -203,13 +208,9 @@ def text_window_head(
     first look then reads from there (matches clustered in one show are found past the rows of
     the shows before it).
     """
-    if sort not in SORTABLE:
-        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(SORTABLE))}")
+    order = _order_by(sort, descending)
     flt = _hiding_needed(store, flt)
     where, params = flt.where(_dialect(store))
-    direction = "DESC" if descending else "ASC"
-    nulls = (" NULLS LAST" if descending else " NULLS FIRST") if sort in NULLABLE_SORTS else ""
-    order = f"ORDER BY {sort} {direction}{nulls}" + (f", id {direction}" if sort != "id" else "")
     fields = ", ".join(ITEM_FIELDS)
     if sort == "id":
         since, since_params = ("AND id >= ? ", [start]) if start is not None and not descending else ("", [])

@@ -90,3 +90,17 @@ def item(ws, item_id: str) -> dict:
 
 async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
+
+
+def before_each_read(monkeypatch, hook: Callable) -> None:
+    """Call `hook(request)` on the poll worker before each of the main screen's reads (to record
+    what is asked, or to hold a read back), then read as the screen does."""
+    from ewg_tui.screens import main as main_module
+
+    real = main_module.read_view
+
+    def read_view(reader, request, now, shown=None):
+        hook(request)
+        return real(reader, request, now, shown)
+
+    monkeypatch.setattr(main_module, "read_view", read_view)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from console_fixtures import EP
-from pilot_helpers import item, make_app, move_to, ready, row_text, wait_for
+from pilot_helpers import before_each_read, item, make_app, move_to, ready, row_text, wait_for
 
 from engine.db import queries
 from engine.demo import seed_episodes
@@ -578,18 +578,14 @@ async def test_free_text_rows_come_before_their_count_and_keys_work_meanwhile(tm
 async def test_a_letter_typed_onto_a_filter_reads_from_its_first_match(seeded, monkeypatch):
     """Typing narrows: the matches of "ep" are among those of "e", so the first look starts at the
     first row shown for "e"; deleting a letter widens, and the read starts from the top again."""
-    from ewg_tui.screens import main as main_module
-
     ws, clock = seeded
-    real = main_module.read_view
     starts: list[tuple[str, str | None]] = []
 
-    def read_view(reader, request, now, shown=None):
+    def record(request):
         if request.episode_filter.text:
             starts.append((request.episode_filter.text, request.text_start))
-        return real(reader, request, now, shown)
 
-    monkeypatch.setattr(main_module, "read_view", read_view)
+    before_each_read(monkeypatch, record)
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
@@ -613,19 +609,15 @@ async def test_leaving_a_filter_shows_the_unfiltered_rows_at_once_then_reads_the
     it starts brings it up to date (here: a title changed while the filter was open)."""
     import threading
 
-    from ewg_tui.screens import main as main_module
-
     ws, clock = seeded
-    real = main_module.read_view
     gate = threading.Event()
     gate.set()
 
-    def read_view(reader, request, now, shown=None):
+    def hold(request):
         if not request.episode_filter.statuses:
             assert gate.wait(10), "the test never released the read"
-        return real(reader, request, now, shown)
 
-    monkeypatch.setattr(main_module, "read_view", read_view)
+    before_each_read(monkeypatch, hold)
     app = make_app(ws, clock)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await ready(pilot)
