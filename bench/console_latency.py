@@ -614,7 +614,8 @@ def expectation(screen, key: str, total: int):
 
 async def headless(root: Path, args, total: int) -> dict:
     from engine.runtime import Engine
-    from ewg_tui.app import EwgApp, settle_heap
+    from ewg_tui import heap
+    from ewg_tui.app import EwgApp
     from ewg_tui.screens.main import MainScreen
 
     probe = FrameProbe()
@@ -637,7 +638,9 @@ async def headless(root: Path, args, total: int) -> dict:
                     await asyncio.sleep(0.001)
                 future = probe.expect(lambda s: len(s.episodes.order) > 0)
                 first = await asyncio.wait_for(future, 20) - t0
-                settle_heap()  # as run_console does once its first window is drawn
+                if start == 0:  # as run_console does once its first window is drawn
+                    heap.settle()
+                    app.heap.enable()
                 if start == 0:
                     out["open_workspace"] = t_open
                     out["window_size"] = app.screen.episodes.window_size
@@ -645,6 +648,7 @@ async def headless(root: Path, args, total: int) -> dict:
                     await press_keys(app, probe, args, total, out)
                 await pilot.pause()
         finally:
+            app.heap.disable()
             if engine is not None:
                 engine.stop()
             ws.close()
@@ -673,11 +677,50 @@ async def heavy_work_started(root: Path, timeout: float = 180.0) -> float:
     raise SystemExit(f"no clip stage started within {timeout:.0f} s: the media work is not running")
 
 
+class Collections:
+    """The garbage collector's passes of generation 1 and 2 (start, end), to tell a slow press
+    that waited for one from one that waited for something else."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[float, float, int]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif info["generation"] >= 1:
+            self.passes.append((self._start, time.perf_counter(), info["generation"]))
+
+    def during(self, t0: float, t1: float) -> float:
+        """Seconds of collection inside [t0, t1]."""
+        return sum(max(0.0, min(t1, b) - max(t0, a)) for a, b, _ in self.passes)
+
+
+SLOW_PRESS = 0.100  # a press slower than this is listed with what was going on
+
+
 async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> None:
+    import gc
+
     screen = app.screen
     driver = app._driver
     if args.media:
         out["waited_for_media"] = await heavy_work_started(app.ws.root)
+    collections = Collections()
+    gc.callbacks.append(collections)
+    slow: list[tuple[str, float, float]] = []
+    try:
+        await _press(app, screen, driver, probe, args, total, out, collections, slow)
+    finally:
+        gc.callbacks.remove(collections)
+    out["slow"] = slow
+    out["gc_passes"] = len(collections.passes)
+    out["gc_by_generation"] = {
+        g: (len(d), max(d)) for g in (1, 2) if (d := [b - a for a, b, gen in collections.passes if gen == g])
+    }
+
+
+async def _press(app, screen, driver, probe, args, total, out, collections, slow) -> None:
     for key in press_script(args.presses):
         await asyncio.sleep(args.gap)
         expected = expectation(screen, key, total)
@@ -699,6 +742,8 @@ async def press_keys(app, probe: FrameProbe, args, total: int, out: dict) -> Non
             await asyncio.sleep(0.5)
             continue
         out["presses"][category].append(shown - t0)
+        if shown - t0 > SLOW_PRESS:
+            slow.append((category, shown - t0, collections.during(t0, shown)))
     out["frames"] = probe.frames
 
 
@@ -975,6 +1020,22 @@ def main() -> int:
             f"  {category:<32} {len(values):>4} {ms(pct(values, 50)):>7} {ms(pct(values, 95)):>7} "
             f"{ms(pct(values, 99)):>7} {ms(max(values)):>7}  {head['timeouts'].get(category, 0)}"
         )
+    slow = head.get("slow", [])
+    waited = [p for p in slow if p[2] > 0.005]
+    print(
+        f"presses over {SLOW_PRESS * 1000:.0f} ms: {len(slow)} of {len(all_presses)}; "
+        f"{len(waited)} of them waited for the garbage collector (5 ms or more; {head.get('gc_passes', 0)} "
+        "passes of generation 1-2 during the presses: "
+        + ", ".join(
+            f"gen {g} {n}, longest {ms(longest)} ms"
+            for g, (n, longest) in head.get("gc_by_generation", {}).items()
+        )
+        + ")"
+        + "".join(
+            f"\n  {c}: {ms(d)} ms, {ms(g)} ms of it collecting"
+            for c, d, g in sorted(slow, key=lambda p: -p[1])[:8]
+        )
+    )
     print()
     print("console reads during the headless part (ms, on the poll worker thread):")
     print(f"  {'read':<60} {'n':>5} {'p50':>7} {'p95':>7} {'max':>7}")

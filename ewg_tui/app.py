@@ -25,6 +25,7 @@ from engine.text import inert, one_line
 from engine.verbs import Operator
 from engine.workspace import CONFIG_NAME, Workspace, open_workspace
 
+from . import heap
 from .keys import ActiveKeys, check_keymap
 from .messages import EngineNotice
 from .screens.commands import ConsoleCommands
@@ -92,8 +93,10 @@ class EwgApp(App[int]):
         # Called once, after the first window of episodes is on screen (run_console starts its engine
         # there: the screen comes first, the engine's start-up work after it).
         self.after_first_view: Callable[[], None] | None = None
+        self.heap = heap.IdleCollector()  # enabled by run_console only: it changes the process's collector
 
     def on_mount(self) -> None:
+        self.set_interval(heap.CHECK_EVERY, self.heap.collect_if_idle, name="idle-gc")
         self.push_screen(MainScreen())
         self.theme_changed_signal.subscribe(self, self._theme_picked)
         # No SIGHUP handler where the platform or thread cannot have one (Windows; tests off the main thread).
@@ -101,6 +104,8 @@ class EwgApp(App[int]):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
 
     async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self.heap.key_pressed()
         if isinstance(event, events.Key) and self.first_run_hint:
             self.first_run_hint = False  # any key dismisses the hint, and still does what it does
             for screen in self.screen_stack:  # the app's own query does not reach into screens
@@ -201,18 +206,6 @@ def _unblock_screen_writes(app: App, seconds: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def settle_heap() -> None:
-    """Take what start-up built out of the garbage collector's sight, once, after the first frame.
-
-    A full collection walks every tracked object, and the console's start-up leaves ~80k of them
-    (modules, classes, widgets, the config) that live as long as the process: measured, a full
-    collection then paused the screen for up to 90 ms, landing between a key and its frame. Frozen,
-    they are not walked again (one such pause: 26 ms). Garbage made later is collected as before.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def run_console(
     root: Path,
     *,
@@ -258,7 +251,7 @@ def run_console(
             ws.store.verify()  # the page check the CLI's open left for after the first frame
             if engine is not None:
                 engine.start()
-                gc.freeze()  # the engine's long-lived objects too (see settle_heap)
+                gc.freeze()  # the engine's long-lived objects too (see heap.settle)
         except BaseException as exc:  # noqa: BLE001 - raised again after the app ends, as before
             start_failed.append(exc)
             with contextlib.suppress(RuntimeError):  # the app already ended
@@ -271,13 +264,15 @@ def run_console(
             engine.on_event = app.engine_event
 
         def first_view() -> None:
-            settle_heap()
+            heap.settle()
+            app.heap.enable()  # full collections while no key comes (heap.py)
             starter.start()
 
         app.after_first_view = first_view
         watch.start()
         app.run()
     finally:
+        app.heap.disable()
         watch.stop()
         if starter.is_alive():
             starter.join()  # quit while it was starting: let it finish, then stop it below
