@@ -146,7 +146,7 @@ class ItemDetailScreen(Screen[None]):
                 fmt.plain(a["stage"]),
                 fmt.plain(a.get("outcome") or "running"),
                 fmt.plain(a.get("error_class")),
-                fmt.clock_time(a["started_at"]),
+                fmt.timestamp(a["started_at"]),
                 fmt.duration(a.get("duration")),
                 Text(one_line(a.get("decision"))),
             )
@@ -163,7 +163,7 @@ class ItemDetailScreen(Screen[None]):
                 fmt.plain(c["stage"]),
                 str(len(c["files"])),
                 fmt.size(c["bytes"]),
-                fmt.clock_time(c["created_at"]),
+                fmt.timestamp(c["created_at"]),
                 state,
             )
         log = ""
@@ -190,7 +190,7 @@ class ItemDetailScreen(Screen[None]):
         self.query_one("#detail-clips-label").display = show_clips
         events = [
             Content.assemble(
-                (fmt.clock_time(e["at"]) + " ", "$foreground-muted"),
+                (fmt.timestamp(e["at"]) + " ", "$foreground-muted"),
                 (one_line(e["actor"]) + " ", "bold"),
                 one_line(e["verb"]),
                 (f"  {one_line(e['reason'])}" if e.get("reason") else "", "$foreground-muted"),

@@ -84,10 +84,7 @@ def describe(
                 " at ",
                 one_line(fmt.current_stage(item)),
                 (
-                    "  "
-                    + fmt.clock_time(item.get("error_at"))
-                    + " UTC, "
-                    + fmt.ago(item.get("error_at"), now)
+                    "  " + fmt.timestamp(item.get("error_at")) + ", " + fmt.ago(item.get("error_at"), now)
                     if item.get("error_at")
                     else "",
                     "$foreground-muted",
@@ -120,14 +117,19 @@ def describe(
             variable = (
                 "$success" if outcome == "succeeded" else "$accent" if outcome == "running" else "$error"
             )
-            when = f" {fmt.clock_time(a.get('started_at'))}" if width >= 50 else ""
+            head = f"#{a['number']} {one_line(a['stage']):<11} "
+            took = f" {fmt.duration(a.get('duration')):>5}"
+            error_class = f" {one_line(a.get('error_class'))}"
+            when = f" {fmt.timestamp(a.get('started_at'))}"
+            if len(head) + 9 + len(took) + len(when) + len(error_class) > width:
+                when = ""  # the start time only where the whole line fits: never a wrapped attempt
             lines.append(
                 Content.assemble(
-                    f"#{a['number']} {one_line(a['stage']):<11} ",
+                    head,
                     (f"{outcome:<9}", variable),
-                    f" {fmt.duration(a.get('duration')):>5}",
+                    took,
                     (when, "$foreground-muted"),
-                    (f" {one_line(a.get('error_class'))}", "$error"),
+                    (error_class, "$error"),
                 )
             )
     tail = log_tail(attempts)

@@ -13,6 +13,7 @@ from textual.app import App
 from textual.color import Color
 from textual.widgets import Input
 
+from engine.clock import iso
 from engine.text import one_line
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -214,8 +215,13 @@ def size(num_bytes: int | float) -> str:
     return f"{n:.1f} GB"
 
 
+def timestamp(ts: float | None) -> str:
+    """When something happened: ISO 8601 UTC with Z, as `ewg run`, `ewg log` and `ewg status` write it."""
+    return iso(ts)
+
+
 def clock_time(ts: float | None) -> str:
-    """HH:MM:SS UTC, the way the console shows when something happened."""
+    """HH:MM:SS (UTC): a time axis's labels, where the day is already said."""
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S")
