@@ -94,7 +94,8 @@ class Engine(_Section):
         10,
         ge=0,
         le=19,
-        description="CPU priority of heavy stages (media, transcription), run in worker subprocesses",
+        description="CPU priority (nice) of stage processes: the worker subprocesses of heavy stages "
+        "(media, transcription) and every command stage's program",
     )
     metrics: str = Field(
         "",

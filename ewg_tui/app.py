@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import threading
@@ -251,7 +250,6 @@ def run_console(
             ws.store.verify()  # the page check the CLI's open left for after the first frame
             if engine is not None:
                 engine.start()
-                gc.freeze()  # the engine's long-lived objects too (see heap.settle)
         except BaseException as exc:  # noqa: BLE001 - raised again after the app ends, as before
             start_failed.append(exc)
             with contextlib.suppress(RuntimeError):  # the app already ended

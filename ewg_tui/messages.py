@@ -33,13 +33,14 @@ class ViewData:
     episode_id: str | None = None  # the episode whose clips were read (None: all clips)
     counting: bool = False  # the episode rows came before their count: episode_total is a lower bound
     episode_filter: ItemFilter | None = None  # what the episode rows were read for
+    episode_order: tuple[str, bool] = ("id", False)  # ... and in which order (sort, descending)
 
 
 class ViewRead(Message):
     """A fresh read of the visible window; a newer one replaces an older one still in the queue.
 
-    A partial one (the rows of a free-text filter before their count) comes first and replaces
-    nothing: the read goes on, and its whole result follows."""
+    A partial one (the rows of a free-text filter before their count) comes first: a whole read
+    behind it in the queue supersedes it, and it supersedes nothing."""
 
     def __init__(self, data: ViewData | None, partial: bool = False) -> None:
         super().__init__()
@@ -47,7 +48,8 @@ class ViewRead(Message):
         self.partial = partial
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ViewRead) and not self.partial
+        # Textual asks the queued message whether `message`, the newer one behind it, may take its place.
+        return isinstance(message, ViewRead) and not message.partial
 
 
 class EngineNotice(Message, bubble=False):

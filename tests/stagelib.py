@@ -51,14 +51,29 @@ def spawn_children(ctx) -> None:
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 
 
+def own_autogroup(wait: float = 5.0) -> str | None:
+    """This process's scheduling group ("/autogroup-N nice K"), None without autogroups. The engine
+    sets a niced stage's group right after starting it, so a niced process waits a moment for that."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            group = open("/proc/self/autogroup").read().strip()
+        except OSError:
+            return None
+        if (
+            os.getpriority(os.PRIO_PROCESS, 0) <= 0
+            or not group.endswith(" nice 0")
+            or time.monotonic() > deadline
+        ):
+            return group
+        time.sleep(0.02)
+
+
 def where_am_i(ctx) -> None:
     """Write the process it runs in (pid, session, nice, autogroup) and report progress and a log line."""
     ctx.progress(0.5, "halfway")
     ctx.logger.info("working in %d", os.getpid())
-    try:
-        autogroup = open("/proc/self/autogroup").read().strip()  # "/autogroup-N nice K"
-    except OSError:
-        autogroup = None
+    autogroup = own_autogroup()
     info = {
         "pid": os.getpid(),
         "sid": os.getsid(0),

@@ -188,27 +188,35 @@ class SQLiteStore(Store):
         self.busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
         self._backups: Path | None = None  # named in the damage message
-        self._verified = False
+        self._verified = False  # no write until it is (opened with verify=False: `write` checks first)
+        self._verify_lock = threading.Lock()
 
     def describe(self) -> str:
         return str(self.path)
 
     def verify(self) -> None:
         """PRAGMA quick_check (every page read once): DatabaseError saying how to restore when the
-        file is damaged. Once per store; it changes nothing."""
-        if self._verified:
-            return
-        try:
-            damage = [r[0] for r in self.connection().execute("PRAGMA quick_check(5)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            damage = [str(exc)]
-        if damage != ["ok"]:
-            raise DatabaseError(
-                f"{self.path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
-                f"changed. Restore the newest backup from {self._backups or 'the backups folder'}; "
-                "`ewg doctor` shows how."
-            )
-        self._verified = True
+        file is damaged. Once per store, on a connection of its own (its page cache goes with it);
+        callers at the same time wait for the one check. It changes nothing."""
+        with self._verify_lock:
+            if self._verified:
+                return
+            conn = None
+            try:
+                conn = self._connect()
+                damage = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                damage = [str(exc)]
+            finally:
+                if conn is not None:
+                    conn.close()
+            if damage != ["ok"]:
+                raise DatabaseError(
+                    f"{self.path} is damaged (PRAGMA quick_check: {'; '.join(damage)[:300]}). It was not "
+                    f"changed. Restore the newest backup from {self._backups or 'the backups folder'}; "
+                    "`ewg doctor` shows how."
+                )
+            self._verified = True
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -220,6 +228,7 @@ class SQLiteStore(Store):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner-only from birth
         os.close(fd)
         store = cls(path, **kw)
+        store._verified = True  # made just now: nothing to check
         store.migrate()
         return store
 
@@ -325,6 +334,8 @@ class SQLiteStore(Store):
         sleeps (1, 2, 5, 10 ms...) are far longer than our transactions. Another process
         holding the lock past busy_timeout is retried with backoff (tenacity), never a crash.
         """
+        if not self._verified:
+            self.verify()  # a damaged file is refused before anything is written to it
         conn = self.connection()
         with self._write_lock:
             self._execute_busy_safe(conn, "BEGIN IMMEDIATE")

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..pipeline import KINDS
+
 # Every running item, written so that the (kind, status, id) index finds them: `status='running'`
 # alone scans the whole table (100k rows, ~3 ms a pass on SQLite, taken by the watchdog every
 # second beside the console), the kinds in front make it two index lookups.
-RUNNING = "kind IN ('episode','clip') AND status='running'"
+RUNNING = f"kind IN ({', '.join(repr(kind) for kind in KINDS)}) AND status='running'"
 
 ITEM_COLUMNS = (
     "id",

@@ -243,6 +243,7 @@ def run(ctx: StageContext) -> None:
             stderr=subprocess.PIPE,
             cwd=ctx.output_dir,
             env=stage_env(values, ctx.lease_marker),
+            nice=ctx.config.engine.worker_nice,  # an operator's encoder yields the cores like ours do
         )
     except FileNotFoundError:
         raise StageError(

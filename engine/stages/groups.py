@@ -53,62 +53,74 @@ def _prctl():
 _PRCTL = _prctl()
 
 
-_AUTOGROUP = "/proc/self/autogroup"
-_AUTOGROUP_TRIES = 6  # the kernel takes one autogroup change per 100 ms from unprivileged users
+_AUTOGROUP_TRIES = 20  # the kernel takes one autogroup change per 100 ms from unprivileged users
+_AUTOGROUP_RETRY = 0.1
 
 
-def session_nice(nice: int) -> None:
-    """Give this process, the leader of a new session, the CPU priority `nice`, and its session too.
+def lower_session(pid: int) -> None:
+    """Give the session that `pid` leads the CPU priority (nice value) `pid` runs at.
 
     A nice value only ranks a process among the others of its scheduling group, and with
     CONFIG_SCHED_AUTOGROUP (on by default on desktop and server kernels alike) every session is a
     group of its own that shares the CPU equally with every other group: a stage in a new session at
     nice 19 took as much CPU from the console as one at nice 0 (measured: two niced encoders left the
-    console a third of the cores). So the session's autogroup gets the same nice value. Raising it
-    needs no privilege; a refusal (EAGAIN: one change per 100 ms system-wide; ENOENT: no autogroups)
-    leaves the process niced as before.
+    console a third of the cores). So its session's autogroup gets the same nice value. Raising it
+    needs no privilege; the kernel takes one such change per 100 ms from unprivileged users
+    (EAGAIN), so a refusal is retried on a thread of its own for two seconds, then logged.
     """
-    if nice > 0:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if current <= 0 or os.getsid(0) != os.getpid():  # never change the group of a session we share
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
+        if nice <= 0 or os.getsid(pid) != pid:  # never change the group of a session we share
+            return
+    except OSError:  # it already ended
         return
+    if _write_autogroup(pid, nice) is None:
+        threading.Thread(
+            target=_retry_autogroup, args=(pid, nice), name=f"autogroup-{pid}", daemon=True
+        ).start()
+
+
+def _write_autogroup(pid: int, nice: int) -> bool | None:
+    """True when written, False when it cannot be (no autogroups, the process ended), None to retry."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(nice))
+        return True
+    except BlockingIOError:
+        return None
+    except OSError:
+        return False
+
+
+def _retry_autogroup(pid: int, nice: int) -> None:
     for _ in range(_AUTOGROUP_TRIES):
-        try:
-            fd = os.open(_AUTOGROUP, os.O_WRONLY)
-        except OSError:
+        time.sleep(_AUTOGROUP_RETRY)
+        written = _write_autogroup(pid, nice)
+        if written is not None:
             return
-        try:
-            os.write(fd, str(current).encode())
-            return
-        except BlockingIOError:
-            time.sleep(0.1)
-        except OSError:
-            return
-        finally:
-            os.close(fd)
+    log.info("stage process %d keeps its session's CPU share: the kernel refused its nice value", pid)
 
 
 def popen(argv: list[str], *, nice: int = 0, **kwargs) -> subprocess.Popen:
     """Popen in a new session that dies with the engine thread that starts it (PR_SET_PDEATHSIG).
 
-    The program runs at `nice` on top of the caller's own, and so does its session (session_nice):
+    The program runs at `nice` on top of the caller's own, and so does its session (lower_session):
     a heavy stage yields the cores to the console, and so does whatever program a niced worker starts.
     """
     parent = os.getpid()
     prctl = _PRCTL
-    lower = nice > 0 or os.getpriority(os.PRIO_PROCESS, 0) > 0
 
     def die_with_engine() -> None:
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the engine died before the signal was armed
             os._exit(1)
-        if lower:
-            session_nice(nice)
+        if nice > 0:
+            os.nice(nice)
 
-    return subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_engine, **kwargs)
+    proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_engine, **kwargs)
+    lower_session(proc.pid)
+    return proc
 
 
 def members(pgid: int) -> list[int]:

@@ -204,9 +204,7 @@ class MainScreen(Screen[None]):
         self.view: ViewData | None = None
         self._counted_filter: ItemFilter | None = None  # the poll worker's: the last filter it counted
         self._text_start: tuple[ItemFilter | None, str | None] = (None, None)  # see _narrowed_start
-        self._unfiltered: tuple[ViewData, tuple[str, bool]] | None = (
-            None  # last unfiltered top window, its order
-        )
+        self._unfiltered: ViewData | None = None  # the last first window read without a filter
         self._known_stuck = 0
         self._detail_id: str | None = None
         self._bindings_key: tuple = ()
@@ -407,8 +405,7 @@ class MainScreen(Screen[None]):
             and data.episode_offset == 0
             and not data.counting
         ):
-            # shown at once when a filter is left (_show_unfiltered_snapshot), in this order only
-            self._unfiltered = (data, (self.episodes.sort_by, self.episodes.sort_descending))
+            self._unfiltered = data  # shown at once when a filter is left (_show_unfiltered_snapshot)
         if data.overview is None and previous is not None:
             data.overview, data.counts = previous.overview, previous.counts
         ctx = self.render_context(data.now)
@@ -672,6 +669,7 @@ class MainScreen(Screen[None]):
             shown is None
             or not view.episodes
             or view.episode_offset
+            or view.episode_order != ("id", False)  # the rows' own order, not the one asked for since
             or (table.sort_by, table.sort_descending) != ("id", False)
             or not shown.text
             or shown.text not in flt.text
@@ -694,14 +692,11 @@ class MainScreen(Screen[None]):
         """Leaving a filter shows the unfiltered first window as last read, in the frame that closes
         the bar, and the read it starts brings it up to date (only changed cells are drawn again):
         esc costs one frame, not a frame, a read and another frame (55-70 ms with the cores busy)."""
-        if self._unfiltered is None:
+        snapshot = self._unfiltered
+        if snapshot is None or snapshot.episode_filter != self.episode_filter:
             return
-        snapshot, order = self._unfiltered
-        if snapshot.episode_filter != self.episode_filter or order != (
-            self.episodes.sort_by,
-            self.episodes.sort_descending,
-        ):
-            return
+        if snapshot.episode_order != (self.episodes.sort_by, self.episodes.sort_descending):
+            return  # read in another order
         if self.app.clock.now() - snapshot.now > SNAPSHOT_MAX_AGE:  # type: ignore[attr-defined]
             return  # too old to show even for a moment
         ctx = self.render_context(snapshot.now)

@@ -134,6 +134,7 @@ def _view(
         episode_id=episode_id,
         counting=counting,
         episode_filter=request.episode_filter,
+        episode_order=(request.sort, request.descending),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,40 @@ def test_an_expected_stage_error_is_shown_by_its_message_not_a_traceback(make_de
     attempt = queries.attempts(ws.store, item_id)[-1]
     shown = attempt["log_tail"] or attempt["error_detail"]  # what the console's detail pane shows
     assert "the source is unreadable" in shown and "Traceback" not in shown
+
+
+def test_a_command_stage_runs_at_worker_nice_and_so_does_its_session(make_demo, tmp_path, monkeypatch):
+    """An operator's own encoder (a `command` stage) yields the cores like the built-in ones: its
+    program runs at `[engine] worker_nice`, in a session whose scheduling group has that nice too."""
+    report = tmp_path / "where.json"
+    script = (
+        "import json, os, sys\n"
+        "from stagelib import own_autogroup\n"
+        "group = own_autogroup()\n"
+        "info = {'pid': os.getpid(), 'sid': os.getsid(0), 'nice': os.getpriority(os.PRIO_PROCESS, 0), "
+        "'autogroup': group}\n"
+        f"open({str(report)!r}, 'w').write(json.dumps(info))\n"
+        "open(os.path.join(os.environ.get('EWG_OUTPUT_DIR', '.'), 'done.txt'), 'w').write('ok')\n"
+    )
+    (tmp_path / "where.py").write_text(script)
+    extra = (
+        f'\n[stages.episode.discovered]\nkind = "command"\n'
+        f"command = [{json.dumps(os.sys.executable)}, {json.dumps(str(tmp_path / 'where.py'))}]\n"
+    )
+    ws = make_demo(count=1, extra=extra, worker_nice="6")
+    tests = str(Path(__file__).resolve().parents[1])  # the program imports stagelib from there
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
+    )
+    eng = Engine(ws, workers=1).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        eng.stop()
+    info = json.loads(report.read_text())
+    assert info["nice"] >= os.getpriority(os.PRIO_PROCESS, 0) + 6
+    assert info["sid"] == info["pid"]
+    if info["autogroup"] is not None:  # a kernel with autogroups: the session's group yields too
+        assert info["autogroup"].endswith(f"nice {info['nice']}"), info["autogroup"]

@@ -228,3 +228,22 @@ def test_the_console_refuses_a_damaged_database_after_its_first_frame_too(ws_wit
         -2000:
     ]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_a_store_opened_before_its_page_check_writes_nothing_until_it_passes(ws_with_backup):
+    """The console opens the database without the page check and runs it after its first frame; a
+    verb pressed meanwhile must not write to a damaged file: the first write runs the check itself."""
+    from engine.db import DatabaseError, SQLiteStore
+
+    _root, db, _backup = ws_with_backup
+    _one_index_page(db)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    store = SQLiteStore.open(db, verify=False)
+    try:
+        assert store.read_one("SELECT COUNT(*) FROM items")[0] > 0  # reads work meanwhile
+        with pytest.raises(DatabaseError, match=r"is damaged \(PRAGMA quick_check"):
+            with store.write() as unit:
+                unit.execute("UPDATE items SET title='written anyway'")
+    finally:
+        store.close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
