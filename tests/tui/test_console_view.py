@@ -637,3 +637,14 @@ async def test_leaving_a_filter_shows_the_unfiltered_rows_at_once_then_reads_the
         await wait_for(
             pilot, lambda: table.rows_by_id[first]["title"] == "Renamed meanwhile", what="the fresh read"
         )
+
+
+def test_a_whole_read_supersedes_a_queued_partial_one_and_never_the_reverse():
+    """Textual asks the queued (older) message whether the newer one behind it may take its place."""
+    from ewg_tui.messages import ViewRead
+
+    full, partial = ViewRead(None), ViewRead(None, partial=True)
+    assert partial.can_replace(ViewRead(None))  # the whole read follows: the rows-first one is dropped
+    assert full.can_replace(ViewRead(None))  # a newer whole read replaces an older one, as before
+    assert not full.can_replace(ViewRead(None, partial=True))  # a partial never drops a whole read
+    assert not partial.can_replace(ViewRead(None, partial=True))
