@@ -663,14 +663,13 @@ class MainScreen(Screen[None]):
     def _narrowed_start(self, flt: ItemFilter) -> str | None:
         """The first row shown, when `flt` only adds letters to the free text of the filter those
         rows were read for (in id order from the top): every match of `flt` matched that filter."""
-        view, table = self.view, self.episodes
+        view = self.view
         shown = view.episode_filter if view is not None else None
         if (
             shown is None
             or not view.episodes
             or view.episode_offset
-            or view.episode_order != ("id", False)  # the rows' own order, not the one asked for since
-            or (table.sort_by, table.sort_descending) != ("id", False)
+            or view.episode_order != ("id", False)  # the rows' own order (the read ignores it in others)
             or not shown.text
             or shown.text not in flt.text
             or replace(flt, text=shown.text) != shown

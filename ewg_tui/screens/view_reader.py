@@ -7,7 +7,7 @@ of the screen's view state taken on the event loop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine import pipeline
 from engine.db import Readable, queries
@@ -57,6 +57,7 @@ def read_view(
     sees the matches as soon as they are found; the returned ViewData has the count."""
     flt = request.episode_filter
     total: int | None = None
+    first: ViewData | None = None  # the rows shown before their count, with their clips and detail
     episodes: list[dict] = []
     offset = request.episode_offset
     if flt.text and shown is not None and offset == 0 and request.episode_limit:
@@ -64,7 +65,8 @@ def read_view(
             store, flt, request.sort, request.descending, request.episode_limit, request.text_start
         )
         if total is None:  # the count is the slow part: show the rows first
-            shown(_view(store, request, now, episodes, 0, len(episodes), counting=True))
+            first = _view(store, request, now, episodes, 0, len(episodes), counting=True)
+            shown(first)
     if total is None:
         total = queries.count_items(store, flt)
         offset = clamp_offset(offset, request.episode_limit, total)
@@ -81,7 +83,10 @@ def read_view(
                 request.episode_limit,
                 matches=total if flt.text else None,
             )
-    data = _view(store, request, now, episodes, offset, total)
+    if first is not None and episodes is first.episodes:  # the same rows: their clips and detail too
+        data = replace(first, episode_total=total, counting=False, follow_ups={})
+    else:
+        data = _view(store, request, now, episodes, offset, total)
     if request.with_overview:
         data.overview = queries.overview(store, now)
         data.counts = queries.counts(store)
